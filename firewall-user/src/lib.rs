@@ -1,0 +1,9 @@
+//! smf-firewall userspace: configuration, the rule pipeline (YAML → validated `RuleSet` →
+//! compiled map values), the aya loader that puts them into the kernel, and metrics.
+
+pub mod config;
+pub mod daemon;
+pub mod diagnostic;
+pub mod loader;
+pub mod metrics;
+pub mod rules;

@@ -1,0 +1,106 @@
+//! Prometheus metrics. Dataplane counters are read from the kernel's per-CPU map at scrape
+//! time and summed, so they are exact and never double counted. Labels are aggregates
+//! (interface, verdict): never an address or a flow (Art. 17).
+
+use std::sync::{Arc, Mutex};
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use firewall_common::Verdict;
+use prometheus::{
+    Encoder, IntCounterVec, Opts, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use crate::loader::Dataplane;
+
+/// Reads `smf_firewall_{packets,bytes}_total{interface,verdict}` from the dataplane.
+pub struct DataplaneCollector {
+    dataplane: Arc<Mutex<Dataplane>>,
+    /// Interface names by counter slot.
+    interfaces: Vec<String>,
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
+}
+
+impl DataplaneCollector {
+    pub fn new(dataplane: Arc<Mutex<Dataplane>>, interfaces: Vec<String>) -> Self {
+        let labels = ["interface", "verdict"];
+        let packets = IntCounterVec::new(
+            Opts::new(
+                "smf_firewall_packets_total",
+                "Packets seen by the XDP program, by interface and verdict.",
+            ),
+            &labels,
+        )
+        .expect("valid metric definition");
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "smf_firewall_bytes_total",
+                "Bytes of Ethernet frames (without FCS) seen by the XDP program, by interface and verdict.",
+            ),
+            &labels,
+        )
+        .expect("valid metric definition");
+        Self {
+            dataplane,
+            interfaces,
+            packets,
+            bytes,
+        }
+    }
+}
+
+impl Collector for DataplaneCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.packets
+            .desc()
+            .into_iter()
+            .chain(self.bytes.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // The lock also serialises concurrent scrapes, which reset and refill the vectors.
+        let dataplane = match self.dataplane.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.packets.reset();
+        self.bytes.reset();
+        for (slot, interface) in self.interfaces.iter().enumerate() {
+            for verdict in Verdict::ALL {
+                match dataplane.counter(slot as u32, verdict) {
+                    Ok(counter) => {
+                        let labels = [interface.as_str(), verdict.label()];
+                        self.packets.with_label_values(&labels).inc_by(counter.packets);
+                        self.bytes.with_label_values(&labels).inc_by(counter.bytes);
+                    }
+                    Err(error) => warn!(interface, %error, "cannot read counters"),
+                }
+            }
+        }
+        let mut families = self.packets.collect();
+        families.extend(self.bytes.collect());
+        families
+    }
+}
+
+/// Serves `GET /metrics` in the Prometheus text format until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: Registry) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .with_state(Arc::new(registry));
+    axum::serve(listener, app).await
+}
+
+async fn render(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    if let Err(error) = encoder.encode(&registry.gather(), &mut body) {
+        warn!(%error, "cannot encode metrics");
+    }
+    ([(header::CONTENT_TYPE, encoder.format_type().to_string())], body)
+}

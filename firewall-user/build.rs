@@ -38,7 +38,10 @@ fn main() {
         cargo.env_remove(key);
     }
     // BTF lets the kernel and bpftool describe our maps' keys and values.
-    cargo.env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\x1f-Clink-arg=--btf");
+    cargo.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+    );
 
     let status = cargo.status().unwrap_or_else(|err| {
         panic!("cannot run {cargo:?}: {err}; run `cargo xtask setup` to install the toolchain")

@@ -51,7 +51,7 @@ pub fn headers(ctx: &XdpContext) -> Result<Frame, Malformed> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
     // SAFETY: as above.
     let ip = unsafe { &*ip };
-    let header_len = usize::from(ip.ihl()) * 4;
+    let header_len = usize::from(ip.ihl()); // already in bytes
     if header_len < Ipv4Hdr::LEN {
         return Err(Malformed);
     }

@@ -136,7 +136,9 @@ fn interface_name_problem(name: &str) -> Option<String> {
         || name == ".."
         || name.contains(['/', ':'])
         || name.chars().any(char::is_whitespace);
-    bad.then(|| format!("`{name}` is not a valid interface name (1-15 characters, no '/', ':' or spaces)"))
+    bad.then(|| {
+        format!("`{name}` is not a valid interface name (1-15 characters, no '/', ':' or spaces)")
+    })
 }
 
 #[cfg(test)]
@@ -171,11 +173,23 @@ mod tests {
     fn errors_carry_positions() {
         let cases = [
             ("rules: r.yaml\ninterfaces: [lan0]\nbogus: 1\n", 3, "bogus"),
-            ("rules: r.yaml\ninterfaces: [lan0, lan0]\n", 2, "listed twice"),
+            (
+                "rules: r.yaml\ninterfaces: [lan0, lan0]\n",
+                2,
+                "listed twice",
+            ),
             ("rules: r.yaml\ninterfaces: []\n", 2, "empty"),
-            ("rules: r.yaml\ninterfaces: [a/b]\n", 2, "not a valid interface name"),
+            (
+                "rules: r.yaml\ninterfaces: [a/b]\n",
+                2,
+                "not a valid interface name",
+            ),
             ("interfaces: [lan0]\n", 1, "rules"),
-            ("rules: r.yaml\ninterfaces: [lan0]\nmetrics: {listen: nope}\n", 3, "socket address"),
+            (
+                "rules: r.yaml\ninterfaces: [lan0]\nmetrics: {listen: nope}\n",
+                3,
+                "socket address",
+            ),
         ];
         for (text, line, fragment) in cases {
             let err = parse(text).unwrap_err();
@@ -184,7 +198,8 @@ mod tests {
             assert!(first.column > 0, "{text:?}: {err}");
             assert!(err.to_string().contains(fragment), "{text:?}: {err}");
             assert!(
-                err.to_string().starts_with("/etc/smf-firewall/config.yaml:"),
+                err.to_string()
+                    .starts_with("/etc/smf-firewall/config.yaml:"),
                 "{err}"
             );
         }

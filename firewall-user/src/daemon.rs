@@ -55,7 +55,12 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 rules: config.rules.clone(),
             })?;
         let ifindex = loader::ifindex(name)?;
-        compiled.push((name, ifindex, compile::interface(policy, slot as u32), policy.rules.len()));
+        compiled.push((
+            name,
+            ifindex,
+            compile::interface(policy, slot as u32),
+            policy.rules.len(),
+        ));
     }
     let listener = TcpListener::bind(config.metrics.listen)
         .await

@@ -37,7 +37,11 @@ impl fmt::Display for Diagnostics {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}:{}: error: {}", self.file, d.line, d.column, d.message)?;
+            write!(
+                f,
+                "{}:{}:{}: error: {}",
+                self.file, d.line, d.column, d.message
+            )?;
         }
         Ok(())
     }

@@ -14,7 +14,8 @@ pub static FIREWALL_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smf-firewall"));
 
 /// `return XDP_PASS`, built the same way: the floor for benchmarks.
-pub static XDP_PASS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-pass"));
+pub static XDP_PASS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-pass"));
 
 const PROGRAM: &str = "smf_firewall";
 
@@ -27,10 +28,7 @@ pub enum LoaderError {
     #[error("the XDP object lacks `{0}`; the build is broken")]
     Missing(&'static str),
     #[error("map {map}: {source}")]
-    Map {
-        map: &'static str,
-        source: MapError,
-    },
+    Map { map: &'static str, source: MapError },
     #[error("interface {0} does not exist")]
     UnknownInterface(String),
     #[error("cannot attach XDP to {interface} in driver or generic mode: {source}")]
@@ -50,7 +48,9 @@ impl Dataplane {
     /// Loads and verifies the program; attaches nowhere yet.
     pub fn load() -> Result<Self, LoaderError> {
         let mut ebpf = Ebpf::load(FIREWALL_OBJECT)?;
-        let stats = ebpf.take_map("STATS").ok_or(LoaderError::Missing("STATS"))?;
+        let stats = ebpf
+            .take_map("STATS")
+            .ok_or(LoaderError::Missing("STATS"))?;
         let stats = PerCpuArray::try_from(stats).map_err(|source| LoaderError::Map {
             map: "STATS",
             source,
@@ -133,8 +133,8 @@ impl Dataplane {
 
 /// The index of a network interface in this namespace.
 pub fn ifindex(name: &str) -> Result<u32, LoaderError> {
-    let c_name =
-        std::ffi::CString::new(name).map_err(|_| LoaderError::UnknownInterface(name.to_string()))?;
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| LoaderError::UnknownInterface(name.to_string()))?;
     // SAFETY: c_name is a valid NUL-terminated string for the duration of the call.
     match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
         0 => Err(LoaderError::UnknownInterface(name.to_string())),

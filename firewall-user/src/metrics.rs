@@ -75,7 +75,9 @@ impl Collector for DataplaneCollector {
                 match dataplane.counter(slot as u32, verdict) {
                     Ok(counter) => {
                         let labels = [interface.as_str(), verdict.label()];
-                        self.packets.with_label_values(&labels).inc_by(counter.packets);
+                        self.packets
+                            .with_label_values(&labels)
+                            .inc_by(counter.packets);
                         self.bytes.with_label_values(&labels).inc_by(counter.bytes);
                     }
                     Err(error) => warn!(interface, %error, "cannot read counters"),
@@ -102,5 +104,8 @@ async fn render(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     if let Err(error) = encoder.encode(&registry.gather(), &mut body) {
         warn!(%error, "cannot encode metrics");
     }
-    ([(header::CONTENT_TYPE, encoder.format_type().to_string())], body)
+    (
+        [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+        body,
+    )
 }

@@ -25,7 +25,10 @@ fn rule(rule: &Rule) -> KernelRule {
     let (src_addr, src_mask) = addr_mask(rule.src);
     let (dst_addr, dst_mask) = addr_mask(rule.dst);
     let mut conditions = 0;
-    let protocol = rule.protocol.number().inspect(|_| conditions |= cond::PROTOCOL);
+    let protocol = rule
+        .protocol
+        .number()
+        .inspect(|_| conditions |= cond::PROTOCOL);
     let (dst_port_lo, dst_port_hi) = match &rule.dst_port {
         Some(range) => {
             conditions |= cond::DST_PORT;
@@ -87,7 +90,10 @@ mod tests {
         assert_eq!(rule.src_mask.to_ne_bytes(), [255, 254, 0, 0]);
         assert_eq!((rule.dst_addr, rule.dst_mask), (0, 0));
         assert_eq!(rule.conditions, cond::PROTOCOL | cond::DST_PORT);
-        assert_eq!((rule.protocol, rule.dst_port_lo, rule.dst_port_hi), (6, 80, 443));
+        assert_eq!(
+            (rule.protocol, rule.dst_port_lo, rule.dst_port_hi),
+            (6, 80, 443)
+        );
         assert_eq!(rule.verdict, Verdict::Pass as u8);
     }
 

@@ -34,7 +34,10 @@ pub fn validate(raw: RawRules) -> Result<RuleSet, Vec<Diagnostic>> {
             if !ids.insert(raw_rule.id.value.clone()) {
                 problems.push(Diagnostic::at(
                     &raw_rule.id.referenced,
-                    format!("duplicate rule id `{}` on interface {name}", raw_rule.id.value),
+                    format!(
+                        "duplicate rule id `{}` on interface {name}",
+                        raw_rule.id.value
+                    ),
                 ));
             }
             if let Some(rule) = rule(raw_rule, &mut problems) {
@@ -130,10 +133,7 @@ fn network(text: &Spanned<String>, problems: &mut Vec<Diagnostic>) -> Option<Ipv
     if net.addr() != net.network() {
         problems.push(Diagnostic::at(
             &text.referenced,
-            format!(
-                "`{value}` has host bits set: did you mean {}?",
-                net.trunc()
-            ),
+            format!("`{value}` has host bits set: did you mean {}?", net.trunc()),
         ));
         return None;
     }
@@ -167,7 +167,9 @@ fn port_range(
             let shown = if lo == hi { lo } else { format!("{lo}-{hi}") };
             problems.push(Diagnostic::at(
                 at,
-                format!("`{shown}` is not a port or port range (1-65535, like 22 or \"8000-8080\")"),
+                format!(
+                    "`{shown}` is not a port or port range (1-65535, like 22 or \"8000-8080\")"
+                ),
             ));
             None
         }
@@ -216,14 +218,38 @@ mod tests {
     #[test]
     fn each_mistake_is_reported_with_its_position() {
         let cases = [
-            ("      - { id: a, action: drop, src: 198.18.0.1/33 }\n", "not an IPv4 address"),
-            ("      - { id: a, action: drop, src: 198.18.0.1/24 }\n", "did you mean 198.18.0.0/24"),
-            ("      - { id: a, action: drop, protocol: tcp, dst_port: 0 }\n", "not a port"),
-            ("      - { id: a, action: drop, protocol: tcp, dst_port: 65536 }\n", "not a port"),
-            ("      - { id: a, action: drop, protocol: tcp, dst_port: \"90-80\" }\n", "backwards"),
-            ("      - { id: a, action: drop, protocol: icmp, dst_port: 80 }\n", "needs `protocol: tcp`"),
-            ("      - { id: a, action: drop, dst_port: 80 }\n", "needs `protocol: tcp`"),
-            ("      - { id: \"a b\", action: drop }\n", "must be 1-64 characters"),
+            (
+                "      - { id: a, action: drop, src: 198.18.0.1/33 }\n",
+                "not an IPv4 address",
+            ),
+            (
+                "      - { id: a, action: drop, src: 198.18.0.1/24 }\n",
+                "did you mean 198.18.0.0/24",
+            ),
+            (
+                "      - { id: a, action: drop, protocol: tcp, dst_port: 0 }\n",
+                "not a port",
+            ),
+            (
+                "      - { id: a, action: drop, protocol: tcp, dst_port: 65536 }\n",
+                "not a port",
+            ),
+            (
+                "      - { id: a, action: drop, protocol: tcp, dst_port: \"90-80\" }\n",
+                "backwards",
+            ),
+            (
+                "      - { id: a, action: drop, protocol: icmp, dst_port: 80 }\n",
+                "needs `protocol: tcp`",
+            ),
+            (
+                "      - { id: a, action: drop, dst_port: 80 }\n",
+                "needs `protocol: tcp`",
+            ),
+            (
+                "      - { id: \"a b\", action: drop }\n",
+                "must be 1-64 characters",
+            ),
             ("      - { id: a, action: reject }\n", "reject"),
             ("      - { id: a, action: drop, port: 80 }\n", "port"),
         ];

@@ -1,0 +1,49 @@
+//! A small site: a LAN host, the adapter that runs smf-firewall (interfaces `lan0` and
+//! `wan0`, routing between them) and a WAN host.
+//!
+//! ```text
+//! lan (eth0 198.18.1.2/24) -- (lan0 198.18.1.1/24) adapter (wan0 198.19.1.1/24) -- (eth0 198.19.1.2/24) wan
+//! ```
+
+use std::io;
+
+use crate::{NetNs, veth};
+
+pub const LAN_HOST: &str = "198.18.1.2";
+pub const ADAPTER_LAN: &str = "198.18.1.1";
+pub const ADAPTER_WAN: &str = "198.19.1.1";
+pub const WAN_HOST: &str = "198.19.1.2";
+
+/// The three namespaces; dropping the site removes all of them and their links.
+#[derive(Debug)]
+pub struct Site {
+    pub lan: NetNs,
+    pub adapter: NetNs,
+    pub wan: NetNs,
+}
+
+impl Site {
+    pub fn new() -> io::Result<Site> {
+        let site = Site {
+            lan: NetNs::new("lan")?,
+            adapter: NetNs::new("fw")?,
+            wan: NetNs::new("wan")?,
+        };
+        veth(&site.adapter, "lan0", &site.lan, "eth0")?;
+        veth(&site.adapter, "wan0", &site.wan, "eth0")?;
+        site.adapter
+            .ip(&["addr", "add", &format!("{ADAPTER_LAN}/24"), "dev", "lan0"])?;
+        site.adapter
+            .ip(&["addr", "add", &format!("{ADAPTER_WAN}/24"), "dev", "wan0"])?;
+        site.adapter.sysctl("net.ipv4.ip_forward=1")?;
+        site.lan
+            .ip(&["addr", "add", &format!("{LAN_HOST}/24"), "dev", "eth0"])?;
+        site.lan
+            .ip(&["route", "add", "default", "via", ADAPTER_LAN])?;
+        site.wan
+            .ip(&["addr", "add", &format!("{WAN_HOST}/24"), "dev", "eth0"])?;
+        site.wan
+            .ip(&["route", "add", "default", "via", ADAPTER_WAN])?;
+        Ok(site)
+    }
+}

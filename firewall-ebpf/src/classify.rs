@@ -15,7 +15,7 @@ static INTERFACES: HashMap<u32, InterfaceRules> =
 #[inline(always)]
 pub fn ruleset(ctx: &XdpContext) -> Option<&'static InterfaceRules> {
     // SAFETY: the value is only read, and stays valid for the program's run (RCU).
-    unsafe { INTERFACES.get(&(ctx.ingress_ifindex() as u32)) }
+    unsafe { INTERFACES.get(ctx.ingress_ifindex() as u32) }
 }
 
 #[inline(always)]

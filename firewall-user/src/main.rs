@@ -1,6 +1,6 @@
 //! The `smf-firewall` command line.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -31,11 +31,17 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("SMF_FIREWALL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Our errors' messages already carry their causes: print the context, then the
+            // cause, so that each `FILE:LINE:COL: error: ...` starts its own line.
+            eprintln!("error: {error}");
+            if let Some(cause) = error.chain().nth(1) {
+                eprintln!("{cause}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -164,6 +164,12 @@ impl Process {
     }
 }
 
+impl From<Child> for Process {
+    fn from(child: Child) -> Self {
+        Process { child: Some(child) }
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -4,6 +4,7 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use firewall_user::rules::RuleSet;
 use tracing_subscriber::EnvFilter;
 
 /// smf-firewall: the XDP firewall dataplane of the SMF sx Ultra Firewall Option.
@@ -16,6 +17,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate a rule file without touching the kernel. Prints each interface's rules and
+    /// exits 0 when the file is valid; prints every error as FILE:LINE:COL: error: ... and
+    /// exits 1 when it is not.
+    Check {
+        /// The YAML rule file.
+        file: PathBuf,
+    },
     /// Run the firewall: attach XDP to the configured interfaces, enforce the rules, serve
     /// Prometheus metrics. Stops (and detaches) on SIGINT or SIGTERM.
     Run {
@@ -49,6 +57,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Check { file } => check(&file),
         Command::Run { config } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime
@@ -56,4 +65,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("while running with {}", config.display()))
         }
     }
+}
+
+fn check(file: &std::path::Path) -> anyhow::Result<()> {
+    let rules = RuleSet::load(file).context("the rule file is not valid; nothing was loaded")?;
+    println!("{}: valid", file.display());
+    for (interface, policy) in &rules.interfaces {
+        let count = policy.rules.len();
+        let noun = if count == 1 { "rule" } else { "rules" };
+        println!(
+            "{interface}: default {}, {count} {noun} (first match wins)",
+            policy.default
+        );
+        for (position, rule) in policy.rules.iter().enumerate() {
+            println!("  {:>3}. {rule}", position + 1);
+        }
+    }
+    Ok(())
 }

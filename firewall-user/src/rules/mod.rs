@@ -11,7 +11,7 @@ pub mod validate;
 
 use std::{
     collections::BTreeMap,
-    fs,
+    fmt, fs,
     ops::RangeInclusive,
     path::{Path, PathBuf},
 };
@@ -98,6 +98,41 @@ pub struct Rule {
     pub src: Option<Ipv4Net>,
     pub dst: Option<Ipv4Net>,
     pub dst_port: Option<RangeInclusive<u16>>,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.verdict().label())
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Any => "any",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+        })
+    }
+}
+
+/// One line per rule, as `check` prints it: `id action protocol [conditions]`.
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.id, self.action, self.protocol)?;
+        if let Some(src) = self.src {
+            write!(f, " src {src}")?;
+        }
+        if let Some(dst) = self.dst {
+            write!(f, " dst {dst}")?;
+        }
+        match &self.dst_port {
+            Some(ports) if ports.start() == ports.end() => write!(f, " dst_port {}", ports.start()),
+            Some(ports) => write!(f, " dst_port {}-{}", ports.start(), ports.end()),
+            None => Ok(()),
+        }
+    }
 }
 
 impl RuleSet {

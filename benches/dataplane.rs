@@ -8,7 +8,7 @@ use std::path::Path;
 
 use aya::{Ebpf, programs::Xdp};
 use firewall_benches::{Row, ns_per_packet, print_table, udp_frame, write_json};
-use firewall_common::MAX_RULES;
+use firewall_common::MAX_ENTRIES;
 use firewall_user::{
     loader::{Dataplane, XDP_PASS_OBJECT},
     rules::{RuleSet, compile},
@@ -64,7 +64,10 @@ fn firewall_row(count: usize, case: Case, frame: &[u8]) -> Result<(String, usize
         RuleSet::parse(Path::new("bench.yaml"), &rules(count, case)).map_err(|e| e.to_string())?;
     let mut dataplane = Dataplane::load().map_err(|e| e.to_string())?;
     dataplane
-        .install(LOOPBACK, &compile::interface(&set.interfaces["lo"], 0))
+        .install(
+            LOOPBACK,
+            &compile::interface(&set.interfaces["lo"], 0).map_err(|e| e.to_string())?,
+        )
         .map_err(|e| e.to_string())?;
     let program = dataplane.program().map_err(|e| e.to_string())?;
     let ns = ns_per_packet(program, frame).map_err(|e| e.to_string())?;
@@ -99,9 +102,9 @@ fn main() -> Result<(), String> {
     }];
     let layouts = [
         (1, Case::First),
-        (MAX_RULES, Case::First),
-        (MAX_RULES, Case::Last),
-        (MAX_RULES, Case::Nothing),
+        (MAX_ENTRIES, Case::First),
+        (MAX_ENTRIES, Case::Last),
+        (MAX_ENTRIES, Case::Nothing),
     ];
     for (count, case) in layouts {
         let (case, rules, ns) = firewall_row(count, case, &frame)?;

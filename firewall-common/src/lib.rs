@@ -6,8 +6,15 @@
 /// Interfaces one program instance can serve; each gets a counter slot.
 pub const MAX_INTERFACES: u32 = 64;
 
-/// Rules per interface that the linear classifier walks.
-pub const MAX_RULES: usize = 64;
+/// Entries per interface that the linear classifier walks. A rule with lists takes one entry
+/// per combination of its list elements.
+pub const MAX_ENTRIES: usize = 128;
+
+/// VLAN tags a frame may carry; more is malformed.
+pub const MAX_VLAN_TAGS: usize = 2;
+
+/// IPv6 extension headers walked before the upper-layer header; more is malformed.
+pub const MAX_IPV6_EXTENSIONS: usize = 8;
 
 /// What the program decided for a packet. Indexes the per-interface counters.
 #[repr(u8)]
@@ -51,27 +58,49 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// `Rule::matches` bits: which optional conditions a rule has.
+/// `Entry::conditions` bits: which conditions an entry has. Absent conditions match anything.
 pub mod cond {
-    pub const PROTOCOL: u8 = 1 << 0;
-    pub const DST_PORT: u8 = 1 << 1;
+    pub const FAMILY: u16 = 1 << 0;
+    pub const PROTOCOL: u16 = 1 << 1;
+    pub const SRC: u16 = 1 << 2;
+    pub const DST: u16 = 1 << 3;
+    pub const SRC_PORT: u16 = 1 << 4;
+    pub const DST_PORT: u16 = 1 << 5;
+    pub const ICMP_TYPE: u16 = 1 << 6;
+    pub const ICMP_CODE: u16 = 1 << 7;
+    pub const VLAN: u16 = 1 << 8;
 }
 
-/// One compiled IPv4 rule. Addresses and masks are in network byte order as they appear in
-/// the packet (compared as raw `u32`s); ports are in host order, inclusive.
+/// IP version numbers as `Entry::family` holds them.
+pub mod family {
+    pub const IPV4: u8 = 4;
+    pub const IPV6: u8 = 6;
+}
+
+/// One compiled rule (or one combination of a rule's list elements). Addresses and masks are
+/// in network byte order as they appear in the packet, read as native `u32`s; an IPv4 address
+/// uses the first word and leaves the others zero. Ports are in host order, inclusive.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Rule {
-    pub src_addr: u32,
-    pub src_mask: u32,
-    pub dst_addr: u32,
-    pub dst_mask: u32,
+pub struct Entry {
+    pub src_addr: [u32; 4],
+    pub src_mask: [u32; 4],
+    pub dst_addr: [u32; 4],
+    pub dst_mask: [u32; 4],
+    pub src_port_lo: u16,
+    pub src_port_hi: u16,
     pub dst_port_lo: u16,
     pub dst_port_hi: u16,
+    pub vlan: u16,
+    pub conditions: u16,
+    /// Position of the rule this entry belongs to, in the interface's rule list.
+    pub rule: u16,
+    pub family: u8,
     pub protocol: u8,
-    pub conditions: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
     pub verdict: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 1],
 }
 
 /// The value of the `INTERFACES` map, keyed by ifindex: one interface's whole rule set. The
@@ -82,16 +111,18 @@ pub struct Rule {
 pub struct InterfaceRules {
     /// Counter slot of this interface (its position in the daemon's config).
     pub slot: u32,
-    pub rule_count: u32,
+    pub entry_count: u32,
     pub default_verdict: u8,
-    pub _pad: [u8; 7],
-    pub rules: [Rule; MAX_RULES],
+    /// What frames that are neither IPv4 nor IPv6 get.
+    pub non_ip_verdict: u8,
+    pub _pad: [u8; 6],
+    pub entries: [Entry; MAX_ENTRIES],
 }
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain #[repr(C)] data with explicit padding fields, valid for any bit pattern.
     unsafe impl aya::Pod for super::Counter {}
-    unsafe impl aya::Pod for super::Rule {}
+    unsafe impl aya::Pod for super::Entry {}
     unsafe impl aya::Pod for super::InterfaceRules {}
 }

@@ -26,8 +26,8 @@ pub fn smf_firewall(ctx: XdpContext) -> u32 {
 
 fn judge(ctx: &XdpContext, rules: &InterfaceRules) -> Verdict {
     match parse::headers(ctx) {
-        Ok(parse::Frame::NonIp) => Verdict::Pass,
-        Ok(parse::Frame::Ipv4(packet)) => classify::first_match(rules, &packet),
+        Ok(parse::Frame::NonIp) => Verdict::from_u8(rules.non_ip_verdict),
+        Ok(parse::Frame::Ip(packet)) => classify::first_match(rules, &packet),
         // A firewall does not forward what it cannot read.
         Err(parse::Malformed) => Verdict::Drop,
     }

@@ -18,7 +18,10 @@ use crate::{
     config::{Config, ConfigError},
     loader::{self, Dataplane, LoaderError},
     metrics::{self, DataplaneCollector},
-    rules::{RuleSet, RulesError, compile},
+    rules::{
+        RuleSet, RulesError,
+        compile::{self, CompileError},
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,12 @@ pub enum DaemonError {
     Rules(#[from] RulesError),
     #[error("{}: interface {interface} is in the config but has no rules; add it under `interfaces:`", rules.display())]
     NoRules { interface: String, rules: PathBuf },
+    #[error("{}: interface {interface}: {error}", rules.display())]
+    Compile {
+        interface: String,
+        rules: PathBuf,
+        error: CompileError,
+    },
     #[error(transparent)]
     Loader(#[from] LoaderError),
     #[error("cannot serve metrics on {address}: {source}")]
@@ -54,13 +63,14 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 interface: name.clone(),
                 rules: config.rules.clone(),
             })?;
+        let interface_rules =
+            compile::interface(policy, slot as u32).map_err(|error| DaemonError::Compile {
+                interface: name.clone(),
+                rules: config.rules.clone(),
+                error,
+            })?;
         let ifindex = loader::ifindex(name)?;
-        compiled.push((
-            name,
-            ifindex,
-            compile::interface(policy, slot as u32),
-            policy.rules.len(),
-        ));
+        compiled.push((name, ifindex, interface_rules, policy.rules.len()));
     }
     let listener = TcpListener::bind(config.metrics.listen)
         .await

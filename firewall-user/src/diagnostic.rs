@@ -63,8 +63,12 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Dia
 /// The parser's message without its source snippet and position, which we print ourselves.
 fn plain_message(err: &serde_saphyr::Error) -> String {
     let text = err.without_snippet().to_string();
-    match text.rsplit_once(" at line ") {
-        Some((message, _position)) => message.to_string(),
-        None => text,
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(message, _)| message);
+    // The parser names Rust types ("invalid i64"); operators think in whole numbers.
+    match message.strip_prefix("invalid ") {
+        Some("i64" | "u64" | "i32" | "u32" | "u16" | "u8") => "expected a whole number".to_string(),
+        _ => message.to_string(),
     }
 }

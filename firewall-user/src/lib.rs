@@ -6,4 +6,6 @@ pub mod daemon;
 pub mod diagnostic;
 pub mod loader;
 pub mod metrics;
+pub mod reference;
 pub mod rules;
+pub mod spec;

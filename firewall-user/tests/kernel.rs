@@ -77,7 +77,10 @@ fn dataplane() -> Dataplane {
     let rules = RuleSet::parse(Path::new("kernel-test.yaml"), RULES).unwrap();
     let mut dataplane = Dataplane::load().expect("the verifier accepts the program");
     dataplane
-        .install(LOOPBACK, &compile::interface(&rules.interfaces["lo"], 0))
+        .install(
+            LOOPBACK,
+            &compile::interface(&rules.interfaces["lo"], 0).unwrap(),
+        )
         .unwrap();
     dataplane
 }
@@ -197,7 +200,10 @@ fn installing_new_rules_replaces_the_old_ones() {
     )
     .unwrap();
     dataplane
-        .install(LOOPBACK, &compile::interface(&open.interfaces["lo"], 0))
+        .install(
+            LOOPBACK,
+            &compile::interface(&open.interfaces["lo"], 0).unwrap(),
+        )
         .unwrap();
     assert_eq!(run(&mut dataplane, &frame), XDP_PASS);
 }

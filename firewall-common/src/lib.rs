@@ -6,9 +6,18 @@
 /// Interfaces one program instance can serve; each gets a counter slot.
 pub const MAX_INTERFACES: u32 = 64;
 
-/// Entries per interface that the linear classifier walks. A rule with lists takes one entry
-/// per combination of its list elements.
-pub const MAX_ENTRIES: usize = 128;
+/// Levels of a classification tree the program walks before it must reach a leaf.
+pub const MAX_TREE_DEPTH: usize = 16;
+
+/// Entries one leaf may hold (`Node::mask` is a u16). The program checks a leaf under
+/// `bpf_loop`, so the verifier does not bound it.
+pub const MAX_LEAF_ENTRIES: usize = u16::MAX as usize;
+
+/// Per-rule counter slots (rules across all interfaces).
+pub const MAX_RULE_COUNTERS: u32 = 1 << 18;
+
+/// Rule sets held at once: the live one and the one being written.
+pub const GENERATIONS: u32 = 2;
 
 /// VLAN tags a frame may carry; more is malformed.
 pub const MAX_VLAN_TAGS: usize = 2;
@@ -91,32 +100,87 @@ pub struct Entry {
     pub src_port_hi: u16,
     pub dst_port_lo: u16,
     pub dst_port_hi: u16,
+    /// The rule's counter slot in `RULE_STATS`.
+    pub counter: u32,
     pub vlan: u16,
     pub conditions: u16,
-    /// Position of the rule this entry belongs to, in the interface's rule list.
-    pub rule: u16,
     pub family: u8,
     pub protocol: u8,
     pub icmp_type: u8,
     pub icmp_code: u8,
     pub verdict: u8,
-    pub _pad: [u8; 1],
+    pub _pad: [u8; 3],
 }
 
-/// The value of the `INTERFACES` map, keyed by ifindex: one interface's whole rule set. The
-/// daemon replaces it with one map update, so a packet is judged by the old or the new rules,
-/// never a mix.
+/// Dimensions of the classification key: the words a tree node can cut on.
+pub mod dim {
+    /// Source address words 0-3 (IPv4 uses word 0), as in `Entry::src_addr`, read big-endian.
+    pub const SRC: u8 = 0;
+    /// Destination address words 0-3.
+    pub const DST: u8 = 4;
+    /// Destination port (or ICMP code).
+    pub const DST_PORT: u8 = 8;
+    /// Source port (or ICMP type).
+    pub const SRC_PORT: u8 = 9;
+    pub const PROTOCOL: u8 = 10;
+    /// Number of dimensions.
+    pub const COUNT: usize = 11;
+}
+
+/// `Node::dim` of a leaf.
+pub const LEAF: u8 = 0xff;
+
+/// One node of a classification tree. An internal node sends a packet to child
+/// `first + ((key[dim] >> shift) & mask)`; a leaf lists `mask` entries (as indices into the
+/// generation's `ENTRIES`) from `first` in its `LEAF_ITEMS`, in rule order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct InterfaceRules {
-    /// Counter slot of this interface (its position in the daemon's config).
-    pub slot: u32,
-    pub entry_count: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Node {
+    pub first: u32,
+    pub mask: u16,
+    pub dim: u8,
+    pub shift: u8,
+}
+
+/// No tree: no entry can match.
+pub const NO_TREE: u32 = u32::MAX;
+
+/// Trees per family. Entries are split by what they constrain, so that entries without a
+/// condition in a dimension are not copied into every child of a cut on it: entries with a
+/// destination address, entries with only a source address, entries with neither.
+pub const TREES: usize = 3;
+
+/// One decision tree: its root node, and the lowest entry index in it, so that a packet
+/// skips a tree that cannot hold an earlier match than one already found.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tree {
+    pub root: u32,
+    pub min_entry: u32,
+}
+
+impl Tree {
+    pub const NONE: Tree = Tree {
+        root: NO_TREE,
+        min_entry: u32::MAX,
+    };
+}
+
+/// One interface's rule set in one generation: what the program needs besides the trees.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The trees for IPv4 packets, then for IPv6 packets.
+    pub trees: [[Tree; TREES]; 2],
     pub default_verdict: u8,
     /// What frames that are neither IPv4 nor IPv6 get.
     pub non_ip_verdict: u8,
-    pub _pad: [u8; 6],
-    pub entries: [Entry; MAX_ENTRIES],
+    pub _pad: [u8; 2],
+}
+
+/// Index of an interface's `Policy` in the `POLICIES` array.
+pub const fn policy_index(generation: u32, slot: u32) -> u32 {
+    generation * MAX_INTERFACES + slot
 }
 
 #[cfg(feature = "user")]
@@ -124,5 +188,7 @@ mod user {
     // SAFETY: plain #[repr(C)] data with explicit padding fields, valid for any bit pattern.
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::Entry {}
-    unsafe impl aya::Pod for super::InterfaceRules {}
+    unsafe impl aya::Pod for super::Node {}
+    unsafe impl aya::Pod for super::Policy {}
+    unsafe impl aya::Pod for super::Tree {}
 }

@@ -21,6 +21,7 @@ pub enum Frame {
 }
 
 /// What is after the IP header(s).
+#[repr(u8)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum L4 {
     /// TCP, UDP or SCTP: `a` and `b` are the source and destination ports.
@@ -34,6 +35,8 @@ pub enum L4 {
 }
 
 /// The fields rules can match on.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Packet {
     /// The outermost VLAN id, 0 when untagged.
     pub vlan: u16,

@@ -16,11 +16,11 @@ use tracing::info;
 
 use crate::{
     config::{Config, ConfigError},
-    loader::{self, Dataplane, LoaderError},
+    loader::{self, Capacity, Dataplane, LoaderError},
     metrics::{self, DataplaneCollector},
     rules::{
         RuleSet, RulesError,
-        compile::{self, CompileError},
+        compile::{self, CompileError, RuleCounters},
     },
 };
 
@@ -32,12 +32,8 @@ pub enum DaemonError {
     Rules(#[from] RulesError),
     #[error("{}: interface {interface} is in the config but has no rules; add it under `interfaces:`", rules.display())]
     NoRules { interface: String, rules: PathBuf },
-    #[error("{}: interface {interface}: {error}", rules.display())]
-    Compile {
-        interface: String,
-        rules: PathBuf,
-        error: CompileError,
-    },
+    #[error("{}: {error}", rules.display())]
+    Compile { rules: PathBuf, error: CompileError },
     #[error(transparent)]
     Loader(#[from] LoaderError),
     #[error("cannot serve metrics on {address}: {source}")]
@@ -54,24 +50,26 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let rules = RuleSet::load(&config.rules)?;
     info!(config = %config_path.display(), rules = %config.rules.display(), "loaded configuration");
 
-    let mut compiled = Vec::with_capacity(config.interfaces.len());
-    for (slot, name) in config.interfaces.iter().enumerate() {
-        let policy = rules
-            .interfaces
-            .get(name)
-            .ok_or_else(|| DaemonError::NoRules {
-                interface: name.clone(),
-                rules: config.rules.clone(),
-            })?;
-        let interface_rules =
-            compile::interface(policy, slot as u32).map_err(|error| DaemonError::Compile {
-                interface: name.clone(),
-                rules: config.rules.clone(),
-                error,
-            })?;
-        let ifindex = loader::ifindex(name)?;
-        compiled.push((name, ifindex, interface_rules, policy.rules.len()));
+    let slots: Vec<(String, u32)> = config.interfaces.iter().cloned().zip(0..).collect();
+    if let Some((missing, _)) = slots
+        .iter()
+        .find(|(name, _)| !rules.interfaces.contains_key(name))
+    {
+        return Err(DaemonError::NoRules {
+            interface: missing.clone(),
+            rules: config.rules.clone(),
+        });
     }
+    let mut counters = RuleCounters::default();
+    let compiled =
+        compile::ruleset(&rules, &slots, &mut counters).map_err(|error| DaemonError::Compile {
+            rules: config.rules.clone(),
+            error,
+        })?;
+    let ifindexes = slots
+        .iter()
+        .map(|(name, _)| loader::ifindex(name))
+        .collect::<Result<Vec<u32>, _>>()?;
     let listener = TcpListener::bind(config.metrics.listen)
         .await
         .map_err(|source| DaemonError::Metrics {
@@ -81,10 +79,21 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
-    let mut dataplane = Dataplane::load()?;
-    for (name, ifindex, interface_rules, count) in &compiled {
-        dataplane.install(*ifindex, interface_rules)?;
+    let capacity = Capacity::for_compiled(&compiled);
+    let mut dataplane = Dataplane::load(capacity)?;
+    dataplane.install(&compiled)?;
+    info!(
+        entries = compiled.entries.len(),
+        tree_nodes = compiled.nodes.len(),
+        leaf_items = compiled.leaves.len(),
+        longest_leaf = compiled.longest_leaf(),
+        kernel_bytes = capacity.bytes(),
+        "rules compiled and loaded"
+    );
+    for ((name, slot), ifindex) in slots.iter().zip(ifindexes) {
+        dataplane.bind(ifindex, *slot)?;
         let mode = dataplane.attach(name)?;
+        let count = rules.interfaces[name].rules.len();
         info!(interface = %name, ifindex, rules = count, mode = ?mode, "enforcing rules");
     }
     let dataplane = Arc::new(Mutex::new(dataplane));
@@ -94,6 +103,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         .register(Box::new(DataplaneCollector::new(
             Arc::clone(&dataplane),
             config.interfaces.clone(),
+            counters
+                .iter()
+                .map(|(i, r, s)| (i.to_string(), r.to_string(), s))
+                .collect(),
         )))
         .expect("metric names are registered once");
     info!(listen = %config.metrics.listen, "serving Prometheus metrics on /metrics");

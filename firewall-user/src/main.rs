@@ -10,7 +10,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use firewall_user::{
     reference::{self, Reason},
-    rules::{Limits, RuleSet, compile, validate},
+    rules::{
+        Limits, RuleSet,
+        compile::{self, RuleCounters},
+        validate,
+    },
     spec::PacketSpec,
 };
 use tracing_subscriber::EnvFilter;
@@ -118,9 +122,13 @@ fn check(file: &Path, max_rules: usize) -> anyhow::Result<()> {
         for (position, rule) in policy.rules.iter().enumerate() {
             println!("  {:>3}. {rule}", position + 1);
         }
-        if let Err(error) = compile::interface(policy, 0) {
-            println!("{}: warning: {interface}: {error}", file.display());
-        }
+    }
+    let slots: Vec<(String, u32)> = checked.rules.interfaces.keys().cloned().zip(0..).collect();
+    if let Err(error) = compile::ruleset(&checked.rules, &slots, &mut RuleCounters::default()) {
+        println!(
+            "{}: warning: the dataplane cannot load these rules: {error}",
+            file.display()
+        );
     }
     for warning in &checked.warnings {
         let w = &warning.0;

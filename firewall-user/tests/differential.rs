@@ -9,9 +9,12 @@ use std::{fmt::Write as _, path::Path};
 use aya::programs::{TestRun, TestRunOptions};
 use firewall_common::Verdict;
 use firewall_user::{
-    loader::Dataplane,
+    loader::{Capacity, Dataplane},
     reference,
-    rules::{Action, RuleSet, compile},
+    rules::{
+        Action, RuleSet,
+        compile::{self, RuleCounters},
+    },
     spec::PacketSpec,
 };
 use rand::{Rng, SeedableRng, seq::IndexedRandom};
@@ -144,7 +147,13 @@ fn rule_set(rng: &mut ChaCha8Rng) -> String {
         if rng.random_bool(0.5) { "pass" } else { "drop" },
         if rng.random_bool(0.8) { "pass" } else { "drop" },
     );
-    for id in 0..rng.random_range(1..16) {
+    // Small sets test the rules; large ones make deep decision trees.
+    let count = if rng.random_bool(0.3) {
+        rng.random_range(100..1500)
+    } else {
+        rng.random_range(1..16)
+    };
+    for id in 0..count {
         text.push_str(&rule(rng, id));
     }
     text
@@ -266,6 +275,28 @@ fn hex(frame: &[u8]) -> String {
     frame.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Levels of the deepest tree in `compiled`.
+fn depth(compiled: &compile::Compiled) -> usize {
+    fn walk(nodes: &[firewall_common::Node], at: u32) -> usize {
+        let node = nodes[at as usize];
+        if node.dim == firewall_common::LEAF {
+            return 1;
+        }
+        1 + (0..=u32::from(node.mask))
+            .map(|c| walk(nodes, node.first + c))
+            .max()
+            .unwrap_or(0)
+    }
+    compiled
+        .policies
+        .iter()
+        .flat_map(|(_, p)| p.trees.into_iter().flatten())
+        .filter(|tree| tree.root != firewall_common::NO_TREE)
+        .map(|tree| walk(&compiled.nodes, tree.root))
+        .max()
+        .unwrap_or(0)
+}
+
 #[test]
 fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
     if !testbed::require_root("differential") {
@@ -276,17 +307,28 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(120_000);
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
-    let mut dataplane = Dataplane::load().unwrap();
-    let (mut frames, mut sets, mut by_verdict) = (0, 0, [0u64; 2]);
+    let mut dataplane = Dataplane::load(Capacity::default()).unwrap();
+    dataplane.bind(LOOPBACK, 0).unwrap();
+    let mut counters = RuleCounters::default();
+    let (mut frames, mut sets, mut by_verdict, mut deepest) = (0, 0, [0u64; 2], 0);
     while frames < total {
         let text = rule_set(&mut rng);
         let rules = RuleSet::parse(Path::new("random.yaml"), &text)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let Ok(compiled) = compile::interface(&rules.interfaces["lo"], 0) else {
-            continue; // more list combinations than this dataplane holds
-        };
-        dataplane.install(LOOPBACK, &compiled).unwrap();
+        let compiled = compile::ruleset(&rules, &[("lo".to_string(), 0)], &mut counters).unwrap();
+        dataplane.install(&compiled).unwrap();
+        deepest = deepest.max(depth(&compiled));
         let before = Verdict::ALL.map(|v| dataplane.counter(0, v).unwrap().packets);
+        let rule_slots: Vec<(String, u32)> = rules.interfaces["lo"]
+            .rules
+            .iter()
+            .map(|r| (r.id.clone(), counters.get("lo", &r.id).unwrap()))
+            .collect();
+        let rules_before: Vec<u64> = rule_slots
+            .iter()
+            .map(|(_, s)| dataplane.rule_counter(*s).unwrap().packets)
+            .collect();
+        let mut by_rule: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         let mut expected = [0u64; 2];
         for _ in 0..FRAMES_PER_SET {
             let frame = frame(&mut rng);
@@ -303,6 +345,9 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
                 hex(&frame)
             );
             expected[want as usize] += 1;
+            if let Some(rule) = decision.rule {
+                *by_rule.entry(rule).or_default() += 1;
+            }
         }
         for verdict in Verdict::ALL {
             let counted = dataplane.counter(0, verdict).unwrap().packets - before[verdict as usize];
@@ -312,11 +357,20 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
             );
             by_verdict[verdict as usize] += counted;
         }
+        // The deciding rule, as the per-rule counters saw it.
+        for ((id, slot), before) in rule_slots.iter().zip(rules_before) {
+            let counted = dataplane.rule_counter(*slot).unwrap().packets - before;
+            assert_eq!(
+                counted,
+                by_rule.get(id).copied().unwrap_or(0),
+                "rule {id} counter under rules:\n{text}"
+            );
+        }
         frames += FRAMES_PER_SET;
         sets += 1;
     }
     eprintln!(
-        "differential: {frames} frames over {sets} rule sets agree ({} pass, {} drop)",
+        "differential: {frames} frames over {sets} rule sets agree ({} pass, {} drop), deepest tree {deepest} levels",
         by_verdict[0], by_verdict[1]
     );
     assert!(

@@ -8,8 +8,11 @@ use aya::programs::{TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
 use firewall_common::Verdict;
 use firewall_user::{
-    loader::Dataplane,
-    rules::{RuleSet, compile},
+    loader::{Capacity, Dataplane},
+    rules::{
+        RuleSet,
+        compile::{self, RuleCounters},
+    },
 };
 
 const LOOPBACK: u32 = 1;
@@ -73,15 +76,23 @@ fn arp() -> Vec<u8> {
     frame
 }
 
+/// Compiles `text` for `lo` (slot 0) and makes it live.
+fn install(dataplane: &mut Dataplane, text: &str) {
+    let rules = RuleSet::parse(Path::new("kernel-test.yaml"), text).unwrap();
+    let compiled = compile::ruleset(
+        &rules,
+        &[("lo".to_string(), 0)],
+        &mut RuleCounters::default(),
+    )
+    .unwrap();
+    dataplane.install(&compiled).unwrap();
+}
+
 fn dataplane() -> Dataplane {
-    let rules = RuleSet::parse(Path::new("kernel-test.yaml"), RULES).unwrap();
-    let mut dataplane = Dataplane::load().expect("the verifier accepts the program");
-    dataplane
-        .install(
-            LOOPBACK,
-            &compile::interface(&rules.interfaces["lo"], 0).unwrap(),
-        )
-        .unwrap();
+    let mut dataplane =
+        Dataplane::load(Capacity::default()).expect("the verifier accepts the program");
+    dataplane.bind(LOOPBACK, 0).unwrap();
+    install(&mut dataplane, RULES);
     dataplane
 }
 
@@ -179,7 +190,7 @@ fn an_interface_without_rules_is_left_alone_and_uncounted() {
     if !testbed::require_root("kernel::unconfigured") {
         return;
     }
-    let mut dataplane = Dataplane::load().unwrap();
+    let mut dataplane = Dataplane::load(Capacity::default()).unwrap();
     assert_eq!(run(&mut dataplane, &udp(HOST, SERVER, 9)), XDP_PASS);
     let counted = dataplane.counter(0, Verdict::Pass).unwrap().packets
         + dataplane.counter(0, Verdict::Drop).unwrap().packets;
@@ -194,16 +205,12 @@ fn installing_new_rules_replaces_the_old_ones() {
     let mut dataplane = dataplane();
     let frame = udp(HOST, SERVER, 9);
     assert_eq!(run(&mut dataplane, &frame), XDP_DROP);
-    let open = RuleSet::parse(
-        Path::new("open.yaml"),
-        "version: 1\ninterfaces:\n  lo: {default: pass}\n",
-    )
-    .unwrap();
-    dataplane
-        .install(
-            LOOPBACK,
-            &compile::interface(&open.interfaces["lo"], 0).unwrap(),
-        )
-        .unwrap();
+    install(
+        &mut dataplane,
+        "version: 1
+interfaces:
+  lo: {default: pass}
+",
+    );
     assert_eq!(run(&mut dataplane, &frame), XDP_PASS);
 }

@@ -81,6 +81,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
 
     let capacity = Capacity::for_compiled(&compiled);
     let mut dataplane = Dataplane::load(capacity)?;
+    dataplane.reset_rule_counters(&compiled.fresh_counters)?;
     dataplane.install(&compiled)?;
     info!(
         entries = compiled.entries.len(),

@@ -288,7 +288,8 @@ impl Dataplane {
 
     /// Makes `compiled` the live rule set: writes it into the generation the program does
     /// not read, then flips the generation word. A packet is judged by the old rules or the
-    /// new ones, never a mix. Rules new to the dataplane start with zeroed counters.
+    /// new ones, never a mix. Zero the counters of rules new to this compile first
+    /// (`reset_rule_counters(&compiled.fresh_counters)`).
     pub fn install(&mut self, compiled: &Compiled) -> Result<(), LoaderError> {
         let next = 1 - self.live;
         if let Some(flipped) = self.last_flip {
@@ -320,14 +321,6 @@ impl Dataplane {
             cap.entries as usize,
             compiled.entries.iter().copied(),
         )?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, error)| LoaderError::Cpus(error))?;
-        for &slot in &compiled.fresh_counters {
-            let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
-                .map_err(LoaderError::Cpus)?;
-            self.rule_stats
-                .set(slot, zero, 0)
-                .map_err(map_error("RULE_STATS"))?;
-        }
         let mut policies: Array<_, Policy> = Array::try_from(
             self.ebpf
                 .map_mut("POLICIES")
@@ -360,6 +353,19 @@ impl Dataplane {
             .map_err(map_error("GENERATION"))?;
         self.live = next;
         self.last_flip = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Zeroes rule counter slots, for rules that are new to the dataplane.
+    pub fn reset_rule_counters(&mut self, slots: &[u32]) -> Result<(), LoaderError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, error)| LoaderError::Cpus(error))?;
+        for &slot in slots {
+            let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
+                .map_err(LoaderError::Cpus)?;
+            self.rule_stats
+                .set(slot, zero, 0)
+                .map_err(map_error("RULE_STATS"))?;
+        }
         Ok(())
     }
 

@@ -316,6 +316,9 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
         let rules = RuleSet::parse(Path::new("random.yaml"), &text)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         let compiled = compile::ruleset(&rules, &[("lo".to_string(), 0)], &mut counters).unwrap();
+        dataplane
+            .reset_rule_counters(&compiled.fresh_counters)
+            .unwrap();
         dataplane.install(&compiled).unwrap();
         deepest = deepest.max(depth(&compiled));
         let before = Verdict::ALL.map(|v| dataplane.counter(0, v).unwrap().packets);

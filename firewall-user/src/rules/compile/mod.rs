@@ -212,7 +212,9 @@ mod tests {
     }
 
     fn lan0(rules_text: &str) -> RuleSet {
-        rules(&format!("version: 1\ninterfaces:\n  lan0:\n    default: drop\n    non_ip: drop\n    rules:\n{rules_text}"))
+        rules(&format!(
+            "version: 1\ninterfaces:\n  lan0:\n    default: drop\n    non_ip: drop\n    rules:\n{rules_text}"
+        ))
     }
 
     fn compile(set: &RuleSet, counters: &mut RuleCounters) -> Compiled {
@@ -221,7 +223,9 @@ mod tests {
 
     #[test]
     fn entries_carry_conditions_masks_verdicts_and_counters() {
-        let set = lan0("      - { id: web, action: pass, protocol: tcp, src: 198.18.0.0/15, dst_port: \"80-443\" }\n");
+        let set = lan0(
+            "      - { id: web, action: pass, protocol: tcp, src: 198.18.0.0/15, dst_port: \"80-443\" }\n",
+        );
         let compiled = compile(&set, &mut RuleCounters::default());
         let (slot, policy) = compiled.policies[0];
         assert_eq!(slot, 0);
@@ -230,8 +234,14 @@ mod tests {
         let e = compiled.entries[0];
         assert_eq!(e.src_addr[0].to_ne_bytes(), [198, 18, 0, 0]);
         assert_eq!(e.src_mask[0].to_ne_bytes(), [255, 254, 0, 0]);
-        assert_eq!(e.conditions, cond::FAMILY | cond::PROTOCOL | cond::SRC | cond::DST_PORT);
-        assert_eq!((e.family, e.protocol, e.dst_port_lo, e.dst_port_hi), (family::IPV4, 6, 80, 443));
+        assert_eq!(
+            e.conditions,
+            cond::FAMILY | cond::PROTOCOL | cond::SRC | cond::DST_PORT
+        );
+        assert_eq!(
+            (e.family, e.protocol, e.dst_port_lo, e.dst_port_hi),
+            (family::IPV4, 6, 80, 443)
+        );
         assert_eq!((e.counter, e.verdict), (0, Verdict::Pass as u8));
         // Only an IPv4 source-only tree exists.
         assert_eq!(policy.trees[0][1].min_entry, 0);
@@ -249,7 +259,11 @@ mod tests {
         // a: 1 entry; b: (v4 src × v4 dst + v6 src × v6 dst) × 2 ports = 4 entries.
         let counters: Vec<u32> = compiled.entries.iter().map(|e| e.counter).collect();
         assert_eq!(counters, [0, 1, 1, 1, 1]);
-        assert_eq!(compiled.entries[0].conditions, cond::PROTOCOL, "no family without addresses");
+        assert_eq!(
+            compiled.entries[0].conditions,
+            cond::PROTOCOL,
+            "no family without addresses"
+        );
         assert_eq!(compiled.entries[3].family, family::IPV6);
         let mask_48 = [u32::MAX, u32::from_ne_bytes([0xff, 0xff, 0, 0]), 0, 0];
         assert_eq!(compiled.entries[3].src_mask, mask_48, "2001:2::/48");
@@ -258,11 +272,21 @@ mod tests {
     #[test]
     fn rule_counters_stay_with_their_rules_and_freed_slots_wait_a_reload() {
         let mut counters = RuleCounters::default();
-        let first = compile(&lan0("      - { id: a, action: drop }\n      - { id: b, action: drop }\n"), &mut counters);
+        let first = compile(
+            &lan0("      - { id: a, action: drop }\n      - { id: b, action: drop }\n"),
+            &mut counters,
+        );
         assert_eq!(first.fresh_counters, [0, 1]);
-        let second = compile(&lan0("      - { id: b, action: drop }\n      - { id: c, action: drop }\n"), &mut counters);
+        let second = compile(
+            &lan0("      - { id: b, action: drop }\n      - { id: c, action: drop }\n"),
+            &mut counters,
+        );
         assert_eq!(counters.get("lan0", "b"), Some(1), "b keeps its slot");
-        assert_eq!(second.fresh_counters, [2], "a's slot 0 may still be counted by the live rules");
+        assert_eq!(
+            second.fresh_counters,
+            [2],
+            "a's slot 0 may still be counted by the live rules"
+        );
         assert_eq!(counters.get("lan0", "a"), None);
         let third = compile(&lan0("      - { id: d, action: drop }\n"), &mut counters);
         assert_eq!(third.fresh_counters, [0], "now slot 0 is free again");
@@ -274,7 +298,9 @@ mod tests {
             IpAddr::V4(a) => [u32::from(a), 0, 0, 0],
             IpAddr::V6(a) => {
                 let o = a.octets();
-                std::array::from_fn(|i| u32::from_be_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+                std::array::from_fn(|i| {
+                    u32::from_be_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+                })
             }
         };
         let (a, b) = match p.l4 {
@@ -283,7 +309,19 @@ mod tests {
             L4::Fragment | L4::Other => (0, 0),
         };
         let (s, d) = (words(p.src), words(p.dst));
-        [s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3], u32::from(b), u32::from(a), u32::from(p.protocol)]
+        [
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            u32::from(b),
+            u32::from(a),
+            u32::from(p.protocol),
+        ]
     }
 
     /// The entries of every leaf the program would check for `p`, as the kernel walks.
@@ -294,17 +332,32 @@ mod tests {
         for tree in trees.iter().filter(|t| t.root != NO_TREE) {
             let mut node = compiled.nodes[tree.root as usize];
             while node.dim != LEAF {
-                let child = node.first + ((key[usize::from(node.dim)] >> node.shift) & u32::from(node.mask));
+                let child = node.first
+                    + ((key[usize::from(node.dim)] >> node.shift) & u32::from(node.mask));
                 node = compiled.nodes[child as usize];
             }
-            out.extend_from_slice(&compiled.leaves[node.first as usize..][..usize::from(node.mask)]);
+            out.extend_from_slice(
+                &compiled.leaves[node.first as usize..][..usize::from(node.mask)],
+            );
         }
         out
     }
 
     fn random_rules(rng: &mut ChaCha8Rng, count: usize) -> String {
-        let nets4 = ["198.18.0.0/15", "198.18.0.0/16", "198.18.1.0/24", "198.19.7.0/24", "198.18.1.1/32", "198.19.0.0/20"];
-        let nets6 = ["2001:2::/48", "2001:2::/64", "2001:2:0:1::/64", "2001:2::1/128"];
+        let nets4 = [
+            "198.18.0.0/15",
+            "198.18.0.0/16",
+            "198.18.1.0/24",
+            "198.19.7.0/24",
+            "198.18.1.1/32",
+            "198.19.0.0/20",
+        ];
+        let nets6 = [
+            "2001:2::/48",
+            "2001:2::/64",
+            "2001:2:0:1::/64",
+            "2001:2::1/128",
+        ];
         let ports = ["22", "53", "80-90", "1024-65535", "443", "1-1023"];
         (0..count)
             .map(|i| {
@@ -314,13 +367,22 @@ mod tests {
                 let proto = ["tcp", "udp", "any"][rng.random_range(0..3)];
                 fields.push(format!("protocol: {proto}"));
                 if rng.random_bool(0.7) {
-                    fields.push(format!("dst: \"{}\"", nets[rng.random_range(0..nets.len())]));
+                    fields.push(format!(
+                        "dst: \"{}\"",
+                        nets[rng.random_range(0..nets.len())]
+                    ));
                 }
                 if rng.random_bool(0.4) {
-                    fields.push(format!("src: \"{}\"", nets[rng.random_range(0..nets.len())]));
+                    fields.push(format!(
+                        "src: \"{}\"",
+                        nets[rng.random_range(0..nets.len())]
+                    ));
                 }
                 if proto != "any" && rng.random_bool(0.6) {
-                    fields.push(format!("dst_port: \"{}\"", ports[rng.random_range(0..ports.len())]));
+                    fields.push(format!(
+                        "dst_port: \"{}\"",
+                        ports[rng.random_range(0..ports.len())]
+                    ));
                 }
                 format!("      - {{ {} }}\n", fields.join(", "))
             })
@@ -329,22 +391,49 @@ mod tests {
 
     fn random_packet(rng: &mut ChaCha8Rng) -> Packet {
         let (src, dst): (IpAddr, IpAddr) = if rng.random_bool(0.3) {
-            let host = |rng: &mut ChaCha8Rng| IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, rng.random_range(0..3), 0, 0, 0, rng.random_range(0..3)));
+            let host = |rng: &mut ChaCha8Rng| {
+                IpAddr::V6(Ipv6Addr::new(
+                    0x2001,
+                    2,
+                    0,
+                    rng.random_range(0..3),
+                    0,
+                    0,
+                    0,
+                    rng.random_range(0..3),
+                ))
+            };
             (host(rng), host(rng))
         } else {
-            let host = |rng: &mut ChaCha8Rng| IpAddr::V4(Ipv4Addr::new(198, rng.random_range(18..20), rng.random_range(0..9), rng.random_range(0..3)));
+            let host = |rng: &mut ChaCha8Rng| {
+                IpAddr::V4(Ipv4Addr::new(
+                    198,
+                    rng.random_range(18..20),
+                    rng.random_range(0..9),
+                    rng.random_range(0..3),
+                ))
+            };
             (host(rng), host(rng))
         };
         let protocol = [6, 17, 1][rng.random_range(0..3)];
         let l4 = match protocol {
-            1 => L4::Icmp { icmp_type: 8, code: 0 },
+            1 => L4::Icmp {
+                icmp_type: 8,
+                code: 0,
+            },
             _ if rng.random_bool(0.1) => L4::Fragment,
             _ => L4::Ports {
                 src: rng.random_range(1..65535),
                 dst: [22, 53, 80, 85, 90, 91, 443, 1023, 1024, 65535][rng.random_range(0..10)],
             },
         };
-        Packet { vlan: None, src, dst, protocol, l4 }
+        Packet {
+            vlan: None,
+            src,
+            dst,
+            protocol,
+            l4,
+        }
     }
 
     /// The property the program relies on: the leaves a packet reaches hold an entry of the
@@ -364,7 +453,9 @@ mod tests {
                 if let Some(rule) = decision.rule {
                     let slot = counters.get("lan0", &rule).unwrap();
                     assert!(
-                        reached.iter().any(|&e| compiled.entries[e as usize].counter == slot),
+                        reached
+                            .iter()
+                            .any(|&e| compiled.entries[e as usize].counter == slot),
                         "{count} rules: {packet:?} decided by {rule}, not in the leaves reached"
                     );
                 }

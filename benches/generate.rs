@@ -596,6 +596,13 @@ mod tests {
         }
     }
 
+    /// 30k rules are some 300k YAML nodes, beyond serde-saphyr's default budget of 250k.
+    #[test]
+    fn files_beyond_the_parsers_default_budget_parse() {
+        let set = parse(&rules(30_000, 5));
+        assert_eq!(set.interfaces[INTERFACE].rules.len(), 30_000);
+    }
+
     #[test]
     fn the_same_seed_gives_the_same_text_and_another_seed_another() {
         assert_eq!(rules(1000, 7), rules(1000, 7));

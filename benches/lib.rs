@@ -68,13 +68,17 @@ pub fn print_table(rows: &[Row]) {
     }
 }
 
-/// Writes the rows to `<target>/bench/<name>.json` and returns the path.
-pub fn write_json(name: &str, rows: &[Row]) -> io::Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+/// The workspace's target directory, where results are written.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
         PathBuf::from,
-    );
-    let dir = target.join("bench");
+    )
+}
+
+/// Writes the rows to `<target>/bench/<name>.json` and returns the path.
+pub fn write_json<T: Serialize>(name: &str, rows: &[T]) -> io::Result<PathBuf> {
+    let dir = target_dir().join("bench");
     fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}.json"));
     fs::write(&path, serde_json::to_string_pretty(rows)?)?;

@@ -123,8 +123,10 @@ pub mod dim {
     /// Source port (or ICMP type).
     pub const SRC_PORT: u8 = 9;
     pub const PROTOCOL: u8 = 10;
+    /// The outermost VLAN id, 0 when untagged.
+    pub const VLAN: u8 = 11;
     /// Number of dimensions.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 }
 
 /// `Node::dim` of a leaf.
@@ -145,10 +147,10 @@ pub struct Node {
 /// No tree: no entry can match.
 pub const NO_TREE: u32 = u32::MAX;
 
-/// Trees per family. Entries are split by what they constrain, so that entries without a
-/// condition in a dimension are not copied into every child of a cut on it: entries with a
-/// destination address, entries with only a source address, entries with neither.
-pub const TREES: usize = 3;
+/// Trees per family. Each entry goes to the tree of the dimension it is narrowest in
+/// (destination address, source address, destination port, or none of them), so that a tree's
+/// cuts rarely have to copy entries that are wide in the dimension they cut (EffiCuts).
+pub const TREES: usize = 4;
 
 /// One decision tree: its root node, and the lowest entry index in it, so that a packet
 /// skips a tree that cannot hold an earlier match than one already found.

@@ -153,6 +153,7 @@ fn key(packet: &Packet) -> [u32; dim::COUNT] {
         u32::from(packet.b),
         u32::from(packet.a),
         u32::from(packet.protocol),
+        u32::from(packet.vlan),
     ]
 }
 

@@ -95,10 +95,14 @@ impl Default for Capacity {
 }
 
 impl Capacity {
-    /// Twice what `compiled` needs (room for reloads that grow), at least the default.
+    /// What `compiled` needs plus a quarter (room for reloads that grow a little), at least
+    /// the default.
     pub fn for_compiled(compiled: &Compiled) -> Capacity {
-        let room =
-            |needed: usize, minimum: u32| ((needed * 2).next_power_of_two() as u32).max(minimum);
+        let room = |needed: usize, minimum: u32| {
+            u32::try_from((needed + needed / 4).next_multiple_of(1024))
+                .unwrap_or(u32::MAX)
+                .max(minimum)
+        };
         let minimum = Capacity::default();
         Capacity {
             nodes: room(compiled.nodes.len(), minimum.nodes),

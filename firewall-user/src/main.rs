@@ -9,6 +9,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use firewall_user::{
+    loader::Capacity,
     reference::{self, Reason},
     rules::{
         Limits, RuleSet,
@@ -124,11 +125,19 @@ fn check(file: &Path, max_rules: usize) -> anyhow::Result<()> {
         }
     }
     let slots: Vec<(String, u32)> = checked.rules.interfaces.keys().cloned().zip(0..).collect();
-    if let Err(error) = compile::ruleset(&checked.rules, &slots, &mut RuleCounters::default()) {
-        println!(
+    match compile::ruleset(&checked.rules, &slots, &mut RuleCounters::default()) {
+        Ok(compiled) => println!(
+            "dataplane: {} entries, {} tree nodes, {} leaf items, at most {} entries checked per tree, {:.1} MiB of kernel maps",
+            compiled.entries.len(),
+            compiled.nodes.len(),
+            compiled.leaves.len(),
+            compiled.longest_leaf(),
+            Capacity::for_compiled(&compiled).bytes() as f64 / f64::from(1 << 20),
+        ),
+        Err(error) => println!(
             "{}: warning: the dataplane cannot load these rules: {error}",
             file.display()
-        );
+        ),
     }
     for warning in &checked.warnings {
         let w = &warning.0;

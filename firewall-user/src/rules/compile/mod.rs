@@ -173,24 +173,79 @@ pub fn ruleset(
     Ok(compiled)
 }
 
-/// The entries that can match `family`, split by what they constrain: with a destination
-/// address, with a source address only, with neither (see `firewall_common::TREES`).
+/// An entry wider than this share of the rule set's span in every dimension goes to the last
+/// tree.
+const WIDE: f64 = 0.5;
+
+/// The entries that can match `family`, each in the tree of the dimension where it is
+/// narrowest relative to the span of the family's entries in that dimension (see
+/// `firewall_common::TREES`).
 fn partition(entries: &[Entry], family: u8) -> [Vec<u32>; TREES] {
-    let mut trees: [Vec<u32>; TREES] = Default::default();
-    for (i, e) in entries.iter().enumerate() {
-        if e.conditions & cond::FAMILY != 0 && e.family != family {
-            continue;
+    let members: Vec<u32> = (0..entries.len() as u32)
+        .filter(|&i| {
+            let e = &entries[i as usize];
+            e.conditions & cond::FAMILY == 0 || e.family == family
+        })
+        .collect();
+    let ranges: Vec<[(u128, u128); 3]> = members
+        .iter()
+        .map(|&i| selective_ranges(&entries[i as usize]))
+        .collect();
+    // Addresses relative to where the rule set's addresses lie; ports to the whole port space.
+    let spans: [f64; 3] = std::array::from_fn(|d| {
+        if d == 2 {
+            return 65536.0;
         }
-        let tree = if e.conditions & cond::DST != 0 {
-            0
-        } else if e.conditions & cond::SRC != 0 {
-            1
-        } else {
-            2
+        let specific = ranges.iter().map(|r| r[d]).filter(|r| *r != FULL_RANGES[d]);
+        let (lo, hi) = specific.fold((u128::MAX, 0), |(lo, hi), (l, h)| (lo.min(l), hi.max(h)));
+        if lo > hi { 1.0 } else { (hi - lo) as f64 + 1.0 }
+    });
+    let mut trees: [Vec<u32>; TREES] = Default::default();
+    for (&i, range) in members.iter().zip(&ranges) {
+        let share = |d: usize| {
+            if range[d] == FULL_RANGES[d] {
+                f64::INFINITY
+            } else {
+                ((range[d].1 - range[d].0) as f64 + 1.0) / spans[d]
+            }
         };
-        trees[tree].push(i as u32);
+        let narrowest = (0..3)
+            .map(|d| (d, share(d)))
+            .fold(
+                (3, WIDE),
+                |best, (d, s)| if s < best.1 { (d, s) } else { best },
+            )
+            .0;
+        trees[narrowest].push(i);
     }
     trees
+}
+
+/// Whole ranges of an entry in the dimensions that choose its tree: destination address,
+/// source address (as 128-bit numbers) and destination port.
+const FULL_RANGES: [(u128, u128); 3] = [(0, u128::MAX), (0, u128::MAX), (0, 0xffff)];
+
+fn selective_ranges(e: &Entry) -> [(u128, u128); 3] {
+    let net = |addr: &[u32; 4], mask: &[u32; 4]| {
+        let to_u128 = |words: &[u32; 4]| {
+            words
+                .iter()
+                .fold(0u128, |acc, w| (acc << 32) | u128::from(u32::from_be(*w)))
+        };
+        let (a, m) = (to_u128(addr), to_u128(mask));
+        (a & m, (a & m) | !m)
+    };
+    let mut out = FULL_RANGES;
+    if e.conditions & cond::DST != 0 {
+        out[0] = net(&e.dst_addr, &e.dst_mask);
+    }
+    if e.conditions & cond::SRC != 0 {
+        out[1] = net(&e.src_addr, &e.src_mask);
+    }
+    if e.conditions & cond::DST_PORT != 0 {
+        out[2] = (u128::from(e.dst_port_lo), u128::from(e.dst_port_hi));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -243,10 +298,30 @@ mod tests {
             (family::IPV4, 6, 80, 443)
         );
         assert_eq!((e.counter, e.verdict), (0, Verdict::Pass as u8));
-        // Only an IPv4 source-only tree exists.
-        assert_eq!(policy.trees[0][1].min_entry, 0);
-        assert_eq!(policy.trees[0][0], Tree::NONE);
+        // The rule is narrowest in its destination ports: only the IPv4 port tree exists.
+        let trees: Vec<bool> = policy.trees[0].iter().map(|t| t.root != NO_TREE).collect();
+        assert_eq!(trees, [false, false, true, false]);
+        assert_eq!(policy.trees[0][2].min_entry, 0);
         assert!(policy.trees[1].iter().all(|t| *t == Tree::NONE));
+    }
+
+    // Each row: a rule among others, and the tree it goes to (narrowest dimension, relative to
+    // the span of the rule set in that dimension).
+    #[test]
+    fn each_entry_goes_to_the_tree_of_its_narrowest_dimension() {
+        let set = lan0(
+            "      - { id: spread-dst, action: drop, dst: [198.18.0.0/24, 198.19.255.0/24] }\n      \
+             - { id: spread-src, action: drop, src: [198.18.0.0/24, 198.19.255.0/24] }\n      \
+             - { id: narrow-dst, action: drop, protocol: tcp, dst: 198.18.5.5, src: 198.18.0.0/16, dst_port: 1-40000 }\n      \
+             - { id: narrow-src, action: drop, protocol: tcp, src: 198.18.5.5, dst: 198.18.0.0/16 }\n      \
+             - { id: narrow-port, action: drop, protocol: tcp, dst_port: 22, dst: 198.18.0.0/16 }\n      \
+             - { id: wide, action: drop, protocol: udp, dst: 198.18.0.0/15 }\n",
+        );
+        let entries = compile(&set, &mut RuleCounters::default()).entries;
+        let trees = partition(&entries, family::IPV4);
+        let tree_of = |entry: u32| trees.iter().position(|t| t.contains(&entry)).unwrap();
+        // Entries 0-1 and 2-3 are the two spread rules' two networks each.
+        assert_eq!([4, 5, 6, 7].map(tree_of), [0, 1, 2, 3]);
     }
 
     #[test]
@@ -309,6 +384,7 @@ mod tests {
             L4::Fragment | L4::Other => (0, 0),
         };
         let (s, d) = (words(p.src), words(p.dst));
+        let vlan = u32::from(p.vlan.unwrap_or(0));
         [
             s[0],
             s[1],
@@ -321,6 +397,7 @@ mod tests {
             u32::from(b),
             u32::from(a),
             u32::from(p.protocol),
+            vlan,
         ]
     }
 

@@ -6,11 +6,13 @@
 //! the leaf check (a full match, in rule order) makes the answer exact whatever the cuts. The
 //! cuts only decide the cost: each node takes the window that leaves the smallest largest
 //! child, looking where the node's entries differ, and is refused when it would copy entries
-//! too often (HiCuts' space factor). A node knows the bits its ancestors fixed, so a leaf list
+//! too often (HiCuts' space factor). Nodes are split largest first until every leaf is small
+//! or the tree has spent its memory budget, so the budget goes where the worst-case packet
+//! cost is. A node knows the bits its ancestors fixed, so a leaf list
 //! ends at the first entry that matches every packet that can reach the leaf. Identical leaf
 //! lists are stored once.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 
 use firewall_common::{Entry, LEAF, MAX_LEAF_ENTRIES, MAX_TREE_DEPTH, Node, cond, dim, family};
 
@@ -21,8 +23,12 @@ pub const LEAF_TARGET: usize = 8;
 /// A cut may put at most this many times the node's entries into its children (plus one per
 /// child), so that wide entries do not multiply without bound.
 const SPACE_FACTOR: usize = 8;
-/// Window sizes tried at each node, in bits.
-const WINDOWS: [u32; 2] = [8, 4];
+/// Nodes plus entry copies one tree may spend, per entry it holds (plus a fixed allowance).
+const BUDGET_PER_ENTRY: usize = 8;
+const BUDGET_BASE: usize = 4096;
+/// Window sizes tried at each node, in bits: wide windows make shallow trees, narrow ones
+/// copy wide entries less.
+const WINDOWS: [u32; 5] = [8, 6, 4, 2, 1];
 
 /// An entry's range in every dimension, inclusive.
 type Ranges = [(u32, u32); dim::COUNT];
@@ -31,6 +37,7 @@ const fn width(d: usize) -> u32 {
     match d as u8 {
         dim::DST_PORT | dim::SRC_PORT => 16,
         dim::PROTOCOL => 8,
+        dim::VLAN => 12,
         _ => 32,
     }
 }
@@ -66,14 +73,15 @@ pub struct Builder<'a> {
     shared_leaves: &'a mut HashMap<Vec<u32>, u32>,
 }
 
-const V4_DIMS: [usize; 5] = [
+const V4_DIMS: [usize; 6] = [
     dim::SRC as usize,
     dim::DST as usize,
     dim::DST_PORT as usize,
     dim::SRC_PORT as usize,
     dim::PROTOCOL as usize,
+    dim::VLAN as usize,
 ];
-const V6_DIMS: [usize; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+const V6_DIMS: [usize; dim::COUNT] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
 
 impl<'a> Builder<'a> {
     pub fn new(
@@ -102,46 +110,49 @@ impl<'a> Builder<'a> {
     /// Builds a tree over `members` (indices into the entries, in rule order, all able to
     /// match this family); returns its root.
     pub fn build(&mut self, members: Vec<u32>) -> Result<u32, CompileError> {
+        let budget = BUDGET_BASE + BUDGET_PER_ENTRY * members.len();
+        let mut spent = 0;
         let root = self.nodes.len();
         self.nodes.push(Node::default());
-        self.node(root, members, &Region::default(), 1)?;
-        Ok(root as u32)
-    }
-
-    fn node(
-        &mut self,
-        index: usize,
-        members: Vec<u32>,
-        region: &Region,
-        depth: usize,
-    ) -> Result<(), CompileError> {
-        let members = self.until_covering(members, region);
-        if members.len() <= LEAF_TARGET || depth >= MAX_TREE_DEPTH {
-            return self.leaf(index, members);
-        }
-        let n = members.len();
-        match self.best_cut(&members) {
-            Some(cut)
-                if cut.score.0 <= n * 3 / 4
-                    && cut.score.1 <= SPACE_FACTOR * n + (1 << cut.bits) =>
-            {
-                let children = self.split(&members, &cut);
-                let first = self.nodes.len();
-                self.nodes.resize(first + children.len(), Node::default());
-                self.nodes[index] = Node {
-                    first: first as u32,
-                    mask: (children.len() - 1) as u16,
-                    dim: cut.dim as u8,
-                    shift: cut.shift as u8,
-                };
-                for (i, child) in children.into_iter().enumerate() {
-                    let region = region.with(cut.dim, cut.shift, cut.bits, i as u32);
-                    self.node(first + i, child, &region, depth + 1)?;
-                }
-                Ok(())
+        let region = Region::default();
+        let mut pending = BinaryHeap::from([Pending {
+            members: self.until_covering(members, &region),
+            index: root,
+            region,
+            depth: 1,
+        }]);
+        let mut leaves = Vec::new();
+        while let Some(node) = pending.pop() {
+            let splittable =
+                node.members.len() > LEAF_TARGET && node.depth < MAX_TREE_DEPTH && spent < budget;
+            let Some(cut) = splittable.then(|| self.best_cut(&node.members)).flatten() else {
+                leaves.push(node);
+                continue;
+            };
+            let children = self.split(&node.members, &cut);
+            let first = self.nodes.len();
+            self.nodes.resize(first + children.len(), Node::default());
+            self.nodes[node.index] = Node {
+                first: first as u32,
+                mask: (children.len() - 1) as u16,
+                dim: cut.dim as u8,
+                shift: cut.shift as u8,
+            };
+            spent += children.len() + cut.score.1.saturating_sub(node.members.len());
+            for (i, child) in children.into_iter().enumerate() {
+                let region = node.region.with(cut.dim, cut.shift, cut.bits, i as u32);
+                pending.push(Pending {
+                    members: self.until_covering(child, &region),
+                    index: first + i,
+                    region,
+                    depth: node.depth + 1,
+                });
             }
-            _ => self.leaf(index, members),
         }
+        for node in leaves {
+            self.leaf(node.index, node.members)?;
+        }
+        Ok(root as u32)
     }
 
     /// Entries after one that matches every packet that can reach this node never decide.
@@ -191,7 +202,10 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// The cut with the smallest largest child among those that shrink the node to at most
+    /// three quarters and stay within the space factor.
     fn best_cut(&self, members: &[u32]) -> Option<Cut> {
+        let n = members.len();
         let mut best: Option<Cut> = None;
         for &d in self.dims {
             let specific = members
@@ -207,7 +221,9 @@ impl<'a> Builder<'a> {
             for window in WINDOWS {
                 let bits = window.min(top);
                 let cut = self.score(members, d, top - bits, bits);
-                if best.as_ref().is_none_or(|b| cut.score < b.score) {
+                let (largest, total) = cut.score;
+                let fits = largest <= n * 3 / 4 && total <= SPACE_FACTOR * n + (1 << bits);
+                if fits && best.as_ref().is_none_or(|b| cut.score < b.score) {
                     best = Some(cut);
                 }
             }
@@ -282,6 +298,17 @@ fn ranges(e: &Entry) -> Ranges {
     if e.conditions & cond::PROTOCOL != 0 {
         out[dim::PROTOCOL as usize] = (u32::from(e.protocol), u32::from(e.protocol));
     }
+    // An ICMP packet's key holds its type and code where ports go; an entry with an ICMP
+    // condition matches no other packet, so it need only be found where its values lead.
+    if e.conditions & cond::ICMP_TYPE != 0 {
+        out[dim::SRC_PORT as usize] = (u32::from(e.icmp_type), u32::from(e.icmp_type));
+    }
+    if e.conditions & cond::ICMP_CODE != 0 {
+        out[dim::DST_PORT as usize] = (u32::from(e.icmp_code), u32::from(e.icmp_code));
+    }
+    if e.conditions & cond::VLAN != 0 {
+        out[dim::VLAN as usize] = (u32::from(e.vlan), u32::from(e.vlan));
+    }
     out
 }
 
@@ -307,5 +334,34 @@ impl Region {
         let (fixed, values) = self.fixed[d];
         let all = full(d).1;
         (values & fixed, (values & fixed) | (!fixed & all))
+    }
+}
+
+/// A node not yet split or made a leaf; the largest comes out of the heap first.
+struct Pending {
+    members: Vec<u32>,
+    index: usize,
+    region: Region,
+    depth: usize,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let key = |p: &Pending| (p.members.len(), std::cmp::Reverse(p.index));
+        key(self).cmp(&key(other))
     }
 }

@@ -3,46 +3,12 @@
 
 pub mod generate;
 
-use std::{fs, io, path::PathBuf, time::Instant};
+use std::{fs, io, path::PathBuf};
 
-use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use serde::Serialize;
 
 /// BPF_PROG_TEST_RUN repetitions per measurement.
 pub const REPEAT: u32 = 10_000_000;
-/// Measurements per row; the median is reported.
-pub const ROUNDS: usize = 3;
-
-/// A 60-byte UDP/IPv4 frame (14 + 20 + 8 + 18 bytes of payload).
-pub fn udp_frame(src: [u8; 4], dst: [u8; 4], dst_port: u16) -> Vec<u8> {
-    let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(src, dst, 64)
-        .udp(40000, dst_port);
-    let payload = [0u8; 18];
-    let mut frame = Vec::with_capacity(builder.size(payload.len()));
-    builder
-        .write(&mut frame, &payload)
-        .expect("writing to a Vec cannot fail");
-    frame
-}
-
-/// Nanoseconds per packet: the median of `ROUNDS` runs of `REPEAT` repetitions, by wall clock
-/// around the syscall (the kernel's own figure is rounded to whole nanoseconds).
-pub fn ns_per_packet(program: &Xdp, frame: &[u8]) -> Result<f64, ProgramError> {
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            repeat: REPEAT,
-            ..TestRunOptions::default()
-        };
-        let start = Instant::now();
-        program.test_run(options)?;
-        rounds.push(start.elapsed().as_secs_f64() * 1e9 / f64::from(REPEAT));
-    }
-    rounds.sort_by(f64::total_cmp);
-    Ok(rounds[ROUNDS / 2])
-}
 
 /// One row of `target/bench/dataplane.json`.
 #[derive(Debug, Serialize)]
@@ -52,18 +18,49 @@ pub struct Row {
     pub case: String,
     pub ns_per_packet: f64,
     pub ratio_to_trivial: f64,
+    /// Only on the rows of the xdp-filter comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_xdp_filter: Option<f64>,
+}
+
+impl Row {
+    pub fn new(
+        program: &str,
+        rules: usize,
+        case: &str,
+        ns_per_packet: f64,
+        trivial_ns: f64,
+    ) -> Row {
+        Row {
+            program: program.to_string(),
+            rules,
+            case: case.to_string(),
+            ns_per_packet,
+            ratio_to_trivial: ns_per_packet / trivial_ns,
+            ratio_to_xdp_filter: None,
+        }
+    }
+
+    /// The row as a ratio to xdp-filter's time on the same content.
+    pub fn versus(mut self, xdp_filter_ns: f64) -> Row {
+        self.ratio_to_xdp_filter = Some(self.ns_per_packet / xdp_filter_ns);
+        self
+    }
 }
 
 /// Prints the rows as a table.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<14} {:>7}  {:<28} {:>10} {:>10}",
-        "program", "rules", "case", "ns/packet", "x trivial"
+        "{:<13} {:>7}  {:<32} {:>10} {:>10} {:>13}",
+        "program", "rules", "case", "ns/packet", "x trivial", "x xdp-filter"
     );
     for row in rows {
+        let peer = row
+            .ratio_to_xdp_filter
+            .map_or(String::new(), |r| format!("{r:.2}"));
         println!(
-            "{:<14} {:>7}  {:<28} {:>10.1} {:>10.2}",
-            row.program, row.rules, row.case, row.ns_per_packet, row.ratio_to_trivial
+            "{:<13} {:>7}  {:<32} {:>10.1} {:>10.2} {:>13}",
+            row.program, row.rules, row.case, row.ns_per_packet, row.ratio_to_trivial, peer
         );
     }
 }
@@ -78,9 +75,14 @@ pub fn target_dir() -> PathBuf {
 
 /// Writes the rows to `<target>/bench/<name>.json` and returns the path.
 pub fn write_json<T: Serialize>(name: &str, rows: &[T]) -> io::Result<PathBuf> {
+    write_json_value(name, rows)
+}
+
+/// Writes any value to `<target>/bench/<name>.json` and returns the path.
+pub fn write_json_value<T: Serialize + ?Sized>(name: &str, value: &T) -> io::Result<PathBuf> {
     let dir = target_dir().join("bench");
     fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}.json"));
-    fs::write(&path, serde_json::to_string_pretty(rows)?)?;
+    fs::write(&path, serde_json::to_string_pretty(value)?)?;
     Ok(path)
 }

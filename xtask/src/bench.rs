@@ -2,20 +2,27 @@
 
 use anyhow::Result;
 
-use crate::{cargo, run, setup};
+use crate::{cargo, run, setup, workspace_root};
 
-/// Time the XDP program with BPF_PROG_TEST_RUN (10 million repetitions of a 60-byte UDP/IPv4
-/// frame) next to a trivial XDP_PASS program from the same build, in the same run; print a
-/// table of ns/packet and ratios, and write target/bench/dataplane.json. Needs root. Then the
-/// criterion benches of the rule pipeline on generated files: parse + validate of 1k, 10k and
-/// 100k rules and `classify` per packet at those sizes; a table and target/bench/rules.json.
+/// Time the XDP program with BPF_PROG_TEST_RUN (10 million repetitions of a 60-byte frame) at
+/// 1, 1k, 10k and 100k generated rules next to a trivial XDP_PASS program from the same build
+/// and Debian's xdp-filter, in the same run; print a table of ns/packet and ratios and write
+/// target/bench/dataplane.json; then the time to compile and swap in 10k and 100k rules and
+/// the daemon's RSS with 100k (target/bench/control.json). Needs root. Then the criterion
+/// benches of the rule pipeline: parse + validate of 1k, 10k and 100k rules and the reference
+/// `classify` per packet at those sizes; a table and target/bench/rules.json.
 #[derive(clap::Args)]
 pub struct Args {}
 
 impl Args {
     pub fn run(self) -> Result<()> {
         setup::ensure()?;
-        run(cargo().args(["bench", "-p", "firewall-benches", "--bench", "dataplane"]))?;
+        // The daemon whose memory the dataplane bench measures.
+        run(cargo().args(["build", "--release", "-p", "firewall-user"]))?;
+        let daemon = workspace_root().join("target/release/smf-firewall");
+        run(cargo()
+            .args(["bench", "-p", "firewall-benches", "--bench", "dataplane"])
+            .env("SMF_FIREWALL_BIN", daemon))?;
         run(cargo().args(["bench", "-p", "firewall-benches", "--bench", "rules"]))
     }
 }

@@ -158,6 +158,9 @@ pub fn ruleset(
                     min_entry: base + min,
                 };
             }
+            // The program walks the trees in this order and skips one whose lowest entry cannot
+            // beat a match already found: the tree holding the earliest rules goes first.
+            family_trees.sort_by_key(|tree| tree.min_entry);
         }
         compiled.entries.extend(entries);
         compiled.policies.push((
@@ -298,10 +301,10 @@ mod tests {
             (family::IPV4, 6, 80, 443)
         );
         assert_eq!((e.counter, e.verdict), (0, Verdict::Pass as u8));
-        // The rule is narrowest in its destination ports: only the IPv4 port tree exists.
+        // One IPv4 tree (the port tree, see the next test), sorted first; no IPv6 tree.
         let trees: Vec<bool> = policy.trees[0].iter().map(|t| t.root != NO_TREE).collect();
-        assert_eq!(trees, [false, false, true, false]);
-        assert_eq!(policy.trees[0][2].min_entry, 0);
+        assert_eq!(trees, [true, false, false, false]);
+        assert_eq!(policy.trees[0][0].min_entry, 0);
         assert!(policy.trees[1].iter().all(|t| *t == Tree::NONE));
     }
 

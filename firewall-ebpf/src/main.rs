@@ -4,6 +4,7 @@
 #![no_main]
 
 mod classify;
+mod license;
 mod meter;
 mod parse;
 
@@ -16,7 +17,8 @@ pub fn smf_firewall(ctx: XdpContext) -> u32 {
     let Some(rules) = classify::ruleset(&ctx) else {
         return xdp_action::XDP_PASS;
     };
-    let verdict = judge(&ctx, rules);
+    // Unlicensed: still metered (Art. 24), never filtered; see license.rs.
+    let verdict = license::applied(judge(&ctx, rules));
     meter::count(&ctx, rules.slot, verdict);
     match verdict {
         Verdict::Pass => xdp_action::XDP_PASS,

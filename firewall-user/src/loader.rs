@@ -3,10 +3,10 @@
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode},
 };
-use firewall_common::{Counter, InterfaceRules, MAX_INTERFACES, Verdict, counter_index};
+use firewall_common::{Counter, InterfaceRules, MAX_INTERFACES, Verdict, counter_index, enforce};
 use tracing::{info, warn};
 
 /// The XDP program object, built by `build.rs` from `firewall-ebpf`.
@@ -85,6 +85,30 @@ impl Dataplane {
             .insert(ifindex, rules, 0)
             .map_err(|source| LoaderError::Map {
                 map: "INTERFACES",
+                source,
+            })
+    }
+
+    /// Applies the rules' verdicts (`true`, licensed) or passes every packet (`false`), on all
+    /// interfaces at once: one map update, so no packet sees a mix. A freshly loaded program
+    /// passes everything until this is called (see `firewall_common::enforce`).
+    pub fn set_enforcing(&mut self, enforcing: bool) -> Result<(), LoaderError> {
+        let map = self
+            .ebpf
+            .map_mut("ENFORCE")
+            .ok_or(LoaderError::Missing("ENFORCE"))?;
+        let mut flag: Array<_, u32> = Array::try_from(map).map_err(|source| LoaderError::Map {
+            map: "ENFORCE",
+            source,
+        })?;
+        let value = if enforcing {
+            enforce::RULES
+        } else {
+            enforce::PASS_ALL
+        };
+        flag.set(enforce::INDEX, value, 0)
+            .map_err(|source| LoaderError::Map {
+                map: "ENFORCE",
                 source,
             })
     }

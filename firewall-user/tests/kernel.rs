@@ -76,6 +76,7 @@ fn arp() -> Vec<u8> {
 fn dataplane() -> Dataplane {
     let rules = RuleSet::parse(Path::new("kernel-test.yaml"), RULES).unwrap();
     let mut dataplane = Dataplane::load().expect("the verifier accepts the program");
+    dataplane.set_enforcing(true).unwrap();
     dataplane
         .install(LOOPBACK, &compile::interface(&rules.interfaces["lo"], 0))
         .unwrap();
@@ -200,4 +201,48 @@ fn installing_new_rules_replaces_the_old_ones() {
         .install(LOOPBACK, &compile::interface(&open.interfaces["lo"], 0))
         .unwrap();
     assert_eq!(run(&mut dataplane, &frame), XDP_PASS);
+}
+
+/// Issue 6: an unlicensed adapter passes what the rules drop, and meters it as passed; the
+/// switch back is one map update.
+#[test]
+fn an_unlicensed_adapter_passes_and_counts_everything_as_passed() {
+    if !testbed::require_root("kernel::unlicensed") {
+        return;
+    }
+    let mut dataplane = dataplane();
+    let frame = udp(HOST, SERVER, 9);
+    assert_eq!(
+        run(&mut dataplane, &frame),
+        XDP_DROP,
+        "licensed: rule no-discard"
+    );
+
+    dataplane.set_enforcing(false).unwrap();
+    assert_eq!(run(&mut dataplane, &frame), XDP_PASS, "unlicensed: passed");
+    assert_eq!(
+        run(&mut dataplane, &ping(HOST)),
+        XDP_PASS,
+        "unlicensed: passed"
+    );
+    assert_eq!(dataplane.counter(0, Verdict::Pass).unwrap().packets, 2);
+    assert_eq!(dataplane.counter(0, Verdict::Drop).unwrap().packets, 1);
+
+    dataplane.set_enforcing(true).unwrap();
+    assert_eq!(run(&mut dataplane, &frame), XDP_DROP, "licensed again");
+    assert_eq!(dataplane.counter(0, Verdict::Drop).unwrap().packets, 2);
+}
+
+#[test]
+fn a_freshly_loaded_program_passes_until_a_licence_decision_reaches_it() {
+    if !testbed::require_root("kernel::fresh_program_passes") {
+        return;
+    }
+    let rules = RuleSet::parse(Path::new("kernel-test.yaml"), RULES).unwrap();
+    let mut dataplane = Dataplane::load().unwrap();
+    dataplane
+        .install(LOOPBACK, &compile::interface(&rules.interfaces["lo"], 0))
+        .unwrap();
+    assert_eq!(run(&mut dataplane, &udp(HOST, SERVER, 9)), XDP_PASS);
+    assert_eq!(dataplane.counter(0, Verdict::Pass).unwrap().packets, 1);
 }

@@ -16,6 +16,8 @@ use tracing::info;
 
 use crate::{
     config::{Config, ConfigError},
+    contracts::StoreError,
+    license::watch::Licensing,
     loader::{self, Dataplane, LoaderError},
     metrics::{self, DataplaneCollector},
     rules::{RuleSet, RulesError, compile},
@@ -38,6 +40,8 @@ pub enum DaemonError {
     },
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
@@ -71,7 +75,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
+    let mut licensing = Licensing::new(config.licensing.as_ref())?;
     let mut dataplane = Dataplane::load()?;
+    licensing.start(&mut dataplane).await?;
     for (name, ifindex, interface_rules, count) in &compiled {
         dataplane.install(*ifindex, interface_rules)?;
         let mode = dataplane.attach(name)?;
@@ -86,11 +92,17 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             config.interfaces.clone(),
         )))
         .expect("metric names are registered once");
+    licensing
+        .register(&registry)
+        .expect("metric names are registered once");
     info!(listen = %config.metrics.listen, "serving Prometheus metrics on /metrics");
 
     let signal = tokio::select! {
         served = metrics::serve(listener, registry) => {
             return Err(DaemonError::Metrics { address: config.metrics.listen, source: served.err().unwrap_or_else(|| std::io::Error::other("server stopped")) });
+        }
+        failed = licensing.run(Arc::clone(&dataplane)) => {
+            return Err(DaemonError::Loader(match failed { Err(error) => error }));
         }
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",

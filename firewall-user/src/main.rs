@@ -1,5 +1,7 @@
 //! The `smf-firewall` command line.
 
+mod contracts_cli;
+
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
@@ -31,6 +33,11 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Manage the contract store: management contracts, adapters, Ultra Firewall Options.
+    Contracts(contracts_cli::ContractsArgs),
+    /// Decide whether the Ultra Firewall Option is licensed for an adapter: exit 0 licensed,
+    /// 4 not licensed, 1 on error.
+    License(contracts_cli::LicenseArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,7 +49,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             // Our errors' messages already carry their causes: print the context, then the
             // cause, so that each `FILE:LINE:COL: error: ...` starts its own line.
@@ -55,14 +62,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { file } => check(&file),
+        Command::Contracts(args) => contracts_cli::contracts(args),
+        Command::License(args) => contracts_cli::license(args),
+        Command::Check { file } => check(&file).map(|()| ExitCode::SUCCESS),
         Command::Run { config } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime
                 .block_on(firewall_user::daemon::run(&config))
                 .with_context(|| format!("while running with {}", config.display()))
+                .map(|()| ExitCode::SUCCESS)
         }
     }
 }

@@ -292,6 +292,14 @@ impl Fields {
         self.parsed(text, parse_day)
     }
 
+    /// `Some(None)` for an absent day, `Some(Some(day))` for a valid one, None for a bad one.
+    fn optional_day(&mut self, text: Option<&Spanned<String>>) -> Option<Option<Day>> {
+        match text {
+            None => Some(None),
+            Some(text) => self.day(text).map(Some),
+        }
+    }
+
     fn model(&mut self, text: &Spanned<String>) -> Option<Model> {
         self.parsed(text, Model::from_str)
     }
@@ -324,8 +332,8 @@ impl Fields {
     ) {
         for entry in suspensions {
             let from = self.day(&entry.value.from);
-            let to = entry.value.to.as_ref().map(|to| self.day(to));
-            if let (Some(from), Some(to)) = (from, to.map_or(Some(None), |to| to.map(Some))) {
+            let to = self.optional_day(entry.value.to.as_ref());
+            if let (Some(from), Some(to)) = (from, to) {
                 later.push((
                     entry.referenced,
                     Step::Suspend {
@@ -351,10 +359,8 @@ impl Fields {
                 None
             }
         };
-        let notice = t.notice.as_ref().map(|notice| self.day(notice));
-        if let (Some(on), Some(by), Some(notice)) =
-            (on, by, notice.map_or(Some(None), |n| n.map(Some)))
-        {
+        let notice = self.optional_day(t.notice.as_ref());
+        if let (Some(on), Some(by), Some(notice)) = (on, by, notice) {
             ends.push((
                 entry.referenced,
                 Step::Terminate {

@@ -1,4 +1,7 @@
-//! Shared pieces of the benchmarks: the frames they send and how a row is timed and reported.
+//! Shared pieces of the benchmarks: the frames they send, how a row is timed and reported, and
+//! the synthetic rule files of [`generate`].
+
+pub mod generate;
 
 use std::{fs, io, path::PathBuf, time::Instant};
 

@@ -6,8 +6,24 @@
 /// Interfaces one program instance can serve; each gets a counter slot.
 pub const MAX_INTERFACES: u32 = 64;
 
-/// Rules per interface that the linear classifier walks.
-pub const MAX_RULES: usize = 64;
+/// Levels of a classification tree the program walks before it must reach a leaf.
+pub const MAX_TREE_DEPTH: usize = 16;
+
+/// Entries one leaf may hold (`Node::mask` is a u16). The program checks a leaf under
+/// `bpf_loop`, so the verifier does not bound it.
+pub const MAX_LEAF_ENTRIES: usize = u16::MAX as usize;
+
+/// Per-rule counter slots (rules across all interfaces).
+pub const MAX_RULE_COUNTERS: u32 = 1 << 18;
+
+/// Rule sets held at once: the live one and the one being written.
+pub const GENERATIONS: u32 = 2;
+
+/// VLAN tags a frame may carry; more is malformed.
+pub const MAX_VLAN_TAGS: usize = 2;
+
+/// IPv6 extension headers walked before the upper-layer header; more is malformed.
+pub const MAX_IPV6_EXTENSIONS: usize = 8;
 
 /// What the program decided for a packet. Indexes the per-interface counters.
 #[repr(u8)]
@@ -64,47 +80,128 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// `Rule::matches` bits: which optional conditions a rule has.
+/// `Entry::conditions` bits: which conditions an entry has. Absent conditions match anything.
 pub mod cond {
-    pub const PROTOCOL: u8 = 1 << 0;
-    pub const DST_PORT: u8 = 1 << 1;
+    pub const FAMILY: u16 = 1 << 0;
+    pub const PROTOCOL: u16 = 1 << 1;
+    pub const SRC: u16 = 1 << 2;
+    pub const DST: u16 = 1 << 3;
+    pub const SRC_PORT: u16 = 1 << 4;
+    pub const DST_PORT: u16 = 1 << 5;
+    pub const ICMP_TYPE: u16 = 1 << 6;
+    pub const ICMP_CODE: u16 = 1 << 7;
+    pub const VLAN: u16 = 1 << 8;
 }
 
-/// One compiled IPv4 rule. Addresses and masks are in network byte order as they appear in
-/// the packet (compared as raw `u32`s); ports are in host order, inclusive.
+/// IP version numbers as `Entry::family` holds them.
+pub mod family {
+    pub const IPV4: u8 = 4;
+    pub const IPV6: u8 = 6;
+}
+
+/// One compiled rule (or one combination of a rule's list elements). Addresses and masks are
+/// in network byte order as they appear in the packet, read as native `u32`s; an IPv4 address
+/// uses the first word and leaves the others zero. Ports are in host order, inclusive.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Rule {
-    pub src_addr: u32,
-    pub src_mask: u32,
-    pub dst_addr: u32,
-    pub dst_mask: u32,
+pub struct Entry {
+    pub src_addr: [u32; 4],
+    pub src_mask: [u32; 4],
+    pub dst_addr: [u32; 4],
+    pub dst_mask: [u32; 4],
+    pub src_port_lo: u16,
+    pub src_port_hi: u16,
     pub dst_port_lo: u16,
     pub dst_port_hi: u16,
+    /// The rule's counter slot in `RULE_STATS`.
+    pub counter: u32,
+    pub vlan: u16,
+    pub conditions: u16,
+    pub family: u8,
     pub protocol: u8,
-    pub conditions: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
     pub verdict: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 3],
 }
 
-/// The value of the `INTERFACES` map, keyed by ifindex: one interface's whole rule set. The
-/// daemon replaces it with one map update, so a packet is judged by the old or the new rules,
-/// never a mix.
+/// Dimensions of the classification key: the words a tree node can cut on.
+pub mod dim {
+    /// Source address words 0-3 (IPv4 uses word 0), as in `Entry::src_addr`, read big-endian.
+    pub const SRC: u8 = 0;
+    /// Destination address words 0-3.
+    pub const DST: u8 = 4;
+    /// Destination port (or ICMP code).
+    pub const DST_PORT: u8 = 8;
+    /// Source port (or ICMP type).
+    pub const SRC_PORT: u8 = 9;
+    pub const PROTOCOL: u8 = 10;
+    /// Number of dimensions.
+    pub const COUNT: usize = 11;
+}
+
+/// `Node::dim` of a leaf.
+pub const LEAF: u8 = 0xff;
+
+/// One node of a classification tree. An internal node sends a packet to child
+/// `first + ((key[dim] >> shift) & mask)`; a leaf lists `mask` entries (as indices into the
+/// generation's `ENTRIES`) from `first` in its `LEAF_ITEMS`, in rule order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct InterfaceRules {
-    /// Counter slot of this interface (its position in the daemon's config).
-    pub slot: u32,
-    pub rule_count: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Node {
+    pub first: u32,
+    pub mask: u16,
+    pub dim: u8,
+    pub shift: u8,
+}
+
+/// No tree: no entry can match.
+pub const NO_TREE: u32 = u32::MAX;
+
+/// Trees per family. Entries are split by what they constrain, so that entries without a
+/// condition in a dimension are not copied into every child of a cut on it: entries with a
+/// destination address, entries with only a source address, entries with neither.
+pub const TREES: usize = 3;
+
+/// One decision tree: its root node, and the lowest entry index in it, so that a packet
+/// skips a tree that cannot hold an earlier match than one already found.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tree {
+    pub root: u32,
+    pub min_entry: u32,
+}
+
+impl Tree {
+    pub const NONE: Tree = Tree {
+        root: NO_TREE,
+        min_entry: u32::MAX,
+    };
+}
+
+/// One interface's rule set in one generation: what the program needs besides the trees.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The trees for IPv4 packets, then for IPv6 packets.
+    pub trees: [[Tree; TREES]; 2],
     pub default_verdict: u8,
-    pub _pad: [u8; 7],
-    pub rules: [Rule; MAX_RULES],
+    /// What frames that are neither IPv4 nor IPv6 get.
+    pub non_ip_verdict: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Index of an interface's `Policy` in the `POLICIES` array.
+pub const fn policy_index(generation: u32, slot: u32) -> u32 {
+    generation * MAX_INTERFACES + slot
 }
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain #[repr(C)] data with explicit padding fields, valid for any bit pattern.
     unsafe impl aya::Pod for super::Counter {}
-    unsafe impl aya::Pod for super::Rule {}
-    unsafe impl aya::Pod for super::InterfaceRules {}
+    unsafe impl aya::Pod for super::Entry {}
+    unsafe impl aya::Pod for super::Node {}
+    unsafe impl aya::Pod for super::Policy {}
+    unsafe impl aya::Pod for super::Tree {}
 }

@@ -1,52 +1,193 @@
-//! Classification: the interface's ordered rules, first match wins, else the default.
-//! A linear walk over at most `MAX_RULES` rules.
+//! Classification: the interface's live rule set (one of two generations), a walk down each
+//! decision tree of the packet's family to a leaf, and a check of the leaf's few entries in
+//! rule order; the lowest matching entry decides. The trees are built by the daemon
+//! (`firewall-user/src/rules/compile/tree.rs`); the cost per packet is the trees' depth plus
+//! one leaf each, whatever the number of rules.
+//!
+//! Both generations live in the same arrays at different offsets (the daemon writes indices
+//! already offset), so one copy of this code serves both. The leaf check runs under
+//! `bpf_loop`, which the verifier checks once rather than once per iteration.
 
-use aya_ebpf::{bindings::BPF_F_NO_PREALLOC, macros::map, maps::HashMap, programs::XdpContext};
-use firewall_common::{InterfaceRules, MAX_INTERFACES, MAX_RULES, Rule, Verdict, cond};
+use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
+    cty::c_void,
+    helpers::generated::bpf_loop,
+    macros::map,
+    maps::{Array, HashMap},
+    programs::XdpContext,
+};
+use firewall_common::{
+    Entry, GENERATIONS, LEAF, MAX_INTERFACES, MAX_TREE_DEPTH, NO_TREE, Node, Policy, cond, dim,
+    family, policy_index,
+};
 
-use crate::parse::Packet;
+use crate::parse::{L4, Packet};
 
-/// ifindex -> that interface's rules. Not preallocated, so an update swaps the whole value
-/// under RCU and a packet in flight keeps reading the old one.
+/// ifindex -> the interface's slot (its counters and its `Policy`).
 #[map]
-static INTERFACES: HashMap<u32, InterfaceRules> =
-    HashMap::with_max_entries(MAX_INTERFACES, BPF_F_NO_PREALLOC);
+static INTERFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_INTERFACES, 0);
 
+/// The live generation: one word, flipped by the daemon after it wrote the other generation.
+#[map]
+static GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per generation and slot: roots, default and non-IP verdicts.
+#[map]
+static POLICIES: Array<Policy> = Array::with_max_entries(GENERATIONS * MAX_INTERFACES, 0);
+
+// The trees, leaf lists and entries of both generations. Sized by the daemon at load time
+// and written by it through mmap.
+#[map]
+static NODES: Array<Node> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static LEAVES: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static ENTRIES: Array<Entry> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The interface's slot, if the daemon configured it.
 #[inline(always)]
-pub fn ruleset(ctx: &XdpContext) -> Option<&'static InterfaceRules> {
-    // SAFETY: the value is only read, and stays valid for the program's run (RCU).
-    unsafe { INTERFACES.get(ctx.ingress_ifindex() as u32) }
+pub fn slot(ctx: &XdpContext) -> Option<u32> {
+    // SAFETY: a plain u32 value, only read.
+    unsafe { INTERFACES.get(ctx.ingress_ifindex() as u32) }.copied()
 }
 
+/// The slot's policy in the live generation.
 #[inline(always)]
-pub fn first_match(rules: &InterfaceRules, packet: &Packet) -> Verdict {
-    for i in 0..MAX_RULES {
-        if i as u32 >= rules.rule_count {
-            break;
+pub fn policy(slot: u32) -> Option<&'static Policy> {
+    let generation = *GENERATION.get(0)? & 1;
+    POLICIES.get(policy_index(generation, slot))
+}
+
+/// The first entry, in rule order, that matches the packet: the lowest matching entry index
+/// over the family's trees.
+#[inline(always)]
+pub fn first_match(policy: &Policy, packet: &Packet) -> Option<&'static Entry> {
+    let trees = &policy.trees[usize::from(packet.family == family::IPV6)];
+    let key = key(packet);
+    let mut scan = LeafScan {
+        packet: *packet,
+        first: 0,
+        best: u32::MAX,
+    };
+    for tree in trees {
+        if tree.root == NO_TREE || tree.min_entry >= scan.best {
+            continue;
         }
-        let rule = &rules.rules[i];
-        if matches(rule, packet) {
-            return Verdict::from_u8(rule.verdict);
+        let Some(leaf) = leaf(tree.root, &key) else {
+            continue;
+        };
+        scan.first = leaf.first;
+        // SAFETY: `scan_entry` has the callback signature bpf_loop expects and reads `scan`
+        // only as a `LeafScan`, which lives on this stack frame for the whole call.
+        unsafe {
+            bpf_loop(
+                u32::from(leaf.mask),
+                scan_entry as *mut c_void,
+                (&mut scan as *mut LeafScan).cast(),
+                0,
+            );
         }
     }
-    Verdict::from_u8(rules.default_verdict)
+    ENTRIES.get(scan.best)
+}
+
+/// Walks a tree from `root` to the leaf the key leads to.
+#[inline(always)]
+fn leaf(root: u32, key: &[u32; dim::COUNT]) -> Option<Node> {
+    let mut node = *NODES.get(root)?;
+    for _ in 0..MAX_TREE_DEPTH {
+        if node.dim == LEAF {
+            return Some(node);
+        }
+        let value = *key.get(usize::from(node.dim))?;
+        let child = node.first + (value.wrapping_shr(u32::from(node.shift)) & u32::from(node.mask));
+        node = *NODES.get(child)?;
+    }
+    (node.dim == LEAF).then_some(node)
+}
+
+/// The state of one leaf check under `bpf_loop`.
+#[repr(C)]
+struct LeafScan {
+    packet: Packet,
+    /// The leaf's first item in `LEAVES`.
+    first: u32,
+    /// The lowest matching entry index so far (`u32::MAX`: none).
+    best: u32,
+}
+
+/// Checks the `i`-th entry of the leaf; stops (returns 1) at the first match or at an entry
+/// that cannot beat the best so far (leaves list entries in rule order).
+extern "C" fn scan_entry(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `LeafScan` pointer `first_match` gave it.
+    let scan = unsafe { &mut *ctx.cast::<LeafScan>() };
+    let Some(&index) = LEAVES.get(scan.first.wrapping_add(i as u32)) else {
+        return 1;
+    };
+    if index >= scan.best {
+        return 1;
+    }
+    match ENTRIES.get(index) {
+        Some(entry) if matches(entry, &scan.packet) => {
+            scan.best = index;
+            1
+        }
+        Some(_) => 0,
+        None => 1,
+    }
+}
+
+/// The packet's values in the trees' dimensions; addresses as big-endian numbers so that
+/// a node's bit window counts from the address's first bit.
+#[inline(always)]
+fn key(packet: &Packet) -> [u32; dim::COUNT] {
+    [
+        u32::from_be(packet.src[0]),
+        u32::from_be(packet.src[1]),
+        u32::from_be(packet.src[2]),
+        u32::from_be(packet.src[3]),
+        u32::from_be(packet.dst[0]),
+        u32::from_be(packet.dst[1]),
+        u32::from_be(packet.dst[2]),
+        u32::from_be(packet.dst[3]),
+        u32::from(packet.b),
+        u32::from(packet.a),
+        u32::from(packet.protocol),
+    ]
 }
 
 #[inline(always)]
-fn matches(rule: &Rule, packet: &Packet) -> bool {
-    if packet.src_addr & rule.src_mask != rule.src_addr
-        || packet.dst_addr & rule.dst_mask != rule.dst_addr
+fn has(entry: &Entry, condition: u16) -> bool {
+    entry.conditions & condition != 0
+}
+
+#[inline(always)]
+fn in_net(addr: &[u32; 4], net: &[u32; 4], mask: &[u32; 4]) -> bool {
+    addr[0] & mask[0] == net[0]
+        && addr[1] & mask[1] == net[1]
+        && addr[2] & mask[2] == net[2]
+        && addr[3] & mask[3] == net[3]
+}
+
+#[inline(always)]
+fn matches(entry: &Entry, packet: &Packet) -> bool {
+    if has(entry, cond::VLAN) && entry.vlan != packet.vlan
+        || has(entry, cond::FAMILY) && entry.family != packet.family
+        || has(entry, cond::PROTOCOL) && entry.protocol != packet.protocol
+        || has(entry, cond::SRC) && !in_net(&packet.src, &entry.src_addr, &entry.src_mask)
+        || has(entry, cond::DST) && !in_net(&packet.dst, &entry.dst_addr, &entry.dst_mask)
     {
         return false;
     }
-    if rule.conditions & cond::PROTOCOL != 0 && rule.protocol != packet.protocol {
+    let ports = packet.l4 == L4::Ports;
+    if has(entry, cond::SRC_PORT)
+        && !(ports && entry.src_port_lo <= packet.a && packet.a <= entry.src_port_hi)
+        || has(entry, cond::DST_PORT)
+            && !(ports && entry.dst_port_lo <= packet.b && packet.b <= entry.dst_port_hi)
+    {
         return false;
     }
-    if rule.conditions & cond::DST_PORT != 0 {
-        return match packet.dst_port {
-            Some(port) => rule.dst_port_lo <= port && port <= rule.dst_port_hi,
-            None => false,
-        };
-    }
-    true
+    let icmp = packet.l4 == L4::Icmp;
+    !(has(entry, cond::ICMP_TYPE) && !(icmp && u16::from(entry.icmp_type) == packet.a)
+        || has(entry, cond::ICMP_CODE) && !(icmp && u16::from(entry.icmp_code) == packet.b))
 }

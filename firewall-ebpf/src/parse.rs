@@ -1,13 +1,15 @@
-//! Header parsing: Ethernet, IPv4 and the first bytes of TCP/UDP/ICMP. Every read goes through
-//! `ptr_at`, the one place that proves to the verifier that a header lies inside the frame.
+//! Header parsing: Ethernet, up to two VLAN tags, IPv4 or IPv6 (walking extension headers),
+//! then the fields rules match in TCP, UDP, SCTP and ICMP. The rules for what is malformed are
+//! the reference classifier's (`firewall-user/src/reference.rs`), step for step. Every read
+//! goes through `ptr_at`, the one place that proves to the verifier that bytes lie in the frame.
 
 use core::mem;
 
 use aya_ebpf::programs::XdpContext;
+use firewall_common::{MAX_IPV6_EXTENSIONS, MAX_VLAN_TAGS, family};
 use network_types::{
-    eth::{EthHdr, EtherType},
-    ip::Ipv4Hdr,
-    udp::UdpHdr,
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
 /// The frame ends before a header it announces, or a header field is impossible.
@@ -15,60 +17,240 @@ pub struct Malformed;
 
 pub enum Frame {
     NonIp,
-    Ipv4(Packet),
+    Ip(Packet),
+}
+
+/// What is after the IP header(s).
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    /// TCP, UDP or SCTP: `a` and `b` are the source and destination ports.
+    Ports,
+    /// ICMP or ICMPv6: `a` is the type, `b` the code.
+    Icmp,
+    /// A non-first fragment: nothing beyond IP.
+    Fragment,
+    /// A protocol whose header rules do not look into.
+    Other,
 }
 
 /// The fields rules can match on.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Packet {
-    pub src_addr: u32,
-    pub dst_addr: u32,
+    /// The outermost VLAN id, 0 when untagged.
+    pub vlan: u16,
+    pub family: u8,
+    /// Addresses as in `firewall_common::Entry`: IPv4 in the first word.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     pub protocol: u8,
-    /// `None` for protocols without ports and for non-first fragments.
-    pub dst_port: Option<u16>,
+    pub l4: L4,
+    pub a: u16,
+    pub b: u16,
 }
 
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const VLAN_TAG_LEN: usize = 4;
+const VLAN_ID_MASK: u16 = 0x0fff;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_DSTOPTS: u8 = 60;
+const IPPROTO_SCTP: u8 = 132;
+
 /// Fragment offset bits of the IPv4 flags/fragment field.
 const FRAG_OFFSET_MASK: u16 = 0x1fff;
+/// No header we walk starts beyond this offset; keeps offsets bounded for the verifier.
+const MAX_OFFSET: usize = 1024;
 
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
     let start = ctx.data();
-    if start + offset + mem::size_of::<T>() > ctx.data_end() {
+    if offset > MAX_OFFSET || start + offset + mem::size_of::<T>() > ctx.data_end() {
         return Err(Malformed);
     }
     Ok((start + offset) as *const T)
 }
 
+/// Reads `T` at `offset`; `T` is plain bytes, so any value is valid.
+#[inline(always)]
+fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Malformed> {
+    // SAFETY: ptr_at checked that the bytes lie inside the frame; read_unaligned copes with
+    // any alignment.
+    ptr_at::<T>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
+}
+
+/// Does the frame hold at least `len` bytes from `offset`?
+#[inline(always)]
+fn has(ctx: &XdpContext, offset: usize, len: usize) -> bool {
+    offset <= MAX_OFFSET && len <= MAX_OFFSET && ctx.data() + offset + len <= ctx.data_end()
+}
+
+#[inline(always)]
+fn be16(bytes: [u8; 2]) -> u16 {
+    u16::from_be_bytes(bytes)
+}
+
 #[inline(always)]
 pub fn headers(ctx: &XdpContext) -> Result<Frame, Malformed> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    // SAFETY: ptr_at checked that the header lies inside the frame.
-    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
-        return Ok(Frame::NonIp);
+    let eth: EthHdr = read(ctx, 0)?;
+    let mut ether_type = u16::from_be(eth.ether_type);
+    let mut offset = EthHdr::LEN;
+    let mut vlan = 0;
+    for tag in 0..=MAX_VLAN_TAGS {
+        if ether_type != ETHERTYPE_VLAN && ether_type != ETHERTYPE_QINQ {
+            break;
+        }
+        if tag == MAX_VLAN_TAGS {
+            return Err(Malformed);
+        }
+        let tci: [u8; 4] = read(ctx, offset)?;
+        if tag == 0 {
+            vlan = be16([tci[0], tci[1]]) & VLAN_ID_MASK;
+        }
+        ether_type = be16([tci[2], tci[3]]);
+        offset += VLAN_TAG_LEN;
     }
-    let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
-    // SAFETY: as above.
-    let ip = unsafe { &*ip };
+    match ether_type {
+        ETHERTYPE_IPV4 => ipv4(ctx, offset, vlan).map(Frame::Ip),
+        ETHERTYPE_IPV6 => ipv6(ctx, offset, vlan).map(Frame::Ip),
+        _ => Ok(Frame::NonIp),
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed> {
+    let ip: Ipv4Hdr = read(ctx, offset)?;
     let header_len = usize::from(ip.ihl()); // already in bytes
-    if header_len < Ipv4Hdr::LEN {
+    if ip.version() != 4
+        || header_len < Ipv4Hdr::LEN
+        || usize::from(be16(ip.tot_len)) < header_len
+        || !has(ctx, offset, header_len)
+    {
         return Err(Malformed);
     }
-    let first_fragment = u16::from_be_bytes(ip.frags) & FRAG_OFFSET_MASK == 0;
-    let dst_port = match ip.proto {
-        IPPROTO_TCP | IPPROTO_UDP if first_fragment => {
-            // TCP and UDP both start with the source and destination ports.
-            let ports: *const UdpHdr = ptr_at(ctx, EthHdr::LEN + header_len)?;
-            // SAFETY: as above.
-            Some(u16::from_be_bytes(unsafe { (*ports).dst }))
-        }
-        _ => None,
-    };
-    Ok(Frame::Ipv4(Packet {
-        src_addr: u32::from_ne_bytes(ip.src_addr),
-        dst_addr: u32::from_ne_bytes(ip.dst_addr),
+    let first_fragment = be16(ip.frags) & FRAG_OFFSET_MASK == 0;
+    let mut packet = Packet {
+        vlan,
+        family: family::IPV4,
+        src: [u32::from_ne_bytes(ip.src_addr), 0, 0, 0],
+        dst: [u32::from_ne_bytes(ip.dst_addr), 0, 0, 0],
         protocol: ip.proto,
-        dst_port,
-    }))
+        l4: L4::Fragment,
+        a: 0,
+        b: 0,
+    };
+    if first_fragment {
+        upper_layer(ctx, offset + header_len, &mut packet)?;
+    }
+    Ok(packet)
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed> {
+    let ip: Ipv6Hdr = read(ctx, offset)?;
+    if ip.version() != 6 {
+        return Err(Malformed);
+    }
+    let words = |addr: [u8; 16]| {
+        let mut out = [0u32; 4];
+        for (i, word) in out.iter_mut().enumerate() {
+            *word = u32::from_ne_bytes([
+                addr[4 * i],
+                addr[4 * i + 1],
+                addr[4 * i + 2],
+                addr[4 * i + 3],
+            ]);
+        }
+        out
+    };
+    let mut packet = Packet {
+        vlan,
+        family: family::IPV6,
+        src: words(ip.src_addr),
+        dst: words(ip.dst_addr),
+        protocol: ip.next_hdr,
+        l4: L4::Fragment,
+        a: 0,
+        b: 0,
+    };
+    let mut next = ip.next_hdr;
+    let mut offset = offset + Ipv6Hdr::LEN;
+    let mut first_fragment = true;
+    for _ in 0..=MAX_IPV6_EXTENSIONS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                // Next header, then the length in 8-byte units, not counting the first 8.
+                let head: [u8; 2] = read(ctx, offset)?;
+                let len = (usize::from(head[1]) + 1) * 8;
+                if !has(ctx, offset, len) {
+                    return Err(Malformed);
+                }
+                next = head[0];
+                offset += len;
+            }
+            IPPROTO_FRAGMENT => {
+                let fragment: [u8; 8] = read(ctx, offset)?;
+                first_fragment &= be16([fragment[2], fragment[3]]) >> 3 == 0;
+                next = fragment[0];
+                offset += 8;
+            }
+            upper => {
+                packet.protocol = upper;
+                if first_fragment {
+                    upper_layer(ctx, offset, &mut packet)?;
+                }
+                return Ok(packet);
+            }
+        }
+    }
+    Err(Malformed)
+}
+
+/// Reads the ports or ICMP type and code at `offset`; a header cut short is malformed.
+#[inline(always)]
+fn upper_layer(ctx: &XdpContext, offset: usize, packet: &mut Packet) -> Result<(), Malformed> {
+    match packet.protocol {
+        IPPROTO_TCP => {
+            // Ports, sequence, acknowledgement, then the data offset in 32-bit words.
+            let head: [u8; 13] = read(ctx, offset)?;
+            let header_len = usize::from(head[12] >> 4) * 4;
+            if header_len < 20 || !has(ctx, offset, header_len) {
+                return Err(Malformed);
+            }
+            ports(packet, head[0], head[1], head[2], head[3]);
+        }
+        IPPROTO_UDP => {
+            let head: [u8; 8] = read(ctx, offset)?;
+            ports(packet, head[0], head[1], head[2], head[3]);
+        }
+        IPPROTO_SCTP => {
+            let head: [u8; 12] = read(ctx, offset)?;
+            ports(packet, head[0], head[1], head[2], head[3]);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let head: [u8; 8] = read(ctx, offset)?;
+            packet.l4 = L4::Icmp;
+            packet.a = u16::from(head[0]);
+            packet.b = u16::from(head[1]);
+        }
+        _ => packet.l4 = L4::Other,
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn ports(packet: &mut Packet, s0: u8, s1: u8, d0: u8, d1: u8) {
+    packet.l4 = L4::Ports;
+    packet.a = be16([s0, s1]);
+    packet.b = be16([d0, d1]);
 }

@@ -287,7 +287,7 @@ fn duration(
 }
 
 /// Linux interface names: 1 to 15 bytes, no '/', no whitespace, not "." or "..".
-fn interface_name_problem(name: &str) -> Option<String> {
+pub(crate) fn interface_name_problem(name: &str) -> Option<String> {
     let bad = name.is_empty()
         || name.len() > 15
         || name == "."

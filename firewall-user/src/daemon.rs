@@ -18,9 +18,12 @@ use crate::{
     config::{Config, ConfigError},
     contracts::StoreError,
     license::watch::Licensing,
-    loader::{self, Dataplane, LoaderError},
+    loader::{self, Capacity, Dataplane, LoaderError},
     metrics::{self, DataplaneCollector},
-    rules::{RuleSet, RulesError, compile},
+    rules::{
+        RuleSet, RulesError,
+        compile::{self, CompileError, RuleCounters},
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,8 @@ pub enum DaemonError {
     Rules(#[from] RulesError),
     #[error("{}: interface {interface} is in the config but has no rules; add it under `interfaces:`", rules.display())]
     NoRules { interface: String, rules: PathBuf },
+    #[error("{}: {error}", rules.display())]
+    Compile { rules: PathBuf, error: CompileError },
     #[error(transparent)]
     Loader(#[from] LoaderError),
     #[error("cannot serve metrics on {address}: {source}")]
@@ -49,23 +54,26 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let rules = RuleSet::load(&config.rules)?;
     info!(config = %config_path.display(), rules = %config.rules.display(), "loaded configuration");
 
-    let mut compiled = Vec::with_capacity(config.interfaces.len());
-    for (slot, name) in config.interfaces.iter().enumerate() {
-        let policy = rules
-            .interfaces
-            .get(name)
-            .ok_or_else(|| DaemonError::NoRules {
-                interface: name.clone(),
-                rules: config.rules.clone(),
-            })?;
-        let ifindex = loader::ifindex(name)?;
-        compiled.push((
-            name,
-            ifindex,
-            compile::interface(policy, slot as u32),
-            policy.rules.len(),
-        ));
+    let slots: Vec<(String, u32)> = config.interfaces.iter().cloned().zip(0..).collect();
+    if let Some((missing, _)) = slots
+        .iter()
+        .find(|(name, _)| !rules.interfaces.contains_key(name))
+    {
+        return Err(DaemonError::NoRules {
+            interface: missing.clone(),
+            rules: config.rules.clone(),
+        });
     }
+    let mut counters = RuleCounters::default();
+    let compiled =
+        compile::ruleset(&rules, &slots, &mut counters).map_err(|error| DaemonError::Compile {
+            rules: config.rules.clone(),
+            error,
+        })?;
+    let ifindexes = slots
+        .iter()
+        .map(|(name, _)| loader::ifindex(name))
+        .collect::<Result<Vec<u32>, _>>()?;
     let listener = TcpListener::bind(config.metrics.listen)
         .await
         .map_err(|source| DaemonError::Metrics {
@@ -76,11 +84,23 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
     let mut licensing = Licensing::new(config.licensing.as_ref())?;
-    let mut dataplane = Dataplane::load()?;
+    let capacity = Capacity::for_compiled(&compiled);
+    let mut dataplane = Dataplane::load(capacity)?;
     licensing.start(&mut dataplane).await?;
-    for (name, ifindex, interface_rules, count) in &compiled {
-        dataplane.install(*ifindex, interface_rules)?;
+    dataplane.reset_rule_counters(&compiled.fresh_counters)?;
+    dataplane.install(&compiled)?;
+    info!(
+        entries = compiled.entries.len(),
+        tree_nodes = compiled.nodes.len(),
+        leaf_items = compiled.leaves.len(),
+        longest_leaf = compiled.longest_leaf(),
+        kernel_bytes = capacity.bytes(),
+        "rules compiled and loaded"
+    );
+    for ((name, slot), ifindex) in slots.iter().zip(ifindexes) {
+        dataplane.bind(ifindex, *slot)?;
         let mode = dataplane.attach(name)?;
+        let count = rules.interfaces[name].rules.len();
         info!(interface = %name, ifindex, rules = count, mode = ?mode, "enforcing rules");
     }
     let dataplane = Arc::new(Mutex::new(dataplane));
@@ -90,6 +110,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         .register(Box::new(DataplaneCollector::new(
             Arc::clone(&dataplane),
             config.interfaces.clone(),
+            counters
+                .iter()
+                .map(|(i, r, s)| (i.to_string(), r.to_string(), s))
+                .collect(),
         )))
         .expect("metric names are registered once");
     licensing

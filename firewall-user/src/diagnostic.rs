@@ -51,7 +51,7 @@ impl std::error::Error for Diagnostics {}
 
 /// Parses YAML into `T`, turning a syntax or schema error into a positioned diagnostic.
 pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Diagnostics> {
-    serde_saphyr::from_str(text).map_err(|err| {
+    serde_saphyr::from_str_with_options(text, options(text)).map_err(|err| {
         let location = err.location().unwrap_or(Location::UNKNOWN);
         Diagnostics {
             file: path.display().to_string(),
@@ -60,11 +60,29 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Dia
     })
 }
 
+/// serde-saphyr's default budget (1M events, 250k nodes) rejects rule files above about 20k
+/// rules. Without aliases every event and node costs at least a byte of input, so a budget of
+/// one per byte admits any honest file while keeping the work linear in its size; the
+/// parser's alias and anchor limits still stop expansion bombs.
+fn options(text: &str) -> serde_saphyr::Options {
+    let default = serde_saphyr::Budget::default();
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_events: default.max_events.max(text.len()),
+            max_nodes: default.max_nodes.max(text.len()),
+        },
+    }
+}
+
 /// The parser's message without its source snippet and position, which we print ourselves.
 fn plain_message(err: &serde_saphyr::Error) -> String {
     let text = err.without_snippet().to_string();
-    match text.rsplit_once(" at line ") {
-        Some((message, _position)) => message.to_string(),
-        None => text,
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(message, _)| message);
+    // The parser names Rust types ("invalid i64"); operators think in whole numbers.
+    match message.strip_prefix("invalid ") {
+        Some("i64" | "u64" | "i32" | "u32" | "u16" | "u8") => "expected a whole number".to_string(),
+        _ => message.to_string(),
     }
 }

@@ -8,4 +8,6 @@ pub mod diagnostic;
 pub mod license;
 pub mod loader;
 pub mod metrics;
+pub mod reference;
 pub mod rules;
+pub mod spec;

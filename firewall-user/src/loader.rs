@@ -1,13 +1,26 @@
-//! Puts the XDP program into the kernel with aya: loads the embedded object, writes each
-//! interface's compiled rules, attaches, and reads the counters back.
+//! Puts the XDP program into the kernel with aya: loads the embedded object with map sizes fit
+//! for the rules, writes rule sets into the generation the program does not read and flips
+//! to it, attaches, and reads the counters back.
+
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    ptr::NonNull,
+    thread,
+    time::{Duration, Instant},
+};
 
 use aya::{
-    Ebpf, EbpfError,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{ProgramError, Xdp, XdpMode},
 };
-use firewall_common::{Counter, InterfaceRules, MAX_INTERFACES, Verdict, counter_index, enforce};
+use firewall_common::{
+    Counter, Entry, GENERATIONS, LEAF, MAX_INTERFACES, NO_TREE, Node, Policy, Verdict,
+    counter_index, enforce, policy_index,
+};
 use tracing::{info, warn};
+
+use crate::rules::compile::Compiled;
 
 /// The XDP program object, built by `build.rs` from `firewall-ebpf`.
 pub static FIREWALL_OBJECT: &[u8] =
@@ -19,6 +32,11 @@ pub static XDP_PASS_OBJECT: &[u8] =
 
 const PROGRAM: &str = "smf_firewall";
 
+/// How long a packet may still be reading the generation that was live before a flip; the
+/// daemon does not rewrite that generation sooner. XDP runs to completion within a NAPI poll,
+/// far below this.
+const GRACE: Duration = Duration::from_millis(20);
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
     #[error("cannot load the XDP object: {0}")]
@@ -27,37 +45,222 @@ pub enum LoaderError {
     Program(#[source] ProgramError),
     #[error("the XDP object lacks `{0}`; the build is broken")]
     Missing(&'static str),
-    #[error("map {map}: {source}")]
-    Map { map: &'static str, source: MapError },
+    #[error("map {map}: {error}")]
+    Map { map: &'static str, error: MapError },
+    #[error("cannot map {map} into memory: {error}")]
+    Mmap {
+        map: &'static str,
+        error: std::io::Error,
+    },
+    #[error(
+        "the rules need {needed} {what}, but the dataplane was loaded with room for {capacity}; restart the daemon to grow it"
+    )]
+    Capacity {
+        what: &'static str,
+        needed: usize,
+        capacity: usize,
+    },
     #[error("interface {0} does not exist")]
     UnknownInterface(String),
-    #[error("cannot attach XDP to {interface} in driver or generic mode: {source}")]
+    #[error("cannot count the CPUs: {0}")]
+    Cpus(std::io::Error),
+    #[error("cannot attach XDP to {interface} in driver or generic mode: {error}")]
     Attach {
         interface: String,
-        source: ProgramError,
+        error: ProgramError,
     },
+}
+
+fn map_error(map: &'static str) -> impl Fn(MapError) -> LoaderError {
+    move |error| LoaderError::Map { map, error }
+}
+
+/// Room in each generation's maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub nodes: u32,
+    pub leaves: u32,
+    pub entries: u32,
+}
+
+impl Default for Capacity {
+    /// Enough for a few thousand simple rules.
+    fn default() -> Self {
+        Capacity {
+            nodes: 1 << 16,
+            leaves: 1 << 16,
+            entries: 1 << 14,
+        }
+    }
+}
+
+impl Capacity {
+    /// Twice what `compiled` needs (room for reloads that grow), at least the default.
+    pub fn for_compiled(compiled: &Compiled) -> Capacity {
+        let room =
+            |needed: usize, minimum: u32| ((needed * 2).next_power_of_two() as u32).max(minimum);
+        let minimum = Capacity::default();
+        Capacity {
+            nodes: room(compiled.nodes.len(), minimum.nodes),
+            leaves: room(compiled.leaves.len(), minimum.leaves),
+            entries: room(compiled.entries.len(), minimum.entries),
+        }
+    }
+
+    /// Kernel memory of the tree maps, both generations, in bytes.
+    pub fn bytes(&self) -> u64 {
+        let stride = |size: usize| size.next_multiple_of(8) as u64;
+        u64::from(GENERATIONS)
+            * (u64::from(self.nodes) * stride(size_of::<Node>())
+                + u64::from(self.leaves) * stride(size_of::<u32>())
+                + u64::from(self.entries) * stride(size_of::<Entry>()))
+    }
+}
+
+/// An mmap-able BPF array, mapped into our memory.
+struct Mapped {
+    _map: MapData,
+    ptr: NonNull<u8>,
+    len: usize,
+    stride: usize,
+    capacity: usize,
+    name: &'static str,
+}
+
+// SAFETY: the mapping is owned by this value alone and only written through `&mut self`.
+unsafe impl Send for Mapped {}
+
+impl Mapped {
+    fn new<T>(map: MapData, name: &'static str, capacity: u32) -> Result<Self, LoaderError> {
+        // The kernel lays array elements out at 8-byte strides.
+        let stride = size_of::<T>().next_multiple_of(8);
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = (stride * capacity as usize).next_multiple_of(page);
+        // SAFETY: a fresh shared mapping of a map fd we own; checked for MAP_FAILED below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            let error = std::io::Error::last_os_error();
+            return Err(LoaderError::Mmap { map: name, error });
+        }
+        let ptr = NonNull::new(ptr.cast()).ok_or(LoaderError::Missing(name))?;
+        Ok(Mapped {
+            _map: map,
+            ptr,
+            len,
+            stride,
+            capacity: capacity as usize,
+            name,
+        })
+    }
+
+    /// Writes `values` from element `offset` on; `room` is what the caller may use from there.
+    fn write<T: aya::Pod>(
+        &mut self,
+        offset: usize,
+        room: usize,
+        values: impl ExactSizeIterator<Item = T>,
+    ) -> Result<(), LoaderError> {
+        if values.len() > room || offset + room > self.capacity {
+            return Err(LoaderError::Capacity {
+                what: self.name,
+                needed: values.len(),
+                capacity: room,
+            });
+        }
+        for (i, value) in values.enumerate() {
+            // SAFETY: offset + i < offset + room <= capacity: inside the mapping.
+            unsafe {
+                self.ptr
+                    .as_ptr()
+                    .add((offset + i) * self.stride)
+                    .cast::<T>()
+                    .write_unaligned(value)
+            };
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The trees, leaf lists and entries of both generations, generation `g` from `g × capacity`.
+struct Tables {
+    nodes: Mapped,
+    leaves: Mapped,
+    entries: Mapped,
 }
 
 /// The loaded program and its maps. Dropping it detaches from every interface.
 pub struct Dataplane {
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, Counter>,
+    rule_stats: PerCpuArray<MapData, Counter>,
+    tables: Tables,
+    /// The generation the program reads.
+    live: u32,
+    last_flip: Option<Instant>,
+    capacity: Capacity,
 }
 
 impl Dataplane {
-    /// Loads and verifies the program; attaches nowhere yet.
-    pub fn load() -> Result<Self, LoaderError> {
-        let mut ebpf = Ebpf::load(FIREWALL_OBJECT)?;
-        let stats = ebpf
-            .take_map("STATS")
-            .ok_or(LoaderError::Missing("STATS"))?;
-        let stats = PerCpuArray::try_from(stats).map_err(|source| LoaderError::Map {
-            map: "STATS",
-            source,
-        })?;
-        let mut dataplane = Dataplane { ebpf, stats };
+    /// Loads and verifies the program with room for `capacity`; attaches nowhere yet.
+    pub fn load(capacity: Capacity) -> Result<Self, LoaderError> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries("NODES", GENERATIONS * capacity.nodes)
+            .map_max_entries("LEAVES", GENERATIONS * capacity.leaves)
+            .map_max_entries("ENTRIES", GENERATIONS * capacity.entries);
+        let mut ebpf = loader.load(FIREWALL_OBJECT)?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(map_error("STATS"))?;
+        let rule_stats = PerCpuArray::try_from(take(&mut ebpf, "RULE_STATS")?)
+            .map_err(map_error("RULE_STATS"))?;
+        let tables = Tables {
+            nodes: Mapped::new::<Node>(
+                array(&mut ebpf, "NODES")?,
+                "NODES",
+                GENERATIONS * capacity.nodes,
+            )?,
+            leaves: Mapped::new::<u32>(
+                array(&mut ebpf, "LEAVES")?,
+                "LEAVES",
+                GENERATIONS * capacity.leaves,
+            )?,
+            entries: Mapped::new::<Entry>(
+                array(&mut ebpf, "ENTRIES")?,
+                "ENTRIES",
+                GENERATIONS * capacity.entries,
+            )?,
+        };
+        let mut dataplane = Dataplane {
+            ebpf,
+            stats,
+            rule_stats,
+            tables,
+            live: 0,
+            last_flip: None,
+            capacity,
+        };
         dataplane.program()?.load().map_err(LoaderError::Program)?;
         Ok(dataplane)
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
     }
 
     /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -69,24 +272,101 @@ impl Dataplane {
             .map_err(LoaderError::Program)
     }
 
-    /// Makes `rules` the live rule set for packets arriving on `ifindex`: one map update, so
-    /// a packet sees the old rules or the new ones, never a mix.
-    pub fn install(&mut self, ifindex: u32, rules: &InterfaceRules) -> Result<(), LoaderError> {
+    /// Packets arriving on `ifindex` are judged by the rules of `slot`.
+    pub fn bind(&mut self, ifindex: u32, slot: u32) -> Result<(), LoaderError> {
+        debug_assert!(slot < MAX_INTERFACES);
         let map = self
             .ebpf
             .map_mut("INTERFACES")
             .ok_or(LoaderError::Missing("INTERFACES"))?;
-        let mut interfaces: HashMap<_, u32, InterfaceRules> =
-            HashMap::try_from(map).map_err(|source| LoaderError::Map {
-                map: "INTERFACES",
-                source,
-            })?;
+        let mut interfaces: HashMap<_, u32, u32> =
+            HashMap::try_from(map).map_err(map_error("INTERFACES"))?;
         interfaces
-            .insert(ifindex, rules, 0)
-            .map_err(|source| LoaderError::Map {
-                map: "INTERFACES",
-                source,
-            })
+            .insert(ifindex, slot, 0)
+            .map_err(map_error("INTERFACES"))
+    }
+
+    /// Makes `compiled` the live rule set: writes it into the generation the program does
+    /// not read, then flips the generation word. A packet is judged by the old rules or the
+    /// new ones, never a mix. Zero the counters of rules new to this compile first
+    /// (`reset_rule_counters(&compiled.fresh_counters)`).
+    pub fn install(&mut self, compiled: &Compiled) -> Result<(), LoaderError> {
+        let next = 1 - self.live;
+        if let Some(flipped) = self.last_flip {
+            thread::sleep(GRACE.saturating_sub(flipped.elapsed()));
+        }
+        let cap = self.capacity;
+        // Indices in `compiled` count from 0; generation `next` lives from these offsets.
+        let (node_base, leaf_base, entry_base) =
+            (next * cap.nodes, next * cap.leaves, next * cap.entries);
+        let tables = &mut self.tables;
+        let nodes = compiled.nodes.iter().map(|node| Node {
+            first: node.first
+                + if node.dim == LEAF {
+                    leaf_base
+                } else {
+                    node_base
+                },
+            ..*node
+        });
+        tables
+            .nodes
+            .write(node_base as usize, cap.nodes as usize, nodes)?;
+        let leaves = compiled.leaves.iter().map(|entry| entry + entry_base);
+        tables
+            .leaves
+            .write(leaf_base as usize, cap.leaves as usize, leaves)?;
+        tables.entries.write(
+            entry_base as usize,
+            cap.entries as usize,
+            compiled.entries.iter().copied(),
+        )?;
+        let mut policies: Array<_, Policy> = Array::try_from(
+            self.ebpf
+                .map_mut("POLICIES")
+                .ok_or(LoaderError::Missing("POLICIES"))?,
+        )
+        .map_err(map_error("POLICIES"))?;
+        for (slot, policy) in &compiled.policies {
+            let mut policy = *policy;
+            for tree in policy
+                .trees
+                .iter_mut()
+                .flatten()
+                .filter(|t| t.root != NO_TREE)
+            {
+                tree.root += node_base;
+                tree.min_entry += entry_base;
+            }
+            policies
+                .set(policy_index(next, *slot), policy, 0)
+                .map_err(map_error("POLICIES"))?;
+        }
+        let mut generation: Array<_, u32> = Array::try_from(
+            self.ebpf
+                .map_mut("GENERATION")
+                .ok_or(LoaderError::Missing("GENERATION"))?,
+        )
+        .map_err(map_error("GENERATION"))?;
+        generation
+            .set(0, next, 0)
+            .map_err(map_error("GENERATION"))?;
+        self.live = next;
+        self.last_flip = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Zeroes rule counter slots, for rules that are new to the dataplane.
+    pub fn reset_rule_counters(&mut self, slots: &[u32]) -> Result<(), LoaderError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, error)| LoaderError::Cpus(error))?;
+        for &slot in slots {
+            let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
+                .map_err(LoaderError::Cpus)?;
+            self.rule_stats
+                .set(slot, zero, 0)
+                .map_err(map_error("RULE_STATS"))?;
+        }
+        Ok(())
     }
 
     /// Applies the rules' verdicts (`true`, licensed) or passes every packet (`false`), on all
@@ -97,20 +377,14 @@ impl Dataplane {
             .ebpf
             .map_mut("ENFORCE")
             .ok_or(LoaderError::Missing("ENFORCE"))?;
-        let mut flag: Array<_, u32> = Array::try_from(map).map_err(|source| LoaderError::Map {
-            map: "ENFORCE",
-            source,
-        })?;
+        let mut flag: Array<_, u32> = Array::try_from(map).map_err(map_error("ENFORCE"))?;
         let value = if enforcing {
             enforce::RULES
         } else {
             enforce::PASS_ALL
         };
         flag.set(enforce::INDEX, value, 0)
-            .map_err(|source| LoaderError::Map {
-                map: "ENFORCE",
-                source,
-            })
+            .map_err(map_error("ENFORCE"))
     }
 
     /// Attaches in native (driver) mode, falling back to generic (skb) mode with a warning.
@@ -128,9 +402,9 @@ impl Dataplane {
                 warn!(interface, error = %driver_error, "native XDP refused; falling back to generic (skb) mode, which is slower");
                 program
                     .attach(interface, XdpMode::Skb)
-                    .map_err(|source| LoaderError::Attach {
+                    .map_err(|error| LoaderError::Attach {
                         interface: interface.to_string(),
-                        source,
+                        error,
                     })?;
                 info!(interface, mode = "skb", "attached XDP program");
                 Ok(XdpMode::Skb)
@@ -140,18 +414,35 @@ impl Dataplane {
 
     /// Packets and bytes for an interface slot and verdict, summed over CPUs.
     pub fn counter(&self, slot: u32, verdict: Verdict) -> Result<Counter, LoaderError> {
-        debug_assert!(slot < MAX_INTERFACES);
-        let per_cpu = self
-            .stats
-            .get(&counter_index(slot, verdict), 0)
-            .map_err(|source| LoaderError::Map {
-                map: "STATS",
-                source,
-            })?;
-        Ok(per_cpu.iter().fold(Counter::default(), |sum, c| Counter {
-            packets: sum.packets + c.packets,
-            bytes: sum.bytes + c.bytes,
-        }))
+        sum(&self.stats, counter_index(slot, verdict), "STATS")
+    }
+
+    /// Packets and bytes decided by the rule with this counter slot, summed over CPUs.
+    pub fn rule_counter(&self, slot: u32) -> Result<Counter, LoaderError> {
+        sum(&self.rule_stats, slot, "RULE_STATS")
+    }
+}
+
+fn sum(
+    map: &PerCpuArray<MapData, Counter>,
+    index: u32,
+    name: &'static str,
+) -> Result<Counter, LoaderError> {
+    let per_cpu = map.get(&index, 0).map_err(map_error(name))?;
+    Ok(per_cpu.iter().fold(Counter::default(), |sum, c| Counter {
+        packets: sum.packets + c.packets,
+        bytes: sum.bytes + c.bytes,
+    }))
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, LoaderError> {
+    ebpf.take_map(name).ok_or(LoaderError::Missing(name))
+}
+
+fn array(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, LoaderError> {
+    match take(ebpf, name)? {
+        Map::Array(data) => Ok(data),
+        _ => Err(LoaderError::Missing(name)),
     }
 }
 

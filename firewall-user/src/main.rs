@@ -2,11 +2,23 @@
 
 mod contracts_cli;
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use firewall_user::rules::RuleSet;
+use firewall_user::{
+    reference::{self, Reason},
+    rules::{
+        Limits, RuleSet,
+        compile::{self, RuleCounters},
+        validate,
+    },
+    spec::PacketSpec,
+};
 use tracing_subscriber::EnvFilter;
 
 /// smf-firewall: the XDP firewall dataplane of the SMF sx Ultra Firewall Option.
@@ -19,12 +31,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a rule file without touching the kernel. Prints each interface's rules and
-    /// exits 0 when the file is valid; prints every error as FILE:LINE:COL: error: ... and
-    /// exits 1 when it is not.
+    /// Validate a rule file without touching the kernel. Prints each interface's rules and any
+    /// warnings and exits 0 when the file is valid; prints every error as
+    /// FILE:LINE:COL: error: ... and exits 1 when it is not.
     Check {
         /// The YAML rule file.
         file: PathBuf,
+        /// Warn when an interface has more rules than this.
+        #[arg(long, value_name = "N", default_value_t = validate::DEFAULT_RULES_WARNING)]
+        max_rules: usize,
+    },
+    /// Say what the rules decide for one packet: the verdict, the rule that decided (or the
+    /// default), and for each earlier rule the first field that did not match.
+    Explain {
+        /// The YAML rule file.
+        file: PathBuf,
+        /// The interface the packet arrives on.
+        #[arg(long, value_name = "IF")]
+        interface: String,
+        /// The packet: `PROTO SRC[:PORT] -> DST[:PORT]` with IPv6 in brackets before a port,
+        /// then optionally `type N code N` (icmp), `flags SYN,ACK` (tcp), `vlan N`, `frag`
+        /// (a non-first fragment). Example: "tcp 198.18.0.10:40000 -> 198.19.0.1:22".
+        #[arg(long, value_name = "SPEC")]
+        packet: String,
+        /// Print one JSON object: {"verdict":"pass"|"drop","rule":ID|null,"default":bool}.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the firewall: attach XDP to the configured interfaces, enforce the rules, serve
     /// Prometheus metrics. Stops (and detaches) on SIGINT or SIGTERM.
@@ -66,7 +98,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Contracts(args) => contracts_cli::contracts(args),
         Command::License(args) => contracts_cli::license(args),
-        Command::Check { file } => check(&file).map(|()| ExitCode::SUCCESS),
+        Command::Check { file, max_rules } => check(&file, max_rules).map(|()| ExitCode::SUCCESS),
+        Command::Explain {
+            file,
+            interface,
+            packet,
+            json,
+        } => explain(&file, &interface, &packet, json).map(|()| ExitCode::SUCCESS),
         Command::Run { config } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime
@@ -77,18 +115,89 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(file: &std::path::Path) -> anyhow::Result<()> {
-    let rules = RuleSet::load(file).context("the rule file is not valid; nothing was loaded")?;
+fn check(file: &Path, max_rules: usize) -> anyhow::Result<()> {
+    let limits = Limits {
+        rules_per_interface: max_rules,
+    };
+    let checked = RuleSet::load_checked(file, &limits)
+        .context("the rule file is not valid; nothing was loaded")?;
     println!("{}: valid", file.display());
-    for (interface, policy) in &rules.interfaces {
+    for (interface, policy) in &checked.rules.interfaces {
         let count = policy.rules.len();
         let noun = if count == 1 { "rule" } else { "rules" };
         println!(
-            "{interface}: default {}, {count} {noun} (first match wins)",
-            policy.default
+            "{interface}: default {}, non-IP {}, {count} {noun} (first match wins)",
+            policy.default, policy.non_ip
         );
         for (position, rule) in policy.rules.iter().enumerate() {
             println!("  {:>3}. {rule}", position + 1);
+        }
+    }
+    let slots: Vec<(String, u32)> = checked.rules.interfaces.keys().cloned().zip(0..).collect();
+    if let Err(error) = compile::ruleset(&checked.rules, &slots, &mut RuleCounters::default()) {
+        println!(
+            "{}: warning: the dataplane cannot load these rules: {error}",
+            file.display()
+        );
+    }
+    for warning in &checked.warnings {
+        let w = &warning.0;
+        println!(
+            "{}:{}:{}: warning: {}",
+            file.display(),
+            w.line,
+            w.column,
+            w.message
+        );
+    }
+    Ok(())
+}
+
+/// `explain --json`, fields in this order.
+#[derive(serde::Serialize)]
+struct ExplainJson<'a> {
+    verdict: String,
+    rule: Option<&'a str>,
+    default: bool,
+}
+
+fn explain(file: &Path, interface: &str, packet: &str, json: bool) -> anyhow::Result<()> {
+    let rules = RuleSet::load(file).context("the rule file is not valid")?;
+    let spec = PacketSpec::parse(packet)?;
+    let frame = spec.frame();
+    let decision = reference::classify(&rules, interface, &frame)?;
+    if json {
+        let output = ExplainJson {
+            verdict: decision.action.to_string(),
+            rule: decision.rule.as_deref(),
+            default: decision.reason == Reason::Default,
+        };
+        println!("{}", serde_json::to_string(&output)?);
+        return Ok(());
+    }
+    let policy = &rules.interfaces[interface];
+    println!("{interface}: {packet}");
+    match (&decision.reason, &decision.rule) {
+        (Reason::Rule, Some(id)) => println!("verdict: {} by rule `{id}`", decision.action),
+        (Reason::Default, _) => println!(
+            "verdict: {} by the default (no rule matched)",
+            decision.action
+        ),
+        (Reason::NonIp, _) => println!("verdict: {} (not IP: `non_ip`)", decision.action),
+        (Reason::Malformed(why), _) => println!("verdict: {} (malformed: {why})", decision.action),
+        (Reason::Rule, None) => unreachable!("a rule decision names its rule"),
+    }
+    if let reference::Frame::Ip(parsed) = reference::parse(&frame) {
+        for rule in &policy.rules {
+            if decision.rule.as_deref() == Some(rule.id.as_str()) {
+                break;
+            }
+            if let Some(field) = reference::mismatch(rule, &parsed) {
+                println!(
+                    "  rule `{}` (line {}): {field} does not match",
+                    rule.id, rule.line
+                );
+            }
         }
     }
     Ok(())

@@ -16,50 +16,71 @@ use tracing::warn;
 
 use crate::loader::Dataplane;
 
-/// Reads `smf_firewall_{packets,bytes}_total{interface,verdict}` from the dataplane.
+/// Reads `smf_firewall_{packets,bytes}_total{interface,verdict}` and
+/// `smf_firewall_rule_{hits,bytes}_total{interface,rule}` from the dataplane.
 pub struct DataplaneCollector {
     dataplane: Arc<Mutex<Dataplane>>,
     /// Interface names by counter slot.
     interfaces: Vec<String>,
+    /// (interface, rule id, rule counter slot).
+    rules: Vec<(String, String, u32)>,
     packets: IntCounterVec,
     bytes: IntCounterVec,
+    rule_hits: IntCounterVec,
+    rule_bytes: IntCounterVec,
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition")
 }
 
 impl DataplaneCollector {
-    pub fn new(dataplane: Arc<Mutex<Dataplane>>, interfaces: Vec<String>) -> Self {
-        let labels = ["interface", "verdict"];
-        let packets = IntCounterVec::new(
-            Opts::new(
-                "smf_firewall_packets_total",
-                "Packets seen by the XDP program, by interface and verdict.",
-            ),
-            &labels,
-        )
-        .expect("valid metric definition");
-        let bytes = IntCounterVec::new(
-            Opts::new(
-                "smf_firewall_bytes_total",
-                "Bytes of Ethernet frames (without FCS) seen by the XDP program, by interface and verdict.",
-            ),
-            &labels,
-        )
-        .expect("valid metric definition");
+    pub fn new(
+        dataplane: Arc<Mutex<Dataplane>>,
+        interfaces: Vec<String>,
+        rules: Vec<(String, String, u32)>,
+    ) -> Self {
+        let by_verdict = ["interface", "verdict"];
+        let by_rule = ["interface", "rule"];
         Self {
             dataplane,
             interfaces,
-            packets,
-            bytes,
+            rules,
+            packets: counter_vec(
+                "smf_firewall_packets_total",
+                "Packets seen by the XDP program, by interface and verdict.",
+                &by_verdict,
+            ),
+            bytes: counter_vec(
+                "smf_firewall_bytes_total",
+                "Bytes of Ethernet frames (without FCS) seen by the XDP program, by interface and verdict.",
+                &by_verdict,
+            ),
+            rule_hits: counter_vec(
+                "smf_firewall_rule_hits_total",
+                "Packets decided by each rule.",
+                &by_rule,
+            ),
+            rule_bytes: counter_vec(
+                "smf_firewall_rule_bytes_total",
+                "Bytes of the packets decided by each rule.",
+                &by_rule,
+            ),
         }
     }
 }
 
 impl Collector for DataplaneCollector {
     fn desc(&self) -> Vec<&Desc> {
-        self.packets
-            .desc()
-            .into_iter()
-            .chain(self.bytes.desc())
-            .collect()
+        [
+            &self.packets,
+            &self.bytes,
+            &self.rule_hits,
+            &self.rule_bytes,
+        ]
+        .into_iter()
+        .flat_map(|vec| vec.desc())
+        .collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -68,8 +89,14 @@ impl Collector for DataplaneCollector {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        self.packets.reset();
-        self.bytes.reset();
+        for vec in [
+            &self.packets,
+            &self.bytes,
+            &self.rule_hits,
+            &self.rule_bytes,
+        ] {
+            vec.reset();
+        }
         for (slot, interface) in self.interfaces.iter().enumerate() {
             for verdict in Verdict::ALL {
                 match dataplane.counter(slot as u32, verdict) {
@@ -84,9 +111,29 @@ impl Collector for DataplaneCollector {
                 }
             }
         }
-        let mut families = self.packets.collect();
-        families.extend(self.bytes.collect());
-        families
+        for (interface, rule, slot) in &self.rules {
+            match dataplane.rule_counter(*slot) {
+                Ok(counter) => {
+                    let labels = [interface.as_str(), rule.as_str()];
+                    self.rule_hits
+                        .with_label_values(&labels)
+                        .inc_by(counter.packets);
+                    self.rule_bytes
+                        .with_label_values(&labels)
+                        .inc_by(counter.bytes);
+                }
+                Err(error) => warn!(interface, rule, %error, "cannot read rule counters"),
+            }
+        }
+        [
+            &self.packets,
+            &self.bytes,
+            &self.rule_hits,
+            &self.rule_bytes,
+        ]
+        .into_iter()
+        .flat_map(|vec| vec.collect())
+        .collect()
     }
 }
 

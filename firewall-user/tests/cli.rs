@@ -22,17 +22,20 @@ fn check_accepts_the_example_and_lists_its_rules_in_order() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/example.yaml");
     let (code, stdout, stderr) = check(&example);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("lan0: default pass, 2 rules"), "{stdout}");
+    assert!(
+        stdout.contains("lan0: default pass, non-IP pass, 2 rules"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("  1. no-discard drop udp dst_port 9\n"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("  2. no-ping-from-host drop icmp src 198.18.1.2/32\n"),
+        stdout.contains("  2. no-ping-from-host drop ipv4 icmp src 198.18.1.2/32\n"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("  1. no-telnet-in drop tcp dst 198.18.1.0/24 dst_port 23\n"),
+        stdout.contains("  1. no-telnet-in drop ipv4 tcp dst 198.18.1.0/24 dst_port 23\n"),
         "{stdout}"
     );
 }

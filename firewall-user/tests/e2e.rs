@@ -222,7 +222,7 @@ fn a_bad_rule_file_is_exit_1_with_its_position_and_nothing_attached() {
     let expected = format!("{}:7:", dir.path().join("rules.yaml").display());
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(
-        stderr.contains("`198.18.1.2/33` is not an IPv4 address or CIDR"),
+        stderr.contains("`198.18.1.2/33` is not an IP address or CIDR"),
         "{stderr}"
     );
     assert!(!site.adapter.has_xdp("lan0").unwrap());

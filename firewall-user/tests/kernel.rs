@@ -8,8 +8,11 @@ use aya::programs::{TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
 use firewall_common::Verdict;
 use firewall_user::{
-    loader::Dataplane,
-    rules::{RuleSet, compile},
+    loader::{Capacity, Dataplane},
+    rules::{
+        RuleSet,
+        compile::{self, RuleCounters},
+    },
 };
 
 const LOOPBACK: u32 = 1;
@@ -73,13 +76,24 @@ fn arp() -> Vec<u8> {
     frame
 }
 
+/// Compiles `text` for `lo` (slot 0) and makes it live.
+fn install(dataplane: &mut Dataplane, text: &str) {
+    let rules = RuleSet::parse(Path::new("kernel-test.yaml"), text).unwrap();
+    let compiled = compile::ruleset(
+        &rules,
+        &[("lo".to_string(), 0)],
+        &mut RuleCounters::default(),
+    )
+    .unwrap();
+    dataplane.install(&compiled).unwrap();
+}
+
 fn dataplane() -> Dataplane {
-    let rules = RuleSet::parse(Path::new("kernel-test.yaml"), RULES).unwrap();
-    let mut dataplane = Dataplane::load().expect("the verifier accepts the program");
+    let mut dataplane =
+        Dataplane::load(Capacity::default()).expect("the verifier accepts the program");
     dataplane.set_enforcing(true).unwrap();
-    dataplane
-        .install(LOOPBACK, &compile::interface(&rules.interfaces["lo"], 0))
-        .unwrap();
+    dataplane.bind(LOOPBACK, 0).unwrap();
+    install(&mut dataplane, RULES);
     dataplane
 }
 
@@ -177,7 +191,7 @@ fn an_interface_without_rules_is_left_alone_and_uncounted() {
     if !testbed::require_root("kernel::unconfigured") {
         return;
     }
-    let mut dataplane = Dataplane::load().unwrap();
+    let mut dataplane = Dataplane::load(Capacity::default()).unwrap();
     assert_eq!(run(&mut dataplane, &udp(HOST, SERVER, 9)), XDP_PASS);
     let counted = dataplane.counter(0, Verdict::Pass).unwrap().packets
         + dataplane.counter(0, Verdict::Drop).unwrap().packets;
@@ -192,31 +206,51 @@ fn installing_new_rules_replaces_the_old_ones() {
     let mut dataplane = dataplane();
     let frame = udp(HOST, SERVER, 9);
     assert_eq!(run(&mut dataplane, &frame), XDP_DROP);
-    let open = RuleSet::parse(
-        Path::new("open.yaml"),
-        "version: 1\ninterfaces:\n  lo: {default: pass}\n",
-    )
-    .unwrap();
-    dataplane
-        .install(LOOPBACK, &compile::interface(&open.interfaces["lo"], 0))
-        .unwrap();
+    install(
+        &mut dataplane,
+        "version: 1
+interfaces:
+  lo: {default: pass}
+",
+    );
     assert_eq!(run(&mut dataplane, &frame), XDP_PASS);
 }
 
-/// Issue 6: an unlicensed adapter passes what the rules drop, and meters it as passed; the
-/// switch back is one map update.
+/// Loads the program with RULES on `lo`, enforcing or not; returns it and the counter slot
+/// of rule `no-discard`.
+fn licensed_dataplane(enforcing: Option<bool>) -> (Dataplane, u32) {
+    let rules = RuleSet::parse(Path::new("kernel-test.yaml"), RULES).unwrap();
+    let mut counters = RuleCounters::default();
+    let compiled = compile::ruleset(&rules, &[("lo".to_string(), 0)], &mut counters).unwrap();
+    let mut dataplane = Dataplane::load(Capacity::default()).unwrap();
+    if let Some(enforcing) = enforcing {
+        dataplane.set_enforcing(enforcing).unwrap();
+    }
+    dataplane.bind(LOOPBACK, 0).unwrap();
+    dataplane.install(&compiled).unwrap();
+    let slot = counters
+        .iter()
+        .find(|(_, rule, _)| *rule == "no-discard")
+        .unwrap()
+        .2;
+    (dataplane, slot)
+}
+
+/// Issue 6: an unlicensed adapter passes what the rules drop, and meters it as passed and
+/// decided by no rule; the switch back is one map update.
 #[test]
 fn an_unlicensed_adapter_passes_and_counts_everything_as_passed() {
     if !testbed::require_root("kernel::unlicensed") {
         return;
     }
-    let mut dataplane = dataplane();
+    let (mut dataplane, no_discard) = licensed_dataplane(Some(true));
     let frame = udp(HOST, SERVER, 9);
     assert_eq!(
         run(&mut dataplane, &frame),
         XDP_DROP,
         "licensed: rule no-discard"
     );
+    assert_eq!(dataplane.rule_counter(no_discard).unwrap().packets, 1);
 
     dataplane.set_enforcing(false).unwrap();
     assert_eq!(run(&mut dataplane, &frame), XDP_PASS, "unlicensed: passed");
@@ -227,10 +261,16 @@ fn an_unlicensed_adapter_passes_and_counts_everything_as_passed() {
     );
     assert_eq!(dataplane.counter(0, Verdict::Pass).unwrap().packets, 2);
     assert_eq!(dataplane.counter(0, Verdict::Drop).unwrap().packets, 1);
+    assert_eq!(
+        dataplane.rule_counter(no_discard).unwrap().packets,
+        1,
+        "no rule decided while unlicensed"
+    );
 
     dataplane.set_enforcing(true).unwrap();
     assert_eq!(run(&mut dataplane, &frame), XDP_DROP, "licensed again");
     assert_eq!(dataplane.counter(0, Verdict::Drop).unwrap().packets, 2);
+    assert_eq!(dataplane.rule_counter(no_discard).unwrap().packets, 2);
 }
 
 #[test]
@@ -238,11 +278,7 @@ fn a_freshly_loaded_program_passes_until_a_licence_decision_reaches_it() {
     if !testbed::require_root("kernel::fresh_program_passes") {
         return;
     }
-    let rules = RuleSet::parse(Path::new("kernel-test.yaml"), RULES).unwrap();
-    let mut dataplane = Dataplane::load().unwrap();
-    dataplane
-        .install(LOOPBACK, &compile::interface(&rules.interfaces["lo"], 0))
-        .unwrap();
+    let (mut dataplane, _) = licensed_dataplane(None);
     assert_eq!(run(&mut dataplane, &udp(HOST, SERVER, 9)), XDP_PASS);
     assert_eq!(dataplane.counter(0, Verdict::Pass).unwrap().packets, 1);
 }

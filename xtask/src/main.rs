@@ -9,6 +9,7 @@ mod bench;
 mod build;
 mod check;
 mod demo;
+mod gen_rules;
 mod probe;
 mod setup;
 
@@ -47,6 +48,7 @@ commands! {
     Test => check,
     Demo => demo,
     Bench => bench,
+    GenRules => gen_rules,
 }
 
 /// Project tasks for smf-firewall. Most need root: they install packages and load XDP programs.

@@ -1,17 +1,25 @@
 //! The rule file as written, with the position of every value that validation may reject.
+//!
+//! Lists are read by a hand-written visitor rather than an untagged enum, because serde
+//! buffers untagged values and the positions of their elements would be lost.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt};
 
-use serde::Deserialize;
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, SeqAccess, Visitor},
+};
 use serde_saphyr::Spanned;
 
-use super::{Action, Protocol};
+use super::{Action, Family};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRules {
     pub version: Spanned<u32>,
-    pub interfaces: BTreeMap<String, RawInterface>,
+    #[serde(default)]
+    pub sets: BTreeMap<String, Spanned<RawList>>,
+    pub interfaces: BTreeMap<String, Spanned<RawInterface>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -19,7 +27,10 @@ pub struct RawRules {
 pub struct RawInterface {
     pub default: Action,
     #[serde(default)]
-    pub rules: Vec<RawRule>,
+    pub non_ip: Option<Action>,
+    /// `rules:` with nothing after it (YAML null) is an empty list.
+    #[serde(default)]
+    pub rules: Option<Vec<RawRule>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,21 +39,112 @@ pub struct RawRule {
     pub id: Spanned<String>,
     pub action: Action,
     #[serde(default)]
-    pub protocol: Option<Spanned<Protocol>>,
+    pub protocol: Option<Spanned<Scalar>>,
     #[serde(default)]
-    pub src: Option<Spanned<String>>,
+    pub family: Option<Spanned<Family>>,
     #[serde(default)]
-    pub dst: Option<Spanned<String>>,
+    pub src: Option<Spanned<RawList>>,
     #[serde(default)]
-    pub dst_port: Option<Spanned<RawPorts>>,
+    pub dst: Option<Spanned<RawList>>,
+    #[serde(default)]
+    pub src_port: Option<Spanned<RawList>>,
+    #[serde(default)]
+    pub dst_port: Option<Spanned<RawList>>,
+    #[serde(default)]
+    pub icmp_type: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub icmp_code: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub vlan: Option<Spanned<i64>>,
     #[serde(default)]
     pub description: Option<String>,
 }
 
-/// `22` or `"8000-8080"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum RawPorts {
-    Number(i64),
-    Range(String),
+/// A YAML scalar that is a number or text (`80`, `"8000-8080"`, `198.18.0.0/15`, `$web`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scalar {
+    Int(i64),
+    Text(String),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Int(n) => write!(f, "{n}"),
+            Scalar::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+/// One scalar, or a list of them, each element with its own position.
+#[derive(Debug)]
+pub enum RawList {
+    One(Scalar),
+    Many(Vec<Spanned<Scalar>>),
+}
+
+struct ScalarVisitor;
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number or a string")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        i64::try_from(v)
+            .map(Scalar::Int)
+            .map_err(|_| E::custom(format!("{v} is too large")))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ListVisitor;
+
+impl<'de> Visitor<'de> for ListVisitor {
+    type Value = RawList;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value or a list of values")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawList, E> {
+        ScalarVisitor.visit_i64(v).map(RawList::One)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawList, E> {
+        ScalarVisitor.visit_u64(v).map(RawList::One)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawList, E> {
+        ScalarVisitor.visit_str(v).map(RawList::One)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawList, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Scalar>>()? {
+            items.push(item);
+        }
+        Ok(RawList::Many(items))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ListVisitor)
+    }
 }

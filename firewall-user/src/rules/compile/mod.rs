@@ -1,0 +1,465 @@
+//! `RuleSet` → `Compiled`: the exact contents of one generation of the kernel's maps. Every
+//! interface's rules become entries (one per combination of list elements) and a decision
+//! tree per IP family over them; `tree.rs` explains the trees.
+
+mod entries;
+mod tree;
+
+use std::collections::HashMap;
+
+use firewall_common::{Entry, Node, Policy, TREES, Tree, cond, family};
+
+use super::RuleSet;
+
+pub use tree::LEAF_TARGET;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "{entries} rule entries overlap so much that a packet would be checked against all of them \
+         (at most {} can be); split the overlapping rules or make them more specific",
+        firewall_common::MAX_LEAF_ENTRIES
+    )]
+    Overlap { entries: usize },
+    #[error("more than {} rules with counters", firewall_common::MAX_RULE_COUNTERS)]
+    TooManyRules,
+    #[error("interface {0} is not in the rule file")]
+    NoRules(String),
+}
+
+/// One generation of the dataplane: the trees, leaf lists and entries of every interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compiled {
+    pub nodes: Vec<Node>,
+    pub leaves: Vec<u32>,
+    pub entries: Vec<Entry>,
+    /// Per interface slot.
+    pub policies: Vec<(u32, Policy)>,
+    /// Rule counter slots given to rules that had none: their counts start at zero.
+    pub fresh_counters: Vec<u32>,
+}
+
+impl Compiled {
+    /// The most entries one packet can be checked against in one leaf.
+    pub fn longest_leaf(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| n.dim == firewall_common::LEAF)
+            .map(|n| usize::from(n.mask))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Stable per-rule counter slots: a rule keeps its slot (and so its counts) across reloads
+/// as long as its interface and id stay.
+#[derive(Debug, Clone, Default)]
+pub struct RuleCounters {
+    slots: HashMap<(String, String), u32>,
+    free: Vec<u32>,
+    /// Freed by the last compile: the live generation may still count into them until the
+    /// new one is installed, so they are reused only from the compile after.
+    released: Vec<u32>,
+    next: u32,
+}
+
+impl RuleCounters {
+    /// The slot of a rule, allocating one (and noting it in `fresh`) for a new rule.
+    fn slot(
+        &mut self,
+        interface: &str,
+        rule: &str,
+        fresh: &mut Vec<u32>,
+    ) -> Result<u32, CompileError> {
+        let key = (interface.to_string(), rule.to_string());
+        if let Some(&slot) = self.slots.get(&key) {
+            return Ok(slot);
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None if self.next < firewall_common::MAX_RULE_COUNTERS => {
+                self.next += 1;
+                self.next - 1
+            }
+            None => return Err(CompileError::TooManyRules),
+        };
+        self.slots.insert(key, slot);
+        fresh.push(slot);
+        Ok(slot)
+    }
+
+    /// Releases the slots of rules not in `rules`; fresh slots are zeroed before use.
+    fn retain(&mut self, rules: &RuleSet) {
+        self.free.append(&mut self.released);
+        let (kept, gone): (HashMap<_, _>, HashMap<_, _>) =
+            self.slots.drain().partition(|((interface, id), _)| {
+                rules
+                    .interfaces
+                    .get(interface)
+                    .is_some_and(|p| p.rules.iter().any(|r| &r.id == id))
+            });
+        self.slots = kept;
+        self.released.extend(gone.into_values());
+    }
+
+    /// The slot of a rule, if it has one.
+    pub fn get(&self, interface: &str, rule: &str) -> Option<u32> {
+        self.slots
+            .get(&(interface.to_string(), rule.to_string()))
+            .copied()
+    }
+
+    /// Every (interface, rule id, slot).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, u32)> {
+        self.slots
+            .iter()
+            .map(|((i, r), s)| (i.as_str(), r.as_str(), *s))
+    }
+}
+
+/// Compiles the rules of the given interfaces (name, slot) into one generation.
+pub fn ruleset(
+    rules: &RuleSet,
+    interfaces: &[(String, u32)],
+    counters: &mut RuleCounters,
+) -> Result<Compiled, CompileError> {
+    counters.retain(rules);
+    let mut compiled = Compiled::default();
+    let mut shared_leaves = HashMap::new();
+    for (name, slot) in interfaces {
+        let policy = rules
+            .interfaces
+            .get(name)
+            .ok_or_else(|| CompileError::NoRules(name.clone()))?;
+        let mut entries = Vec::new();
+        for rule in &policy.rules {
+            let counter = counters.slot(name, &rule.id, &mut compiled.fresh_counters)?;
+            entries.extend(entries::of_rule(rule, counter));
+        }
+        // Leaves hold indices into the generation's entries: this interface's come after the
+        // others'.
+        let base = compiled.entries.len() as u32;
+        let mut trees = [[Tree::NONE; TREES]; 2];
+        for (family_trees, family) in trees.iter_mut().zip([family::IPV4, family::IPV6]) {
+            for (tree, members) in family_trees.iter_mut().zip(partition(&entries, family)) {
+                let Some(&min) = members.first() else {
+                    continue;
+                };
+                let mut builder = tree::Builder::new(
+                    &entries,
+                    base,
+                    family,
+                    &mut compiled.nodes,
+                    &mut compiled.leaves,
+                    &mut shared_leaves,
+                );
+                *tree = Tree {
+                    root: builder.build(members)?,
+                    min_entry: base + min,
+                };
+            }
+        }
+        compiled.entries.extend(entries);
+        compiled.policies.push((
+            *slot,
+            Policy {
+                trees,
+                default_verdict: policy.default.verdict() as u8,
+                non_ip_verdict: policy.non_ip.verdict() as u8,
+                _pad: [0; 2],
+            },
+        ));
+    }
+    Ok(compiled)
+}
+
+/// The entries that can match `family`, split by what they constrain: with a destination
+/// address, with a source address only, with neither (see `firewall_common::TREES`).
+fn partition(entries: &[Entry], family: u8) -> [Vec<u32>; TREES] {
+    let mut trees: [Vec<u32>; TREES] = Default::default();
+    for (i, e) in entries.iter().enumerate() {
+        if e.conditions & cond::FAMILY != 0 && e.family != family {
+            continue;
+        }
+        let tree = if e.conditions & cond::DST != 0 {
+            0
+        } else if e.conditions & cond::SRC != 0 {
+            1
+        } else {
+            2
+        };
+        trees[tree].push(i as u32);
+    }
+    trees
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{IpAddr, Ipv4Addr, Ipv6Addr},
+        path::Path,
+    };
+
+    use firewall_common::{LEAF, NO_TREE, Verdict, dim};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::reference::{self, L4, Packet};
+
+    fn rules(text: &str) -> RuleSet {
+        RuleSet::parse(Path::new("t.yaml"), text).unwrap()
+    }
+
+    fn lan0(rules_text: &str) -> RuleSet {
+        rules(&format!(
+            "version: 1\ninterfaces:\n  lan0:\n    default: drop\n    non_ip: drop\n    rules:\n{rules_text}"
+        ))
+    }
+
+    fn compile(set: &RuleSet, counters: &mut RuleCounters) -> Compiled {
+        ruleset(set, &[("lan0".to_string(), 0)], counters).unwrap()
+    }
+
+    #[test]
+    fn entries_carry_conditions_masks_verdicts_and_counters() {
+        let set = lan0(
+            "      - { id: web, action: pass, protocol: tcp, src: 198.18.0.0/15, dst_port: \"80-443\" }\n",
+        );
+        let compiled = compile(&set, &mut RuleCounters::default());
+        let (slot, policy) = compiled.policies[0];
+        assert_eq!(slot, 0);
+        assert_eq!(policy.default_verdict, Verdict::Drop as u8);
+        assert_eq!(policy.non_ip_verdict, Verdict::Drop as u8);
+        let e = compiled.entries[0];
+        assert_eq!(e.src_addr[0].to_ne_bytes(), [198, 18, 0, 0]);
+        assert_eq!(e.src_mask[0].to_ne_bytes(), [255, 254, 0, 0]);
+        assert_eq!(
+            e.conditions,
+            cond::FAMILY | cond::PROTOCOL | cond::SRC | cond::DST_PORT
+        );
+        assert_eq!(
+            (e.family, e.protocol, e.dst_port_lo, e.dst_port_hi),
+            (family::IPV4, 6, 80, 443)
+        );
+        assert_eq!((e.counter, e.verdict), (0, Verdict::Pass as u8));
+        // Only an IPv4 source-only tree exists.
+        assert_eq!(policy.trees[0][1].min_entry, 0);
+        assert_eq!(policy.trees[0][0], Tree::NONE);
+        assert!(policy.trees[1].iter().all(|t| *t == Tree::NONE));
+    }
+
+    #[test]
+    fn lists_expand_in_order_and_pair_families() {
+        let set = lan0(
+            "      - { id: a, action: drop, protocol: udp }\n      \
+             - { id: b, action: pass, protocol: tcp, src: [198.18.0.0/24, \"2001:2::/48\"], dst: [198.19.0.1, \"2001:2:1::1\"], dst_port: [22, 80] }\n",
+        );
+        let compiled = compile(&set, &mut RuleCounters::default());
+        // a: 1 entry; b: (v4 src × v4 dst + v6 src × v6 dst) × 2 ports = 4 entries.
+        let counters: Vec<u32> = compiled.entries.iter().map(|e| e.counter).collect();
+        assert_eq!(counters, [0, 1, 1, 1, 1]);
+        assert_eq!(
+            compiled.entries[0].conditions,
+            cond::PROTOCOL,
+            "no family without addresses"
+        );
+        assert_eq!(compiled.entries[3].family, family::IPV6);
+        let mask_48 = [u32::MAX, u32::from_ne_bytes([0xff, 0xff, 0, 0]), 0, 0];
+        assert_eq!(compiled.entries[3].src_mask, mask_48, "2001:2::/48");
+    }
+
+    #[test]
+    fn rule_counters_stay_with_their_rules_and_freed_slots_wait_a_reload() {
+        let mut counters = RuleCounters::default();
+        let first = compile(
+            &lan0("      - { id: a, action: drop }\n      - { id: b, action: drop }\n"),
+            &mut counters,
+        );
+        assert_eq!(first.fresh_counters, [0, 1]);
+        let second = compile(
+            &lan0("      - { id: b, action: drop }\n      - { id: c, action: drop }\n"),
+            &mut counters,
+        );
+        assert_eq!(counters.get("lan0", "b"), Some(1), "b keeps its slot");
+        assert_eq!(
+            second.fresh_counters,
+            [2],
+            "a's slot 0 may still be counted by the live rules"
+        );
+        assert_eq!(counters.get("lan0", "a"), None);
+        let third = compile(&lan0("      - { id: d, action: drop }\n"), &mut counters);
+        assert_eq!(third.fresh_counters, [0], "now slot 0 is free again");
+    }
+
+    /// The key the program computes for a packet.
+    fn key(p: &Packet) -> [u32; dim::COUNT] {
+        let words = |addr: IpAddr| match addr {
+            IpAddr::V4(a) => [u32::from(a), 0, 0, 0],
+            IpAddr::V6(a) => {
+                let o = a.octets();
+                std::array::from_fn(|i| {
+                    u32::from_be_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+                })
+            }
+        };
+        let (a, b) = match p.l4 {
+            L4::Ports { src, dst } => (src, dst),
+            L4::Icmp { icmp_type, code } => (u16::from(icmp_type), u16::from(code)),
+            L4::Fragment | L4::Other => (0, 0),
+        };
+        let (s, d) = (words(p.src), words(p.dst));
+        [
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            u32::from(b),
+            u32::from(a),
+            u32::from(p.protocol),
+        ]
+    }
+
+    /// The entries of every leaf the program would check for `p`, as the kernel walks.
+    fn reached(compiled: &Compiled, p: &Packet) -> Vec<u32> {
+        let trees = compiled.policies[0].1.trees[usize::from(p.src.is_ipv6())];
+        let key = key(p);
+        let mut out = Vec::new();
+        for tree in trees.iter().filter(|t| t.root != NO_TREE) {
+            let mut node = compiled.nodes[tree.root as usize];
+            while node.dim != LEAF {
+                let child = node.first
+                    + ((key[usize::from(node.dim)] >> node.shift) & u32::from(node.mask));
+                node = compiled.nodes[child as usize];
+            }
+            out.extend_from_slice(
+                &compiled.leaves[node.first as usize..][..usize::from(node.mask)],
+            );
+        }
+        out
+    }
+
+    fn random_rules(rng: &mut ChaCha8Rng, count: usize) -> String {
+        let nets4 = [
+            "198.18.0.0/15",
+            "198.18.0.0/16",
+            "198.18.1.0/24",
+            "198.19.7.0/24",
+            "198.18.1.1/32",
+            "198.19.0.0/20",
+        ];
+        let nets6 = [
+            "2001:2::/48",
+            "2001:2::/64",
+            "2001:2:0:1::/64",
+            "2001:2::1/128",
+        ];
+        let ports = ["22", "53", "80-90", "1024-65535", "443", "1-1023"];
+        (0..count)
+            .map(|i| {
+                let v6 = rng.random_bool(0.3);
+                let nets: &[&str] = if v6 { &nets6 } else { &nets4 };
+                let mut fields = vec![format!("id: r{i}"), "action: drop".to_string()];
+                let proto = ["tcp", "udp", "any"][rng.random_range(0..3)];
+                fields.push(format!("protocol: {proto}"));
+                if rng.random_bool(0.7) {
+                    fields.push(format!(
+                        "dst: \"{}\"",
+                        nets[rng.random_range(0..nets.len())]
+                    ));
+                }
+                if rng.random_bool(0.4) {
+                    fields.push(format!(
+                        "src: \"{}\"",
+                        nets[rng.random_range(0..nets.len())]
+                    ));
+                }
+                if proto != "any" && rng.random_bool(0.6) {
+                    fields.push(format!(
+                        "dst_port: \"{}\"",
+                        ports[rng.random_range(0..ports.len())]
+                    ));
+                }
+                format!("      - {{ {} }}\n", fields.join(", "))
+            })
+            .collect()
+    }
+
+    fn random_packet(rng: &mut ChaCha8Rng) -> Packet {
+        let (src, dst): (IpAddr, IpAddr) = if rng.random_bool(0.3) {
+            let host = |rng: &mut ChaCha8Rng| {
+                IpAddr::V6(Ipv6Addr::new(
+                    0x2001,
+                    2,
+                    0,
+                    rng.random_range(0..3),
+                    0,
+                    0,
+                    0,
+                    rng.random_range(0..3),
+                ))
+            };
+            (host(rng), host(rng))
+        } else {
+            let host = |rng: &mut ChaCha8Rng| {
+                IpAddr::V4(Ipv4Addr::new(
+                    198,
+                    rng.random_range(18..20),
+                    rng.random_range(0..9),
+                    rng.random_range(0..3),
+                ))
+            };
+            (host(rng), host(rng))
+        };
+        let protocol = [6, 17, 1][rng.random_range(0..3)];
+        let l4 = match protocol {
+            1 => L4::Icmp {
+                icmp_type: 8,
+                code: 0,
+            },
+            _ if rng.random_bool(0.1) => L4::Fragment,
+            _ => L4::Ports {
+                src: rng.random_range(1..65535),
+                dst: [22, 53, 80, 85, 90, 91, 443, 1023, 1024, 65535][rng.random_range(0..10)],
+            },
+        };
+        Packet {
+            vlan: None,
+            src,
+            dst,
+            protocol,
+            l4,
+        }
+    }
+
+    /// The property the program relies on: the leaves a packet reaches hold an entry of the
+    /// rule that decides it, whatever the cuts.
+    #[test]
+    fn the_leaves_a_packet_reaches_hold_its_deciding_rule() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for count in [5, 200, 3000] {
+            let set = lan0(&random_rules(&mut rng, count));
+            let mut counters = RuleCounters::default();
+            let compiled = compile(&set, &mut counters);
+            let policy = &set.interfaces["lan0"];
+            for _ in 0..20_000 {
+                let packet = random_packet(&mut rng);
+                let decision = reference::decide(policy, &reference::Frame::Ip(packet.clone()));
+                let reached = reached(&compiled, &packet);
+                if let Some(rule) = decision.rule {
+                    let slot = counters.get("lan0", &rule).unwrap();
+                    assert!(
+                        reached
+                            .iter()
+                            .any(|&e| compiled.entries[e as usize].counter == slot),
+                        "{count} rules: {packet:?} decided by {rule}, not in the leaves reached"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -86,6 +86,8 @@ fn load(text: &str) -> Result<(Dataplane, Compiled)> {
     let compiled =
         compile::ruleset(&rules, &[(interface, 0)], &mut RuleCounters::default()).map_err(err)?;
     let mut dataplane = Dataplane::load(Capacity::for_compiled(&compiled)).map_err(err)?;
+    // Licensed: time the rules' path, not the pass-all one.
+    dataplane.set_enforcing(true).map_err(err)?;
     dataplane.bind(LOOPBACK, 0).map_err(err)?;
     dataplane.install(&compiled).map_err(err)?;
     Ok((dataplane, compiled))

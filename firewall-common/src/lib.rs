@@ -59,6 +59,19 @@ pub const fn counter_index(slot: u32, verdict: Verdict) -> u32 {
     slot * Verdict::COUNT + verdict as u32
 }
 
+/// The `ENFORCE` map: one `u32` that says whether the rules' verdicts are applied (issue 6,
+/// licensing). The map starts zeroed, so a program that no licence decision has reached yet
+/// never filters: it passes and meters every packet (metering is part of the base service,
+/// Art. 24; filtering needs the Ultra Firewall Option, Art. 2).
+pub mod enforce {
+    /// The map's only index.
+    pub const INDEX: u32 = 0;
+    /// Pass every packet, counted as passed: the adapter's option is not licensed.
+    pub const PASS_ALL: u32 = 0;
+    /// Apply the rules' verdicts: the adapter's option is licensed.
+    pub const RULES: u32 = 1;
+}
+
 /// Packets and bytes (whole Ethernet frames, without FCS) seen with one verdict.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

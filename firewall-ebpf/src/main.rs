@@ -5,6 +5,7 @@
 #![no_main]
 
 mod classify;
+mod license;
 mod meter;
 mod parse;
 
@@ -21,6 +22,8 @@ pub fn smf_firewall(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let (verdict, rule) = judge(&ctx, policy);
+    // Unlicensed: still metered (Art. 24), never filtered; see license.rs.
+    let (verdict, rule) = license::applied(verdict, rule);
     meter::count(&ctx, slot, verdict, rule);
     match verdict {
         Verdict::Pass => xdp_action::XDP_PASS,

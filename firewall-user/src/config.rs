@@ -5,12 +5,17 @@
 //! interfaces: [lan0, wan0]         # XDP is attached to each
 //! metrics:
 //!   listen: 127.0.0.1:9775         # the default
+//! # Licensing (issue 6); without `adapter` and `contracts` the rules are enforced unchecked.
+//! adapter: {serial: FUJI-0001}     # this adapter's serial, exactly as in the store
+//! contracts: {url: "sqlite:/var/lib/smf-firewall/contracts.db"}
+//! license: {recheck: 60s, grace: 24h}  # the defaults
 //! ```
 
 use std::{
     fs,
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::Deserialize;
@@ -41,6 +46,24 @@ pub struct Config {
     /// Interfaces to attach to, in the order written; the order gives each its counter slot.
     pub interfaces: Vec<String>,
     pub metrics: MetricsConfig,
+    /// Where and how to check this adapter's licence; None: not configured.
+    pub licensing: Option<LicensingConfig>,
+}
+
+/// How often the daemon asks the contract store, and how long a decision outlives a store
+/// that cannot be reached.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(60);
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `adapter`, `contracts` and `license` together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicensingConfig {
+    /// This adapter's serial number, matched exactly (Art. 8-1(4)).
+    pub serial: String,
+    /// The contract store: `sqlite:PATH` or `postgres://...`.
+    pub url: String,
+    pub recheck: Duration,
+    pub grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -69,6 +92,28 @@ struct RawConfig {
     interfaces: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     metrics: MetricsConfig,
+    adapter: Option<Spanned<RawAdapter>>,
+    contracts: Option<Spanned<RawContracts>>,
+    license: Option<Spanned<RawLicense>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdapter {
+    serial: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContracts {
+    url: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLicense {
+    recheck: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
 }
 
 impl Config {
@@ -113,6 +158,7 @@ impl Config {
                 ),
             ));
         }
+        let licensing = licensing(raw.adapter, raw.contracts, raw.license, &mut problems);
         if !problems.is_empty() {
             return Err(Diagnostics {
                 file: path.display().to_string(),
@@ -124,7 +170,119 @@ impl Config {
             rules: base.join(raw.rules),
             interfaces,
             metrics: raw.metrics,
+            licensing,
         })
+    }
+}
+
+/// `adapter` and `contracts` come together or not at all; `license` only with them.
+fn licensing(
+    adapter: Option<Spanned<RawAdapter>>,
+    contracts: Option<Spanned<RawContracts>>,
+    license: Option<Spanned<RawLicense>>,
+    problems: &mut Vec<Diagnostic>,
+) -> Option<LicensingConfig> {
+    let (adapter, contracts) = match (adapter, contracts) {
+        (Some(adapter), Some(contracts)) => (adapter, contracts),
+        (Some(adapter), None) => {
+            problems.push(Diagnostic::at(
+                &adapter.referenced,
+                "`adapter` needs `contracts: {url: ...}`, the store to check its licence in",
+            ));
+            return None;
+        }
+        (None, Some(contracts)) => {
+            problems.push(Diagnostic::at(
+                &contracts.referenced,
+                "`contracts` needs `adapter: {serial: ...}`, the adapter whose licence to check",
+            ));
+            return None;
+        }
+        (None, None) => {
+            if let Some(license) = license {
+                problems.push(Diagnostic::at(
+                    &license.referenced,
+                    "`license` needs `adapter` and `contracts`",
+                ));
+            }
+            return None;
+        }
+    };
+    let serial = adapter.value.serial;
+    if serial.value.is_empty() || serial.value.chars().any(char::is_whitespace) {
+        problems.push(Diagnostic::at(
+            &serial.referenced,
+            format!(
+                "`{}` is not a serial number (non-empty, no spaces)",
+                serial.value
+            ),
+        ));
+    }
+    let url = contracts.value.url;
+    if crate::contracts::store::Engine::of(&url.value).is_err() {
+        problems.push(Diagnostic::at(
+            &url.referenced,
+            format!(
+                "`{}` is not a contract store URL; write sqlite:PATH or postgres://USER@HOST/DB",
+                url.value
+            ),
+        ));
+    }
+    let (recheck, grace) = match license {
+        Some(license) => (license.value.recheck, license.value.grace),
+        None => (None, None),
+    };
+    // A recheck below a second would hammer the store for nothing.
+    let recheck = duration(
+        recheck,
+        "recheck",
+        DEFAULT_RECHECK,
+        Duration::from_secs(1),
+        problems,
+    );
+    let grace = duration(grace, "grace", DEFAULT_GRACE, Duration::ZERO, problems);
+    Some(LicensingConfig {
+        serial: serial.value,
+        url: url.value,
+        recheck,
+        grace,
+    })
+}
+
+/// A humantime duration such as `60s`, `5m` or `24h`, at least `minimum`.
+fn duration(
+    text: Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+    minimum: Duration,
+    problems: &mut Vec<Diagnostic>,
+) -> Duration {
+    let Some(text) = text else {
+        return default;
+    };
+    match humantime::parse_duration(&text.value) {
+        Ok(value) if value < minimum => {
+            problems.push(Diagnostic::at(
+                &text.referenced,
+                format!(
+                    "`{key}: {}` is too short: at least {}",
+                    text.value,
+                    humantime::format_duration(minimum)
+                ),
+            ));
+            default
+        }
+        Ok(value) => value,
+        Err(error) => {
+            problems.push(Diagnostic::at(
+                &text.referenced,
+                format!(
+                    "`{key}: {}` is not a duration ({error}); write e.g. 60s, 5m, 24h",
+                    text.value
+                ),
+            ));
+            default
+        }
     }
 }
 
@@ -168,6 +326,31 @@ mod tests {
         assert_eq!(config.metrics.listen, "127.0.0.1:9999".parse().unwrap());
     }
 
+    #[test]
+    fn licensing_is_off_without_adapter_and_contracts() {
+        let config = parse("rules: r.yaml\ninterfaces: [lan0]\n").unwrap();
+        assert_eq!(config.licensing, None);
+    }
+
+    #[test]
+    fn licensing_with_defaults_and_with_durations() {
+        let base = "rules: r.yaml\ninterfaces: [lan0]\nadapter: {serial: FUJI-0001}\ncontracts: {url: \"sqlite:/tmp/c.db\"}\n";
+        let config = parse(base).unwrap();
+        assert_eq!(
+            config.licensing,
+            Some(LicensingConfig {
+                serial: "FUJI-0001".into(),
+                url: "sqlite:/tmp/c.db".into(),
+                recheck: Duration::from_secs(60),
+                grace: Duration::from_secs(86_400),
+            })
+        );
+        let config = parse(&format!("{base}license: {{recheck: 1s, grace: 90m}}\n")).unwrap();
+        let licensing = config.licensing.unwrap();
+        assert_eq!(licensing.recheck, Duration::from_secs(1));
+        assert_eq!(licensing.grace, Duration::from_secs(5400));
+    }
+
     // Each row: config text, expected "LINE:COL: message fragment".
     #[test]
     fn errors_carry_positions() {
@@ -189,6 +372,41 @@ mod tests {
                 "rules: r.yaml\ninterfaces: [lan0]\nmetrics: {listen: nope}\n",
                 3,
                 "socket address",
+            ),
+            (
+                "rules: r.yaml\ninterfaces: [lan0]\nadapter: {serial: S}\n",
+                3,
+                "`adapter` needs `contracts",
+            ),
+            (
+                "rules: r.yaml\ninterfaces: [lan0]\ncontracts: {url: \"sqlite:x\"}\n",
+                3,
+                "`contracts` needs `adapter",
+            ),
+            (
+                "rules: r.yaml\ninterfaces: [lan0]\nlicense: {recheck: 5s}\n",
+                3,
+                "`license` needs",
+            ),
+            (
+                "rules: r.yaml\ninterfaces: [lan0]\nadapter: {serial: S}\ncontracts: {url: \"mysql://x\"}\n",
+                4,
+                "not a contract store URL",
+            ),
+            (
+                "rules: r.yaml\ninterfaces: [lan0]\nadapter: {serial: S}\ncontracts: {url: \"sqlite:x\"}\nlicense: {grace: soon}\n",
+                5,
+                "`grace: soon` is not a duration",
+            ),
+            (
+                "rules: r.yaml\ninterfaces: [lan0]\nadapter: {serial: S}\ncontracts: {url: \"sqlite:x\"}\nlicense: {recheck: 10ms}\n",
+                5,
+                "too short",
+            ),
+            (
+                "rules: r.yaml\ninterfaces: [lan0]\nadapter: {serial: S, model: x1}\ncontracts: {url: \"sqlite:x\"}\n",
+                3,
+                "model",
             ),
         ];
         for (text, line, fragment) in cases {

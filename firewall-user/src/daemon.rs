@@ -16,6 +16,8 @@ use tracing::info;
 
 use crate::{
     config::{Config, ConfigError},
+    contracts::StoreError,
+    license::watch::Licensing,
     loader::{self, Capacity, Dataplane, LoaderError},
     metrics::{self, DataplaneCollector},
     rules::{
@@ -43,6 +45,8 @@ pub enum DaemonError {
     },
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
@@ -79,8 +83,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
+    let mut licensing = Licensing::new(config.licensing.as_ref())?;
     let capacity = Capacity::for_compiled(&compiled);
     let mut dataplane = Dataplane::load(capacity)?;
+    licensing.start(&mut dataplane).await?;
     dataplane.reset_rule_counters(&compiled.fresh_counters)?;
     dataplane.install(&compiled)?;
     info!(
@@ -110,11 +116,17 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 .collect(),
         )))
         .expect("metric names are registered once");
+    licensing
+        .register(&registry)
+        .expect("metric names are registered once");
     info!(listen = %config.metrics.listen, "serving Prometheus metrics on /metrics");
 
     let signal = tokio::select! {
         served = metrics::serve(listener, registry) => {
             return Err(DaemonError::Metrics { address: config.metrics.listen, source: served.err().unwrap_or_else(|| std::io::Error::other("server stopped")) });
+        }
+        failed = licensing.run(Arc::clone(&dataplane)) => {
+            return Err(DaemonError::Loader(match failed { Err(error) => error }));
         }
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",

@@ -2,8 +2,10 @@
 //! compiled map values), the aya loader that puts them into the kernel, and metrics.
 
 pub mod config;
+pub mod contracts;
 pub mod daemon;
 pub mod diagnostic;
+pub mod license;
 pub mod loader;
 pub mod metrics;
 pub mod reference;

@@ -16,7 +16,7 @@ use aya::{
 };
 use firewall_common::{
     Counter, Entry, GENERATIONS, LEAF, MAX_INTERFACES, NO_TREE, Node, Policy, Verdict,
-    counter_index, policy_index,
+    counter_index, enforce, policy_index,
 };
 use tracing::{info, warn};
 
@@ -371,6 +371,24 @@ impl Dataplane {
                 .map_err(map_error("RULE_STATS"))?;
         }
         Ok(())
+    }
+
+    /// Applies the rules' verdicts (`true`, licensed) or passes every packet (`false`), on all
+    /// interfaces at once: one map update, so no packet sees a mix. A freshly loaded program
+    /// passes everything until this is called (see `firewall_common::enforce`).
+    pub fn set_enforcing(&mut self, enforcing: bool) -> Result<(), LoaderError> {
+        let map = self
+            .ebpf
+            .map_mut("ENFORCE")
+            .ok_or(LoaderError::Missing("ENFORCE"))?;
+        let mut flag: Array<_, u32> = Array::try_from(map).map_err(map_error("ENFORCE"))?;
+        let value = if enforcing {
+            enforce::RULES
+        } else {
+            enforce::PASS_ALL
+        };
+        flag.set(enforce::INDEX, value, 0)
+            .map_err(map_error("ENFORCE"))
     }
 
     /// Attaches in native (driver) mode, falling back to generic (skb) mode with a warning.

@@ -1,5 +1,7 @@
 //! The `smf-firewall` command line.
 
+mod contracts_cli;
+
 use std::{
     io::IsTerminal,
     path::{Path, PathBuf},
@@ -64,6 +66,11 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Manage the contract store: management contracts, adapters, Ultra Firewall Options.
+    Contracts(contracts_cli::ContractsArgs),
+    /// Decide whether the Ultra Firewall Option is licensed for an adapter: exit 0 licensed,
+    /// 4 not licensed, 1 on error.
+    License(contracts_cli::LicenseArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,7 +82,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             // Our errors' messages already carry their causes: print the context, then the
             // cause, so that each `FILE:LINE:COL: error: ...` starts its own line.
@@ -88,20 +95,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { file, max_rules } => check(&file, max_rules),
+        Command::Contracts(args) => contracts_cli::contracts(args),
+        Command::License(args) => contracts_cli::license(args),
+        Command::Check { file, max_rules } => check(&file, max_rules).map(|()| ExitCode::SUCCESS),
         Command::Explain {
             file,
             interface,
             packet,
             json,
-        } => explain(&file, &interface, &packet, json),
+        } => explain(&file, &interface, &packet, json).map(|()| ExitCode::SUCCESS),
         Command::Run { config } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime
                 .block_on(firewall_user::daemon::run(&config))
                 .with_context(|| format!("while running with {}", config.display()))
+                .map(|()| ExitCode::SUCCESS)
         }
     }
 }

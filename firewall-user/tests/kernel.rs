@@ -91,6 +91,7 @@ fn install(dataplane: &mut Dataplane, text: &str) {
 fn dataplane() -> Dataplane {
     let mut dataplane =
         Dataplane::load(Capacity::default()).expect("the verifier accepts the program");
+    dataplane.set_enforcing(true).unwrap();
     dataplane.bind(LOOPBACK, 0).unwrap();
     install(&mut dataplane, RULES);
     dataplane
@@ -213,4 +214,71 @@ interfaces:
 ",
     );
     assert_eq!(run(&mut dataplane, &frame), XDP_PASS);
+}
+
+/// Loads the program with RULES on `lo`, enforcing or not; returns it and the counter slot
+/// of rule `no-discard`.
+fn licensed_dataplane(enforcing: Option<bool>) -> (Dataplane, u32) {
+    let rules = RuleSet::parse(Path::new("kernel-test.yaml"), RULES).unwrap();
+    let mut counters = RuleCounters::default();
+    let compiled = compile::ruleset(&rules, &[("lo".to_string(), 0)], &mut counters).unwrap();
+    let mut dataplane = Dataplane::load(Capacity::default()).unwrap();
+    if let Some(enforcing) = enforcing {
+        dataplane.set_enforcing(enforcing).unwrap();
+    }
+    dataplane.bind(LOOPBACK, 0).unwrap();
+    dataplane.install(&compiled).unwrap();
+    let slot = counters
+        .iter()
+        .find(|(_, rule, _)| *rule == "no-discard")
+        .unwrap()
+        .2;
+    (dataplane, slot)
+}
+
+/// Issue 6: an unlicensed adapter passes what the rules drop, and meters it as passed and
+/// decided by no rule; the switch back is one map update.
+#[test]
+fn an_unlicensed_adapter_passes_and_counts_everything_as_passed() {
+    if !testbed::require_root("kernel::unlicensed") {
+        return;
+    }
+    let (mut dataplane, no_discard) = licensed_dataplane(Some(true));
+    let frame = udp(HOST, SERVER, 9);
+    assert_eq!(
+        run(&mut dataplane, &frame),
+        XDP_DROP,
+        "licensed: rule no-discard"
+    );
+    assert_eq!(dataplane.rule_counter(no_discard).unwrap().packets, 1);
+
+    dataplane.set_enforcing(false).unwrap();
+    assert_eq!(run(&mut dataplane, &frame), XDP_PASS, "unlicensed: passed");
+    assert_eq!(
+        run(&mut dataplane, &ping(HOST)),
+        XDP_PASS,
+        "unlicensed: passed"
+    );
+    assert_eq!(dataplane.counter(0, Verdict::Pass).unwrap().packets, 2);
+    assert_eq!(dataplane.counter(0, Verdict::Drop).unwrap().packets, 1);
+    assert_eq!(
+        dataplane.rule_counter(no_discard).unwrap().packets,
+        1,
+        "no rule decided while unlicensed"
+    );
+
+    dataplane.set_enforcing(true).unwrap();
+    assert_eq!(run(&mut dataplane, &frame), XDP_DROP, "licensed again");
+    assert_eq!(dataplane.counter(0, Verdict::Drop).unwrap().packets, 2);
+    assert_eq!(dataplane.rule_counter(no_discard).unwrap().packets, 2);
+}
+
+#[test]
+fn a_freshly_loaded_program_passes_until_a_licence_decision_reaches_it() {
+    if !testbed::require_root("kernel::fresh_program_passes") {
+        return;
+    }
+    let (mut dataplane, _) = licensed_dataplane(None);
+    assert_eq!(run(&mut dataplane, &udp(HOST, SERVER, 9)), XDP_PASS);
+    assert_eq!(dataplane.counter(0, Verdict::Pass).unwrap().packets, 1);
 }

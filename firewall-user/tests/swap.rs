@@ -91,6 +91,8 @@ fn no_packet_is_judged_by_a_mix_of_two_rule_sets() {
     let slots = [slots[0], counters.get("lo", "by-network").unwrap()];
     let sets = [by_port, by_network];
     let mut dataplane = Dataplane::load(Capacity::default()).unwrap();
+    // Licensed: the rules' verdicts apply (a fresh program passes everything).
+    dataplane.set_enforcing(true).unwrap();
     dataplane.bind(LOOPBACK, 0).unwrap();
     dataplane.install(&sets[0]).unwrap();
     // A second handle on the same program, for the packet thread.

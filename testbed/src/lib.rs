@@ -14,10 +14,12 @@ use std::{
 
 use nix::sched::{CloneFlags, setns};
 
+mod postgres;
 mod scrape;
 mod site;
 
 pub use nix::sys::signal::Signal;
+pub use postgres::{Postgres, require_postgres};
 pub use scrape::{sample, scrape};
 pub use site::{ADAPTER_LAN, ADAPTER_WAN, LAN_HOST, Site, WAN_HOST};
 

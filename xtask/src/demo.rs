@@ -1,13 +1,14 @@
 //! `cargo xtask demo`: the main job, for a newcomer to watch. A LAN host, the adapter running
-//! smf-firewall with rules/example.yaml, and a WAN host, in network namespaces; traffic that
-//! the rules pass and drop; a live table of the daemon's metrics; then everything removed.
+//! smf-firewall with rules/example.yaml, and a WAN host, in network namespaces; a contract
+//! store that licenses the adapter's Ultra Firewall Option; traffic that the rules pass and
+//! drop; a live table of the daemon's metrics; then everything removed.
 
 use std::{
     fs::{self, File},
     io::{IsTerminal, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::{Path, PathBuf},
-    process::Stdio,
+    process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
@@ -21,6 +22,8 @@ use crate::{cargo, run, setup, workspace_root};
 const METRICS: &str = "127.0.0.1:9775";
 const INTERFACES: [&str; 2] = ["lan0", "wan0"];
 const VERDICTS: [&str; 2] = ["pass", "drop"];
+/// The licensed adapter of deploy/contracts.yaml.
+const DEMO_SERIAL: &str = "FUJI-DEMO-0001";
 
 /// Build smf-firewall, run it on an adapter between a LAN host and a WAN host (network
 /// namespaces), send traffic that rules/example.yaml passes and drops, and show a live table
@@ -55,10 +58,12 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
     let site = Site::new().context("cannot create the demo's network namespaces")?;
     let config = work.join("config.yaml");
     let rules = root.join("rules/example.yaml");
+    let store = seed_contracts(root, work)?;
     fs::write(
         &config,
         format!(
-            "rules: {}\ninterfaces: [lan0, wan0]\nmetrics:\n  listen: {METRICS}\n",
+            "rules: {}\ninterfaces: [lan0, wan0]\nmetrics:\n  listen: {METRICS}\n\
+             adapter: {{serial: {DEMO_SERIAL}}}\ncontracts: {{url: \"{store}\"}}\n",
             rules.display()
         ),
     )?;
@@ -96,10 +101,33 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
     Ok(())
 }
 
-fn start_daemon(site: &Site, root: &Path, config: &Path, log: &Path) -> Result<Process> {
-    let binary = std::env::var_os("CARGO_TARGET_DIR")
+/// The release binary that `cargo build --release` made.
+fn binary(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("release/smf-firewall");
+        .join("release/smf-firewall")
+}
+
+/// An embedded SQLite contract store with one licensed SEIL/x86 Fuji adapter
+/// (deploy/contracts.yaml), and one licence check shown; returns the store's URL.
+fn seed_contracts(root: &Path, work: &Path) -> Result<String> {
+    let store = format!("sqlite:{}", work.join("contracts.db").display());
+    let seed = root.join("deploy/contracts.yaml");
+    println!("\nContract store {store}, seeded from {}:", seed.display());
+    for args in [
+        vec!["contracts", "init"],
+        vec!["contracts", "import", &seed.to_string_lossy()],
+        vec!["license", "--serial", DEMO_SERIAL],
+    ] {
+        run(Command::new(binary(root))
+            .args(&args)
+            .args(["--db", &store]))?;
+    }
+    Ok(store)
+}
+
+fn start_daemon(site: &Site, root: &Path, config: &Path, log: &Path) -> Result<Process> {
+    let binary = binary(root);
     let child = site
         .adapter
         .command(&binary.to_string_lossy())

@@ -34,6 +34,8 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     // Provides promtool, which checks our metrics and alert rules.
     "prometheus",
+    // The contract store's tests start throwaway PostgreSQL servers (testbed::Postgres).
+    "postgresql",
 ];
 
 /// What the eBPF crate's nightly build and its checks need (`-Z build-std=core` needs rust-src).

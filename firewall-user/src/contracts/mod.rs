@@ -1,0 +1,13 @@
+//! Contracts (issue 6): who may use the Ultra Firewall Option on which adapter, kept in a
+//! store on SQLite or PostgreSQL. `model` is the terms' vocabulary and calendar, `store` the
+//! database with the rules it enforces, `import` the YAML file format of `contracts import`.
+
+pub mod import;
+pub mod model;
+pub mod store;
+
+pub use model::{
+    Adapter, AdapterFacts, Contract, ContractKind, ContractState, Day, Model, Role, RoleChange,
+    Suspension, TerminatedBy, Termination,
+};
+pub use store::{Changes, NewAdapter, Refusal, Store, StoreError};

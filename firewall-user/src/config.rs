@@ -4,16 +4,20 @@
 //! rules: rules/example.yaml        # relative to this file
 //! interfaces: [lan0, wan0]         # XDP is attached to each
 //! metrics:
-//!   listen: 127.0.0.1:9775         # the default
+//!   listen: 127.0.0.1:9775         # the default; elsewhere needs tls and basic_auth_users
+//! models:                          # rated capacity per adapter model (metering, issue 7)
+//!   x86-fuji: {capacity_bps: 10000000000}
 //! # Licensing (issue 6); without `adapter` and `contracts` the rules are enforced unchecked.
 //! adapter: {serial: FUJI-0001}     # this adapter's serial, exactly as in the store
 //! contracts: {url: "sqlite:/var/lib/smf-firewall/contracts.db"}
 //! license: {recheck: 60s, grace: 24h}  # the defaults
 //! ```
 
+mod metering;
+
 use std::{
+    collections::BTreeMap,
     fs,
-    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -21,11 +25,8 @@ use std::{
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+pub use self::metering::{DEFAULT_METRICS_LISTEN, MetricsConfig, ModelCapacity, Models, TlsFiles};
 use crate::diagnostic::{Diagnostic, Diagnostics, parse_yaml};
-
-/// Where `/metrics` is served unless the config says otherwise: loopback only (Art. 17).
-pub const DEFAULT_METRICS_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9775);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,6 +49,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Where and how to check this adapter's licence; None: not configured.
     pub licensing: Option<LicensingConfig>,
+    /// Rated capacity per adapter model, for utilization (Art. 24).
+    pub models: Models,
 }
 
 /// How often the daemon asks the contract store, and how long a decision outlives a store
@@ -66,32 +69,13 @@ pub struct LicensingConfig {
     pub grace: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            listen: DEFAULT_METRICS_LISTEN,
-        }
-    }
-}
-
-fn default_listen() -> SocketAddr {
-    DEFAULT_METRICS_LISTEN
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     rules: PathBuf,
     interfaces: Spanned<Vec<Spanned<String>>>,
-    #[serde(default)]
-    metrics: MetricsConfig,
+    metrics: Option<Spanned<metering::RawMetrics>>,
+    models: Option<BTreeMap<String, Spanned<metering::RawModel>>>,
     adapter: Option<Spanned<RawAdapter>>,
     contracts: Option<Spanned<RawContracts>>,
     license: Option<Spanned<RawLicense>>,
@@ -159,18 +143,21 @@ impl Config {
             ));
         }
         let licensing = licensing(raw.adapter, raw.contracts, raw.license, &mut problems);
+        let base = path.parent().unwrap_or(Path::new("."));
+        let metrics = metering::metrics(raw.metrics, base, &mut problems);
+        let models = metering::models(raw.models, &mut problems);
         if !problems.is_empty() {
             return Err(Diagnostics {
                 file: path.display().to_string(),
                 items: problems,
             });
         }
-        let base = path.parent().unwrap_or(Path::new("."));
         Ok(Config {
             rules: base.join(raw.rules),
             interfaces,
-            metrics: raw.metrics,
+            metrics,
             licensing,
+            models,
         })
     }
 }

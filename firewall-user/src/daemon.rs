@@ -8,10 +8,7 @@ use std::{
 };
 
 use prometheus::Registry;
-use tokio::{
-    net::TcpListener,
-    signal::unix::{SignalKind, signal},
-};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
 use crate::{
@@ -19,7 +16,12 @@ use crate::{
     contracts::StoreError,
     license::watch::Licensing,
     loader::{self, Capacity, Dataplane, LoaderError},
-    metrics::{self, DataplaneCollector},
+    metrics::{
+        self, DataplaneCollector,
+        adapter::AdapterMetrics,
+        server::{Endpoint, ServeError},
+        status::{self, Attachment},
+    },
     rules::{
         RuleSet, RulesError,
         compile::{self, CompileError, RuleCounters},
@@ -47,6 +49,8 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
@@ -74,16 +78,12 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         .iter()
         .map(|(name, _)| loader::ifindex(name))
         .collect::<Result<Vec<u32>, _>>()?;
-    let listener = TcpListener::bind(config.metrics.listen)
-        .await
-        .map_err(|source| DaemonError::Metrics {
-            address: config.metrics.listen,
-            source,
-        })?;
+    let endpoint = Endpoint::bind(&config.metrics).await?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
-    let mut licensing = Licensing::new(config.licensing.as_ref())?;
+    let adapter = AdapterMetrics::new(config.models.clone());
+    let mut licensing = Licensing::new(config.licensing.as_ref(), adapter.clone())?;
     let capacity = Capacity::for_compiled(&compiled);
     let mut dataplane = Dataplane::load(capacity)?;
     licensing.start(&mut dataplane).await?;
@@ -97,11 +97,18 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         kernel_bytes = capacity.bytes(),
         "rules compiled and loaded"
     );
+    let mut attachments = Vec::new();
     for ((name, slot), ifindex) in slots.iter().zip(ifindexes) {
         dataplane.bind(ifindex, *slot)?;
         let mode = dataplane.attach(name)?;
         let count = rules.interfaces[name].rules.len();
         info!(interface = %name, ifindex, rules = count, mode = ?mode, "enforcing rules");
+        attachments.push(Attachment {
+            interface: name.clone(),
+            ifindex,
+            mode,
+            rules: count,
+        });
     }
     let dataplane = Arc::new(Mutex::new(dataplane));
 
@@ -119,11 +126,23 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     licensing
         .register(&registry)
         .expect("metric names are registered once");
-    info!(listen = %config.metrics.listen, "serving Prometheus metrics on /metrics");
+    adapter
+        .register(&registry)
+        .expect("metric names are registered once");
+    status::register(&registry, &attachments).expect("metric names are registered once");
+    info!(
+        listen = %config.metrics.listen,
+        scheme = endpoint.scheme(),
+        basic_auth = !config.metrics.basic_auth_users.is_empty(),
+        "serving Prometheus metrics on /metrics"
+    );
 
     let signal = tokio::select! {
-        served = metrics::serve(listener, registry) => {
-            return Err(DaemonError::Metrics { address: config.metrics.listen, source: served.err().unwrap_or_else(|| std::io::Error::other("server stopped")) });
+        served = metrics::serve(endpoint, registry) => {
+            return Err(match served {
+                Err(error) => error.into(),
+                Ok(()) => DaemonError::Metrics { address: config.metrics.listen, source: std::io::Error::other("server stopped") },
+            });
         }
         failed = licensing.run(Arc::clone(&dataplane)) => {
             return Err(DaemonError::Loader(match failed { Err(error) => error }));

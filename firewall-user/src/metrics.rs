@@ -11,7 +11,6 @@ use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
 };
-use tokio::net::TcpListener;
 use tracing::warn;
 
 use crate::loader::Dataplane;
@@ -137,12 +136,21 @@ impl Collector for DataplaneCollector {
     }
 }
 
-/// Serves `GET /metrics` in the Prometheus text format until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Registry) -> std::io::Result<()> {
+pub mod adapter;
+pub mod server;
+pub mod status;
+pub mod text;
+
+/// Serves `GET /metrics` in the Prometheus text format on `endpoint` until the task is
+/// dropped.
+pub async fn serve(
+    endpoint: server::Endpoint,
+    registry: Registry,
+) -> Result<(), server::ServeError> {
     let app = Router::new()
         .route("/metrics", get(render))
         .with_state(Arc::new(registry));
-    axum::serve(listener, app).await
+    endpoint.serve(app).await
 }
 
 async fn render(State(registry): State<Arc<Registry>>) -> impl IntoResponse {

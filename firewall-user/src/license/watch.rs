@@ -19,6 +19,7 @@ use crate::{
     config::LicensingConfig,
     contracts::{Store, StoreError},
     loader::{Dataplane, LoaderError},
+    metrics::adapter::AdapterMetrics,
 };
 
 /// The `reason` label when the store could not be reached for longer than `grace`.
@@ -116,11 +117,14 @@ struct Metrics {
     info: IntGaugeVec,
     store_up: IntGauge,
     checks: IntCounterVec,
+    /// The adapter's capacity and info follow the model the checks find (issue 7).
+    adapter: AdapterMetrics,
 }
 
 impl Metrics {
-    fn new() -> Self {
+    fn new(adapter: AdapterMetrics) -> Self {
         Self {
+            adapter,
             licensed: IntGauge::new(
                 "smf_firewall_license_licensed",
                 "1 while the Ultra Firewall Option is licensed for this adapter and the rules are enforced; 0 while every packet is passed.",
@@ -161,6 +165,7 @@ impl Metrics {
                 applied.reason,
             ])
             .set(1);
+        self.adapter.show(&applied.serial, applied.model);
     }
 }
 
@@ -180,8 +185,12 @@ struct Watch {
 
 impl Licensing {
     /// Prepares the checks; nothing is asked of the store yet, and an unreachable store is
-    /// not an error here (the daemon still meters, Art. 24).
-    pub fn new(config: Option<&LicensingConfig>) -> Result<Self, StoreError> {
+    /// not an error here (the daemon still meters, Art. 24). The checks' model feeds
+    /// `adapter`.
+    pub fn new(
+        config: Option<&LicensingConfig>,
+        adapter: AdapterMetrics,
+    ) -> Result<Self, StoreError> {
         let watch = match config {
             None => None,
             Some(config) => Some(Watch {
@@ -199,7 +208,7 @@ impl Licensing {
         };
         Ok(Self {
             watch,
-            metrics: Metrics::new(),
+            metrics: Metrics::new(adapter),
         })
     }
 

@@ -1,0 +1,212 @@
+//! Serving `/metrics`: plain HTTP on loopback by default; HTTPS (rustls) and HTTP basic auth
+//! against bcrypt hashes when configured, as in Prometheus' exporter-toolkit web config. The
+//! config refuses a non-loopback address without both (Art. 17).
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{
+        HeaderValue, StatusCode,
+        header::{AUTHORIZATION, WWW_AUTHENTICATE},
+    },
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use axum_server::tls_rustls::RustlsConfig;
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use tracing::{debug, warn};
+
+use crate::config::{MetricsConfig, TlsFiles};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot serve metrics on {address}: {source}")]
+    Io {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot use the TLS certificate {} with the key {}: {source}",
+        files.cert_file.display(),
+        files.key_file.display()
+    )]
+    Tls {
+        files: TlsFiles,
+        source: std::io::Error,
+    },
+}
+
+/// A bound listener with its TLS settings and users, ready to serve.
+pub struct Endpoint {
+    listener: std::net::TcpListener,
+    address: SocketAddr,
+    tls: Option<RustlsConfig>,
+    users: Arc<Users>,
+}
+
+impl Endpoint {
+    /// Binds the address and reads the TLS files, so that a mistake stops the daemon before
+    /// it attaches anywhere; nothing is served yet.
+    pub async fn bind(config: &MetricsConfig) -> Result<Self, ServeError> {
+        let address = config.listen;
+        let io = |source| ServeError::Io { address, source };
+        let listener = std::net::TcpListener::bind(address).map_err(io)?;
+        listener.set_nonblocking(true).map_err(io)?;
+        let tls = match &config.tls {
+            Some(files) => Some(
+                RustlsConfig::from_pem_file(&files.cert_file, &files.key_file)
+                    .await
+                    .map_err(|source| ServeError::Tls {
+                        files: files.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            address,
+            tls,
+            users: Arc::new(Users(config.basic_auth_users.clone())),
+        })
+    }
+
+    /// "https" or "http", for the log.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Serves `app` until the task is dropped, behind basic auth when users are configured.
+    pub async fn serve(self, app: Router) -> Result<(), ServeError> {
+        let app = if self.users.0.is_empty() {
+            app
+        } else {
+            app.layer(middleware::from_fn_with_state(
+                Arc::clone(&self.users),
+                authenticate,
+            ))
+        };
+        let address = self.address;
+        let io = |source| ServeError::Io { address, source };
+        let service = app.into_make_service();
+        match self.tls {
+            Some(tls) => {
+                axum_server::tls_rustls::from_tcp_rustls(self.listener, tls)
+                    .map_err(io)?
+                    .serve(service)
+                    .await
+            }
+            None => {
+                axum_server::from_tcp(self.listener)
+                    .map_err(io)?
+                    .serve(service)
+                    .await
+            }
+        }
+        .map_err(io)
+    }
+}
+
+/// User names and their bcrypt hashes.
+struct Users(BTreeMap<String, String>);
+
+impl Users {
+    /// Checks a password on a blocking thread: bcrypt is slow on purpose. An unknown user
+    /// costs the same check against another user's hash, so timing does not tell which names
+    /// exist.
+    async fn verify(self: Arc<Self>, user: String, password: String) -> bool {
+        let checked = tokio::task::spawn_blocking(move || {
+            let (hash, known) = match self.0.get(&user) {
+                Some(hash) => (hash, true),
+                None => match self.0.values().next() {
+                    Some(hash) => (hash, false),
+                    None => return false,
+                },
+            };
+            match bcrypt::verify(password, hash) {
+                Ok(matched) => known && matched,
+                Err(error) => {
+                    warn!(user, %error, "cannot check a password against its bcrypt hash");
+                    false
+                }
+            }
+        })
+        .await;
+        checked.unwrap_or(false)
+    }
+}
+
+/// Lets a request through with the right `Authorization: Basic ...`, else answers 401.
+async fn authenticate(State(users): State<Arc<Users>>, request: Request, next: Next) -> Response {
+    let credentials = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(basic_credentials);
+    let allowed = match credentials {
+        Some((user, password)) => users.verify(user, password).await,
+        None => false,
+    };
+    if allowed {
+        return next.run(request).await;
+    }
+    debug!("refused a request for metrics without valid credentials");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"smf-firewall\""),
+        )],
+        "401 unauthorized: metrics need a user name and password\n",
+    )
+        .into_response()
+}
+
+/// The user and password of an `Authorization: Basic base64(user:password)` header.
+fn basic_credentials(header: &HeaderValue) -> Option<(String, String)> {
+    let encoded = header.to_str().ok()?.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Each row: the header, the credentials it carries.
+    #[test]
+    fn basic_credentials_are_decoded() {
+        let cases = [
+            ("Basic cHJvbTpzM2NyZXQ=", Some(("prom", "s3cret"))),
+            ("Basic cHJvbTpzOmM=", Some(("prom", "s:c"))), // a ':' in the password
+            ("Basic cHJvbQ==", None),                      // no ':'
+            ("Bearer cHJvbTpzM2NyZXQ=", None),
+            ("Basic !!!", None),
+        ];
+        for (header, expected) in cases {
+            let got = basic_credentials(&HeaderValue::from_static(header));
+            let expected = expected.map(|(u, p)| (u.to_string(), p.to_string()));
+            assert_eq!(got, expected, "{header}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_right_password_of_a_known_user_passes() {
+        let hash = bcrypt::hash("right", 4).unwrap();
+        let users = Arc::new(Users([("prom".to_string(), hash)].into()));
+        let cases = [
+            ("prom", "right", true),
+            ("prom", "wrong", false),
+            ("other", "right", false),
+            ("prom", "", false),
+        ];
+        for (user, password, allowed) in cases {
+            let got = Arc::clone(&users)
+                .verify(user.to_string(), password.to_string())
+                .await;
+            assert_eq!(got, allowed, "{user}:{password}");
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The daemon's own state: `smf_firewall_build_info{version}`,
+//! `smf_firewall_rules_loaded{interface}`, `smf_firewall_xdp_attached{interface,mode}` and the
+//! process metrics (CPU, resident memory, open file descriptors).
+
+use aya::programs::XdpMode;
+use prometheus::{
+    IntGaugeVec, Opts, Registry,
+    core::{Collector, Desc},
+    process_collector::ProcessCollector,
+    proto::MetricFamily,
+};
+
+use crate::loader;
+
+/// One interface the program was attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub interface: String,
+    /// The interface's index when we attached: a new interface of the same name is a new
+    /// device that our program is not on.
+    pub ifindex: u32,
+    pub mode: XdpMode,
+    /// Rules of this interface in the live rule set.
+    pub rules: usize,
+}
+
+/// The `mode` label, in `ip link`'s words for the two modes the loader uses.
+pub fn mode_label(mode: XdpMode) -> &'static str {
+    match mode {
+        XdpMode::Driver => "driver",
+        XdpMode::Skb => "skb",
+        XdpMode::Hardware => "hardware",
+        XdpMode::Default => "default",
+    }
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+}
+
+/// Registers the build, rules, attachment and process metrics.
+pub fn register(registry: &Registry, attachments: &[Attachment]) -> prometheus::Result<()> {
+    let build = gauge_vec(
+        "smf_firewall_build_info",
+        "The running smf-firewall's version (value 1).",
+        &["version"],
+    );
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(build))?;
+    let rules = gauge_vec(
+        "smf_firewall_rules_loaded",
+        "Rules of each interface in the live rule set.",
+        &["interface"],
+    );
+    for attachment in attachments {
+        rules
+            .with_label_values(&[attachment.interface.as_str()])
+            .set(i64::try_from(attachment.rules).unwrap_or(i64::MAX));
+    }
+    registry.register(Box::new(rules))?;
+    registry.register(Box::new(AttachedCollector::new(attachments.to_vec())))?;
+    registry.register(Box::new(ProcessCollector::for_self()))
+}
+
+/// `smf_firewall_xdp_attached`, checked at scrape time: the daemon holds the XDP links for as
+/// long as it runs, so the program stays on an interface until that interface goes away
+/// (deleted, or replaced by a new device of the same name).
+struct AttachedCollector {
+    attachments: Vec<Attachment>,
+    attached: IntGaugeVec,
+}
+
+impl AttachedCollector {
+    fn new(attachments: Vec<Attachment>) -> Self {
+        Self {
+            attachments,
+            attached: gauge_vec(
+                "smf_firewall_xdp_attached",
+                "1 while the XDP program is attached to the interface in this mode, 0 once the interface is gone.",
+                &["interface", "mode"],
+            ),
+        }
+    }
+}
+
+impl Collector for AttachedCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.attached.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        for attachment in &self.attachments {
+            let present = loader::ifindex(&attachment.interface).ok() == Some(attachment.ifindex);
+            self.attached
+                .with_label_values(&[attachment.interface.as_str(), mode_label(attachment.mode)])
+                .set(i64::from(present));
+        }
+        self.attached.collect()
+    }
+}

@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod reference;
 pub mod rules;
 pub mod spec;
+pub mod top;

@@ -1,6 +1,7 @@
 //! The `smf-firewall` command line.
 
 mod contracts_cli;
+mod top_cli;
 
 use std::{
     io::IsTerminal,
@@ -71,6 +72,10 @@ enum Command {
     /// Decide whether the Ultra Firewall Option is licensed for an adapter: exit 0 licensed,
     /// 4 not licensed, 1 on error.
     License(contracts_cli::LicenseArgs),
+    /// A live view of the running daemon from its /metrics: packets/s and bits/s per
+    /// interface and verdict, utilization against the model's capacity, the busiest rules,
+    /// the licence state. Refreshes every second; --once prints one frame and exits.
+    Top(top_cli::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +104,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Contracts(args) => contracts_cli::contracts(args),
         Command::License(args) => contracts_cli::license(args),
+        Command::Top(args) => top_cli::top(args)
+            .context("cannot show the daemon's metrics")
+            .map(|()| ExitCode::SUCCESS),
         Command::Check { file, max_rules } => check(&file, max_rules).map(|()| ExitCode::SUCCESS),
         Command::Explain {
             file,

@@ -7,7 +7,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub name: String,
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
 }
 
@@ -63,8 +63,11 @@ fn sample(line: &str) -> Result<Sample, &'static str> {
     })
 }
 
+/// Label names and values, in the order written.
+type Labels = Vec<(String, String)>;
+
 /// Parses `a="x",b="y"}` and returns the labels and what follows the closing brace.
-fn labels(mut text: &str) -> Result<(Vec<(String, String)>, &str), &'static str> {
+fn labels(mut text: &str) -> Result<(Labels, &str), &'static str> {
     let mut labels = Vec::new();
     loop {
         text = text.trim_start_matches([',', ' ']);

@@ -3,6 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -18,9 +19,10 @@ use crate::{cargo, command_line, nightly_cargo, run, setup, workspace_root};
 #[derive(clap::Args)]
 pub struct Args {}
 
-/// The checks, in order. Later checks (promtool, ...) are added to this list.
+/// The checks, in order. Later checks are added to this list.
 fn steps() -> Vec<Step> {
     let ebpf = workspace_root().join("firewall-ebpf");
+    let prometheus = workspace_root().join("deploy/prometheus");
     let deny_warnings = ["--", "-D", "warnings"];
     vec![
         Step::new("fmt", cargo()).args(&["fmt", "--all", "--", "--check"]),
@@ -32,11 +34,34 @@ fn steps() -> Vec<Step> {
             .args(&["clippy", "--release", "-Z", "build-std=core"])
             .args(&["--target", "bpfel-unknown-none"])
             .args(&deny_warnings),
+        // The alerting and recording rules, and the example Prometheus config that loads them
+        // (setup installs Debian's prometheus, which has promtool; missing, the step fails).
+        Step::new("promtool check rules", promtool(&prometheus)).args(&[
+            "check",
+            "rules",
+            "rules.yml",
+        ]),
+        Step::new("promtool check config", promtool(&prometheus)).args(&[
+            "check",
+            "config",
+            "prometheus.yml",
+        ]),
+        Step::new("promtool test rules", promtool(&prometheus)).args(&[
+            "test",
+            "rules",
+            "tests.yml",
+        ]),
         Step::new("tests", cargo())
             .args(&["test", "--workspace"])
             .env("SMF_FIREWALL_KERNEL_TESTS", "1")
             .counting_tests(),
     ]
+}
+
+fn promtool(dir: &Path) -> Command {
+    let mut cmd = Command::new("promtool");
+    cmd.current_dir(dir);
+    cmd
 }
 
 struct Step {

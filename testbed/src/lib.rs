@@ -15,12 +15,14 @@ use std::{
 use nix::sched::{CloneFlags, setns};
 
 mod postgres;
+mod prometheus;
 mod scrape;
 mod site;
 
 pub use nix::sys::signal::Signal;
 pub use postgres::{Postgres, require_postgres};
-pub use scrape::{sample, scrape};
+pub use prometheus::{Prometheus, require_prometheus};
+pub use scrape::{http_get, sample, scrape};
 pub use site::{ADAPTER_LAN, ADAPTER_WAN, LAN_HOST, Site, WAN_HOST};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);

@@ -11,10 +11,17 @@ use crate::NetNs;
 
 /// `GET /metrics` from `address` as seen inside `ns`; returns the body.
 pub fn scrape(ns: &NetNs, address: SocketAddr) -> io::Result<String> {
+    http_get(ns, address, "/metrics")
+}
+
+/// `GET path` (with its query string, already encoded) from `address` as seen inside `ns`;
+/// returns the body of a 200 response.
+pub fn http_get(ns: &NetNs, address: SocketAddr, path: &str) -> io::Result<String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
     ns.run(move || {
         let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        stream.write_all(request.as_bytes())?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
         match response.split_once("\r\n\r\n") {

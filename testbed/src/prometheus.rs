@@ -88,6 +88,11 @@ impl<'a> Prometheus<'a> {
         self.address
     }
 
+    /// The server's process id (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map_or(0, Process::id)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join("prometheus.log")
     }

@@ -1,11 +1,12 @@
 //! `cargo xtask demo`: the main job, for a newcomer to watch. A LAN host, the adapter running
 //! smf-firewall with rules/example.yaml, and a WAN host, in network namespaces; a contract
 //! store that licenses the adapter's Ultra Firewall Option; traffic that the rules pass and
-//! drop; a live table of the daemon's metrics; then everything removed.
+//! drop; `smf-firewall top` showing the daemon's metrics live (and with `--prometheus` a real
+//! Prometheus scraping it); then everything removed.
 
 use std::{
     fs::{self, File},
-    io::{IsTerminal, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -15,19 +16,23 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use testbed::{LAN_HOST, Process, Signal, Site, WAN_HOST, sample, scrape};
+use testbed::{LAN_HOST, Process, Prometheus, Signal, Site, WAN_HOST, scrape};
 
 use crate::{cargo, run, setup, workspace_root};
 
 const METRICS: &str = "127.0.0.1:9775";
 const INTERFACES: [&str; 2] = ["lan0", "wan0"];
-const VERDICTS: [&str; 2] = ["pass", "drop"];
+/// Where `--prometheus` serves, on the adapter namespace's loopback.
+const PROMETHEUS: &str = "127.0.0.1:9090";
+/// The demo's rated capacity of its SEIL/x86 Fuji: a demo figure, small enough for the
+/// demo's trickle of traffic to show as utilization (deploy/config.yaml has example figures).
+const DEMO_CAPACITY_BPS: u64 = 1_000_000;
 /// The licensed adapter of deploy/contracts.yaml.
 const DEMO_SERIAL: &str = "FUJI-DEMO-0001";
 
 /// Build smf-firewall, run it on an adapter between a LAN host and a WAN host (network
-/// namespaces), send traffic that rules/example.yaml passes and drops, and show a live table
-/// of the metrics. Needs root. Removes everything at the end unless --keep.
+/// namespaces), send traffic that rules/example.yaml passes and drops, and show it live with
+/// `smf-firewall top`. Needs root. Removes everything at the end unless --keep.
 #[derive(clap::Args)]
 pub struct Args {
     /// How long to send traffic and show the table.
@@ -36,6 +41,10 @@ pub struct Args {
     /// Leave the namespaces and the daemon running, and print how to look and clean up.
     #[arg(long)]
     keep: bool,
+    /// Also run a real Prometheus (Debian's) next to the daemon, scraping it every second with
+    /// deploy/prometheus/rules.yml, and print what it recorded at the end.
+    #[arg(long)]
+    prometheus: bool,
 }
 
 impl Args {
@@ -63,7 +72,8 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
         &config,
         format!(
             "rules: {}\ninterfaces: [lan0, wan0]\nmetrics:\n  listen: {METRICS}\n\
-             adapter: {{serial: {DEMO_SERIAL}}}\ncontracts: {{url: \"{store}\"}}\n",
+             adapter: {{serial: {DEMO_SERIAL}}}\ncontracts: {{url: \"{store}\"}}\n\
+             models: {{x86-fuji: {{capacity_bps: {DEMO_CAPACITY_BPS}}}}}\n",
             rules.display()
         ),
     )?;
@@ -75,18 +85,35 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
     );
     print!("{}", fs::read_to_string(&log).unwrap_or_default());
 
+    let prometheus = if args.prometheus {
+        let prometheus = start_prometheus(&site, root)?;
+        println!(
+            "Prometheus {} scrapes it every second in the same namespace, with deploy/prometheus/rules.yml.",
+            prometheus.address()
+        );
+        Some(prometheus)
+    } else {
+        None
+    };
+
     let stop = AtomicBool::new(false);
     thread::scope(|scope| {
         scope.spawn(|| traffic(&site, &stop));
-        let shown = watch(&site, Duration::from_secs(args.seconds));
+        let shown = top(&site, root, Duration::from_secs(args.seconds));
         stop.store(true, Ordering::Relaxed);
         shown
     })?;
+    if let Some(prometheus) = &prometheus {
+        recorded(prometheus)?;
+    }
 
     if args.keep {
-        keep(site, daemon, &log);
+        let prometheus_pid = prometheus.as_ref().map(Prometheus::pid);
+        std::mem::forget(prometheus);
+        keep(site, daemon, prometheus_pid, &log);
         return Ok(());
     }
+    drop(prometheus);
     daemon.signal(Signal::SIGTERM)?;
     let exit = daemon.wait()?;
     let attached = INTERFACES
@@ -174,7 +201,10 @@ fn traffic(site: &Site, stop: &AtomicBool) -> Result<()> {
             TcpStream::connect_timeout(&wan_host(8080), Duration::from_millis(300))
                 .and_then(|mut conn| conn.write_all(b"hello"))
         });
-        let _ = udp.send_to(&[0; 100], wan_host(53));
+        // A bulk of passed datagrams, so that utilization shows against the demo capacity.
+        for _ in 0..25 {
+            let _ = udp.send_to(&[0; 1000], wan_host(53));
+        }
         let _ = udp.send_to(&[0; 100], wan_host(9));
         let _ = site.lan.exec("ping", &["-c", "1", "-W", "0.2", WAN_HOST]);
         let _ = site
@@ -185,58 +215,107 @@ fn traffic(site: &Site, stop: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// Prints the metrics as a table once a second for `how_long`, with rates since the last one.
-fn watch(site: &Site, how_long: Duration) -> Result<()> {
-    let address: SocketAddr = METRICS.parse()?;
+/// Runs `smf-firewall top` in the adapter's namespace for `how_long`: what an operator on the
+/// adapter would watch.
+fn top(site: &Site, root: &Path, how_long: Duration) -> Result<()> {
+    let child = site
+        .adapter
+        .command(&binary(root).to_string_lossy())
+        .args(["top", "--url", &format!("http://{METRICS}/metrics")])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot start smf-firewall top")?;
+    let mut top = Process::from(child);
     let start = Instant::now();
-    let mut last = scrape(&site.adapter, address)?;
-    let tty = std::io::stdout().is_terminal();
     while start.elapsed() < how_long {
-        thread::sleep(Duration::from_secs(1));
-        let now = scrape(&site.adapter, address)?;
-        let mut table = String::new();
-        if tty {
-            table.push_str("\x1b[2J\x1b[H");
+        if top.exited()? {
+            bail!("smf-firewall top stopped early: {:?}", top.wait()?);
         }
-        table.push_str(&format!(
-            "smf-firewall demo, {:>2}s of {}s. Traffic: LAN->WAN tcp/8080 and udp/53 (pass), udp/9 and ping\n\
-             (dropped on lan0 by no-discard, no-ping-from-host); WAN->LAN tcp/23 (dropped on wan0 by no-telnet-in).\n\n\
-             {:<10} {:<8} {:>9} {:>11} {:>8} {:>11}\n",
-            start.elapsed().as_secs(),
-            how_long.as_secs(),
-            "interface", "verdict", "packets", "bytes", "pkt/s", "bit/s"
-        ));
-        for interface in INTERFACES {
-            for verdict in VERDICTS {
-                let labels = [("interface", interface), ("verdict", verdict)];
-                let value = |text: &str, name| sample(text, name, &labels).unwrap_or(0.0);
-                let packets = value(&now, "smf_firewall_packets_total");
-                let bytes = value(&now, "smf_firewall_bytes_total");
-                let pps = packets - value(&last, "smf_firewall_packets_total");
-                let bps = 8.0 * (bytes - value(&last, "smf_firewall_bytes_total"));
-                table.push_str(&format!(
-                    "{interface:<10} {verdict:<8} {packets:>9} {bytes:>11} {pps:>8} {bps:>11}\n"
-                ));
-            }
-        }
-        print!("{table}");
-        std::io::stdout().flush()?;
-        last = now;
+        thread::sleep(Duration::from_millis(200));
     }
+    top.signal(Signal::SIGTERM)?;
+    top.wait()?;
+    Ok(())
+}
+
+fn start_prometheus<'a>(site: &'a Site, root: &Path) -> Result<Prometheus<'a>> {
+    if !testbed::require_prometheus("demo --prometheus") {
+        bail!("--prometheus needs Debian's prometheus (cargo xtask setup installs it)");
+    }
+    let rules = root.join("deploy/prometheus/rules.yml");
+    Ok(Prometheus::start(
+        &site.adapter,
+        PROMETHEUS.parse()?,
+        METRICS.parse()?,
+        Duration::from_secs(1),
+        &[&rules],
+    )?)
+}
+
+/// Prints what Prometheus recorded: the counters, the recording rules and the alerts' states.
+fn recorded(prometheus: &Prometheus) -> Result<()> {
+    println!("\nPrometheus {}, /api/v1/query:", prometheus.address());
+    for promql in [
+        "smf_firewall_bytes_total",
+        "instance:smf_firewall_bytes:rate5m",
+        "instance:smf_firewall_adapter_utilization:ratio_rate5m",
+        "smf_firewall_adapter_info",
+        "smf_firewall_xdp_attached",
+    ] {
+        for (labels, value) in prometheus.query(promql)? {
+            let shown: Vec<String> = labels
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance"))
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect();
+            println!("  {promql}{{{}}} {value}", shown.join(","));
+        }
+    }
+    println!(
+        "  (a 5-minute rate over a younger series is its increase over 300 s: it grows for five minutes)"
+    );
+    let alerts = prometheus.api("/api/v1/alerts")?;
+    let states: Vec<String> = alerts["alerts"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|a| format!("{} {}", a["labels"]["alertname"], a["state"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "Alerts: {}",
+        if states.is_empty() {
+            "none pending or firing".to_string()
+        } else {
+            states.join(", ")
+        }
+    );
     Ok(())
 }
 
 /// Leaves everything running and says how to look at it and how to remove it.
-fn keep(site: Site, daemon: Process, log: &Path) {
+fn keep(site: Site, daemon: Process, prometheus: Option<u32>, log: &Path) {
     let (lan, adapter, wan) = (site.lan.name(), site.adapter.name(), site.wan.name());
+    let (prometheus_look, prometheus_kill) = match prometheus {
+        Some(pid) => (
+            format!(
+                "\n  ip netns exec {adapter} curl -s 'http://{PROMETHEUS}/api/v1/query?query=instance:smf_firewall_adapter_utilization:ratio_rate5m'"
+            ),
+            format!("kill {pid}; "),
+        ),
+        None => (String::new(), String::new()),
+    };
     println!(
         "\nLeft running (--keep). smf-firewall is pid {pid}, logging to {log}.\n\
-         Look:\n  ip netns exec {adapter} curl -s http://{METRICS}/metrics | grep smf_firewall\n  \
+         Look:\n  ip netns exec {adapter} {binary} top\n  \
+         ip netns exec {adapter} curl -s http://{METRICS}/metrics | grep smf_firewall\n  \
          ip netns exec {lan} ping -c 3 {WAN_HOST}      # dropped by no-ping-from-host\n  \
-         ip -n {adapter} -details link show lan0        # prog/xdp\n\
-         Clean up:\n  kill {pid}; ip netns delete {lan}; ip netns delete {adapter}; ip netns delete {wan}",
+         ip -n {adapter} -details link show lan0        # prog/xdp{prometheus_look}\n\
+         Clean up:\n  {prometheus_kill}kill {pid}; ip netns delete {lan}; ip netns delete {adapter}; ip netns delete {wan}",
         pid = daemon.id(),
         log = log.display(),
+        binary = binary(&workspace_root()).display(),
     );
     std::mem::forget(daemon);
     std::mem::forget(site);

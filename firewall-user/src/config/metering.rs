@@ -286,6 +286,19 @@ mod tests {
         assert_eq!(config.models.get("x86-fuji"), None);
     }
 
+    #[test]
+    fn the_deployed_example_config_is_valid_and_keeps_its_example_figures() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/config.yaml"
+        ));
+        let config = Config::parse(path, &std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(config.metrics, MetricsConfig::default());
+        let fuji = config.models.get("x86-fuji").unwrap();
+        assert_eq!((fuji.capacity_bps, fuji.next), (10_000_000_000, None));
+        assert_eq!(config.models.get("x1").unwrap().next, Some(Model::X2));
+    }
+
     // Each row: the text after BASE, the line of the first error, a fragment of it.
     #[test]
     fn metering_errors_carry_positions() {

@@ -72,6 +72,24 @@ pub mod enforce {
     pub const RULES: u32 = 1;
 }
 
+/// Frames counted apart as well as by their verdict: neither IPv4 nor IPv6, or malformed.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameClass {
+    NonIp = 0,
+    Malformed = 1,
+}
+
+impl FrameClass {
+    pub const COUNT: u32 = 2;
+    pub const ALL: [FrameClass; 2] = [FrameClass::NonIp, FrameClass::Malformed];
+}
+
+/// Index into the `CLASS_STATS` per-CPU array for an interface slot and a frame class.
+pub const fn class_index(slot: u32, class: FrameClass) -> u32 {
+    slot * FrameClass::COUNT + class as u32
+}
+
 /// Packets and bytes (whole Ethernet frames, without FCS) seen with one verdict.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use firewall_common::{
-    Counter, Entry, GENERATIONS, LEAF, MAX_INTERFACES, NO_TREE, Node, Policy, Verdict,
-    counter_index, enforce, policy_index,
+    Counter, Entry, FrameClass, GENERATIONS, LEAF, MAX_INTERFACES, NO_TREE, Node, Policy, Verdict,
+    class_index, counter_index, enforce, policy_index,
 };
 use tracing::{info, warn};
 
@@ -214,6 +214,7 @@ pub struct Dataplane {
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, Counter>,
     rule_stats: PerCpuArray<MapData, Counter>,
+    class_stats: PerCpuArray<MapData, Counter>,
     tables: Tables,
     /// The generation the program reads.
     live: u32,
@@ -233,6 +234,8 @@ impl Dataplane {
         let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(map_error("STATS"))?;
         let rule_stats = PerCpuArray::try_from(take(&mut ebpf, "RULE_STATS")?)
             .map_err(map_error("RULE_STATS"))?;
+        let class_stats = PerCpuArray::try_from(take(&mut ebpf, "CLASS_STATS")?)
+            .map_err(map_error("CLASS_STATS"))?;
         let tables = Tables {
             nodes: Mapped::new::<Node>(
                 array(&mut ebpf, "NODES")?,
@@ -254,6 +257,7 @@ impl Dataplane {
             ebpf,
             stats,
             rule_stats,
+            class_stats,
             tables,
             live: 0,
             last_flip: None,
@@ -419,6 +423,11 @@ impl Dataplane {
     /// Packets and bytes for an interface slot and verdict, summed over CPUs.
     pub fn counter(&self, slot: u32, verdict: Verdict) -> Result<Counter, LoaderError> {
         sum(&self.stats, counter_index(slot, verdict), "STATS")
+    }
+
+    /// Packets and bytes of an interface slot's frames of a class, summed over CPUs.
+    pub fn class_counter(&self, slot: u32, class: FrameClass) -> Result<Counter, LoaderError> {
+        sum(&self.class_stats, class_index(slot, class), "CLASS_STATS")
     }
 
     /// Packets and bytes decided by the rule with this counter slot, summed over CPUs.

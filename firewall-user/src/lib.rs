@@ -9,5 +9,6 @@ pub mod license;
 pub mod loader;
 pub mod metrics;
 pub mod reference;
+pub mod replay;
 pub mod rules;
 pub mod spec;

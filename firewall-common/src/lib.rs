@@ -6,6 +6,14 @@
 /// Interfaces one program instance can serve; each gets a counter slot.
 pub const MAX_INTERFACES: u32 = 64;
 
+/// Interface indexes the program can serve are below this (an array indexed by ifindex is
+/// faster than a hash map on the packet path).
+pub const MAX_IFINDEX: u32 = 1 << 16;
+
+/// `INTERFACES` value of an interface the daemon did not configure; a configured one holds
+/// its slot plus one.
+pub const UNCONFIGURED: u32 = 0;
+
 /// Levels of a classification tree the program walks before it must reach a leaf.
 pub const MAX_TREE_DEPTH: usize = 16;
 

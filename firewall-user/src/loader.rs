@@ -11,12 +11,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use firewall_common::{
-    Counter, Entry, FrameClass, GENERATIONS, LEAF, MAX_INTERFACES, NO_TREE, Node, Policy, Verdict,
-    class_index, counter_index, enforce, policy_index,
+    Counter, Entry, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node,
+    Policy, Verdict, class_index, counter_index, enforce, policy_index,
 };
 use tracing::{info, warn};
 
@@ -62,6 +62,8 @@ pub enum LoaderError {
     },
     #[error("interface {0} does not exist")]
     UnknownInterface(String),
+    #[error("interface index {ifindex} is not below {MAX_IFINDEX}, the most this dataplane serves", ifindex = .0)]
+    Ifindex(u32),
     #[error("cannot count the CPUs: {0}")]
     Cpus(std::io::Error),
     #[error("cannot attach XDP to {interface} in driver or generic mode: {error}")]
@@ -283,14 +285,17 @@ impl Dataplane {
     /// Packets arriving on `ifindex` are judged by the rules of `slot`.
     pub fn bind(&mut self, ifindex: u32, slot: u32) -> Result<(), LoaderError> {
         debug_assert!(slot < MAX_INTERFACES);
+        if ifindex >= MAX_IFINDEX {
+            return Err(LoaderError::Ifindex(ifindex));
+        }
         let map = self
             .ebpf
             .map_mut("INTERFACES")
             .ok_or(LoaderError::Missing("INTERFACES"))?;
-        let mut interfaces: HashMap<_, u32, u32> =
-            HashMap::try_from(map).map_err(map_error("INTERFACES"))?;
+        let mut interfaces: Array<_, u32> =
+            Array::try_from(map).map_err(map_error("INTERFACES"))?;
         interfaces
-            .insert(ifindex, slot, 0)
+            .set(ifindex, slot + 1, 0)
             .map_err(map_error("INTERFACES"))
     }
 

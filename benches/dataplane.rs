@@ -332,8 +332,17 @@ fn daemon_rss(rules: &str) -> Result<Option<f64>> {
     )
     .map_err(err)?;
     let ns = NetNs::new("bench").map_err(err)?;
-    ns.ip(&["link", "add", generate::INTERFACE, "type", "dummy"])
-        .map_err(err)?;
+    ns.ip(&[
+        "link",
+        "add",
+        generate::INTERFACE,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "peer0",
+    ])
+    .map_err(err)?;
     ns.ip(&["link", "set", generate::INTERFACE, "up"])
         .map_err(err)?;
     let config = dir.join("config.yaml");

@@ -82,8 +82,9 @@ impl DataplaneCollector {
     }
 }
 
-impl Collector for DataplaneCollector {
-    fn desc(&self) -> Vec<&Desc> {
+impl DataplaneCollector {
+    /// Every vector this collector fills, in the order it reports them.
+    fn vectors(&self) -> [&IntCounterVec; 6] {
         [
             &self.packets,
             &self.bytes,
@@ -92,9 +93,15 @@ impl Collector for DataplaneCollector {
             &self.non_ip,
             &self.malformed,
         ]
-        .into_iter()
-        .flat_map(|vec| vec.desc())
-        .collect()
+    }
+}
+
+impl Collector for DataplaneCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.vectors()
+            .into_iter()
+            .flat_map(|vec| vec.desc())
+            .collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -103,14 +110,7 @@ impl Collector for DataplaneCollector {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        for vec in [
-            &self.packets,
-            &self.bytes,
-            &self.rule_hits,
-            &self.rule_bytes,
-            &self.non_ip,
-            &self.malformed,
-        ] {
+        for vec in self.vectors() {
             vec.reset();
         }
         for (slot, interface) in self.interfaces.iter().enumerate() {
@@ -152,17 +152,10 @@ impl Collector for DataplaneCollector {
                 Err(error) => warn!(interface, rule, %error, "cannot read rule counters"),
             }
         }
-        [
-            &self.packets,
-            &self.bytes,
-            &self.rule_hits,
-            &self.rule_bytes,
-            &self.non_ip,
-            &self.malformed,
-        ]
-        .into_iter()
-        .flat_map(|vec| vec.collect())
-        .collect()
+        self.vectors()
+            .into_iter()
+            .flat_map(|vec| vec.collect())
+            .collect()
     }
 }
 

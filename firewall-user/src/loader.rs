@@ -123,9 +123,10 @@ impl Capacity {
     }
 }
 
-/// An mmap-able BPF array, mapped into our memory.
-struct Mapped {
-    _map: MapData,
+/// An mmap-able BPF array, mapped into our memory while a generation is written (mapped only
+/// then, so that the daemon's resident memory does not hold the tables between reloads).
+struct Mapped<'a> {
+    _map: &'a MapData,
     ptr: NonNull<u8>,
     len: usize,
     stride: usize,
@@ -133,11 +134,8 @@ struct Mapped {
     name: &'static str,
 }
 
-// SAFETY: the mapping is owned by this value alone and only written through `&mut self`.
-unsafe impl Send for Mapped {}
-
-impl Mapped {
-    fn new<T>(map: MapData, name: &'static str, capacity: u32) -> Result<Self, LoaderError> {
+impl<'a> Mapped<'a> {
+    fn new<T>(map: &'a MapData, name: &'static str, capacity: u32) -> Result<Self, LoaderError> {
         // The kernel lays array elements out at 8-byte strides.
         let stride = size_of::<T>().next_multiple_of(8);
         // SAFETY: sysconf has no preconditions.
@@ -197,7 +195,7 @@ impl Mapped {
     }
 }
 
-impl Drop for Mapped {
+impl Drop for Mapped<'_> {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly what `new` mapped.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
@@ -206,9 +204,9 @@ impl Drop for Mapped {
 
 /// The trees, leaf lists and entries of both generations, generation `g` from `g × capacity`.
 struct Tables {
-    nodes: Mapped,
-    leaves: Mapped,
-    entries: Mapped,
+    nodes: MapData,
+    leaves: MapData,
+    entries: MapData,
 }
 
 /// The loaded program and its maps. Dropping it detaches from every interface.
@@ -239,21 +237,9 @@ impl Dataplane {
         let class_stats = PerCpuArray::try_from(take(&mut ebpf, "CLASS_STATS")?)
             .map_err(map_error("CLASS_STATS"))?;
         let tables = Tables {
-            nodes: Mapped::new::<Node>(
-                array(&mut ebpf, "NODES")?,
-                "NODES",
-                GENERATIONS * capacity.nodes,
-            )?,
-            leaves: Mapped::new::<u32>(
-                array(&mut ebpf, "LEAVES")?,
-                "LEAVES",
-                GENERATIONS * capacity.leaves,
-            )?,
-            entries: Mapped::new::<Entry>(
-                array(&mut ebpf, "ENTRIES")?,
-                "ENTRIES",
-                GENERATIONS * capacity.entries,
-            )?,
+            nodes: array(&mut ebpf, "NODES")?,
+            leaves: array(&mut ebpf, "LEAVES")?,
+            entries: array(&mut ebpf, "ENTRIES")?,
         };
         let mut dataplane = Dataplane {
             ebpf,
@@ -312,7 +298,7 @@ impl Dataplane {
         // Indices in `compiled` count from 0; generation `next` lives from these offsets.
         let (node_base, leaf_base, entry_base) =
             (next * cap.nodes, next * cap.leaves, next * cap.entries);
-        let tables = &mut self.tables;
+        let tables = &self.tables;
         let nodes = compiled.nodes.iter().map(|node| Node {
             first: node.first
                 + if node.dim == LEAF {
@@ -322,14 +308,18 @@ impl Dataplane {
                 },
             ..*node
         });
-        tables
-            .nodes
-            .write(node_base as usize, cap.nodes as usize, nodes)?;
+        Mapped::new::<Node>(&tables.nodes, "NODES", GENERATIONS * cap.nodes)?.write(
+            node_base as usize,
+            cap.nodes as usize,
+            nodes,
+        )?;
         let leaves = compiled.leaves.iter().map(|entry| entry + entry_base);
-        tables
-            .leaves
-            .write(leaf_base as usize, cap.leaves as usize, leaves)?;
-        tables.entries.write(
+        Mapped::new::<u32>(&tables.leaves, "LEAVES", GENERATIONS * cap.leaves)?.write(
+            leaf_base as usize,
+            cap.leaves as usize,
+            leaves,
+        )?;
+        Mapped::new::<Entry>(&tables.entries, "ENTRIES", GENERATIONS * cap.entries)?.write(
             entry_base as usize,
             cap.entries as usize,
             compiled.entries.iter().copied(),

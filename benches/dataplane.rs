@@ -111,10 +111,18 @@ fn with_probe_at(text: &str, place: &str) -> String {
     lines.join("\n") + "\n"
 }
 
+/// The largest rule set to time (`SMF_BENCH_MAX_RULES`, default all of `SIZES`), for quick runs.
+fn max_rules() -> usize {
+    std::env::var("SMF_BENCH_MAX_RULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
 fn firewall_rows(trivial_ns: f64, rows: &mut Vec<Row>) -> Result<()> {
     let hit = frame(generate::MIDDLE_PACKET);
     let miss = frame(generate::MISS_PACKET);
-    for count in SIZES {
+    for count in SIZES.into_iter().filter(|&n| n <= max_rules()) {
         let text = generate::rules(count, 1);
         let cases: [(&str, &str, &[u8]); 3] = [
             ("first", "tcp, matches the first rule", &hit),
@@ -324,8 +332,17 @@ fn daemon_rss(rules: &str) -> Result<Option<f64>> {
     )
     .map_err(err)?;
     let ns = NetNs::new("bench").map_err(err)?;
-    ns.ip(&["link", "add", generate::INTERFACE, "type", "dummy"])
-        .map_err(err)?;
+    ns.ip(&[
+        "link",
+        "add",
+        generate::INTERFACE,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "peer0",
+    ])
+    .map_err(err)?;
     ns.ip(&["link", "set", generate::INTERFACE, "up"])
         .map_err(err)?;
     let config = dir.join("config.yaml");
@@ -391,6 +408,7 @@ fn main() -> Result<()> {
 
     let control: Vec<Control> = [10_000, 100_000]
         .into_iter()
+        .filter(|&n| n <= max_rules())
         .map(control)
         .collect::<Result<_>>()?;
     println!(

@@ -6,6 +6,14 @@
 /// Interfaces one program instance can serve; each gets a counter slot.
 pub const MAX_INTERFACES: u32 = 64;
 
+/// Interface indexes the program can serve are below this (an array indexed by ifindex is
+/// faster than a hash map on the packet path).
+pub const MAX_IFINDEX: u32 = 1 << 16;
+
+/// `INTERFACES` value of an interface the daemon did not configure; a configured one holds
+/// its slot plus one.
+pub const UNCONFIGURED: u32 = 0;
+
 /// Levels of a classification tree the program walks before it must reach a leaf.
 pub const MAX_TREE_DEPTH: usize = 16;
 
@@ -70,6 +78,24 @@ pub mod enforce {
     pub const PASS_ALL: u32 = 0;
     /// Apply the rules' verdicts: the adapter's option is licensed.
     pub const RULES: u32 = 1;
+}
+
+/// Frames counted apart as well as by their verdict: neither IPv4 nor IPv6, or malformed.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameClass {
+    NonIp = 0,
+    Malformed = 1,
+}
+
+impl FrameClass {
+    pub const COUNT: u32 = 2;
+    pub const ALL: [FrameClass; 2] = [FrameClass::NonIp, FrameClass::Malformed];
+}
+
+/// Index into the `CLASS_STATS` per-CPU array for an interface slot and a frame class.
+pub const fn class_index(slot: u32, class: FrameClass) -> u32 {
+    slot * FrameClass::COUNT + class as u32
 }
 
 /// Packets and bytes (whole Ethernet frames, without FCS) seen with one verdict.

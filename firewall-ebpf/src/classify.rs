@@ -9,23 +9,19 @@
 //! `bpf_loop`, which the verifier checks once rather than once per iteration.
 
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
-    cty::c_void,
-    helpers::generated::bpf_loop,
-    macros::map,
-    maps::{Array, HashMap},
+    bindings::BPF_F_MMAPABLE, cty::c_void, helpers::generated::bpf_loop, macros::map, maps::Array,
     programs::XdpContext,
 };
 use firewall_common::{
-    Entry, GENERATIONS, LEAF, MAX_INTERFACES, MAX_TREE_DEPTH, NO_TREE, Node, Policy, cond, dim,
-    family, policy_index,
+    Entry, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, MAX_TREE_DEPTH, NO_TREE, Node, Policy,
+    UNCONFIGURED, cond, dim, family, policy_index,
 };
 
 use crate::parse::{L4, Packet};
 
-/// ifindex -> the interface's slot (its counters and its `Policy`).
+/// ifindex -> 1 + the interface's slot (its counters and its `Policy`), or `UNCONFIGURED`.
 #[map]
-static INTERFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+static INTERFACES: Array<u32> = Array::with_max_entries(MAX_IFINDEX, 0);
 
 /// The live generation: one word, flipped by the daemon after it wrote the other generation.
 #[map]
@@ -47,8 +43,8 @@ static ENTRIES: Array<Entry> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// The interface's slot, if the daemon configured it.
 #[inline(always)]
 pub fn slot(ctx: &XdpContext) -> Option<u32> {
-    // SAFETY: a plain u32 value, only read.
-    unsafe { INTERFACES.get(ctx.ingress_ifindex() as u32) }.copied()
+    let value = *INTERFACES.get(ctx.ingress_ifindex() as u32)?;
+    (value != UNCONFIGURED).then(|| value - 1)
 }
 
 /// The slot's policy in the live generation.
@@ -77,15 +73,27 @@ pub fn first_match(policy: &Policy, packet: &Packet) -> Option<&'static Entry> {
             continue;
         };
         scan.first = leaf.first;
-        // SAFETY: `scan_entry` has the callback signature bpf_loop expects and reads `scan`
-        // only as a `LeafScan`, which lives on this stack frame for the whole call.
-        unsafe {
-            bpf_loop(
-                u32::from(leaf.mask),
-                scan_entry as *mut c_void,
-                (&mut scan as *mut LeafScan).cast(),
-                0,
-            );
+        // The first entries inline: most leaves are that short, and a helper call is not free.
+        let count = u32::from(leaf.mask);
+        let mut stopped = false;
+        for i in 0..INLINE_ENTRIES {
+            if i >= count || stopped {
+                break;
+            }
+            stopped = check(&mut scan, i);
+        }
+        if !stopped && count > INLINE_ENTRIES {
+            scan.first = leaf.first + INLINE_ENTRIES;
+            // SAFETY: `scan_entry` has the callback signature bpf_loop expects and reads
+            // `scan` only as a `LeafScan`, which lives on this stack frame for the whole call.
+            unsafe {
+                bpf_loop(
+                    count - INLINE_ENTRIES,
+                    scan_entry as *mut c_void,
+                    (&mut scan as *mut LeafScan).cast(),
+                    0,
+                );
+            }
         }
     }
     ENTRIES.get(scan.best)
@@ -116,24 +124,33 @@ struct LeafScan {
     best: u32,
 }
 
-/// Checks the `i`-th entry of the leaf; stops (returns 1) at the first match or at an entry
-/// that cannot beat the best so far (leaves list entries in rule order).
+/// Leaf entries checked inline before `bpf_loop` takes over.
+const INLINE_ENTRIES: u32 = 2;
+
+/// `bpf_loop`'s callback: checks the `i`-th entry from `scan.first`; 1 stops the loop.
 extern "C" fn scan_entry(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the `LeafScan` pointer `first_match` gave it.
     let scan = unsafe { &mut *ctx.cast::<LeafScan>() };
-    let Some(&index) = LEAVES.get(scan.first.wrapping_add(i as u32)) else {
-        return 1;
+    i64::from(check(scan, i as u32))
+}
+
+/// Checks the `i`-th entry from `scan.first`; true (stop) at the first match or at an entry
+/// that cannot beat the best so far (leaves list entries in rule order).
+#[inline(always)]
+fn check(scan: &mut LeafScan, i: u32) -> bool {
+    let Some(&index) = LEAVES.get(scan.first.wrapping_add(i)) else {
+        return true;
     };
     if index >= scan.best {
-        return 1;
+        return true;
     }
     match ENTRIES.get(index) {
         Some(entry) if matches(entry, &scan.packet) => {
             scan.best = index;
-            1
+            true
         }
-        Some(_) => 0,
-        None => 1,
+        Some(_) => false,
+        None => true,
     }
 }
 

@@ -10,7 +10,7 @@ mod meter;
 mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use firewall_common::{Policy, Verdict};
+use firewall_common::{FrameClass, Policy, Verdict};
 
 #[xdp]
 pub fn smf_firewall(ctx: XdpContext) -> u32 {
@@ -21,28 +21,40 @@ pub fn smf_firewall(ctx: XdpContext) -> u32 {
     let Some(policy) = classify::policy(slot) else {
         return xdp_action::XDP_PASS;
     };
-    let (verdict, rule) = judge(&ctx, policy);
+    let (verdict, rule, class) = judge(&ctx, policy);
     // Unlicensed: still metered (Art. 24), never filtered; see license.rs.
     let (verdict, rule) = license::applied(verdict, rule);
-    meter::count(&ctx, slot, verdict, rule);
+    meter::count(&ctx, slot, verdict, rule, class);
     match verdict {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
     }
 }
 
-/// The verdict and, when a rule decided, that rule's counter slot (else `meter::NO_RULE`: an
-/// `Option` here would have the verifier reject its undefined payload).
+/// The verdict, the counter slot of the rule that decided (or `meter::NO_RULE`), and the frame
+/// class to count (or `meter::IP`).
 #[inline(always)]
-fn judge(ctx: &XdpContext, policy: &Policy) -> (Verdict, u32) {
+fn judge(ctx: &XdpContext, policy: &Policy) -> (Verdict, u32, u32) {
     match parse::headers(ctx) {
-        Ok(parse::Frame::NonIp) => (Verdict::from_u8(policy.non_ip_verdict), meter::NO_RULE),
+        Ok(parse::Frame::NonIp) => (
+            Verdict::from_u8(policy.non_ip_verdict),
+            meter::NO_RULE,
+            meter::class(FrameClass::NonIp),
+        ),
         Ok(parse::Frame::Ip(packet)) => match classify::first_match(policy, &packet) {
-            Some(entry) => (Verdict::from_u8(entry.verdict), entry.counter),
-            None => (Verdict::from_u8(policy.default_verdict), meter::NO_RULE),
+            Some(entry) => (Verdict::from_u8(entry.verdict), entry.counter, meter::IP),
+            None => (
+                Verdict::from_u8(policy.default_verdict),
+                meter::NO_RULE,
+                meter::IP,
+            ),
         },
         // A firewall does not forward what it cannot read.
-        Err(parse::Malformed) => (Verdict::Drop, meter::NO_RULE),
+        Err(parse::Malformed) => (
+            Verdict::Drop,
+            meter::NO_RULE,
+            meter::class(FrameClass::Malformed),
+        ),
     }
 }
 

@@ -1,8 +1,11 @@
-//! Metering: packets and bytes per interface slot and verdict, and per rule, in per-CPU arrays
-//! so that the hot path never contends; the daemon sums the CPUs at scrape time.
+//! Metering: packets and bytes per interface slot and verdict, per rule, and per frame class
+//! (non-IP, malformed), in per-CPU arrays so that the hot path never contends; the daemon sums
+//! the CPUs at scrape time.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
-use firewall_common::{Counter, MAX_INTERFACES, MAX_RULE_COUNTERS, Verdict, counter_index};
+use firewall_common::{
+    Counter, FrameClass, MAX_INTERFACES, MAX_RULE_COUNTERS, Verdict, class_index, counter_index,
+};
 
 #[map]
 static STATS: PerCpuArray<Counter> =
@@ -12,17 +15,34 @@ static STATS: PerCpuArray<Counter> =
 #[map]
 static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULE_COUNTERS, 0);
 
+/// Per interface slot and frame class.
+#[map]
+static CLASS_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(MAX_INTERFACES * FrameClass::COUNT, 0);
+
 /// `rule` of a packet that no rule decided.
 pub const NO_RULE: u32 = u32::MAX;
+/// `class` of an IP packet that parsed (counted by verdict only).
+pub const IP: u32 = u32::MAX;
 
-/// Counts the packet once for its interface and verdict, and for the rule that decided.
+/// Counts the packet once for its interface and verdict, for the rule that decided, and for
+/// its frame class. `rule` and `class` are plain numbers with sentinels: an `Option` here
+/// would have the verifier reject its undefined payload.
 #[inline(always)]
-pub fn count(ctx: &XdpContext, slot: u32, verdict: Verdict, rule: u32) {
+pub fn count(ctx: &XdpContext, slot: u32, verdict: Verdict, rule: u32, class: u32) {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     add(&STATS, counter_index(slot, verdict), bytes);
     if rule != NO_RULE {
         add(&RULE_STATS, rule, bytes);
     }
+    if class != IP {
+        add(&CLASS_STATS, slot * FrameClass::COUNT + class, bytes);
+    }
+}
+
+/// The `class` argument of `count` for a frame class.
+pub const fn class(class: FrameClass) -> u32 {
+    class_index(0, class)
 }
 
 #[inline(always)]

@@ -9,6 +9,7 @@ pub mod license;
 pub mod loader;
 pub mod metrics;
 pub mod reference;
+pub mod replay;
 pub mod rules;
 pub mod spec;
 pub mod top;

@@ -11,12 +11,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use firewall_common::{
-    Counter, Entry, GENERATIONS, LEAF, MAX_INTERFACES, NO_TREE, Node, Policy, Verdict,
-    counter_index, enforce, policy_index,
+    Counter, Entry, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node,
+    Policy, Verdict, class_index, counter_index, enforce, policy_index,
 };
 use tracing::{info, warn};
 
@@ -62,6 +62,8 @@ pub enum LoaderError {
     },
     #[error("interface {0} does not exist")]
     UnknownInterface(String),
+    #[error("interface index {ifindex} is not below {MAX_IFINDEX}, the most this dataplane serves", ifindex = .0)]
+    Ifindex(u32),
     #[error("cannot count the CPUs: {0}")]
     Cpus(std::io::Error),
     #[error("cannot attach XDP to {interface} in driver or generic mode: {error}")]
@@ -121,9 +123,10 @@ impl Capacity {
     }
 }
 
-/// An mmap-able BPF array, mapped into our memory.
-struct Mapped {
-    _map: MapData,
+/// An mmap-able BPF array, mapped into our memory while a generation is written (mapped only
+/// then, so that the daemon's resident memory does not hold the tables between reloads).
+struct Mapped<'a> {
+    _map: &'a MapData,
     ptr: NonNull<u8>,
     len: usize,
     stride: usize,
@@ -131,11 +134,8 @@ struct Mapped {
     name: &'static str,
 }
 
-// SAFETY: the mapping is owned by this value alone and only written through `&mut self`.
-unsafe impl Send for Mapped {}
-
-impl Mapped {
-    fn new<T>(map: MapData, name: &'static str, capacity: u32) -> Result<Self, LoaderError> {
+impl<'a> Mapped<'a> {
+    fn new<T>(map: &'a MapData, name: &'static str, capacity: u32) -> Result<Self, LoaderError> {
         // The kernel lays array elements out at 8-byte strides.
         let stride = size_of::<T>().next_multiple_of(8);
         // SAFETY: sysconf has no preconditions.
@@ -195,7 +195,7 @@ impl Mapped {
     }
 }
 
-impl Drop for Mapped {
+impl Drop for Mapped<'_> {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly what `new` mapped.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
@@ -204,9 +204,9 @@ impl Drop for Mapped {
 
 /// The trees, leaf lists and entries of both generations, generation `g` from `g × capacity`.
 struct Tables {
-    nodes: Mapped,
-    leaves: Mapped,
-    entries: Mapped,
+    nodes: MapData,
+    leaves: MapData,
+    entries: MapData,
 }
 
 /// The loaded program and its maps. Dropping it detaches from every interface.
@@ -214,6 +214,7 @@ pub struct Dataplane {
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, Counter>,
     rule_stats: PerCpuArray<MapData, Counter>,
+    class_stats: PerCpuArray<MapData, Counter>,
     tables: Tables,
     /// The generation the program reads.
     live: u32,
@@ -233,27 +234,18 @@ impl Dataplane {
         let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(map_error("STATS"))?;
         let rule_stats = PerCpuArray::try_from(take(&mut ebpf, "RULE_STATS")?)
             .map_err(map_error("RULE_STATS"))?;
+        let class_stats = PerCpuArray::try_from(take(&mut ebpf, "CLASS_STATS")?)
+            .map_err(map_error("CLASS_STATS"))?;
         let tables = Tables {
-            nodes: Mapped::new::<Node>(
-                array(&mut ebpf, "NODES")?,
-                "NODES",
-                GENERATIONS * capacity.nodes,
-            )?,
-            leaves: Mapped::new::<u32>(
-                array(&mut ebpf, "LEAVES")?,
-                "LEAVES",
-                GENERATIONS * capacity.leaves,
-            )?,
-            entries: Mapped::new::<Entry>(
-                array(&mut ebpf, "ENTRIES")?,
-                "ENTRIES",
-                GENERATIONS * capacity.entries,
-            )?,
+            nodes: array(&mut ebpf, "NODES")?,
+            leaves: array(&mut ebpf, "LEAVES")?,
+            entries: array(&mut ebpf, "ENTRIES")?,
         };
         let mut dataplane = Dataplane {
             ebpf,
             stats,
             rule_stats,
+            class_stats,
             tables,
             live: 0,
             last_flip: None,
@@ -279,14 +271,17 @@ impl Dataplane {
     /// Packets arriving on `ifindex` are judged by the rules of `slot`.
     pub fn bind(&mut self, ifindex: u32, slot: u32) -> Result<(), LoaderError> {
         debug_assert!(slot < MAX_INTERFACES);
+        if ifindex >= MAX_IFINDEX {
+            return Err(LoaderError::Ifindex(ifindex));
+        }
         let map = self
             .ebpf
             .map_mut("INTERFACES")
             .ok_or(LoaderError::Missing("INTERFACES"))?;
-        let mut interfaces: HashMap<_, u32, u32> =
-            HashMap::try_from(map).map_err(map_error("INTERFACES"))?;
+        let mut interfaces: Array<_, u32> =
+            Array::try_from(map).map_err(map_error("INTERFACES"))?;
         interfaces
-            .insert(ifindex, slot, 0)
+            .set(ifindex, slot + 1, 0)
             .map_err(map_error("INTERFACES"))
     }
 
@@ -303,7 +298,7 @@ impl Dataplane {
         // Indices in `compiled` count from 0; generation `next` lives from these offsets.
         let (node_base, leaf_base, entry_base) =
             (next * cap.nodes, next * cap.leaves, next * cap.entries);
-        let tables = &mut self.tables;
+        let tables = &self.tables;
         let nodes = compiled.nodes.iter().map(|node| Node {
             first: node.first
                 + if node.dim == LEAF {
@@ -313,14 +308,18 @@ impl Dataplane {
                 },
             ..*node
         });
-        tables
-            .nodes
-            .write(node_base as usize, cap.nodes as usize, nodes)?;
+        Mapped::new::<Node>(&tables.nodes, "NODES", GENERATIONS * cap.nodes)?.write(
+            node_base as usize,
+            cap.nodes as usize,
+            nodes,
+        )?;
         let leaves = compiled.leaves.iter().map(|entry| entry + entry_base);
-        tables
-            .leaves
-            .write(leaf_base as usize, cap.leaves as usize, leaves)?;
-        tables.entries.write(
+        Mapped::new::<u32>(&tables.leaves, "LEAVES", GENERATIONS * cap.leaves)?.write(
+            leaf_base as usize,
+            cap.leaves as usize,
+            leaves,
+        )?;
+        Mapped::new::<Entry>(&tables.entries, "ENTRIES", GENERATIONS * cap.entries)?.write(
             entry_base as usize,
             cap.entries as usize,
             compiled.entries.iter().copied(),
@@ -419,6 +418,11 @@ impl Dataplane {
     /// Packets and bytes for an interface slot and verdict, summed over CPUs.
     pub fn counter(&self, slot: u32, verdict: Verdict) -> Result<Counter, LoaderError> {
         sum(&self.stats, counter_index(slot, verdict), "STATS")
+    }
+
+    /// Packets and bytes of an interface slot's frames of a class, summed over CPUs.
+    pub fn class_counter(&self, slot: u32, class: FrameClass) -> Result<Counter, LoaderError> {
+        sum(&self.class_stats, class_index(slot, class), "CLASS_STATS")
     }
 
     /// Packets and bytes decided by the rule with this counter slot, summed over CPUs.

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
-use firewall_common::Verdict;
+use firewall_common::{FrameClass, Verdict};
 use prometheus::{
     Encoder, IntCounterVec, Opts, Registry, TextEncoder,
     core::{Collector, Desc},
@@ -27,6 +27,8 @@ pub struct DataplaneCollector {
     bytes: IntCounterVec,
     rule_hits: IntCounterVec,
     rule_bytes: IntCounterVec,
+    non_ip: IntCounterVec,
+    malformed: IntCounterVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -65,21 +67,40 @@ impl DataplaneCollector {
                 "Bytes of the packets decided by each rule.",
                 &by_rule,
             ),
+            non_ip: counter_vec(
+                "smf_firewall_non_ip_packets_total",
+                "Frames that are neither IPv4 nor IPv6 (ARP, ...), by interface; also counted by verdict.",
+                &["interface"],
+            ),
+            malformed: counter_vec(
+                "smf_firewall_malformed_packets_total",
+                "Malformed frames, dropped before any rule, by interface; also counted as drop.",
+                &["interface"],
+            ),
         }
     }
 }
 
-impl Collector for DataplaneCollector {
-    fn desc(&self) -> Vec<&Desc> {
+impl DataplaneCollector {
+    /// Every vector this collector fills, in the order it reports them.
+    fn vectors(&self) -> [&IntCounterVec; 6] {
         [
             &self.packets,
             &self.bytes,
             &self.rule_hits,
             &self.rule_bytes,
+            &self.non_ip,
+            &self.malformed,
         ]
-        .into_iter()
-        .flat_map(|vec| vec.desc())
-        .collect()
+    }
+}
+
+impl Collector for DataplaneCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.vectors()
+            .into_iter()
+            .flat_map(|vec| vec.desc())
+            .collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -88,12 +109,7 @@ impl Collector for DataplaneCollector {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        for vec in [
-            &self.packets,
-            &self.bytes,
-            &self.rule_hits,
-            &self.rule_bytes,
-        ] {
+        for vec in self.vectors() {
             vec.reset();
         }
         for (slot, interface) in self.interfaces.iter().enumerate() {
@@ -107,6 +123,17 @@ impl Collector for DataplaneCollector {
                         self.bytes.with_label_values(&labels).inc_by(counter.bytes);
                     }
                     Err(error) => warn!(interface, %error, "cannot read counters"),
+                }
+            }
+            for (class, vec) in [
+                (FrameClass::NonIp, &self.non_ip),
+                (FrameClass::Malformed, &self.malformed),
+            ] {
+                match dataplane.class_counter(slot as u32, class) {
+                    Ok(counter) => vec
+                        .with_label_values(&[interface.as_str()])
+                        .inc_by(counter.packets),
+                    Err(error) => warn!(interface, %error, "cannot read frame class counters"),
                 }
             }
         }
@@ -124,15 +151,10 @@ impl Collector for DataplaneCollector {
                 Err(error) => warn!(interface, rule, %error, "cannot read rule counters"),
             }
         }
-        [
-            &self.packets,
-            &self.bytes,
-            &self.rule_hits,
-            &self.rule_bytes,
-        ]
-        .into_iter()
-        .flat_map(|vec| vec.collect())
-        .collect()
+        self.vectors()
+            .into_iter()
+            .flat_map(|vec| vec.collect())
+            .collect()
     }
 }
 

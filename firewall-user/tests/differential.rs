@@ -2,7 +2,9 @@
 //! biased to the edges (CIDR and port-range boundaries, VLAN tags, IPv6 extension headers,
 //! fragments, truncation), each frame through BPF_PROG_TEST_RUN and through
 //! `reference::classify`. Verdicts must agree, and the counters must add up to the frames run.
-//! `SMF_FIREWALL_DIFFERENTIAL_FRAMES` sets the number of frames (default 120,000).
+//! `SMF_FIREWALL_DIFFERENTIAL_FRAMES` sets the number of frames (default 120,000) and
+//! `SMF_FIREWALL_DIFFERENTIAL_SEED` the seed (default fixed); `cargo xtask fuzz-dataplane`
+//! runs the long version with a new seed each time.
 
 use std::{fmt::Write as _, path::Path};
 
@@ -306,7 +308,12 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(120_000);
-    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+    let seed: u64 = std::env::var("SMF_FIREWALL_DIFFERENTIAL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
+    eprintln!("differential: seed {seed} (SMF_FIREWALL_DIFFERENTIAL_SEED reproduces a run)");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut dataplane = Dataplane::load(Capacity::default()).unwrap();
     // Licensed: the rules' verdicts apply (a fresh program passes everything).
     dataplane.set_enforcing(true).unwrap();

@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -68,29 +68,6 @@ fn counter(adapter: &NetNs, name: &str, interface: &str, verdict: &str) -> u64 {
     .unwrap_or_else(|| panic!("{name}{{{interface},{verdict}}} missing from:\n{text}")) as u64
 }
 
-/// Sends `count` 100-byte datagrams from the LAN host to the WAN host's `port`; returns how
-/// many arrived.
-fn udp_through(site: &Site, port: u16, count: usize) -> usize {
-    let rx = site
-        .wan
-        .run(move || UdpSocket::bind(("0.0.0.0", port)))
-        .unwrap()
-        .unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let tx = site
-        .lan
-        .run(|| UdpSocket::bind("0.0.0.0:0"))
-        .unwrap()
-        .unwrap();
-    let to: SocketAddr = format!("{WAN_HOST}:{port}").parse().unwrap();
-    for _ in 0..count {
-        tx.send_to(&[7; 100], to).unwrap();
-    }
-    let mut buf = [0; 200];
-    (0..count).take_while(|_| rx.recv(&mut buf).is_ok()).count()
-}
-
 /// A TCP connection from the LAN host to the WAN host that carries one message.
 fn tcp_through(site: &Site) -> bool {
     let listener = site
@@ -141,8 +118,16 @@ fn drops_what_the_rules_drop_passes_the_rest_counts_both_and_detaches_on_sigterm
     let pass_packets = counter(&site.adapter, "smf_firewall_packets_total", "lan0", "pass");
     let wan_pass = counter(&site.adapter, "smf_firewall_packets_total", "wan0", "pass");
 
-    assert_eq!(udp_through(&site, 10, 5), 5, "UDP to port 10 must pass");
-    assert_eq!(udp_through(&site, 9, 5), 0, "UDP to port 9 must be dropped");
+    assert_eq!(
+        site.udp_through(10, 5).unwrap(),
+        5,
+        "UDP to port 10 must pass"
+    );
+    assert_eq!(
+        site.udp_through(9, 5).unwrap(),
+        0,
+        "UDP to port 9 must be dropped"
+    );
     assert!(
         !pings_answered(&site, 3),
         "pings from {LAN_HOST} must be dropped"
@@ -172,7 +157,7 @@ fn drops_what_the_rules_drop_passes_the_rest_counts_both_and_detaches_on_sigterm
     assert!(!site.adapter.has_xdp("lan0").unwrap(), "XDP left on lan0");
     assert!(!site.adapter.has_xdp("wan0").unwrap(), "XDP left on wan0");
     assert_eq!(
-        udp_through(&site, 9, 2),
+        site.udp_through(9, 2).unwrap(),
         2,
         "traffic flows again once detached"
     );

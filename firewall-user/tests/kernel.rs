@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aya::programs::{TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
-use firewall_common::Verdict;
+use firewall_common::{FrameClass, Verdict};
 use firewall_user::{
     loader::{Capacity, Dataplane},
     rules::{
@@ -184,6 +184,12 @@ fn verdicts_follow_the_rules_and_every_packet_is_counted_once() {
             "{verdict:?} counter"
         );
     }
+    // One ARP frame, one frame cut short: counted apart as well.
+    let class = |c| dataplane.class_counter(0, c).unwrap().packets;
+    assert_eq!(
+        (class(FrameClass::NonIp), class(FrameClass::Malformed)),
+        (1, 1)
+    );
 }
 
 #[test]

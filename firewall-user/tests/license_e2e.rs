@@ -3,7 +3,6 @@
 //! real traffic through it, and the licence metrics read from `/metrics`.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
     path::Path,
     process::Command,
     thread,
@@ -11,7 +10,7 @@ use std::{
 };
 
 use chrono::{Days, Utc};
-use testbed::{NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
+use testbed::{NetNs, Process, Signal, Site, sample, scrape};
 
 const SMF_FIREWALL: &str = env!("CARGO_BIN_EXE_smf-firewall");
 const METRICS: &str = "127.0.0.1:9775";
@@ -162,29 +161,6 @@ fn info(adapter: &NetNs, role: &str, reason: &str) -> Option<f64> {
     )
 }
 
-/// Sends `count` datagrams from the LAN host to the WAN host's UDP `port`; returns how many
-/// arrived.
-fn udp_through(site: &Site, port: u16, count: usize) -> usize {
-    let rx = site
-        .wan
-        .run(move || UdpSocket::bind(("0.0.0.0", port)))
-        .unwrap()
-        .unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let tx = site
-        .lan
-        .run(|| UdpSocket::bind("0.0.0.0:0"))
-        .unwrap()
-        .unwrap();
-    let to: SocketAddr = format!("{WAN_HOST}:{port}").parse().unwrap();
-    for _ in 0..count {
-        tx.send_to(&[7; 100], to).unwrap();
-    }
-    let mut buf = [0; 200];
-    (0..count).take_while(|_| rx.recv(&mut buf).is_ok()).count()
-}
-
 fn counted(adapter: &NetNs, verdict: &str) -> f64 {
     metric(
         adapter,
@@ -215,8 +191,12 @@ fn terminating_the_option_stops_filtering_within_a_recheck_and_a_new_option_rest
         metric(&site.adapter, "smf_firewall_contract_store_up", &[]),
         Some(1.0)
     );
-    assert!(udp_through(&site, 10, 3) == 3, "other ports pass");
-    assert_eq!(udp_through(&site, 9, 3), 0, "licensed: UDP 9 is dropped");
+    assert!(site.udp_through(10, 3).unwrap() == 3, "other ports pass");
+    assert_eq!(
+        site.udp_through(9, 3).unwrap(),
+        0,
+        "licensed: UDP 9 is dropped"
+    );
     let dropped = counted(&site.adapter, "drop");
     assert!(dropped >= 3.0);
 
@@ -244,7 +224,11 @@ fn terminating_the_option_stops_filtering_within_a_recheck_and_a_new_option_rest
         "one info series"
     );
     let passed = counted(&site.adapter, "pass");
-    assert_eq!(udp_through(&site, 9, 3), 3, "not licensed: UDP 9 passes");
+    assert_eq!(
+        site.udp_through(9, 3).unwrap(),
+        3,
+        "not licensed: UDP 9 passes"
+    );
     // Still metered, as passed (Art. 24); nothing more dropped.
     assert!(counted(&site.adapter, "pass") >= passed + 3.0);
     assert_eq!(counted(&site.adapter, "drop"), dropped);
@@ -268,7 +252,7 @@ fn terminating_the_option_stops_filtering_within_a_recheck_and_a_new_option_rest
     until_licensed_is(&site.adapter, 1.0, Duration::from_millis(2500));
     assert_eq!(info(&site.adapter, "entry", "licensed"), Some(1.0));
     assert_eq!(
-        udp_through(&site, 9, 3),
+        site.udp_through(9, 3).unwrap(),
         0,
         "licensed again: UDP 9 is dropped"
     );
@@ -316,7 +300,7 @@ fn an_unreachable_store_holds_the_last_decision_for_grace_then_passes_everything
         metric(&site.adapter, "smf_firewall_license_licensed", &[]),
         Some(1.0)
     );
-    assert_eq!(udp_through(&site, 9, 2), 0, "licensed: dropped");
+    assert_eq!(site.udp_through(9, 2).unwrap(), 0, "licensed: dropped");
 
     let stopped = Instant::now();
     drop(server);
@@ -356,7 +340,7 @@ fn an_unreachable_store_holds_the_last_decision_for_grace_then_passes_everything
         ),
         Some(1.0)
     );
-    assert_eq!(udp_through(&site, 9, 2), 2, "grace over: passed");
+    assert_eq!(site.udp_through(9, 2).unwrap(), 2, "grace over: passed");
     assert!(
         metric(
             &site.adapter,

@@ -5,7 +5,11 @@
 //! lan (eth0 198.18.1.2/24) -- (lan0 198.18.1.1/24) adapter (wan0 198.19.1.1/24) -- (eth0 198.19.1.2/24) wan
 //! ```
 
-use std::io;
+use std::{
+    io,
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
 
 use crate::{NetNs, veth};
 
@@ -45,5 +49,26 @@ impl Site {
         site.wan
             .ip(&["route", "add", "default", "via", ADAPTER_WAN])?;
         Ok(site)
+    }
+}
+
+impl Site {
+    /// Sends `count` datagrams of 100 bytes from the LAN host to the WAN host's UDP `port`;
+    /// returns how many arrived (waiting up to half a second for each).
+    pub fn udp_through(&self, port: u16, count: usize) -> io::Result<usize> {
+        let rx = self.wan.run(move || UdpSocket::bind(("0.0.0.0", port)))??;
+        rx.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let tx = self.lan.run(|| UdpSocket::bind("0.0.0.0:0"))??;
+        let to = SocketAddr::from((
+            WAN_HOST
+                .parse::<std::net::Ipv4Addr>()
+                .map_err(io::Error::other)?,
+            port,
+        ));
+        for _ in 0..count {
+            tx.send_to(&[7; 100], to)?;
+        }
+        let mut buf = [0; 200];
+        Ok((0..count).take_while(|_| rx.recv(&mut buf).is_ok()).count())
     }
 }

@@ -9,6 +9,7 @@ mod bench;
 mod build;
 mod check;
 mod demo;
+mod fuzz_dataplane;
 mod gen_rules;
 mod probe;
 mod setup;
@@ -48,6 +49,7 @@ commands! {
     Test => check,
     Demo => demo,
     Bench => bench,
+    FuzzDataplane => fuzz_dataplane,
     GenRules => gen_rules,
 }
 

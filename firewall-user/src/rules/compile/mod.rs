@@ -5,7 +5,7 @@
 mod entries;
 mod tree;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use firewall_common::{Entry, Node, Policy, TREES, Tree, cond, family};
 
@@ -91,13 +91,20 @@ impl RuleCounters {
     /// Releases the slots of rules not in `rules`; fresh slots are zeroed before use.
     fn retain(&mut self, rules: &RuleSet) {
         self.free.append(&mut self.released);
-        let (kept, gone): (HashMap<_, _>, HashMap<_, _>) =
-            self.slots.drain().partition(|((interface, id), _)| {
-                rules
-                    .interfaces
-                    .get(interface)
-                    .is_some_and(|p| p.rules.iter().any(|r| &r.id == id))
-            });
+        let live: HashSet<(&str, &str)> = rules
+            .interfaces
+            .iter()
+            .flat_map(|(interface, policy)| {
+                policy
+                    .rules
+                    .iter()
+                    .map(move |r| (interface.as_str(), r.id.as_str()))
+            })
+            .collect();
+        let (kept, gone): (HashMap<_, _>, HashMap<_, _>) = self
+            .slots
+            .drain()
+            .partition(|((interface, id), _)| live.contains(&(interface.as_str(), id.as_str())));
         self.slots = kept;
         self.released.extend(gone.into_values());
     }

@@ -12,7 +12,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cargo, command_line, nightly_cargo, run, setup, workspace_root};
 
-/// Set up, then check fmt and clippy and run all tests (what CI runs).
+/// Set up, then check fmt and clippy, check and test the Prometheus rules with promtool, and
+/// run all tests (what CI runs).
 ///
 /// Covers the userspace workspace and the eBPF crate, runs the kernel tests
 /// (SMF_FIREWALL_KERNEL_TESTS=1, which needs root) and stops at the first failure.

@@ -6,7 +6,7 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use testbed::{LAN_HOST, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
@@ -39,23 +39,12 @@ fn files(config: &str, rules: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn start(adapter: &NetNs, config: &Path) -> Process {
-    let mut daemon = adapter
-        .spawn(SMF_FIREWALL, &["run", "--config", config.to_str().unwrap()])
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while scrape(adapter, METRICS.parse().unwrap()).is_err() {
-        assert!(
-            !daemon.exited().unwrap(),
-            "daemon exited: {:?}",
-            daemon.wait()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not serve metrics in time"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-    daemon
+    let args = ["run", "--config", config.to_str().unwrap()];
+    adapter
+        .start_until(SMF_FIREWALL, &args, || {
+            scrape(adapter, METRICS.parse().unwrap()).is_ok()
+        })
+        .unwrap()
 }
 
 fn counter(adapter: &NetNs, name: &str, interface: &str, verdict: &str) -> u64 {

@@ -109,23 +109,12 @@ fn start(adapter: &NetNs, dir: &Path, db: &str, grace: &str) -> Process {
         ),
     )
     .unwrap();
-    let mut daemon = adapter
-        .spawn(SMF_FIREWALL, &["run", "--config", config.to_str().unwrap()])
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while scrape(adapter, METRICS.parse().unwrap()).is_err() {
-        assert!(
-            !daemon.exited().unwrap(),
-            "daemon exited: {:?}",
-            daemon.wait()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not serve metrics in time"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-    daemon
+    let args = ["run", "--config", config.to_str().unwrap()];
+    adapter
+        .start_until(SMF_FIREWALL, &args, || {
+            scrape(adapter, METRICS.parse().unwrap()).is_ok()
+        })
+        .unwrap()
 }
 
 fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

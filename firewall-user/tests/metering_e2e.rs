@@ -87,20 +87,8 @@ fn files(extra: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Starts the daemon in the adapter namespace and waits until `ready` says it serves.
 fn start(adapter: &NetNs, config: &Path, ready: impl Fn() -> bool) -> Process {
-    let mut daemon = adapter
-        .spawn(SMF_FIREWALL, &["run", "--config", config.to_str().unwrap()])
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !ready() {
-        assert!(
-            !daemon.exited().unwrap(),
-            "daemon exited: {:?}",
-            daemon.wait()
-        );
-        assert!(Instant::now() < deadline, "daemon did not serve in time");
-        thread::sleep(Duration::from_millis(100));
-    }
-    daemon
+    let args = ["run", "--config", config.to_str().unwrap()];
+    adapter.start_until(SMF_FIREWALL, &args, ready).unwrap()
 }
 
 fn metrics(adapter: &NetNs) -> String {

@@ -10,6 +10,7 @@ use std::{
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     thread,
+    time::{Duration, Instant},
 };
 
 use nix::sched::{CloneFlags, setns};
@@ -95,6 +96,31 @@ impl NetNs {
             .stderr(Stdio::piped())
             .spawn()?;
         Ok(Process { child: Some(child) })
+    }
+
+    /// Spawns a long-running process inside the namespace and waits until `ready` says it
+    /// serves; fails with its output if it exits first, or after 15 seconds.
+    pub fn start_until(
+        &self,
+        program: &str,
+        args: &[&str],
+        ready: impl Fn() -> bool,
+    ) -> io::Result<Process> {
+        let mut process = self.spawn(program, args)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !ready() {
+            if process.exited()? {
+                let output = process.wait()?;
+                return Err(io::Error::other(format!("{program} exited: {output:?}")));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "{program} did not become ready in 15 s"
+                )));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(process)
     }
 
     /// Does the XDP program show up on `interface` (in any mode)?

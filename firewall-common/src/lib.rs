@@ -93,9 +93,10 @@ impl FrameClass {
     pub const ALL: [FrameClass; 2] = [FrameClass::NonIp, FrameClass::Malformed];
 }
 
-/// Index into the `CLASS_STATS` per-CPU array for an interface slot and a frame class.
-pub const fn class_index(slot: u32, class: FrameClass) -> u32 {
-    slot * FrameClass::COUNT + class as u32
+/// Index into the `CLASS_STATS` per-CPU array for an interface slot and a frame class
+/// (`FrameClass as u32`, the number the packet path carries).
+pub const fn class_index(slot: u32, class: u32) -> u32 {
+    slot * FrameClass::COUNT + class
 }
 
 /// Packets and bytes (whole Ethernet frames, without FCS) seen with one verdict.

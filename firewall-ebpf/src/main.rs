@@ -39,7 +39,7 @@ fn judge(ctx: &XdpContext, policy: &Policy) -> (Verdict, u32, u32) {
         Ok(parse::Frame::NonIp) => (
             Verdict::from_u8(policy.non_ip_verdict),
             meter::NO_RULE,
-            meter::class(FrameClass::NonIp),
+            FrameClass::NonIp as u32,
         ),
         Ok(parse::Frame::Ip(packet)) => match classify::first_match(policy, &packet) {
             Some(entry) => (Verdict::from_u8(entry.verdict), entry.counter, meter::IP),
@@ -50,11 +50,7 @@ fn judge(ctx: &XdpContext, policy: &Policy) -> (Verdict, u32, u32) {
             ),
         },
         // A firewall does not forward what it cannot read.
-        Err(parse::Malformed) => (
-            Verdict::Drop,
-            meter::NO_RULE,
-            meter::class(FrameClass::Malformed),
-        ),
+        Err(parse::Malformed) => (Verdict::Drop, meter::NO_RULE, FrameClass::Malformed as u32),
     }
 }
 

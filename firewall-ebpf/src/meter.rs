@@ -36,13 +36,8 @@ pub fn count(ctx: &XdpContext, slot: u32, verdict: Verdict, rule: u32, class: u3
         add(&RULE_STATS, rule, bytes);
     }
     if class != IP {
-        add(&CLASS_STATS, slot * FrameClass::COUNT + class, bytes);
+        add(&CLASS_STATS, class_index(slot, class), bytes);
     }
-}
-
-/// The `class` argument of `count` for a frame class.
-pub const fn class(class: FrameClass) -> u32 {
-    class_index(0, class)
 }
 
 #[inline(always)]

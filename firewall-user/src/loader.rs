@@ -115,12 +115,16 @@ impl Capacity {
 
     /// Kernel memory of the tree maps, both generations, in bytes.
     pub fn bytes(&self) -> u64 {
-        let stride = |size: usize| size.next_multiple_of(8) as u64;
         u64::from(GENERATIONS)
-            * (u64::from(self.nodes) * stride(size_of::<Node>())
-                + u64::from(self.leaves) * stride(size_of::<u32>())
-                + u64::from(self.entries) * stride(size_of::<Entry>()))
+            * (u64::from(self.nodes) * stride_of::<Node>() as u64
+                + u64::from(self.leaves) * stride_of::<u32>() as u64
+                + u64::from(self.entries) * stride_of::<Entry>() as u64)
     }
+}
+
+/// The kernel lays out BPF array elements at 8-byte strides.
+fn stride_of<T>() -> usize {
+    size_of::<T>().next_multiple_of(8)
 }
 
 /// An mmap-able BPF array, mapped into our memory while a generation is written (mapped only
@@ -136,8 +140,7 @@ struct Mapped<'a> {
 
 impl<'a> Mapped<'a> {
     fn new<T>(map: &'a MapData, name: &'static str, capacity: u32) -> Result<Self, LoaderError> {
-        // The kernel lays array elements out at 8-byte strides.
-        let stride = size_of::<T>().next_multiple_of(8);
+        let stride = stride_of::<T>();
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let len = (stride * capacity as usize).next_multiple_of(page);
@@ -422,7 +425,11 @@ impl Dataplane {
 
     /// Packets and bytes of an interface slot's frames of a class, summed over CPUs.
     pub fn class_counter(&self, slot: u32, class: FrameClass) -> Result<Counter, LoaderError> {
-        sum(&self.class_stats, class_index(slot, class), "CLASS_STATS")
+        sum(
+            &self.class_stats,
+            class_index(slot, class as u32),
+            "CLASS_STATS",
+        )
     }
 
     /// Packets and bytes decided by the rule with this counter slot, summed over CPUs.

@@ -5,7 +5,7 @@
 use firewall_common::{Entry, cond, family};
 use ipnet::IpNet;
 
-use crate::rules::{Family, Ports, Rule};
+use crate::rules::{Family, Ports, Rule, validate::family_of};
 
 pub fn of_rule(rule: &Rule, counter: u32) -> Vec<Entry> {
     let nets = |list: &Option<Vec<IpNet>>| {
@@ -55,13 +55,7 @@ fn entry(
         verdict: rule.action.verdict() as u8,
         ..Entry::default()
     };
-    let address_family = src.or(dst).map(|net| {
-        if net.addr().is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        }
-    });
+    let address_family = src.or(dst).map(|net| family_of(net.addr()));
     if let Some(f) = rule.family.or(address_family) {
         e.conditions |= cond::FAMILY;
         e.family = match f {

@@ -149,7 +149,17 @@ pub struct Entry {
     pub icmp_type: u8,
     pub icmp_code: u8,
     pub verdict: u8,
-    pub _pad: [u8; 3],
+    /// `entry_flag` bits: what the dataplane does besides the verdict.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `Entry::flags`: per-rule options the dataplane acts on after the verdict.
+pub mod entry_flag {
+    /// `state: true`: a passed packet opens a connection-tracking flow.
+    pub const STATE: u8 = 1 << 0;
+    /// `log: true`: a dropped packet sends a (rate-limited) drop-log event.
+    pub const LOG: u8 = 1 << 1;
 }
 
 /// Dimensions of the classification key: the words a tree node can cut on.

@@ -11,6 +11,11 @@
 //! adapter: {serial: FUJI-0001}     # this adapter's serial, exactly as in the store
 //! contracts: {url: "sqlite:/var/lib/smf-firewall/contracts.db"}
 //! license: {recheck: 60s, grace: 24h}  # the defaults
+//! # Operations (issue 9); the defaults:
+//! watch: false                     # reload when the rules file changes
+//! keep_attached_on_exit: false     # SIGTERM detaches and unpins unless true (upgrades)
+//! pin_path: /sys/fs/bpf/smf-firewall   # on a BPF filesystem
+//! runtime_dir: /run/smf-firewall   # control.sock (root only) and state.json
 //! ```
 
 mod metering;
@@ -51,6 +56,35 @@ pub struct Config {
     pub licensing: Option<LicensingConfig>,
     /// Rated capacity per adapter model, for utilization (Art. 24).
     pub models: Models,
+    pub operations: Operations,
+}
+
+/// How the daemon is operated: reloads, pins, the control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operations {
+    /// Reload when the rules file changes (debounced).
+    pub watch: bool,
+    /// Leave XDP attached and pinned on SIGTERM, for an upgrade.
+    pub keep_attached_on_exit: bool,
+    /// Where maps and links are pinned (a BPF filesystem).
+    pub pin_path: PathBuf,
+    /// The control socket and the state a restarted daemon picks up.
+    pub runtime_dir: PathBuf,
+}
+
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/smf-firewall";
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/smf-firewall";
+/// The configuration `run`, `reload`, `status` and `unload` read unless told otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/smf-firewall/config.yaml";
+
+impl Operations {
+    pub fn control_socket(&self) -> PathBuf {
+        self.runtime_dir.join("control.sock")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.runtime_dir.join("state.json")
+    }
 }
 
 /// How often the daemon asks the contract store, and how long a decision outlives a store
@@ -79,6 +113,12 @@ struct RawConfig {
     adapter: Option<Spanned<RawAdapter>>,
     contracts: Option<Spanned<RawContracts>>,
     license: Option<Spanned<RawLicense>>,
+    #[serde(default)]
+    watch: bool,
+    #[serde(default)]
+    keep_attached_on_exit: bool,
+    pin_path: Option<Spanned<PathBuf>>,
+    runtime_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +186,28 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let metrics = metering::metrics(raw.metrics, base, &mut problems);
         let models = metering::models(raw.models, &mut problems);
+        let pin_path = match raw.pin_path {
+            None => PathBuf::from(DEFAULT_PIN_PATH),
+            Some(path) if path.value.is_absolute() => path.value,
+            Some(path) => {
+                problems.push(Diagnostic::at(
+                    &path.referenced,
+                    format!(
+                        "`pin_path: {}` must be absolute, a directory on the BPF filesystem",
+                        path.value.display()
+                    ),
+                ));
+                PathBuf::new()
+            }
+        };
+        let operations = Operations {
+            watch: raw.watch,
+            keep_attached_on_exit: raw.keep_attached_on_exit,
+            pin_path,
+            runtime_dir: raw
+                .runtime_dir
+                .map_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR), |dir| base.join(dir)),
+        };
         if !problems.is_empty() {
             return Err(Diagnostics {
                 file: path.display().to_string(),
@@ -158,6 +220,7 @@ impl Config {
             metrics,
             licensing,
             models,
+            operations,
         })
     }
 }

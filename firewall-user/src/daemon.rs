@@ -1,31 +1,42 @@
-//! `smf-firewall run`: load config and rules, attach to every interface, serve metrics, and
-//! detach cleanly on SIGINT/SIGTERM. Everything that can fail is checked before the first
-//! attach, and a failure part-way drops the dataplane, which detaches what was attached.
+//! `smf-firewall run`: load config and rules, take over (or make) the pinned dataplane, attach
+//! to every interface, serve metrics and the control socket, reload on request, and on
+//! SIGTERM detach and unpin (or leave everything in place, `keep_attached_on_exit`).
+//!
+//! Everything that can fail is checked before the first attach. The maps and XDP links are
+//! pinned, so the kernel goes on enforcing the last rules if the daemon dies; the next daemon
+//! loads its program on the same maps and swaps it into the same links, atomically.
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
+    time::Instant,
 };
 
+use aya::programs::XdpMode;
 use prometheus::Registry;
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{error, info, warn};
 
 use crate::{
     config::{Config, ConfigError},
     contracts::StoreError,
+    control::{self, ControlError, Request},
+    file_watch::{FileWatch, WatchError},
     license::watch::Licensing,
     loader::{self, Capacity, Dataplane, LoaderError},
     metrics::{
-        self, DataplaneCollector,
+        self, DataplaneCollector, RuleLabels,
         adapter::AdapterMetrics,
         server::{Endpoint, ServeError},
-        status::{self, Attachment},
+        status::{self, Attachment, Reloads, mode_label},
     },
-    rules::{
-        RuleSet, RulesError,
-        compile::{self, CompileError, RuleCounters},
-    },
+    pins::{self, PinError, Pins},
+    reload::{Loaded, ReloadError, Summary},
+    rules::{RuleSet, RulesError, compile::Compiled},
+    state::Saved,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +45,16 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Rules(#[from] RulesError),
-    #[error("{}: interface {interface} is in the config but has no rules; add it under `interfaces:`", rules.display())]
-    NoRules { interface: String, rules: PathBuf },
-    #[error("{}: {error}", rules.display())]
-    Compile { rules: PathBuf, error: CompileError },
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
     #[error(transparent)]
     Loader(#[from] LoaderError),
+    #[error(transparent)]
+    Pins(#[from] PinError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: std::net::SocketAddr,
@@ -54,39 +69,46 @@ pub enum DaemonError {
 }
 
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
+    let started = Instant::now();
     let config = Config::load(config_path)?;
+    let ops = config.operations.clone();
     let rules = RuleSet::load(&config.rules)?;
     info!(config = %config_path.display(), rules = %config.rules.display(), "loaded configuration");
 
+    let pins = Pins::new(&ops.pin_path);
+    pins.prepare()?;
+    let saved = Saved::read(&ops.state_file());
     let slots: Vec<(String, u32)> = config.interfaces.iter().cloned().zip(0..).collect();
-    if let Some((missing, _)) = slots
+    let counters = saved
+        .as_ref()
+        .map(|s| s.counters.clone())
+        .unwrap_or_default();
+    let (loaded, compiled) = Loaded::compile(&config.rules, &rules, slots, counters)?;
+    let ifindexes = config
+        .interfaces
         .iter()
-        .find(|(name, _)| !rules.interfaces.contains_key(name))
-    {
-        return Err(DaemonError::NoRules {
-            interface: missing.clone(),
-            rules: config.rules.clone(),
-        });
-    }
-    let mut counters = RuleCounters::default();
-    let compiled =
-        compile::ruleset(&rules, &slots, &mut counters).map_err(|error| DaemonError::Compile {
-            rules: config.rules.clone(),
-            error,
-        })?;
-    let ifindexes = slots
-        .iter()
-        .map(|(name, _)| loader::ifindex(name))
+        .map(|name| loader::ifindex(name))
         .collect::<Result<Vec<u32>, _>>()?;
     let endpoint = Endpoint::bind(&config.metrics).await?;
+    let control = control::Server::bind(&ops.control_socket())?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let (changed_tx, mut changed) = mpsc::unbounded_channel();
+    let _watch = match ops.watch {
+        true => Some(FileWatch::new(&config.rules, changed_tx)?),
+        false => None,
+    };
 
     let adapter = AdapterMetrics::new(config.models.clone());
     let mut licensing = Licensing::new(config.licensing.as_ref(), adapter.clone())?;
-    let capacity = Capacity::for_compiled(&compiled);
-    let mut dataplane = Dataplane::load(capacity)?;
+    let (mut dataplane, maps_dir) = open_dataplane(&pins, &compiled)?;
     licensing.start(&mut dataplane).await?;
+    if saved.as_ref().map(|s| &s.maps_dir) != Some(&maps_dir) {
+        // Counts in these maps belong to slots that the saved state does not describe.
+        let all: Vec<u32> = loaded.rule_labels().iter().map(|(_, _, s)| *s).collect();
+        dataplane.reset_rule_counters(&all)?;
+    }
     dataplane.reset_rule_counters(&compiled.fresh_counters)?;
     dataplane.install(&compiled)?;
     info!(
@@ -94,22 +116,30 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         tree_nodes = compiled.nodes.len(),
         leaf_items = compiled.leaves.len(),
         longest_leaf = compiled.longest_leaf(),
-        kernel_bytes = capacity.bytes(),
+        kernel_bytes = dataplane.capacity().bytes(),
+        generation = dataplane.generation(),
         "rules compiled and loaded"
     );
     let mut attachments = Vec::new();
-    for ((name, slot), ifindex) in slots.iter().zip(ifindexes) {
-        dataplane.bind(ifindex, *slot)?;
-        let mode = dataplane.attach(name)?;
-        let count = rules.interfaces[name].rules.len();
-        info!(interface = %name, ifindex, rules = count, mode = ?mode, "enforcing rules");
+    let counts = loaded.rule_counts();
+    for (((name, slot), ifindex), (_, rules)) in loaded.slots().iter().zip(&ifindexes).zip(&counts)
+    {
+        dataplane.bind(*ifindex, *slot)?;
+        let mode = match dataplane.attach_pinned(name, &pins.link(name))? {
+            Some(mode) => mode,
+            None => saved_mode(saved.as_ref(), name),
+        };
+        info!(interface = %name, ifindex, rules, mode = mode_label(mode), "enforcing rules");
         attachments.push(Attachment {
             interface: name.clone(),
-            ifindex,
+            ifindex: *ifindex,
             mode,
-            rules: count,
+            rules: *rules,
         });
     }
+    dataplane.unbind_others(&ifindexes)?;
+    retire(&pins, &config.interfaces, &maps_dir)?;
+    save(&ops.state_file(), &maps_dir, &loaded, &attachments);
     // The kernel holds the rules now; give the parse and compile peak back to the system.
     drop(compiled);
     drop(rules);
@@ -117,14 +147,12 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let dataplane = Arc::new(Mutex::new(dataplane));
 
     let registry = Registry::new();
+    let labels: RuleLabels = Arc::new(RwLock::new(loaded.rule_labels()));
     registry
         .register(Box::new(DataplaneCollector::new(
             Arc::clone(&dataplane),
             config.interfaces.clone(),
-            counters
-                .iter()
-                .map(|(i, r, s)| (i.to_string(), r.to_string(), s))
-                .collect(),
+            Arc::clone(&labels),
         )))
         .expect("metric names are registered once");
     licensing
@@ -133,31 +161,355 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     adapter
         .register(&registry)
         .expect("metric names are registered once");
-    status::register(&registry, &attachments).expect("metric names are registered once");
+    let reloads =
+        status::register(&registry, &attachments).expect("metric names are registered once");
+    reloads.succeeded(&counts, true);
     info!(
         listen = %config.metrics.listen,
         scheme = endpoint.scheme(),
         basic_auth = !config.metrics.basic_auth_users.is_empty(),
         "serving Prometheus metrics on /metrics"
     );
+    info!(socket = %ops.control_socket().display(), watch = ops.watch, "ready: `smf-firewall reload`, SIGHUP{} reload the rules", if ops.watch { " and saving the rules file" } else { "" });
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
 
-    let signal = tokio::select! {
-        served = metrics::serve(endpoint, registry) => {
-            return Err(match served {
-                Err(error) => error.into(),
-                Ok(()) => DaemonError::Metrics { address: config.metrics.listen, source: std::io::Error::other("server stopped") },
-            });
-        }
-        failed = licensing.run(Arc::clone(&dataplane)) => {
-            return Err(DaemonError::Loader(match failed { Err(error) => error }));
-        }
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    let mut operator = Operator {
+        config_path: config_path.to_path_buf(),
+        rules_path: config.rules.clone(),
+        started,
+        loaded: Arc::new(Mutex::new(loaded)),
+        dataplane: Arc::clone(&dataplane),
+        labels,
+        reloads,
+        attachments,
+        maps_dir,
+        state_file: ops.state_file(),
+        pins: pins.clone(),
+        license: licensing.decision(),
+        last_reload: None,
+        keep_attached_on_exit: ops.keep_attached_on_exit,
+        watch: ops.watch,
     };
-    info!(signal, "stopping: detaching XDP from every interface");
+    let (calls_tx, mut calls) = mpsc::channel(8);
+    let serve_metrics = metrics::serve(endpoint, registry);
+    let serve_control = control.serve(calls_tx);
+    let recheck = licensing.run(Arc::clone(&dataplane));
+    tokio::pin!(serve_metrics, serve_control, recheck);
+    let signal = loop {
+        tokio::select! {
+            served = &mut serve_metrics => {
+                return Err(match served {
+                    Err(error) => error.into(),
+                    Ok(()) => DaemonError::Metrics { address: config.metrics.listen, source: std::io::Error::other("server stopped") },
+                });
+            }
+            served = &mut serve_control => {
+                let source = served.err().unwrap_or_else(|| std::io::Error::other("stopped"));
+                return Err(ControlError::Bind { path: ops.control_socket(), source }.into());
+            }
+            failed = &mut recheck => {
+                return Err(DaemonError::Loader(match failed { Err(error) => error }));
+            }
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => { operator.reload("SIGHUP").await; }
+            Some(()) = changed.recv() => { operator.reload("file watch").await; }
+            Some((request, reply)) = calls.recv() => {
+                let answer = match request {
+                    Request::Reload => operator.reload("reload command").await,
+                    Request::Status => operator.status(),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    };
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     drop(dataplane);
-    info!("stopped");
+    operator.stop(signal)
+}
+
+/// Takes over the newest pinned maps of this binary's layout that can hold `compiled`, or
+/// makes new ones beside whatever is pinned (make-before-break: the old maps stay in use
+/// until the links are swapped to the new program).
+fn open_dataplane(pins: &Pins, compiled: &Compiled) -> Result<(Dataplane, PathBuf), DaemonError> {
+    let layout = pins::layout();
+    let existing = pins.maps_dirs()?;
+    for dir in existing.iter().rev().filter(|dir| dir.layout == layout) {
+        let Some(capacity) = Dataplane::pinned_capacity(&dir.path)? else {
+            continue;
+        };
+        if fits(compiled, capacity) {
+            info!(maps = %dir.path.display(), "taking over the pinned maps: counters continue");
+            return Ok((
+                Dataplane::load_pinned(capacity, &dir.path)?,
+                dir.path.clone(),
+            ));
+        }
+        info!(maps = %dir.path.display(), "the pinned maps are too small for these rules: loading larger ones beside them");
+    }
+    if !existing.is_empty() && existing.iter().all(|dir| dir.layout != layout) {
+        info!(
+            layout,
+            "the pinned maps are of another layout (another version): loading new maps beside them, then swapping (counters start again)"
+        );
+    }
+    let dir = pins.new_maps_dir(&layout)?;
+    match Dataplane::load_pinned(Capacity::for_compiled(compiled), &dir) {
+        Ok(dataplane) => Ok((dataplane, dir)),
+        Err(error) => {
+            if let Err(cleanup) = pins.remove_maps_dir(&dir) {
+                warn!(%cleanup, "cannot remove the maps just made");
+            }
+            Err(error.into())
+        }
+    }
+}
+
+fn fits(compiled: &Compiled, capacity: Capacity) -> bool {
+    compiled.nodes.len() <= capacity.nodes as usize
+        && compiled.leaves.len() <= capacity.leaves as usize
+        && compiled.entries.len() <= capacity.entries as usize
+}
+
+/// Once every configured interface runs our program: detaches interfaces that the config no
+/// longer names and unpins maps that no program uses any more.
+fn retire(pins: &Pins, interfaces: &[String], maps_dir: &Path) -> Result<(), DaemonError> {
+    for interface in pins.linked_interfaces()? {
+        if !interfaces.contains(&interface) {
+            pins.unpin_link(&interface)?;
+            info!(interface, "detached: no longer in the config");
+        }
+    }
+    for dir in pins.maps_dirs()? {
+        if dir.path != maps_dir {
+            pins.remove_maps_dir(&dir.path)?;
+            info!(maps = %dir.path.display(), "unpinned maps no longer in use");
+        }
+    }
     Ok(())
+}
+
+fn saved_mode(saved: Option<&Saved>, interface: &str) -> XdpMode {
+    match saved
+        .and_then(|s| s.modes.get(interface))
+        .map(String::as_str)
+    {
+        Some("driver") => XdpMode::Driver,
+        Some("skb") => XdpMode::Skb,
+        _ => XdpMode::Default,
+    }
+}
+
+fn save(path: &Path, maps_dir: &Path, loaded: &Loaded, attachments: &[Attachment]) {
+    let saved = Saved {
+        maps_dir: maps_dir.to_path_buf(),
+        counters: loaded.counters.clone(),
+        modes: attachments
+            .iter()
+            .map(|a| (a.interface.clone(), mode_label(a.mode).to_string()))
+            .collect(),
+    };
+    if let Err(error) = saved.write(path) {
+        warn!(path = %path.display(), %error, "cannot save the state; a restarted daemon will start rule counters again");
+    }
+}
+
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(state) {
+        warn!(%error, "cannot notify systemd");
+    }
+}
+
+/// The last reload, for `status`.
+struct LastReload {
+    at: chrono::DateTime<chrono::Utc>,
+    trigger: &'static str,
+    error: Option<String>,
+}
+
+/// What the running daemon needs to reload, report and stop.
+struct Operator {
+    config_path: PathBuf,
+    rules_path: PathBuf,
+    started: Instant,
+    loaded: Arc<Mutex<Loaded>>,
+    dataplane: Arc<Mutex<Dataplane>>,
+    labels: RuleLabels,
+    reloads: Reloads,
+    attachments: Vec<Attachment>,
+    maps_dir: PathBuf,
+    state_file: PathBuf,
+    pins: Pins,
+    license: Arc<Mutex<Option<crate::license::watch::Applied>>>,
+    last_reload: Option<LastReload>,
+    keep_attached_on_exit: bool,
+    watch: bool,
+}
+
+impl Operator {
+    /// Reads, validates, compiles and swaps in the rules file, or changes nothing; logs and
+    /// counts either way and answers as the control socket does.
+    async fn reload(&mut self, trigger: &'static str) -> control::Answer {
+        notify_systemd(&[sd_notify::NotifyState::Reloading]);
+        info!(trigger, rules = %self.rules_path.display(), "reloading the rules");
+        let loaded = Arc::clone(&self.loaded);
+        let dataplane = Arc::clone(&self.dataplane);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut loaded = lock(&loaded);
+            loaded.reload(&dataplane).map(|summary| {
+                (
+                    summary,
+                    loaded.rule_labels(),
+                    loaded.rule_counts(),
+                    loaded.clone(),
+                )
+            })
+        })
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+        let at = chrono::Utc::now();
+        match outcome {
+            Ok((summary, labels, counts, loaded)) => {
+                *self.labels.write().unwrap_or_else(|p| p.into_inner()) = labels;
+                self.reloads.succeeded(&counts, false);
+                for attachment in &mut self.attachments {
+                    if let Some((_, count)) =
+                        counts.iter().find(|(i, _)| *i == attachment.interface)
+                    {
+                        attachment.rules = *count;
+                    }
+                }
+                save(&self.state_file, &self.maps_dir, &loaded, &self.attachments);
+                log_summary(trigger, &summary);
+                self.last_reload = Some(LastReload {
+                    at,
+                    trigger,
+                    error: None,
+                });
+                serde_json::json!({ "ok": true, "summary": summary })
+            }
+            Err(error) => {
+                self.reloads.failed();
+                error!(trigger, %error, "reload failed; the rules in force are unchanged");
+                self.last_reload = Some(LastReload {
+                    at,
+                    trigger,
+                    error: Some(error.to_string()),
+                });
+                control::failure(error.to_string())
+            }
+        }
+    }
+
+    /// `smf-firewall status --json`, as one object.
+    fn status(&self) -> control::Answer {
+        let generation = lock(&self.dataplane).generation();
+        let interfaces: Vec<_> = self
+            .attachments
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "name": a.interface,
+                    "ifindex": a.ifindex,
+                    "mode": mode_label(a.mode),
+                    "attached": loader::ifindex(&a.interface).ok() == Some(a.ifindex),
+                    "rules": a.rules,
+                })
+            })
+            .collect();
+        let license = lock(&self.license).as_ref().map(
+            |applied| serde_json::json!({ "licensed": applied.licensed, "reason": applied.reason }),
+        );
+        let last_reload = self.last_reload.as_ref().map(|last| {
+            serde_json::json!({
+                "at": last.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "trigger": last.trigger,
+                "result": if last.error.is_none() { "success" } else { "error" },
+                "error": last.error,
+            })
+        });
+        serde_json::json!({
+            "ok": true,
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "config": self.config_path,
+            "rules_file": self.rules_path,
+            "interfaces": interfaces,
+            "rules": self.attachments.iter().map(|a| a.rules).sum::<usize>(),
+            "generation": generation,
+            "last_reload": last_reload,
+            "reloads": {
+                "success": self.reloads.total.with_label_values(&["success"]).get(),
+                "error": self.reloads.total.with_label_values(&["error"]).get(),
+            },
+            "license": license,
+            "conntrack": serde_json::Value::Null,
+            "pin_path": self.pins.root(),
+            "maps": self.maps_dir,
+            "watch": self.watch,
+            "keep_attached_on_exit": self.keep_attached_on_exit,
+        })
+    }
+
+    /// After the dataplane handle is dropped: detach and unpin, or leave it all in place.
+    fn stop(self, signal: &str) -> Result<(), DaemonError> {
+        if self.keep_attached_on_exit {
+            info!(
+                signal,
+                pins = %self.pins.root().display(),
+                "stopping; keep_attached_on_exit: XDP stays attached and the rules enforced (pinned); the next daemon takes over, `smf-firewall unload` removes it"
+            );
+            return Ok(());
+        }
+        info!(
+            signal,
+            "stopping: detaching XDP from every interface and unpinning"
+        );
+        // The links go first: once they are gone no packet meets the program.
+        let removed = self.pins.remove_all()?;
+        if let Err(error) = std::fs::remove_file(&self.state_file) {
+            warn!(path = %self.state_file.display(), %error, "cannot remove the saved state");
+        }
+        info!(interfaces = ?removed.links, "stopped");
+        Ok(())
+    }
+}
+
+fn log_summary(trigger: &str, summary: &Summary) {
+    for change in &summary.interfaces {
+        if change.is_empty() {
+            info!(trigger, interface = %change.interface, rules = change.rules, "reloaded: no rule changed");
+        } else {
+            info!(
+                trigger,
+                interface = %change.interface,
+                rules = change.rules,
+                added = change.added.len(),
+                removed = change.removed.len(),
+                changed = change.changed.len(),
+                unchanged = change.unchanged,
+                reordered = change.reordered,
+                added_ids = ?change.added,
+                removed_ids = ?change.removed,
+                changed_ids = ?change.changed,
+                "reloaded: rules changed"
+            );
+        }
+    }
+    info!(
+        trigger,
+        generation = summary.generation,
+        milliseconds = summary.milliseconds,
+        "reload done: the new rules are live"
+    );
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Returns freed heap to the system (glibc keeps it otherwise), so that resident memory shows

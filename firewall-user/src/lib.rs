@@ -3,13 +3,18 @@
 
 pub mod config;
 pub mod contracts;
+pub mod control;
 pub mod daemon;
 pub mod diagnostic;
+pub mod file_watch;
 pub mod license;
 pub mod loader;
 pub mod metrics;
+pub mod pins;
 pub mod reference;
+pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod spec;
+pub mod state;
 pub mod top;

@@ -4,6 +4,7 @@
 
 use std::{
     os::fd::{AsFd, AsRawFd},
+    path::Path,
     ptr::NonNull,
     thread,
     time::{Duration, Instant},
@@ -12,11 +13,15 @@ use std::{
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use firewall_common::{
     Counter, Entry, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node,
-    Policy, Verdict, class_index, counter_index, enforce, policy_index,
+    Policy, UNCONFIGURED, Verdict, class_index, counter_index, enforce, policy_index,
 };
 use tracing::{info, warn};
 
@@ -70,6 +75,13 @@ pub enum LoaderError {
     Attach {
         interface: String,
         error: ProgramError,
+    },
+    #[error("cannot pin the XDP link of {interface}: {reason}")]
+    PinLink { interface: String, reason: String },
+    #[error("cannot take over the pinned XDP link {}: {reason}", path.display())]
+    AdoptLink {
+        path: std::path::PathBuf,
+        reason: String,
     },
 }
 
@@ -223,16 +235,37 @@ pub struct Dataplane {
     live: u32,
     last_flip: Option<Instant>,
     capacity: Capacity,
+    /// Pinned links this dataplane made; closed (not detached) on drop.
+    held_links: Vec<FdLink>,
 }
 
 impl Dataplane {
     /// Loads and verifies the program with room for `capacity`; attaches nowhere yet.
     pub fn load(capacity: Capacity) -> Result<Self, LoaderError> {
+        Self::load_with(capacity, None)
+    }
+
+    /// Loads the program on the maps pinned in `dir` (`pins::pinned_maps()` by name): those
+    /// already there are taken over with their contents, the others are created and pinned.
+    /// `capacity` must be that of maps already there (`pinned_capacity`).
+    pub fn load_pinned(capacity: Capacity, dir: &Path) -> Result<Self, LoaderError> {
+        Self::load_with(capacity, Some(dir))
+    }
+
+    fn load_with(capacity: Capacity, pin_dir: Option<&Path>) -> Result<Self, LoaderError> {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries("NODES", GENERATIONS * capacity.nodes)
             .map_max_entries("LEAVES", GENERATIONS * capacity.leaves)
             .map_max_entries("ENTRIES", GENERATIONS * capacity.entries);
+        let names = pin_dir
+            .map(|_| crate::pins::pinned_maps())
+            .unwrap_or_default();
+        if let Some(dir) = pin_dir {
+            for name in &names {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
         let mut ebpf = loader.load(FIREWALL_OBJECT)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(map_error("STATS"))?;
         let rule_stats = PerCpuArray::try_from(take(&mut ebpf, "RULE_STATS")?)
@@ -253,9 +286,51 @@ impl Dataplane {
             live: 0,
             last_flip: None,
             capacity,
+            held_links: Vec::new(),
         };
+        // Maps taken over from a running dataplane: a packet may be reading the live
+        // generation right now.
+        dataplane.live = dataplane.read_generation()?;
+        if pin_dir.is_some() {
+            dataplane.last_flip = Some(Instant::now());
+        }
         dataplane.program()?.load().map_err(LoaderError::Program)?;
         Ok(dataplane)
+    }
+
+    /// The capacity of the tree maps pinned in `dir`, or `None` if there are none.
+    pub fn pinned_capacity(dir: &Path) -> Result<Option<Capacity>, LoaderError> {
+        let size = |name: &'static str| -> Result<Option<u32>, LoaderError> {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let map = MapData::from_pin(&path).map_err(map_error(name))?;
+            let info = map.info().map_err(map_error(name))?;
+            Ok(Some(info.max_entries() / GENERATIONS))
+        };
+        Ok(match (size("NODES")?, size("LEAVES")?, size("ENTRIES")?) {
+            (Some(nodes), Some(leaves), Some(entries)) => Some(Capacity {
+                nodes,
+                leaves,
+                entries,
+            }),
+            _ => None,
+        })
+    }
+
+    /// The generation the program reads (0 or 1), as counted by installs.
+    pub fn generation(&self) -> u32 {
+        self.live
+    }
+
+    fn read_generation(&self) -> Result<u32, LoaderError> {
+        let map = self
+            .ebpf
+            .map("GENERATION")
+            .ok_or(LoaderError::Missing("GENERATION"))?;
+        let generation: Array<_, u32> = Array::try_from(map).map_err(map_error("GENERATION"))?;
+        Ok(generation.get(&0, 0).map_err(map_error("GENERATION"))? & 1)
     }
 
     pub fn capacity(&self) -> Capacity {
@@ -286,6 +361,27 @@ impl Dataplane {
         interfaces
             .set(ifindex, slot + 1, 0)
             .map_err(map_error("INTERFACES"))
+    }
+
+    /// Forgets every interface but those with these indexes: maps taken over from an earlier
+    /// daemon may still bind interfaces that the configuration no longer names.
+    pub fn unbind_others(&mut self, keep: &[u32]) -> Result<(), LoaderError> {
+        let map = self
+            .ebpf
+            .map_mut("INTERFACES")
+            .ok_or(LoaderError::Missing("INTERFACES"))?;
+        let mut interfaces: Array<_, u32> =
+            Array::try_from(map).map_err(map_error("INTERFACES"))?;
+        let bound: Vec<u32> = (0..MAX_IFINDEX)
+            .filter(|ifindex| !keep.contains(ifindex))
+            .filter(|ifindex| interfaces.get(ifindex, 0).is_ok_and(|v| v != UNCONFIGURED))
+            .collect();
+        for ifindex in bound {
+            interfaces
+                .set(ifindex, UNCONFIGURED, 0)
+                .map_err(map_error("INTERFACES"))?;
+        }
+        Ok(())
     }
 
     /// Makes `compiled` the live rule set: writes it into the generation the program does
@@ -395,27 +491,74 @@ impl Dataplane {
 
     /// Attaches in native (driver) mode, falling back to generic (skb) mode with a warning.
     pub fn attach(&mut self, interface: &str) -> Result<XdpMode, LoaderError> {
+        Ok(self.attach_link(interface)?.0)
+    }
+
+    fn attach_link(&mut self, interface: &str) -> Result<(XdpMode, XdpLinkId), LoaderError> {
         let program = self.program()?;
         match program.attach(interface, XdpMode::Driver) {
-            Ok(_) => {
+            Ok(id) => {
                 info!(interface, mode = "driver", "attached XDP program");
-                Ok(XdpMode::Driver)
+                Ok((XdpMode::Driver, id))
             }
             Err(ProgramError::UnknownInterface { name }) => {
                 Err(LoaderError::UnknownInterface(name))
             }
             Err(driver_error) => {
                 warn!(interface, error = %driver_error, "native XDP refused; falling back to generic (skb) mode, which is slower");
-                program
-                    .attach(interface, XdpMode::Skb)
-                    .map_err(|error| LoaderError::Attach {
+                let id = program.attach(interface, XdpMode::Skb).map_err(|error| {
+                    LoaderError::Attach {
                         interface: interface.to_string(),
                         error,
-                    })?;
+                    }
+                })?;
                 info!(interface, mode = "skb", "attached XDP program");
-                Ok(XdpMode::Skb)
+                Ok((XdpMode::Skb, id))
             }
         }
+    }
+
+    /// Attaches through the link pinned at `path`, or attaches anew and pins the link there.
+    /// A pinned link is taken over by swapping this program into it, atomically: no packet
+    /// goes unjudged. Returns the mode of a new attachment, `None` for a link taken over.
+    pub fn attach_pinned(
+        &mut self,
+        interface: &str,
+        path: &Path,
+    ) -> Result<Option<XdpMode>, LoaderError> {
+        let adopt_error = |reason: String| LoaderError::AdoptLink {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if path.exists() {
+            let pinned =
+                PinnedLink::from_pin(path).map_err(|e: LinkError| adopt_error(e.to_string()))?;
+            let link = XdpLink::try_from(FdLink::from(pinned))
+                .map_err(|e: LinkError| adopt_error(e.to_string()))?;
+            self.program()?
+                .attach_to_link(link)
+                .map_err(|e| adopt_error(e.to_string()))?;
+            info!(interface, pin = %path.display(), "took over the pinned XDP link");
+            return Ok(None);
+        }
+        let (mode, id) = self.attach_link(interface)?;
+        let pin_error = |reason: String| LoaderError::PinLink {
+            interface: interface.to_string(),
+            reason,
+        };
+        let link = self
+            .program()?
+            .take_link(id)
+            .map_err(|e| pin_error(e.to_string()))?;
+        let fd_link = FdLink::try_from(link).map_err(|e: LinkError| {
+            pin_error(format!(
+                "{e} (the kernel attached through netlink, which has no link to pin)"
+            ))
+        })?;
+        let pinned = fd_link.pin(path).map_err(|e| pin_error(e.to_string()))?;
+        // Held while we run, as the program holds the links it made.
+        self.held_links.push(FdLink::from(pinned));
+        Ok(Some(mode))
     }
 
     /// Packets and bytes for an interface slot and verdict, summed over CPUs.

@@ -1,6 +1,7 @@
 //! The `smf-firewall` command line.
 
 mod contracts_cli;
+mod ops_cli;
 mod top_cli;
 
 use std::{
@@ -80,9 +81,19 @@ enum Command {
     /// Prometheus metrics. Stops (and detaches) on SIGINT or SIGTERM.
     Run {
         /// The daemon's YAML configuration (rules file, interfaces, metrics address).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", default_value = firewall_user::config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Make the running daemon read, validate and compile its rules file again and swap it in
+    /// atomically (as SIGHUP does). Prints what changed per interface and exits 0; on a bad
+    /// file prints FILE:LINE:COL: error: ..., changes nothing and exits 1.
+    Reload(ops_cli::ReloadArgs),
+    /// What the running daemon does: interfaces and XDP mode, rules and generation, the last
+    /// reload, the licence, connection tracking, uptime.
+    Status(ops_cli::StatusArgs),
+    /// Detach and unpin whatever a daemon left behind (after `keep_attached_on_exit` or a
+    /// kill -9). Refuses while the daemon is running.
+    Unload(ops_cli::UnloadArgs),
     /// Manage the contract store: management contracts, adapters, Ultra Firewall Options.
     Contracts(contracts_cli::ContractsArgs),
     /// Decide whether the Ultra Firewall Option is licensed for an adapter: exit 0 licensed,
@@ -136,6 +147,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             packet,
             json,
         } => explain(&file, &interface, &packet, json).map(|()| ExitCode::SUCCESS),
+        Command::Reload(args) => ops_cli::reload(args),
+        Command::Status(args) => ops_cli::status(args),
+        Command::Unload(args) => ops_cli::unload(args),
         Command::Run { config } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime

@@ -2,7 +2,7 @@
 //! time and summed, so they are exact and never double counted. Labels are aggregates
 //! (interface, verdict): never an address or a flow (Art. 17).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use firewall_common::{FrameClass, Verdict};
@@ -15,14 +15,16 @@ use tracing::warn;
 
 use crate::loader::Dataplane;
 
+/// (interface, rule id, rule counter slot) of the loaded rules; a reload replaces it.
+pub type RuleLabels = Arc<RwLock<Vec<(String, String, u32)>>>;
+
 /// Reads `smf_firewall_{packets,bytes}_total{interface,verdict}` and
 /// `smf_firewall_rule_{hits,bytes}_total{interface,rule}` from the dataplane.
 pub struct DataplaneCollector {
     dataplane: Arc<Mutex<Dataplane>>,
     /// Interface names by counter slot.
     interfaces: Vec<String>,
-    /// (interface, rule id, rule counter slot).
-    rules: Vec<(String, String, u32)>,
+    rules: RuleLabels,
     packets: IntCounterVec,
     bytes: IntCounterVec,
     rule_hits: IntCounterVec,
@@ -39,7 +41,7 @@ impl DataplaneCollector {
     pub fn new(
         dataplane: Arc<Mutex<Dataplane>>,
         interfaces: Vec<String>,
-        rules: Vec<(String, String, u32)>,
+        rules: RuleLabels,
     ) -> Self {
         let by_verdict = ["interface", "verdict"];
         let by_rule = ["interface", "rule"];
@@ -137,7 +139,11 @@ impl Collector for DataplaneCollector {
                 }
             }
         }
-        for (interface, rule, slot) in &self.rules {
+        let rules = match self.rules.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (interface, rule, slot) in rules.iter() {
             match dataplane.rule_counter(*slot) {
                 Ok(counter) => {
                     let labels = [interface.as_str(), rule.as_str()];

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use testbed::{LAN_HOST, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
+use testbed::{DaemonDir, LAN_HOST, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
 
 const SMF_FIREWALL: &str = env!("CARGO_BIN_EXE_smf-firewall");
 const METRICS: &str = "127.0.0.1:9775";
@@ -29,12 +29,10 @@ interfaces:
     default: pass
 ";
 
-/// A config and rules file in a temporary directory.
-fn files(config: &str, rules: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config).unwrap();
+/// A config and rules file in a temporary directory, with pins of their own.
+fn files(config: &str, rules: &str) -> (DaemonDir, PathBuf) {
+    let dir = DaemonDir::new().unwrap();
+    let path = dir.write(config, rules).unwrap();
     (dir, path)
 }
 

@@ -3,7 +3,6 @@
 //! real traffic through it, and the licence metrics read from `/metrics`.
 
 use std::{
-    path::Path,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -98,17 +97,16 @@ fn seed(db: &str) {
     );
 }
 
-fn start(adapter: &NetNs, dir: &Path, db: &str, grace: &str) -> Process {
-    std::fs::write(dir.join("rules.yaml"), RULES).unwrap();
-    let config = dir.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "rules: rules.yaml\ninterfaces: [lan0, wan0]\nadapter: {{serial: {SERIAL}}}\n\
-             contracts: {{url: \"{db}\"}}\nlicense: {{recheck: 1s, grace: {grace}}}\n"
-        ),
-    )
-    .unwrap();
+fn start(adapter: &NetNs, dir: &testbed::DaemonDir, db: &str, grace: &str) -> Process {
+    let config = dir
+        .write(
+            &format!(
+                "rules: rules.yaml\ninterfaces: [lan0, wan0]\nadapter: {{serial: {SERIAL}}}\n\
+                 contracts: {{url: \"{db}\"}}\nlicense: {{recheck: 1s, grace: {grace}}}\n"
+            ),
+            RULES,
+        )
+        .unwrap();
     let args = ["run", "--config", config.to_str().unwrap()];
     adapter
         .start_until(SMF_FIREWALL, &args, || {
@@ -165,10 +163,10 @@ fn terminating_the_option_stops_filtering_within_a_recheck_and_a_new_option_rest
         return;
     }
     let site = Site::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = testbed::DaemonDir::new().unwrap();
     let db = format!("sqlite:{}", dir.path().join("contracts.db").display());
     seed(&db);
-    let daemon = start(&site.adapter, dir.path(), &db, "1h");
+    let daemon = start(&site.adapter, &dir, &db, "1h");
 
     // Licensed: the rule drops, and the metrics say why.
     assert_eq!(
@@ -283,8 +281,8 @@ fn an_unreachable_store_holds_the_last_decision_for_grace_then_passes_everything
     let db = server.database().unwrap();
     seed(&db);
     let site = Site::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = start(&site.adapter, dir.path(), &db, "3s");
+    let dir = testbed::DaemonDir::new().unwrap();
+    let daemon = start(&site.adapter, &dir, &db, "3s");
     assert_eq!(
         metric(&site.adapter, "smf_firewall_license_licensed", &[]),
         Some(1.0)

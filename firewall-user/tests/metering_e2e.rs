@@ -55,8 +55,8 @@ options:
 
 /// Rules, a licensed contract store and a config with `extra` appended, in a temporary
 /// directory; returns it and the config's path.
-fn files(extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
+fn files(extra: &str) -> (testbed::DaemonDir, PathBuf) {
+    let dir = testbed::DaemonDir::new().unwrap();
     std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
     let seed = dir.path().join("contracts.yaml");
     std::fs::write(&seed, CONTRACTS).unwrap();
@@ -78,7 +78,8 @@ fn files(extra: &str) -> (tempfile::TempDir, PathBuf) {
         format!(
             "rules: rules.yaml\ninterfaces: [lan0, wan0]\nadapter: {{serial: {SERIAL}}}\n\
              contracts: {{url: \"{db}\"}}\n\
-             models:\n  x1: {{capacity_bps: {X1_CAPACITY}, next: x2}}\n  x2: {{capacity_bps: 1000000}}\n{extra}"
+             models:\n  x1: {{capacity_bps: {X1_CAPACITY}, next: x2}}\n  x2: {{capacity_bps: 1000000}}\n{extra}{}",
+            dir.operations_yaml()
         ),
     )
     .unwrap();

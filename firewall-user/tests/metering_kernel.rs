@@ -4,7 +4,7 @@
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use aya::programs::{TestRun, TestRunOptions};
@@ -58,7 +58,11 @@ fn collector(dataplane: &Arc<Mutex<Dataplane>>, counters: &RuleCounters) -> Data
         .iter()
         .map(|(i, r, s)| (i.to_string(), r.to_string(), s))
         .collect();
-    DataplaneCollector::new(Arc::clone(dataplane), vec!["lo".to_string()], rules)
+    DataplaneCollector::new(
+        Arc::clone(dataplane),
+        vec!["lo".to_string()],
+        Arc::new(RwLock::new(rules)),
+    )
 }
 
 #[test]

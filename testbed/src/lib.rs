@@ -15,11 +15,13 @@ use std::{
 
 use nix::sched::{CloneFlags, setns};
 
+mod daemon_dir;
 mod postgres;
 mod prometheus;
 mod scrape;
 mod site;
 
+pub use daemon_dir::DaemonDir;
 pub use nix::sys::signal::Signal;
 pub use postgres::{Postgres, require_postgres};
 pub use prometheus::{Prometheus, require_prometheus};
@@ -56,10 +58,13 @@ impl NetNs {
         command("ip", &full)
     }
 
-    /// A command that runs inside this namespace (`ip netns exec NS PROGRAM`).
+    /// A command that runs inside this namespace. `nsenter --net` rather than `ip netns exec`:
+    /// the latter also remounts /sys, which hides the BPF filesystem where the daemon pins.
     pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
         cmd
     }
 

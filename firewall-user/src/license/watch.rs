@@ -119,12 +119,15 @@ struct Metrics {
     checks: IntCounterVec,
     /// The adapter's capacity and info follow the model the checks find (issue 7).
     adapter: AdapterMetrics,
+    /// The decision shown, for `smf-firewall status`.
+    shown: Arc<Mutex<Option<Applied>>>,
 }
 
 impl Metrics {
     fn new(adapter: AdapterMetrics) -> Self {
         Self {
             adapter,
+            shown: Arc::default(),
             licensed: IntGauge::new(
                 "smf_firewall_license_licensed",
                 "1 while the Ultra Firewall Option is licensed for this adapter and the rules are enforced; 0 while every packet is passed.",
@@ -155,6 +158,7 @@ impl Metrics {
     }
 
     fn show(&self, applied: &Applied) {
+        *self.shown.lock().unwrap_or_else(|p| p.into_inner()) = Some(applied.clone());
         self.licensed.set(i64::from(applied.licensed));
         self.info.reset();
         self.info
@@ -210,6 +214,11 @@ impl Licensing {
             watch,
             metrics: Metrics::new(adapter),
         })
+    }
+
+    /// The decision in force, once there is one; it follows every recheck.
+    pub fn decision(&self) -> Arc<Mutex<Option<Applied>>> {
+        Arc::clone(&self.metrics.shown)
     }
 
     /// Adds the licence metrics to `registry`.

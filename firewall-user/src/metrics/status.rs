@@ -4,7 +4,7 @@
 
 use aya::programs::XdpMode;
 use prometheus::{
-    IntGaugeVec, Opts, Registry,
+    Gauge, IntCounterVec, IntGaugeVec, Opts, Registry,
     core::{Collector, Desc},
     process_collector::ProcessCollector,
     proto::MetricFamily,
@@ -38,8 +38,41 @@ fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition")
 }
 
-/// Registers the build, rules, attachment and process metrics.
-pub fn register(registry: &Registry, attachments: &[Attachment]) -> prometheus::Result<()> {
+/// The metrics a reload updates.
+#[derive(Clone)]
+pub struct Reloads {
+    /// `smf_firewall_rules_loaded{interface}`.
+    pub rules_loaded: IntGaugeVec,
+    /// `smf_firewall_rules_reloads_total{result}`.
+    pub total: IntCounterVec,
+    /// `smf_firewall_rules_last_reload_success_timestamp_seconds`.
+    pub last_success: Gauge,
+}
+
+impl Reloads {
+    /// Counts a reload that took effect (or the first load) and the rules now loaded.
+    pub fn succeeded(&self, rule_counts: &[(String, usize)], first: bool) {
+        if !first {
+            self.total.with_label_values(&["success"]).inc();
+        }
+        for (interface, count) in rule_counts {
+            self.rules_loaded
+                .with_label_values(&[interface.as_str()])
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_success.set(now);
+    }
+
+    pub fn failed(&self) {
+        self.total.with_label_values(&["error"]).inc();
+    }
+}
+
+/// Registers the build, rules, reload, attachment and process metrics.
+pub fn register(registry: &Registry, attachments: &[Attachment]) -> prometheus::Result<Reloads> {
     let build = gauge_vec(
         "smf_firewall_build_info",
         "The running smf-firewall's version (value 1).",
@@ -57,9 +90,33 @@ pub fn register(registry: &Registry, attachments: &[Attachment]) -> prometheus::
             .with_label_values(&[attachment.interface.as_str()])
             .set(i64::try_from(attachment.rules).unwrap_or(i64::MAX));
     }
-    registry.register(Box::new(rules))?;
+    registry.register(Box::new(rules.clone()))?;
+    let total = IntCounterVec::new(
+        Opts::new(
+            "smf_firewall_rules_reloads_total",
+            "Rule reloads (reload command, SIGHUP, file watch), by result: success, or error (nothing changed).",
+        ),
+        &["result"],
+    )
+    .expect("valid metric definition");
+    // Both results exist from the start, so that rate() and alerts see the first error.
+    for result in ["success", "error"] {
+        total.with_label_values(&[result]);
+    }
+    registry.register(Box::new(total.clone()))?;
+    let last_success = Gauge::new(
+        "smf_firewall_rules_last_reload_success_timestamp_seconds",
+        "When the live rules were last loaded successfully (at start or by a reload), in seconds since the epoch.",
+    )
+    .expect("valid metric definition");
+    registry.register(Box::new(last_success.clone()))?;
     registry.register(Box::new(AttachedCollector::new(attachments.to_vec())))?;
-    registry.register(Box::new(ProcessCollector::for_self()))
+    registry.register(Box::new(ProcessCollector::for_self()))?;
+    Ok(Reloads {
+        rules_loaded: rules,
+        total,
+        last_success,
+    })
 }
 
 /// `smf_firewall_xdp_attached`, checked at scrape time: the daemon holds the XDP links for as

@@ -52,8 +52,10 @@ impl Compiled {
 }
 
 /// Stable per-rule counter slots: a rule keeps its slot (and so its counts) across reloads
-/// as long as its interface and id stay.
-#[derive(Debug, Clone, Default)]
+/// as long as its interface and id stay. Saved with the daemon's state, so that they also
+/// survive a restart that takes over the pinned counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "SavedCounters", from = "SavedCounters")]
 pub struct RuleCounters {
     slots: HashMap<(String, String), u32>,
     free: Vec<u32>,
@@ -61,6 +63,46 @@ pub struct RuleCounters {
     /// new one is installed, so they are reused only from the compile after.
     released: Vec<u32>,
     next: u32,
+}
+
+/// `RuleCounters` as JSON can hold it (no tuple keys).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedCounters {
+    /// (interface, rule id, slot).
+    slots: Vec<(String, String, u32)>,
+    free: Vec<u32>,
+    released: Vec<u32>,
+    next: u32,
+}
+
+impl From<RuleCounters> for SavedCounters {
+    fn from(counters: RuleCounters) -> Self {
+        SavedCounters {
+            slots: counters
+                .slots
+                .into_iter()
+                .map(|((interface, rule), slot)| (interface, rule, slot))
+                .collect(),
+            free: counters.free,
+            released: counters.released,
+            next: counters.next,
+        }
+    }
+}
+
+impl From<SavedCounters> for RuleCounters {
+    fn from(saved: SavedCounters) -> Self {
+        RuleCounters {
+            slots: saved
+                .slots
+                .into_iter()
+                .map(|(interface, rule, slot)| ((interface, rule), slot))
+                .collect(),
+            free: saved.free,
+            released: saved.released,
+            next: saved.next,
+        }
+    }
 }
 
 impl RuleCounters {

@@ -1,0 +1,377 @@
+//! The rules a running daemon enforces, and changing them: read, validate, compile, then one
+//! atomic swap, or nothing at all and the reason. `reload`, SIGHUP and the file watch all
+//! come here.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{Hash, Hasher},
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use serde::Serialize;
+
+use crate::{
+    loader::{Capacity, Dataplane, LoaderError},
+    rules::{
+        Rule, RuleSet, RulesError,
+        compile::{self, CompileError, Compiled, RuleCounters},
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error("{}: interface {interface} is in the config but has no rules; add it under `interfaces:`", rules.display())]
+    NoRules { interface: String, rules: PathBuf },
+    #[error("{}: {error}", rules.display())]
+    Compile { rules: PathBuf, error: CompileError },
+    #[error(
+        "{}: the rules need {needed} {what}, but the dataplane has room for {capacity}; restart the daemon to load them (it swaps in larger maps without a gap)",
+        rules.display()
+    )]
+    Capacity {
+        rules: PathBuf,
+        what: &'static str,
+        needed: usize,
+        capacity: u32,
+    },
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+}
+
+/// What a reload changed on one interface, by rule id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub interface: String,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Same id, other conditions or action.
+    pub changed: Vec<String>,
+    pub unchanged: usize,
+    /// The rules kept are in another order (first match may differ).
+    pub reordered: bool,
+    /// Rules now.
+    pub rules: usize,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.reordered
+    }
+}
+
+/// The result of a reload that took effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub interfaces: Vec<Change>,
+    /// The generation now live.
+    pub generation: u32,
+    pub milliseconds: u64,
+}
+
+/// The rules in the dataplane, as far as reloads need them: each rule's id and a fingerprint
+/// of its meaning (not of its position in the file), and the counter slots.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    rules_path: PathBuf,
+    /// Attached interfaces and their slots.
+    slots: Vec<(String, u32)>,
+    pub counters: RuleCounters,
+    fingerprints: BTreeMap<String, Vec<(String, u64)>>,
+}
+
+impl Loaded {
+    /// Validates `rules` against the attached interfaces and compiles them with `counters`
+    /// (the saved slots of a restarted daemon, or none).
+    pub fn compile(
+        rules_path: &Path,
+        rules: &RuleSet,
+        slots: Vec<(String, u32)>,
+        mut counters: RuleCounters,
+    ) -> Result<(Loaded, Compiled), ReloadError> {
+        if let Some((missing, _)) = slots
+            .iter()
+            .find(|(name, _)| !rules.interfaces.contains_key(name))
+        {
+            return Err(ReloadError::NoRules {
+                interface: missing.clone(),
+                rules: rules_path.to_path_buf(),
+            });
+        }
+        let compiled = compile::ruleset(rules, &slots, &mut counters).map_err(|error| {
+            ReloadError::Compile {
+                rules: rules_path.to_path_buf(),
+                error,
+            }
+        })?;
+        let loaded = Loaded {
+            rules_path: rules_path.to_path_buf(),
+            fingerprints: fingerprints(rules, &slots),
+            slots,
+            counters,
+        };
+        Ok((loaded, compiled))
+    }
+
+    pub fn slots(&self) -> &[(String, u32)] {
+        &self.slots
+    }
+
+    /// Rules per attached interface.
+    pub fn rule_counts(&self) -> Vec<(String, usize)> {
+        self.slots
+            .iter()
+            .map(|(name, _)| {
+                let count = self.fingerprints.get(name).map_or(0, Vec::len);
+                (name.clone(), count)
+            })
+            .collect()
+    }
+
+    /// (interface, rule id, counter slot) of every loaded rule.
+    pub fn rule_labels(&self) -> Vec<(String, String, u32)> {
+        self.counters
+            .iter()
+            .map(|(i, r, s)| (i.to_string(), r.to_string(), s))
+            .collect()
+    }
+
+    /// Reads the rule file again and swaps it in. On any error the dataplane and `self` are
+    /// as they were: the kernel never sees a rule set that failed.
+    pub fn reload(
+        &mut self,
+        dataplane: &std::sync::Mutex<Dataplane>,
+    ) -> Result<Summary, ReloadError> {
+        let started = Instant::now();
+        let rules = RuleSet::load(&self.rules_path)?;
+        let (next, compiled) = Loaded::compile(
+            &self.rules_path,
+            &rules,
+            self.slots.clone(),
+            self.counters.clone(),
+        )?;
+        drop(rules);
+        let mut dataplane = match dataplane.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.fits(&compiled, dataplane.capacity())?;
+        dataplane.reset_rule_counters(&compiled.fresh_counters)?;
+        dataplane.install(&compiled)?;
+        let generation = dataplane.generation();
+        drop(dataplane);
+        let interfaces = self
+            .slots
+            .iter()
+            .map(|(name, _)| change(name, &self.fingerprints, &next.fingerprints))
+            .collect();
+        *self = next;
+        Ok(Summary {
+            interfaces,
+            generation,
+            milliseconds: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    fn fits(&self, compiled: &Compiled, capacity: Capacity) -> Result<(), ReloadError> {
+        for (what, needed, room) in [
+            ("tree nodes", compiled.nodes.len(), capacity.nodes),
+            ("leaf items", compiled.leaves.len(), capacity.leaves),
+            ("entries", compiled.entries.len(), capacity.entries),
+        ] {
+            if needed > room as usize {
+                return Err(ReloadError::Capacity {
+                    rules: self.rules_path.clone(),
+                    what,
+                    needed,
+                    capacity: room,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fingerprints(rules: &RuleSet, slots: &[(String, u32)]) -> BTreeMap<String, Vec<(String, u64)>> {
+    slots
+        .iter()
+        .filter_map(|(name, _)| {
+            let policy = rules.interfaces.get(name)?;
+            let prints = policy
+                .rules
+                .iter()
+                .map(|rule| (rule.id.clone(), fingerprint(rule)))
+                .collect();
+            Some((name.clone(), prints))
+        })
+        .collect()
+}
+
+/// A hash of what a rule does, leaving out where it is written.
+fn fingerprint(rule: &Rule) -> u64 {
+    let meaning = Rule {
+        line: 0,
+        column: 0,
+        ..rule.clone()
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    format!("{meaning:?}").hash(&mut hasher);
+    hasher.finish()
+}
+
+fn change(
+    interface: &str,
+    before: &BTreeMap<String, Vec<(String, u64)>>,
+    after: &BTreeMap<String, Vec<(String, u64)>>,
+) -> Change {
+    let empty = Vec::new();
+    let old = before.get(interface).unwrap_or(&empty);
+    let new = after.get(interface).unwrap_or(&empty);
+    let old_by_id: HashMap<&str, u64> = old.iter().map(|(id, f)| (id.as_str(), *f)).collect();
+    let new_by_id: HashMap<&str, u64> = new.iter().map(|(id, f)| (id.as_str(), *f)).collect();
+    let mut change = Change {
+        interface: interface.to_string(),
+        rules: new.len(),
+        ..Change::default()
+    };
+    for (id, print) in new {
+        match old_by_id.get(id.as_str()) {
+            None => change.added.push(id.clone()),
+            Some(old_print) if old_print != print => change.changed.push(id.clone()),
+            Some(_) => change.unchanged += 1,
+        }
+    }
+    change.removed = old
+        .iter()
+        .filter(|(id, _)| !new_by_id.contains_key(id.as_str()))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let kept = |list: &[(String, u64)], other: &HashMap<&str, u64>| -> Vec<String> {
+        list.iter()
+            .filter(|(id, _)| other.contains_key(id.as_str()))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    change.reordered = kept(old, &new_by_id) != kept(new, &old_by_id);
+    change
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(text: &str) -> Loaded {
+        let rules = RuleSet::parse(Path::new("rules.yaml"), text).unwrap();
+        let slots = vec![("lan0".to_string(), 0)];
+        Loaded::compile(
+            Path::new("rules.yaml"),
+            &rules,
+            slots,
+            RuleCounters::default(),
+        )
+        .unwrap()
+        .0
+    }
+
+    const BEFORE: &str = "version: 1\ninterfaces:\n  lan0:\n    default: pass\n    rules:\n\
+        \x20     - { id: a, action: drop, protocol: udp }\n\
+        \x20     - { id: b, action: drop, protocol: tcp }\n\
+        \x20     - { id: c, action: pass, protocol: icmp }\n";
+
+    /// The rules after; added, removed, changed; unchanged; reordered.
+    type Row<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+        usize,
+        bool,
+    );
+
+    // Each row: the rules after, and the change expected against BEFORE.
+    #[test]
+    fn changes_are_reported_by_rule_id() {
+        let rows: [Row; 4] = [
+            // Blank lines move every rule: nothing changed.
+            (
+                "version: 1\n\ninterfaces:\n  lan0:\n    default: pass\n    rules:\n\n\
+                 \x20     - { id: a, action: drop, protocol: udp }\n\
+                 \x20     - { id: b, action: drop, protocol: tcp }\n\
+                 \x20     - { id: c, action: pass, protocol: icmp }\n",
+                &[],
+                &[],
+                &[],
+                3,
+                false,
+            ),
+            // One added, one removed, one whose action changed.
+            (
+                "version: 1\ninterfaces:\n  lan0:\n    default: pass\n    rules:\n\
+                 \x20     - { id: a, action: pass, protocol: udp }\n\
+                 \x20     - { id: c, action: pass, protocol: icmp }\n\
+                 \x20     - { id: d, action: drop }\n",
+                &["d"],
+                &["b"],
+                &["a"],
+                1,
+                false,
+            ),
+            // The same rules in another order.
+            (
+                "version: 1\ninterfaces:\n  lan0:\n    default: pass\n    rules:\n\
+                 \x20     - { id: c, action: pass, protocol: icmp }\n\
+                 \x20     - { id: a, action: drop, protocol: udp }\n\
+                 \x20     - { id: b, action: drop, protocol: tcp }\n",
+                &[],
+                &[],
+                &[],
+                3,
+                true,
+            ),
+            // A condition added to a rule.
+            (
+                "version: 1\ninterfaces:\n  lan0:\n    default: pass\n    rules:\n\
+                 \x20     - { id: a, action: drop, protocol: udp, dst_port: 53 }\n\
+                 \x20     - { id: b, action: drop, protocol: tcp }\n\
+                 \x20     - { id: c, action: pass, protocol: icmp }\n",
+                &[],
+                &[],
+                &["a"],
+                2,
+                false,
+            ),
+        ];
+        let before = loaded(BEFORE);
+        for (after, added, removed, changed, unchanged, reordered) in rows {
+            let after = loaded(after);
+            let got = change("lan0", &before.fingerprints, &after.fingerprints);
+            assert_eq!(got.added, added, "{got:?}");
+            assert_eq!(got.removed, removed, "{got:?}");
+            assert_eq!(got.changed, changed, "{got:?}");
+            assert_eq!(got.unchanged, unchanged, "{got:?}");
+            assert_eq!(got.reordered, reordered, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn a_rule_file_without_an_attached_interface_is_refused() {
+        let rules = RuleSet::parse(Path::new("rules.yaml"), BEFORE).unwrap();
+        let slots = vec![("lan0".to_string(), 0), ("wan0".to_string(), 1)];
+        let error = Loaded::compile(
+            Path::new("rules.yaml"),
+            &rules,
+            slots,
+            RuleCounters::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "rules.yaml: interface wan0 is in the config but has no rules; add it under `interfaces:`"
+        );
+    }
+}

@@ -73,8 +73,11 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
         format!(
             "rules: {}\ninterfaces: [lan0, wan0]\nmetrics:\n  listen: {METRICS}\n\
              adapter: {{serial: {DEMO_SERIAL}}}\ncontracts: {{url: \"{store}\"}}\n\
-             models: {{x86-fuji: {{capacity_bps: {DEMO_CAPACITY_BPS}}}}}\n",
-            rules.display()
+             models: {{x86-fuji: {{capacity_bps: {DEMO_CAPACITY_BPS}}}}}\n\
+             pin_path: /sys/fs/bpf/smf-firewall-demo-{}\nruntime_dir: {}\n",
+            rules.display(),
+            std::process::id(),
+            work.join("run").display()
         ),
     )?;
     let log = work.join("smf-firewall.log");
@@ -106,6 +109,14 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
     if let Some(prometheus) = &prometheus {
         recorded(prometheus)?;
     }
+    println!("\n$ smf-firewall status");
+    let status = site
+        .adapter
+        .command(&binary(root).to_string_lossy())
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&status.stdout));
 
     if args.keep {
         let prometheus_pid = prometheus.as_ref().map(Prometheus::pid);

@@ -36,6 +36,10 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     // The contract store's tests start throwaway PostgreSQL servers (testbed::Postgres).
     "postgresql",
+    // systemd-analyze verifies deploy/smf-firewall.service.
+    "systemd",
+    // nsenter: the tests enter network namespaces without hiding the BPF filesystem.
+    "util-linux",
 ];
 
 /// What the eBPF crate's nightly build and its checks need (`-Z build-std=core` needs rust-src).

@@ -72,8 +72,14 @@ pub const fn counter_index(slot: u32, verdict: Verdict) -> u32 {
 /// never filters: it passes and meters every packet (metering is part of the base service,
 /// Art. 24; filtering needs the Ultra Firewall Option, Art. 2).
 pub mod enforce {
-    /// The map's only index.
+    /// The index the program reads.
     pub const INDEX: u32 = 0;
+    /// The index where the daemon keeps when the contract store last answered (Unix seconds;
+    /// 0: never). Only the daemon reads it: a daemon that takes over the pinned maps holds
+    /// that decision for the grace period if the store is unreachable (never falls open).
+    pub const DECIDED_AT: u32 = 1;
+    /// Entries of the map.
+    pub const ENTRIES: u32 = 2;
     /// Pass every packet, counted as passed: the adapter's option is not licensed.
     pub const PASS_ALL: u32 = 0;
     /// Apply the rules' verdicts: the adapter's option is licensed.

@@ -6,9 +6,10 @@ use firewall_common::{Verdict, enforce};
 
 use crate::meter;
 
-/// `enforce::RULES` or `enforce::PASS_ALL`; zeroed (= pass all) until the daemon decides.
+/// At `enforce::INDEX`: `enforce::RULES` or `enforce::PASS_ALL`; zeroed (= pass all) until
+/// the daemon decides. At `enforce::DECIDED_AT`: the daemon's own note, see there.
 #[map]
-static ENFORCE: Array<u32> = Array::with_max_entries(1, 0);
+static ENFORCE: Array<u32> = Array::with_max_entries(enforce::ENTRIES, 0);
 
 /// The verdict to apply and count, and the rule counter slot to count it for: the rules'
 /// when licensed; else `Pass`, decided by no rule (the rules were not applied).

@@ -489,6 +489,32 @@ impl Dataplane {
             .map_err(map_error("ENFORCE"))
     }
 
+    /// Notes that the contract store answered at `unix_seconds` (see `enforce::DECIDED_AT`).
+    pub fn note_decision(&mut self, unix_seconds: u32) -> Result<(), LoaderError> {
+        let map = self
+            .ebpf
+            .map_mut("ENFORCE")
+            .ok_or(LoaderError::Missing("ENFORCE"))?;
+        let mut flag: Array<_, u32> = Array::try_from(map).map_err(map_error("ENFORCE"))?;
+        flag.set(enforce::DECIDED_AT, unix_seconds, 0)
+            .map_err(map_error("ENFORCE"))
+    }
+
+    /// What maps taken over from an earlier daemon say of the licence: enforcing, and when
+    /// the store last answered (Unix seconds, 0 if never).
+    pub fn noted_decision(&self) -> Result<(bool, u32), LoaderError> {
+        let map = self
+            .ebpf
+            .map("ENFORCE")
+            .ok_or(LoaderError::Missing("ENFORCE"))?;
+        let flag: Array<_, u32> = Array::try_from(map).map_err(map_error("ENFORCE"))?;
+        let enforcing = flag.get(&enforce::INDEX, 0).map_err(map_error("ENFORCE"))?;
+        let at = flag
+            .get(&enforce::DECIDED_AT, 0)
+            .map_err(map_error("ENFORCE"))?;
+        Ok((enforcing == enforce::RULES, at))
+    }
+
     /// Attaches in native (driver) mode, falling back to generic (skb) mode with a warning.
     pub fn attach(&mut self, interface: &str) -> Result<XdpMode, LoaderError> {
         Ok(self.attach_link(interface)?.0)

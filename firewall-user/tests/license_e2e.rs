@@ -347,3 +347,51 @@ fn an_unreachable_store_holds_the_last_decision_for_grace_then_passes_everything
     );
     assert!(log.contains("no licence decision holds"), "{log}");
 }
+
+#[test]
+fn a_restart_while_the_store_is_unreachable_holds_the_licence_of_the_pinned_dataplane() {
+    if !testbed::require_root("license_e2e::restart_store_unreachable") {
+        return;
+    }
+    let site = Site::new().unwrap();
+    let dir = testbed::DaemonDir::new().unwrap();
+    let file = dir.path().join("contracts.db");
+    let db = format!("sqlite:{}", file.display());
+    seed(&db);
+    let daemon = start(&site.adapter, &dir, &db, "1h");
+    assert_eq!(
+        site.udp_through(9, 3).unwrap(),
+        0,
+        "licensed: UDP 9 is dropped"
+    );
+    daemon.signal(Signal::SIGKILL).unwrap();
+    daemon.wait().unwrap();
+    // The store goes away while no daemon runs: the kernel keeps enforcing...
+    std::fs::rename(&file, dir.path().join("contracts.db.away")).unwrap();
+    assert_eq!(
+        site.udp_through(9, 3).unwrap(),
+        0,
+        "enforced with no daemon"
+    );
+    // ...and the restarted daemon, unable to ask, holds the decision the store made.
+    let daemon = start(&site.adapter, &dir, &db, "1h");
+    assert_eq!(
+        metric(&site.adapter, "smf_firewall_license_licensed", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&site.adapter, "smf_firewall_contract_store_up", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        site.udp_through(9, 3).unwrap(),
+        0,
+        "still dropped after the restart"
+    );
+    daemon.signal(Signal::SIGTERM).unwrap();
+    let log = String::from_utf8_lossy(&daemon.wait().unwrap().stderr).into_owned();
+    assert!(
+        log.contains("that decision holds for the grace period"),
+        "{log}"
+    );
+}

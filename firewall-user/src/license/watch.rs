@@ -250,6 +250,7 @@ impl Licensing {
             self.metrics.show(&applied);
             return dataplane.set_enforcing(true);
         };
+        watch.resume(dataplane)?;
         info!(
             serial = %watch.config.serial,
             store = %watch.config.url,
@@ -285,7 +286,43 @@ impl Licensing {
     }
 }
 
+fn unix_now() -> u32 {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u32::try_from(seconds).unwrap_or(u32::MAX)
+}
+
 impl Watch {
+    /// On maps taken over from an earlier daemon: a licence that daemon applied, decided by
+    /// the store less than the grace period ago, holds as if this daemon had decided it (so a
+    /// restart while the store is unreachable does not fall open).
+    fn resume(&mut self, dataplane: &Dataplane) -> Result<(), LoaderError> {
+        let (enforcing, at) = dataplane.noted_decision()?;
+        let age = Duration::from_secs(u64::from(unix_now().saturating_sub(at)));
+        if !enforcing || at == 0 || age >= self.config.grace {
+            return Ok(());
+        }
+        let Some(decided) = Instant::now().checked_sub(age) else {
+            return Ok(());
+        };
+        info!(
+            decided = %humantime::format_duration(age),
+            "the pinned dataplane was licensed by the store this long ago; that decision holds for the grace period if the store cannot be reached"
+        );
+        self.holder.last = Some((
+            Applied {
+                licensed: true,
+                reason: "licensed",
+                serial: self.config.serial.clone(),
+                model: "",
+                role: "",
+            },
+            decided,
+        ));
+        Ok(())
+    }
+
     /// Asks the store, counts the check and logs a failure.
     async fn check(&mut self, metrics: &Metrics) -> Outcome {
         let answer = decide(&self.store, &self.config.serial, Utc::now()).await;
@@ -322,6 +359,9 @@ impl Watch {
         metrics: &Metrics,
         dataplane: &mut Dataplane,
     ) -> Result<(), LoaderError> {
+        if let Outcome::Decided(_) = outcome {
+            dataplane.note_decision(unix_now())?;
+        }
         let applied = outcome.applied();
         metrics.show(applied);
         let changed = self.current.as_ref().map(|c| c.licensed) != Some(applied.licensed);

@@ -466,6 +466,38 @@ fn a_restart_with_rules_that_outgrow_the_maps_swaps_in_larger_ones_make_before_b
     assert!(cli(&site.adapter, &["unload"], &config).status.success());
 }
 
+#[test]
+fn maps_of_another_layout_are_replaced_make_before_break() {
+    if !testbed::require_root("operations_e2e::other_layout") {
+        return;
+    }
+    let site = Site::new().unwrap();
+    let dir = DaemonDir::new().unwrap();
+    let config = dir
+        .write(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A)
+        .unwrap();
+    let daemon = start(&site.adapter, &config);
+    assert!(stop(daemon).status.success());
+    // As an older binary would have left them: the same pins under another layout's name.
+    let [ours] = maps_dirs(dir.pin_path()).try_into().unwrap();
+    let theirs = "maps-0123456789abcdef-0";
+    std::fs::rename(dir.pin_path().join(&ours), dir.pin_path().join(theirs)).unwrap();
+    let traffic = Traffic::start(&site);
+    thread::sleep(Duration::from_millis(200));
+    let daemon = start(&site.adapter, &config);
+    thread::sleep(Duration::from_millis(300));
+    let (sent, dropped_arrived, passed_arrived) = traffic.stop();
+    assert_eq!(dropped_arrived, 0, "a dropped packet got through");
+    assert_eq!(passed_arrived, sent, "a passed packet was lost");
+    let now = maps_dirs(dir.pin_path());
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0], theirs);
+    let log = text(&stop(daemon).stderr);
+    assert!(log.contains("of another layout"), "{log}");
+    assert!(cli(&site.adapter, &["unload"], &config).status.success());
+    assert!(!site.adapter.has_xdp("lan0").unwrap());
+}
+
 fn maps_dirs(pins: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(pins)
         .unwrap()

@@ -11,8 +11,10 @@
 //! adapter: {serial: FUJI-0001}     # this adapter's serial, exactly as in the store
 //! contracts: {url: "sqlite:/var/lib/smf-firewall/contracts.db"}
 //! license: {recheck: 60s, grace: 24h}  # the defaults
+//! drop_log: {rate_per_second: 10}  # events per second per `log: true` rule (issue 9)
 //! ```
 
+mod drop_log;
 mod metering;
 
 use std::{
@@ -25,6 +27,7 @@ use std::{
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+pub use self::drop_log::DropLogConfig;
 pub use self::metering::{DEFAULT_METRICS_LISTEN, MetricsConfig, ModelCapacity, Models, TlsFiles};
 use crate::diagnostic::{Diagnostic, Diagnostics, parse_yaml};
 
@@ -51,6 +54,8 @@ pub struct Config {
     pub licensing: Option<LicensingConfig>,
     /// Rated capacity per adapter model, for utilization (Art. 24).
     pub models: Models,
+    /// Sampling of drop logs (issue 9).
+    pub drop_log: DropLogConfig,
 }
 
 /// How often the daemon asks the contract store, and how long a decision outlives a store
@@ -79,6 +84,7 @@ struct RawConfig {
     adapter: Option<Spanned<RawAdapter>>,
     contracts: Option<Spanned<RawContracts>>,
     license: Option<Spanned<RawLicense>>,
+    drop_log: Option<Spanned<drop_log::RawDropLog>>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +152,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let metrics = metering::metrics(raw.metrics, base, &mut problems);
         let models = metering::models(raw.models, &mut problems);
+        let drop_log = drop_log::drop_log(raw.drop_log, &mut problems);
         if !problems.is_empty() {
             return Err(Diagnostics {
                 file: path.display().to_string(),
@@ -158,6 +165,7 @@ impl Config {
             metrics,
             licensing,
             models,
+            drop_log,
         })
     }
 }

@@ -14,6 +14,7 @@ use tracing::info;
 use crate::{
     config::{Config, ConfigError},
     contracts::StoreError,
+    droplog::DropLog,
     license::watch::Licensing,
     loader::{self, Capacity, Dataplane, LoaderError},
     metrics::{
@@ -89,6 +90,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     licensing.start(&mut dataplane).await?;
     dataplane.reset_rule_counters(&compiled.fresh_counters)?;
     dataplane.install(&compiled)?;
+    let drop_log = DropLog::start(&mut dataplane, &config.drop_log, &slots, &counters)?;
     info!(
         entries = compiled.entries.len(),
         tree_nodes = compiled.nodes.len(),
@@ -134,6 +136,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         .register(&registry)
         .expect("metric names are registered once");
     status::register(&registry, &attachments).expect("metric names are registered once");
+    drop_log
+        .register(&registry)
+        .expect("metric names are registered once");
     info!(
         listen = %config.metrics.listen,
         scheme = endpoint.scheme(),

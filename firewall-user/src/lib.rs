@@ -5,6 +5,7 @@ pub mod config;
 pub mod contracts;
 pub mod daemon;
 pub mod diagnostic;
+pub mod droplog;
 pub mod license;
 pub mod loader;
 pub mod metrics;

@@ -90,6 +90,16 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_deployed_example_config_states_the_default() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/config.yaml"
+        ));
+        let config = Config::parse(path, &std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(config.drop_log.rate_per_second, 10);
+    }
+
     // Each row: the text after the two base lines (line 3 on), and a fragment of the error.
     #[test]
     fn a_bad_rate_is_an_error_at_its_position() {

@@ -168,6 +168,126 @@ pub mod entry_flag {
     pub const LOG: u8 = 1 << 1;
 }
 
+/// Drop logs (`log: true` on a drop rule): the program sends a sampled event for each packet
+/// such a rule drops, at most `DropLogControl::rate_per_second` per rule (a token bucket per
+/// rule counter slot), through a ring buffer the daemon reads and writes as log lines.
+pub mod drop_log {
+    /// Events per second and rule unless the daemon's config says otherwise.
+    pub const DEFAULT_RATE: u32 = 10;
+    /// The most events per second and rule the config may ask for.
+    pub const MAX_RATE: u32 = 100_000;
+    /// Bytes of the `DROP_LOG` ring buffer (a power of two, a multiple of the page size):
+    /// 3,276 events of 72 bytes (each with an 8-byte header in the ring).
+    pub const RING_BYTES: u32 = 1 << 18;
+    /// `DROP_LOG_STATS` indices (per-CPU `u64` counters).
+    /// Events put into the ring buffer.
+    pub const SENT: u32 = 0;
+    /// Events not sent because the rule's rate limit was reached.
+    pub const SUPPRESSED: u32 = 1;
+    /// Events lost because the ring buffer was full (the daemon did not keep up).
+    pub const LOST: u32 = 2;
+    /// Number of `DROP_LOG_STATS` counters.
+    pub const COUNTERS: u32 = 3;
+}
+
+/// What follows the IP header(s) of a logged packet (`DropEvent::l4`).
+pub mod l4 {
+    /// TCP, UDP or SCTP: `DropEvent::src_port` and `dst_port` are the ports.
+    pub const PORTS: u8 = 0;
+    /// ICMP or ICMPv6: `src_port` holds the type, `dst_port` the code.
+    pub const ICMP: u8 = 1;
+    /// A non-first fragment: no ports.
+    pub const FRAGMENT: u8 = 2;
+    /// Another protocol: no ports.
+    pub const OTHER: u8 = 3;
+}
+
+/// One dropped packet, as the program reports it for a rule with `log: true`. Addresses are
+/// as in `Entry` (network byte order, IPv4 in the first word); they go to the daemon's local
+/// log only, never into metrics (Art. 17).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    /// `bpf_ktime_get_ns()` when the packet was dropped (monotonic, since boot).
+    pub ktime_ns: u64,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub ifindex: u32,
+    /// The interface's slot (its position in the daemon's `interfaces`).
+    pub interface: u32,
+    /// The counter slot of the rule that dropped the packet (`Entry::counter`).
+    pub rule: u32,
+    /// The whole Ethernet frame, without FCS.
+    pub bytes: u32,
+    /// Ports (or ICMP type and code, see `l4`), host order.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// The outermost VLAN id, 0 when untagged.
+    pub vlan: u16,
+    /// `family::IPV4` or `family::IPV6`.
+    pub family: u8,
+    pub protocol: u8,
+    /// An `l4` value.
+    pub l4: u8,
+    pub _pad: [u8; 7],
+}
+
+/// The `DROP_LOG_CONFIG` map's one value, written by the daemon.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropLogControl {
+    /// Events per second per rule; also the burst a quiet rule may send at once. 0: none.
+    pub rate_per_second: u32,
+    pub _pad: u32,
+    /// 0: the kernel's monotonic clock. Anything else: a fixed clock in nanoseconds, so that
+    /// tests can step time; the daemon never sets it.
+    pub clock_ns: u64,
+}
+
+/// A per-rule token bucket for drop-log events (`DROP_LOG_BUCKETS`, by rule counter slot).
+/// Tokens are counted in units of 1/`TOKEN` so that a refill of less than a whole event is
+/// kept, with no division on the packet path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateBucket {
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
+impl RateBucket {
+    /// One event's worth of tokens: `rate` events per second refill `rate × TOKEN` per second,
+    /// i.e. `rate` units per nanosecond.
+    pub const TOKEN: u64 = 1_000_000_000;
+
+    /// Takes one event's token at `now_ns` if there is one. The bucket holds at most `rate`
+    /// events, so a full second (or more) of quiet refills it completely; a new (zeroed)
+    /// bucket counts as quiet since time 0. A clock that goes backwards refills nothing.
+    #[inline(always)]
+    pub fn admit(&mut self, now_ns: u64, rate: u32) -> bool {
+        let rate = rate as u64;
+        let elapsed = now_ns.saturating_sub(self.last_ns);
+        // Capped at a second: refills at most the whole bucket, and cannot overflow.
+        let refill = if elapsed < Self::TOKEN {
+            elapsed * rate
+        } else {
+            Self::TOKEN * rate
+        };
+        let capacity = Self::TOKEN * rate;
+        let mut tokens = self.tokens + refill;
+        if tokens > capacity {
+            tokens = capacity;
+        }
+        self.last_ns = now_ns;
+        let admitted = tokens >= Self::TOKEN;
+        self.tokens = if admitted {
+            tokens - Self::TOKEN
+        } else {
+            tokens
+        };
+        admitted
+    }
+}
+
 /// Dimensions of the classification key: the words a tree node can cut on.
 pub mod dim {
     /// Source address words 0-3 (IPv4 uses word 0), as in `Entry::src_addr`, read big-endian.
@@ -245,8 +365,74 @@ pub const fn policy_index(generation: u32, slot: u32) -> u32 {
 mod user {
     // SAFETY: plain #[repr(C)] data with explicit padding fields, valid for any bit pattern.
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::DropEvent {}
+    unsafe impl aya::Pod for super::DropLogControl {}
+    unsafe impl aya::Pod for super::RateBucket {}
     unsafe impl aya::Pod for super::Entry {}
     unsafe impl aya::Pod for super::Node {}
     unsafe impl aya::Pod for super::Policy {}
     unsafe impl aya::Pod for super::Tree {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateBucket;
+
+    const SECOND: u64 = 1_000_000_000;
+    /// Some time after boot.
+    const T: u64 = 1_000 * SECOND;
+
+    /// Admits events at `now` until one is refused; returns how many were admitted (at most
+    /// 1,000).
+    fn burst(bucket: &mut RateBucket, now: u64, rate: u32) -> u32 {
+        (0..1_000).take_while(|_| bucket.admit(now, rate)).count() as u32
+    }
+
+    // Each row: rate, then (time since T, events admitted in a burst at that time).
+    #[test]
+    fn the_bucket_admits_the_rate_per_second_and_refills_with_time() {
+        let cases: [(u32, &[(u64, u32)]); 5] = [
+            // A new bucket is full: one second's worth at once, then nothing.
+            (10, &[(0, 10), (0, 0)]),
+            // A tenth of a second refills one event at 10/s; half a second five.
+            (
+                10,
+                &[(0, 10), (SECOND / 10, 1), (SECOND / 10 + SECOND / 2, 5)],
+            ),
+            // Refills below one event add up rather than being lost.
+            (
+                10,
+                &[
+                    (0, 10),
+                    (SECOND / 20, 0),
+                    (SECOND / 10 - 1, 0),
+                    (SECOND / 10, 1),
+                ],
+            ),
+            // Long quiet refills the bucket to its size, no more.
+            (10, &[(0, 10), (3_600 * SECOND, 10)]),
+            // Rate 0 admits nothing, ever.
+            (0, &[(0, 0), (10 * SECOND, 0)]),
+        ];
+        for (rate, steps) in cases {
+            let mut bucket = RateBucket::default();
+            for &(at, admitted) in steps {
+                assert_eq!(
+                    burst(&mut bucket, T + at, rate),
+                    admitted,
+                    "rate {rate}, at T+{at} ns: {steps:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_clock_going_backwards_refills_nothing_and_large_rates_do_not_overflow() {
+        let mut bucket = RateBucket::default();
+        assert_eq!(burst(&mut bucket, T, 3), 3);
+        assert_eq!(burst(&mut bucket, T - SECOND, 3), 0);
+        let mut bucket = RateBucket::default();
+        assert!(bucket.admit(u64::MAX, u32::MAX));
+        assert!(bucket.admit(u64::MAX, u32::MAX));
+    }
 }

@@ -16,8 +16,10 @@
 //! keep_attached_on_exit: false     # SIGTERM detaches and unpins unless true (upgrades)
 //! pin_path: /sys/fs/bpf/smf-firewall   # on a BPF filesystem
 //! runtime_dir: /run/smf-firewall   # control.sock (root only) and state.json
+//! drop_log: {rate_per_second: 10}  # events per second per `log: true` rule (issue 9)
 //! ```
 
+mod drop_log;
 mod metering;
 
 use std::{
@@ -30,6 +32,7 @@ use std::{
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+pub use self::drop_log::DropLogConfig;
 pub use self::metering::{DEFAULT_METRICS_LISTEN, MetricsConfig, ModelCapacity, Models, TlsFiles};
 use crate::diagnostic::{Diagnostic, Diagnostics, parse_yaml};
 
@@ -57,6 +60,8 @@ pub struct Config {
     /// Rated capacity per adapter model, for utilization (Art. 24).
     pub models: Models,
     pub operations: Operations,
+    /// Sampling of drop logs (issue 9).
+    pub drop_log: DropLogConfig,
 }
 
 /// How the daemon is operated: reloads, pins, the control socket.
@@ -119,6 +124,7 @@ struct RawConfig {
     keep_attached_on_exit: bool,
     pin_path: Option<Spanned<PathBuf>>,
     runtime_dir: Option<PathBuf>,
+    drop_log: Option<Spanned<drop_log::RawDropLog>>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +214,7 @@ impl Config {
                 .runtime_dir
                 .map_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR), |dir| base.join(dir)),
         };
+        let drop_log = drop_log::drop_log(raw.drop_log, &mut problems);
         if !problems.is_empty() {
             return Err(Diagnostics {
                 file: path.display().to_string(),
@@ -221,6 +228,7 @@ impl Config {
             licensing,
             models,
             operations,
+            drop_log,
         })
     }
 }

@@ -24,6 +24,7 @@ use crate::{
     config::{Config, ConfigError},
     contracts::StoreError,
     control::{self, ControlError, Request},
+    droplog::DropLog,
     file_watch::{FileWatch, WatchError},
     license::watch::Licensing,
     loader::{self, Capacity, Dataplane, LoaderError},
@@ -69,13 +70,21 @@ pub enum DaemonError {
 }
 
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
-    let started = Instant::now();
     let config = Config::load(config_path)?;
+    let pins = Pins::new(&config.operations.pin_path);
+    let result = serve(config_path, config, &pins).await;
+    if result.is_err() {
+        pins.remove_if_empty();
+    }
+    result
+}
+
+async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), DaemonError> {
+    let started = Instant::now();
     let ops = config.operations.clone();
     let rules = RuleSet::load(&config.rules)?;
     info!(config = %config_path.display(), rules = %config.rules.display(), "loaded configuration");
 
-    let pins = Pins::new(&ops.pin_path);
     pins.prepare()?;
     let saved = Saved::read(&ops.state_file());
     let slots: Vec<(String, u32)> = config.interfaces.iter().cloned().zip(0..).collect();
@@ -102,7 +111,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
 
     let adapter = AdapterMetrics::new(config.models.clone());
     let mut licensing = Licensing::new(config.licensing.as_ref(), adapter.clone())?;
-    let (mut dataplane, maps_dir) = open_dataplane(&pins, &compiled)?;
+    let (mut dataplane, maps_dir) = open_dataplane(pins, &compiled)?;
     licensing.start(&mut dataplane).await?;
     if saved.as_ref().map(|s| &s.maps_dir) != Some(&maps_dir) {
         // Counts in these maps belong to slots that the saved state does not describe.
@@ -111,6 +120,12 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     }
     dataplane.reset_rule_counters(&compiled.fresh_counters)?;
     dataplane.install(&compiled)?;
+    let drop_log = DropLog::start(
+        &mut dataplane,
+        &config.drop_log,
+        loaded.slots(),
+        &loaded.counters,
+    )?;
     info!(
         entries = compiled.entries.len(),
         tree_nodes = compiled.nodes.len(),
@@ -138,7 +153,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         });
     }
     dataplane.unbind_others(&ifindexes)?;
-    retire(&pins, &config.interfaces, &maps_dir)?;
+    retire(pins, &config.interfaces, &maps_dir)?;
     save(&ops.state_file(), &maps_dir, &loaded, &attachments);
     // The kernel holds the rules now; give the parse and compile peak back to the system.
     drop(compiled);
@@ -164,6 +179,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let reloads =
         status::register(&registry, &attachments).expect("metric names are registered once");
     reloads.succeeded(&counts, true);
+    drop_log
+        .register(&registry)
+        .expect("metric names are registered once");
     info!(
         listen = %config.metrics.listen,
         scheme = endpoint.scheme(),
@@ -189,6 +207,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         last_reload: None,
         keep_attached_on_exit: ops.keep_attached_on_exit,
         watch: ops.watch,
+        drop_log,
     };
     let (calls_tx, mut calls) = mpsc::channel(8);
     let serve_metrics = metrics::serve(endpoint, registry);
@@ -344,6 +363,8 @@ struct Operator {
     last_reload: Option<LastReload>,
     keep_attached_on_exit: bool,
     watch: bool,
+    /// Its rule names follow reloads.
+    drop_log: DropLog,
 }
 
 impl Operator {
@@ -372,6 +393,7 @@ impl Operator {
         match outcome {
             Ok((summary, labels, counts, loaded)) => {
                 *self.labels.write().unwrap_or_else(|p| p.into_inner()) = labels;
+                self.drop_log.rename(loaded.slots(), &loaded.counters);
                 self.reloads.succeeded(&counts, false);
                 for attachment in &mut self.attachments {
                     if let Some((_, count)) =

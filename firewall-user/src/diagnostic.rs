@@ -83,6 +83,7 @@ fn plain_message(err: &serde_saphyr::Error) -> String {
     // The parser names Rust types ("invalid i64"); operators think in whole numbers.
     match message.strip_prefix("invalid ") {
         Some("i64" | "u64" | "i32" | "u32" | "u16" | "u8") => "expected a whole number".to_string(),
+        Some("boolean") => "expected true or false".to_string(),
         _ => message.to_string(),
     }
 }

@@ -6,6 +6,7 @@ pub mod contracts;
 pub mod control;
 pub mod daemon;
 pub mod diagnostic;
+pub mod droplog;
 pub mod file_watch;
 pub mod license;
 pub mod loader;

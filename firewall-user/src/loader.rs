@@ -12,7 +12,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -20,8 +20,9 @@ use aya::{
     },
 };
 use firewall_common::{
-    Counter, Entry, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node,
-    Policy, UNCONFIGURED, Verdict, class_index, counter_index, enforce, policy_index,
+    Counter, DropLogControl, Entry, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES,
+    NO_TREE, Node, Policy, UNCONFIGURED, Verdict, class_index, counter_index, enforce,
+    policy_index,
 };
 use tracing::{info, warn};
 
@@ -71,6 +72,8 @@ pub enum LoaderError {
     Ifindex(u32),
     #[error("cannot count the CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error("cannot poll the drop-log ring buffer: {0}")]
+    DropLogPoll(std::io::Error),
     #[error("cannot attach XDP to {interface} in driver or generic mode: {error}")]
     Attach {
         interface: String,
@@ -295,6 +298,10 @@ impl Dataplane {
             dataplane.last_flip = Some(Instant::now());
         }
         dataplane.program()?.load().map_err(LoaderError::Program)?;
+        dataplane.set_drop_log(DropLogControl {
+            rate_per_second: firewall_common::drop_log::DEFAULT_RATE,
+            ..DropLogControl::default()
+        })?;
         Ok(dataplane)
     }
 
@@ -513,6 +520,31 @@ impl Dataplane {
             .get(&enforce::DECIDED_AT, 0)
             .map_err(map_error("ENFORCE"))?;
         Ok((enforcing == enforce::RULES, at))
+    }
+
+    /// Sets how many drop-log events per second each `log: true` rule may send (issue 9).
+    pub fn set_drop_log(&mut self, control: DropLogControl) -> Result<(), LoaderError> {
+        let map = self
+            .ebpf
+            .map_mut("DROP_LOG_CONFIG")
+            .ok_or(LoaderError::Missing("DROP_LOG_CONFIG"))?;
+        let mut config: Array<_, DropLogControl> =
+            Array::try_from(map).map_err(map_error("DROP_LOG_CONFIG"))?;
+        config
+            .set(0, control, 0)
+            .map_err(map_error("DROP_LOG_CONFIG"))
+    }
+
+    /// The drop-log ring buffer and its per-CPU counters (`drop_log::SENT`, ...), for their
+    /// one reader (`droplog::DropLog`); missing the second time.
+    pub fn take_drop_log(
+        &mut self,
+    ) -> Result<(RingBuf<MapData>, PerCpuArray<MapData, u64>), LoaderError> {
+        let ring =
+            RingBuf::try_from(take(&mut self.ebpf, "DROP_LOG")?).map_err(map_error("DROP_LOG"))?;
+        let stats = PerCpuArray::try_from(take(&mut self.ebpf, "DROP_LOG_STATS")?)
+            .map_err(map_error("DROP_LOG_STATS"))?;
+        Ok((ring, stats))
     }
 
     /// Attaches in native (driver) mode, falling back to generic (skb) mode with a warning.

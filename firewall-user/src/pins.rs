@@ -144,6 +144,17 @@ impl Pins {
     }
 }
 
+impl Pins {
+    /// Removes the directories `prepare` made if nothing was pinned in them: a daemon that
+    /// failed to start leaves nothing behind.
+    pub fn remove_if_empty(&self) {
+        let links = self.root.join("links");
+        if fs::remove_dir(&links).is_ok() {
+            let _ = fs::remove_dir(&self.root);
+        }
+    }
+}
+
 /// What `Pins::remove_all` unpinned.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Removed {

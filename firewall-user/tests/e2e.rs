@@ -171,7 +171,7 @@ fn a_missing_interface_is_exit_1_with_nothing_attached() {
     }
     let site = Site::new().unwrap();
     let rules = format!("{RULES}  nosuch0:\n    default: drop\n");
-    let (_dir, config) = files("rules: rules.yaml\ninterfaces: [lan0, nosuch0]\n", &rules);
+    let (dir, config) = files("rules: rules.yaml\ninterfaces: [lan0, nosuch0]\n", &rules);
     let (code, stderr) = run_to_exit(&site.adapter, &config);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -179,6 +179,7 @@ fn a_missing_interface_is_exit_1_with_nothing_attached() {
         "{stderr}"
     );
     assert!(!site.adapter.has_xdp("lan0").unwrap());
+    assert!(!dir.pin_path().exists(), "nothing pinned, nothing left");
 }
 
 #[test]

@@ -56,6 +56,9 @@ pub struct RawRule {
     pub icmp_code: Option<Spanned<i64>>,
     #[serde(default)]
     pub vlan: Option<Spanned<i64>>,
+    /// `log: true`: report the packets this (drop) rule drops in the daemon's log, sampled.
+    #[serde(default)]
+    pub log: Option<Spanned<bool>>,
     #[serde(default)]
     pub description: Option<String>,
 }

@@ -268,6 +268,10 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         .and_then(|v| icmp_field("icmp_code", v, protocol, problems));
     let vlan = raw.vlan.as_ref().and_then(|v| vlan_id(v, problems));
     let family = family(raw, src.as_deref(), dst.as_deref(), protocol, problems);
+    let log = raw
+        .log
+        .as_ref()
+        .is_some_and(|log| drop_log(log, raw.action, problems));
     (problems.len() == before).then(|| Rule {
         id: id.value.clone(),
         action: raw.action,
@@ -280,9 +284,22 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         icmp_type,
         icmp_code,
         vlan,
+        log,
         line: u32::try_from(id.referenced.line()).unwrap_or(u32::MAX),
         column: u32::try_from(id.referenced.column()).unwrap_or(u32::MAX),
     })
+}
+
+/// `log: true` is for drop rules: the log records what the firewall dropped (issue 9); a
+/// passed packet is the traffic itself and must not land in a log (Art. 17).
+fn drop_log(log: &Spanned<bool>, action: Action, problems: &mut Problems) -> bool {
+    if log.value && action != Action::Drop {
+        problems.push(
+            &log.referenced,
+            "`log: true` needs `action: drop`: only dropped packets are logged",
+        );
+    }
+    log.value
 }
 
 /// `any` (None), a name, or a number 0-255. The outer `Option` is `None` on error.
@@ -794,6 +811,15 @@ mod tests {
                 "{ id: a, action: drop, protocol: icmp, icmp_type: 300 }",
                 "not 0-255",
             ),
+            // Issue 9: drop logs record dropped packets only.
+            (
+                "{ id: a, action: pass, log: true }",
+                "`log: true` needs `action: drop`",
+            ),
+            (
+                "{ id: a, action: drop, log: yes please }",
+                "expected true or false",
+            ),
         ];
         for (text, fragment) in cases {
             let err = parse(&format!("      - {text}\n")).unwrap_err();
@@ -856,6 +882,20 @@ mod tests {
         .unwrap_err();
         let lines: Vec<u32> = err.items.iter().map(|d| d.line).collect();
         assert_eq!(lines, [FIRST, FIRST + 1, FIRST + 1], "{err}");
+    }
+
+    // Each row: a rule and whether it logs (issue 9: `log`, default false, drop rules only).
+    #[test]
+    fn log_is_off_unless_written_and_allowed_on_drop_rules() {
+        let cases = [
+            ("{ id: a, action: drop }", false),
+            ("{ id: a, action: drop, log: true }", true),
+            ("{ id: a, action: drop, log: false }", false),
+            ("{ id: a, action: pass, log: false }", false),
+        ];
+        for (text, log) in cases {
+            assert_eq!(rule(text).log, log, "{text}");
+        }
     }
 
     #[test]

@@ -357,6 +357,27 @@ mod tests {
         assert!(policy.trees[1].iter().all(|t| *t == Tree::NONE));
     }
 
+    /// Issue 9: every entry of a `log: true` rule carries `entry_flag::LOG`; others none.
+    #[test]
+    fn log_rules_set_the_log_flag_on_each_of_their_entries() {
+        let set = lan0(
+            "      - { id: quiet, action: drop, protocol: udp, dst_port: 9 }\n      \
+             - { id: loud, action: drop, log: true, src: [198.18.0.1, \"2001:2::1\"], protocol: tcp, dst_port: [22, 23] }\n",
+        );
+        let entries = compile(&set, &mut RuleCounters::default()).entries;
+        let flags: Vec<u8> = entries.iter().map(|e| e.flags).collect();
+        assert_eq!(
+            flags,
+            [
+                0,
+                firewall_common::entry_flag::LOG,
+                firewall_common::entry_flag::LOG,
+                firewall_common::entry_flag::LOG,
+                firewall_common::entry_flag::LOG
+            ]
+        );
+    }
+
     // Each row: a rule among others, and the tree it goes to (narrowest dimension, relative to
     // the span of the rule set in that dimension).
     #[test]

@@ -35,7 +35,7 @@ fn check_accepts_the_example_and_lists_its_rules_in_order() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("  1. no-telnet-in drop ipv4 tcp dst 198.18.1.0/24 dst_port 23\n"),
+        stdout.contains("  1. no-telnet-in drop ipv4 tcp dst 198.18.1.0/24 dst_port 23 log\n"),
         "{stdout}"
     );
 }

@@ -117,6 +117,18 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
         .arg(&config)
         .output()?;
     print!("{}", String::from_utf8_lossy(&status.stdout));
+    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    let drops: Vec<&str> = log_text
+        .lines()
+        .filter(|line| line.contains("dropped packet"))
+        .collect();
+    println!(
+        "\nDrop logs of the `log: true` rule (sampled, at most 10/s; {} in the log), the last 3:",
+        drops.len()
+    );
+    for line in drops.iter().rev().take(3).rev() {
+        println!("  {line}");
+    }
 
     if args.keep {
         let prometheus_pid = prometheus.as_ref().map(Prometheus::pid);

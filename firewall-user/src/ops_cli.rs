@@ -128,8 +128,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         answer["generation"]
     );
     for interface in answer["interfaces"].as_array().into_iter().flatten() {
+        let rules = interface["rules"].as_u64().unwrap_or(0);
         println!(
-            "  {:<16} {:<7} {:<8} {} rules",
+            "  {:<16} {:<7} {:<8} {rules} {}",
             text(&interface["name"]),
             text(&interface["mode"]),
             if interface["attached"] == true {
@@ -137,7 +138,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             } else {
                 "GONE"
             },
-            interface["rules"]
+            if rules == 1 { "rule" } else { "rules" }
         );
     }
     match &answer["last_reload"] {

@@ -82,6 +82,17 @@ pub const DEFAULT_RUNTIME_DIR: &str = "/run/smf-firewall";
 /// The configuration `run`, `reload`, `status` and `unload` read unless told otherwise.
 pub const DEFAULT_CONFIG: &str = "/etc/smf-firewall/config.yaml";
 
+impl Default for Operations {
+    fn default() -> Self {
+        Operations {
+            watch: false,
+            keep_attached_on_exit: false,
+            pin_path: PathBuf::from(DEFAULT_PIN_PATH),
+            runtime_dir: PathBuf::from(DEFAULT_RUNTIME_DIR),
+        }
+    }
+}
+
 impl Operations {
     pub fn control_socket(&self) -> PathBuf {
         self.runtime_dir.join("control.sock")
@@ -212,7 +223,7 @@ impl Config {
             pin_path,
             runtime_dir: raw
                 .runtime_dir
-                .map_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR), |dir| base.join(dir)),
+                .map_or_else(|| Operations::default().runtime_dir, |dir| base.join(dir)),
         };
         let drop_log = drop_log::drop_log(raw.drop_log, &mut problems);
         if !problems.is_empty() {

@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use firewall_user::{
-    config::{Config, DEFAULT_CONFIG},
+    config::{Config, DEFAULT_CONFIG, Operations},
     control::{self, Request},
     pins::Pins,
 };
@@ -190,7 +190,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn unload(args: UnloadArgs) -> anyhow::Result<ExitCode> {
-    let ops = config(&args.config)?.operations;
+    // After an uninstall the config may be gone, the pins not: the defaults find those.
+    let ops = if !args.config.exists() && args.config == Path::new(DEFAULT_CONFIG) {
+        eprintln!("{DEFAULT_CONFIG} does not exist: using the default pin_path and runtime_dir");
+        Operations::default()
+    } else {
+        config(&args.config)?.operations
+    };
     let socket = ops.control_socket();
     if control::call(&socket, Request::Status, STATUS_TIMEOUT).is_ok() {
         anyhow::bail!(

@@ -164,6 +164,15 @@ impl Traffic {
         }
     }
 
+    /// Stops, and checks that not one packet for `DROPPED` arrived and not one for `PASSED`
+    /// was lost; returns how many were sent to each.
+    fn stop_judged_right(self) -> u64 {
+        let (sent, dropped_arrived, passed_arrived) = self.stop();
+        assert_eq!(dropped_arrived, 0, "a packet the rules drop got through");
+        assert_eq!(passed_arrived, sent, "a packet the rules pass was lost");
+        sent
+    }
+
     /// (packets sent to each port, arrived on DROPPED, arrived on PASSED).
     fn stop(self) -> (u64, u64, u64) {
         self.running.store(false, Ordering::Relaxed);
@@ -302,10 +311,8 @@ fn no_packet_is_misjudged_while_rules_are_reloaded_over_and_over() {
         let out = cli(&site.adapter, &["reload"], &config);
         assert!(out.status.success(), "{out:?}");
     }
-    let (sent, dropped_arrived, passed_arrived) = traffic.stop();
+    let sent = traffic.stop_judged_right();
     assert!(sent > 100, "{sent}");
-    assert_eq!(dropped_arrived, 0, "a packet for port 9 got through");
-    assert_eq!(passed_arrived, sent, "a packet for port 10 was lost");
     // no-discard was in every rule set: its counter saw every packet, across 20 swaps.
     assert_eq!(rule_hits(&site.adapter, "no-discard"), sent);
     stop(daemon);
@@ -361,9 +368,7 @@ fn after_kill_9_the_kernel_keeps_enforcing_and_a_restart_takes_over_without_a_ga
     thread::sleep(Duration::from_millis(500));
     let daemon = start(&site.adapter, &config);
     thread::sleep(Duration::from_millis(300));
-    let (sent, dropped_arrived, passed_arrived) = traffic.stop();
-    assert_eq!(dropped_arrived, 0, "a dropped packet got through");
-    assert_eq!(passed_arrived, sent, "a passed packet was lost");
+    let sent = traffic.stop_judged_right();
     // Counted by the kernel the whole time, dead daemon or not.
     assert_eq!(rule_hits(&site.adapter, "no-discard"), sent);
     let out = stop(daemon);
@@ -450,9 +455,7 @@ fn a_restart_with_rules_that_outgrow_the_maps_swaps_in_larger_ones_make_before_b
     std::fs::write(dir.path().join("rules.yaml"), &rules).unwrap();
     let daemon = start(&site.adapter, &config);
     thread::sleep(Duration::from_millis(300));
-    let (sent, dropped_arrived, passed_arrived) = traffic.stop();
-    assert_eq!(dropped_arrived, 0, "a dropped packet got through");
-    assert_eq!(passed_arrived, sent, "a passed packet was lost");
+    traffic.stop_judged_right();
     let second_maps = maps_dirs(dir.pin_path());
     assert_eq!(second_maps.len(), 1, "{second_maps:?}");
     assert_ne!(first_maps, second_maps);
@@ -486,9 +489,7 @@ fn maps_of_another_layout_are_replaced_make_before_break() {
     thread::sleep(Duration::from_millis(200));
     let daemon = start(&site.adapter, &config);
     thread::sleep(Duration::from_millis(300));
-    let (sent, dropped_arrived, passed_arrived) = traffic.stop();
-    assert_eq!(dropped_arrived, 0, "a dropped packet got through");
-    assert_eq!(passed_arrived, sent, "a passed packet was lost");
+    traffic.stop_judged_right();
     let now = maps_dirs(dir.pin_path());
     assert_eq!(now.len(), 1, "{now:?}");
     assert_ne!(now[0], theirs);

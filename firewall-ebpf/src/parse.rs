@@ -48,6 +48,23 @@ pub struct Packet {
     pub l4: L4,
     pub a: u16,
     pub b: u16,
+    /// TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10); else 0.
+    pub tcp_flags: u8,
+    /// ICMP: the echo identifier (bytes 4-5 of the header, meaningful for echo only).
+    pub icmp_id: u16,
+    /// Where the header after IP starts (connection tracking reads what an ICMP error quotes).
+    pub l4_offset: u16,
+}
+
+/// The flow an ICMP error quotes: the header of the packet that caused it and its ports (or
+/// echo identifier), as that packet was sent.
+#[derive(Clone, Copy)]
+pub struct Quoted {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub protocol: u8,
+    pub a: u16,
+    pub b: u16,
 }
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -148,6 +165,9 @@ fn ipv4(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed>
         l4: L4::Fragment,
         a: 0,
         b: 0,
+        tcp_flags: 0,
+        icmp_id: 0,
+        l4_offset: 0,
     };
     if first_fragment {
         upper_layer(ctx, offset + header_len, &mut packet)?;
@@ -182,6 +202,9 @@ fn ipv6(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed>
         l4: L4::Fragment,
         a: 0,
         b: 0,
+        tcp_flags: 0,
+        icmp_id: 0,
+        l4_offset: 0,
     };
     let mut next = ip.next_hdr;
     let mut offset = offset + Ipv6Hdr::LEN;
@@ -219,15 +242,17 @@ fn ipv6(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed>
 /// Reads the ports or ICMP type and code at `offset`; a header cut short is malformed.
 #[inline(always)]
 fn upper_layer(ctx: &XdpContext, offset: usize, packet: &mut Packet) -> Result<(), Malformed> {
+    packet.l4_offset = offset as u16;
     match packet.protocol {
         IPPROTO_TCP => {
-            // Ports, sequence, acknowledgement, then the data offset in 32-bit words.
-            let head: [u8; 13] = read(ctx, offset)?;
+            // Ports, sequence, acknowledgement, the data offset in 32-bit words, the flags.
+            let head: [u8; 14] = read(ctx, offset)?;
             let header_len = usize::from(head[12] >> 4) * 4;
             if header_len < 20 || !has(ctx, offset, header_len) {
                 return Err(Malformed);
             }
             ports(packet, head[0], head[1], head[2], head[3]);
+            packet.tcp_flags = head[13];
         }
         IPPROTO_UDP => {
             let head: [u8; 8] = read(ctx, offset)?;
@@ -242,6 +267,7 @@ fn upper_layer(ctx: &XdpContext, offset: usize, packet: &mut Packet) -> Result<(
             packet.l4 = L4::Icmp;
             packet.a = u16::from(head[0]);
             packet.b = u16::from(head[1]);
+            packet.icmp_id = be16([head[4], head[5]]);
         }
         _ => packet.l4 = L4::Other,
     }
@@ -253,4 +279,62 @@ fn ports(packet: &mut Packet, s0: u8, s1: u8, d0: u8, d1: u8) {
     packet.l4 = L4::Ports;
     packet.a = be16([s0, s1]);
     packet.b = be16([d0, d1]);
+}
+
+/// The packet an ICMP error quotes (after the 8-byte ICMP header): its IP header, then the
+/// first bytes of its TCP/UDP header or ICMP echo. IPv6: only a quoted packet without
+/// extension headers. `None` when the quote is too short or of another protocol.
+#[inline(always)]
+pub fn quoted(ctx: &XdpContext, packet: &Packet) -> Option<Quoted> {
+    let offset = usize::from(packet.l4_offset) + 8;
+    let (src, dst, protocol, inner) = if packet.family == family::IPV4 {
+        let ip: Ipv4Hdr = read(ctx, offset).ok()?;
+        let header_len = usize::from(ip.ihl());
+        if ip.version() != 4 || header_len < Ipv4Hdr::LEN {
+            return None;
+        }
+        (
+            [u32::from_ne_bytes(ip.src_addr), 0, 0, 0],
+            [u32::from_ne_bytes(ip.dst_addr), 0, 0, 0],
+            ip.proto,
+            offset + header_len,
+        )
+    } else {
+        let ip: Ipv6Hdr = read(ctx, offset).ok()?;
+        if ip.version() != 6 {
+            return None;
+        }
+        let words = |addr: [u8; 16]| {
+            let mut out = [0u32; 4];
+            for (i, word) in out.iter_mut().enumerate() {
+                *word = u32::from_ne_bytes([
+                    addr[4 * i],
+                    addr[4 * i + 1],
+                    addr[4 * i + 2],
+                    addr[4 * i + 3],
+                ]);
+            }
+            out
+        };
+        (
+            words(ip.src_addr),
+            words(ip.dst_addr),
+            ip.next_hdr,
+            offset + Ipv6Hdr::LEN,
+        )
+    };
+    let head: [u8; 8] = read(ctx, inner).ok()?;
+    let (a, b) = match protocol {
+        IPPROTO_TCP | IPPROTO_UDP => (be16([head[0], head[1]]), be16([head[2], head[3]])),
+        // An echo request or reply: its type, and its identifier.
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => (u16::from(head[0]), be16([head[4], head[5]])),
+        _ => return None,
+    };
+    Some(Quoted {
+        src,
+        dst,
+        protocol,
+        a,
+        b,
+    })
 }

@@ -11,8 +11,10 @@
 //! adapter: {serial: FUJI-0001}     # this adapter's serial, exactly as in the store
 //! contracts: {url: "sqlite:/var/lib/smf-firewall/contracts.db"}
 //! license: {recheck: 60s, grace: 24h}  # the defaults
+//! conntrack: {max_entries: 65536, timeouts: {udp: 30s}, sweep: 10s}  # see config/conntrack.rs
 //! ```
 
+mod conntrack;
 mod metering;
 
 use std::{
@@ -51,6 +53,8 @@ pub struct Config {
     pub licensing: Option<LicensingConfig>,
     /// Rated capacity per adapter model, for utilization (Art. 24).
     pub models: Models,
+    /// The connection-tracking table (issue 8).
+    pub conntrack: crate::conntrack::ConntrackConfig,
 }
 
 /// How often the daemon asks the contract store, and how long a decision outlives a store
@@ -79,6 +83,7 @@ struct RawConfig {
     adapter: Option<Spanned<RawAdapter>>,
     contracts: Option<Spanned<RawContracts>>,
     license: Option<Spanned<RawLicense>>,
+    conntrack: Option<Spanned<conntrack::RawConntrack>>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +151,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let metrics = metering::metrics(raw.metrics, base, &mut problems);
         let models = metering::models(raw.models, &mut problems);
+        let conntrack = conntrack::conntrack(raw.conntrack, &mut problems);
         if !problems.is_empty() {
             return Err(Diagnostics {
                 file: path.display().to_string(),
@@ -158,6 +164,7 @@ impl Config {
             metrics,
             licensing,
             models,
+            conntrack,
         })
     }
 }

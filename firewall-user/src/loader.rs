@@ -11,12 +11,14 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    pin::PinError,
     programs::{ProgramError, Xdp, XdpMode},
 };
 use firewall_common::{
-    Counter, Entry, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node,
-    Policy, Verdict, class_index, counter_index, enforce, policy_index,
+    ConntrackSettings, Counter, Entry, Flow, FlowKey, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX,
+    MAX_INTERFACES, NO_TREE, Node, Policy, Verdict, class_index, conntrack, counter_index, enforce,
+    policy_index,
 };
 use tracing::{info, warn};
 
@@ -66,6 +68,16 @@ pub enum LoaderError {
     Ifindex(u32),
     #[error("cannot count the CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error("cannot pin {path}: {error}")]
+    Pin {
+        path: std::path::PathBuf,
+        error: PinError,
+    },
+    #[error("cannot create {path} for pinned maps: {error}")]
+    PinDir {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
     #[error("cannot attach XDP to {interface} in driver or generic mode: {error}")]
     Attach {
         interface: String,
@@ -226,10 +238,18 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Loads and verifies the program with room for `capacity`; attaches nowhere yet.
+    /// Loads and verifies the program with room for `capacity` and the default
+    /// connection-tracking table; attaches nowhere yet.
     pub fn load(capacity: Capacity) -> Result<Self, LoaderError> {
+        Self::load_with(capacity, conntrack::DEFAULT_MAX_ENTRIES)
+    }
+
+    /// Like `load`, with a connection-tracking table of `flows` entries. Tracking works from
+    /// the start with the default timeouts (`crate::conntrack::Timeouts::default()`).
+    pub fn load_with(capacity: Capacity, flows: u32) -> Result<Self, LoaderError> {
         let mut loader = EbpfLoader::new();
         loader
+            .map_max_entries(CONNTRACK, flows.max(1))
             .map_max_entries("NODES", GENERATIONS * capacity.nodes)
             .map_max_entries("LEAVES", GENERATIONS * capacity.leaves)
             .map_max_entries("ENTRIES", GENERATIONS * capacity.entries);
@@ -255,6 +275,7 @@ impl Dataplane {
             capacity,
         };
         dataplane.program()?.load().map_err(LoaderError::Program)?;
+        dataplane.set_conntrack(&crate::conntrack::Timeouts::default().settings())?;
         Ok(dataplane)
     }
 
@@ -436,6 +457,112 @@ impl Dataplane {
     pub fn rule_counter(&self, slot: u32) -> Result<Counter, LoaderError> {
         sum(&self.rule_stats, slot, "RULE_STATS")
     }
+}
+
+/// The connection-tracking maps (issue 8).
+const CONNTRACK: &str = "CONNTRACK";
+const CONNTRACK_SETTINGS: &str = "CONNTRACK_SETTINGS";
+const CONNTRACK_EVENTS: &str = "CONNTRACK_EVENTS";
+const CONNTRACK_HITS: &str = "CONNTRACK_HITS";
+const CONNTRACK_FLUSHED: &str = "CONNTRACK_FLUSHED";
+
+/// Files under the pin directory, for `smf-firewall conntrack` (see `crate::conntrack`).
+pub const PINNED_CONNTRACK: [(&str, &str); 3] = [
+    (CONNTRACK, "flows"),
+    (CONNTRACK_SETTINGS, "settings"),
+    (CONNTRACK_FLUSHED, "flushed"),
+];
+
+impl Dataplane {
+    /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by.
+    pub fn set_conntrack(&mut self, settings: &ConntrackSettings) -> Result<(), LoaderError> {
+        let map = self
+            .ebpf
+            .map_mut(CONNTRACK_SETTINGS)
+            .ok_or(LoaderError::Missing(CONNTRACK_SETTINGS))?;
+        let mut array: Array<_, ConntrackSettings> =
+            Array::try_from(map).map_err(map_error(CONNTRACK_SETTINGS))?;
+        array
+            .set(0, settings, 0)
+            .map_err(map_error(CONNTRACK_SETTINGS))
+    }
+
+    /// The flow table.
+    pub fn conntrack_flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, Flow>, LoaderError> {
+        let map = self
+            .ebpf
+            .map_mut(CONNTRACK)
+            .ok_or(LoaderError::Missing(CONNTRACK))?;
+        HashMap::try_from(map).map_err(map_error(CONNTRACK))
+    }
+
+    /// Sum over CPUs of a `conntrack::event` count.
+    pub fn conntrack_event(&self, event: u32) -> Result<u64, LoaderError> {
+        per_cpu_sum(&self.ebpf, CONNTRACK_EVENTS, event)
+    }
+
+    /// Packets passed by tracked flows on an interface slot.
+    pub fn conntrack_hits(&self, slot: u32) -> Result<u64, LoaderError> {
+        per_cpu_sum(&self.ebpf, CONNTRACK_HITS, slot)
+    }
+
+    /// Flows deleted by `smf-firewall conntrack flush` since load.
+    pub fn conntrack_flushed(&self) -> Result<u64, LoaderError> {
+        let map = self
+            .ebpf
+            .map(CONNTRACK_FLUSHED)
+            .ok_or(LoaderError::Missing(CONNTRACK_FLUSHED))?;
+        let array: Array<_, u64> = Array::try_from(map).map_err(map_error(CONNTRACK_FLUSHED))?;
+        array
+            .get(&conntrack::flushed::FLOWS, 0)
+            .map_err(map_error(CONNTRACK_FLUSHED))
+    }
+
+    /// Pins the flow table, its settings and the flush counter under `dir` (created if
+    /// missing; stale pins of an earlier run are replaced).
+    pub fn pin_conntrack(&self, dir: &std::path::Path) -> Result<(), LoaderError> {
+        let pin_error = |path: std::path::PathBuf| {
+            move |error| LoaderError::Pin {
+                path: path.clone(),
+                error,
+            }
+        };
+        std::fs::create_dir_all(dir).map_err(|error| LoaderError::PinDir {
+            path: dir.to_path_buf(),
+            error,
+        })?;
+        for (map, file) in PINNED_CONNTRACK {
+            let path = dir.join(file);
+            let _ = std::fs::remove_file(&path);
+            self.ebpf
+                .map(map)
+                .ok_or(LoaderError::Missing(map))?
+                .pin(&path)
+                .map_err(pin_error(path.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Kernel memory of the flow table in bytes, as the kernel accounts it (`memlock` in the
+    /// map's fdinfo).
+    pub fn conntrack_memory(&self) -> Option<u64> {
+        let map = self.ebpf.map(CONNTRACK)?;
+        let fd = match map {
+            Map::LruHashMap(data) => data.fd().as_fd().as_raw_fd(),
+            _ => return None,
+        };
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+fn per_cpu_sum(ebpf: &Ebpf, name: &'static str, index: u32) -> Result<u64, LoaderError> {
+    let map = ebpf.map(name).ok_or(LoaderError::Missing(name))?;
+    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_error(name))?;
+    let values = array.get(&index, 0).map_err(map_error(name))?;
+    Ok(values.iter().sum())
 }
 
 fn sum(

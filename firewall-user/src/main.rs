@@ -222,6 +222,7 @@ fn explain(file: &Path, interface: &str, packet: &str, json: bool) -> anyhow::Re
             "verdict: {} by the default (no rule matched)",
             decision.action
         ),
+        (Reason::Tracked, _) => println!("verdict: {} by a tracked flow", decision.action),
         (Reason::NonIp, _) => println!("verdict: {} (not IP: `non_ip`)", decision.action),
         (Reason::Malformed(why), _) => println!("verdict: {} (malformed: {why})", decision.action),
         (Reason::Rule, None) => unreachable!("a rule decision names its rule"),

@@ -148,6 +148,8 @@ pub struct Rule {
     pub icmp_code: Option<u8>,
     /// The outermost 802.1Q/802.1ad tag's VLAN id.
     pub vlan: Option<u16>,
+    /// `state: true`: a packet this (pass) rule passes opens a tracked flow.
+    pub state: bool,
     /// Position of the rule's id in its file, for messages.
     pub line: u32,
     pub column: u32,
@@ -193,6 +195,9 @@ impl fmt::Display for Rule {
         }
         if let Some(icmp_code) = self.icmp_code {
             write!(f, " icmp_code {icmp_code}")?;
+        }
+        if self.state {
+            write!(f, " state")?;
         }
         Ok(())
     }

@@ -56,6 +56,10 @@ pub struct RawRule {
     pub icmp_code: Option<Spanned<i64>>,
     #[serde(default)]
     pub vlan: Option<Spanned<i64>>,
+    /// `state: true`: a packet this pass rule passes opens a tracked flow (connection
+    /// tracking); its replies pass before the rules.
+    #[serde(default)]
+    pub state: Option<Spanned<bool>>,
     #[serde(default)]
     pub description: Option<String>,
 }

@@ -268,6 +268,7 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         .and_then(|v| icmp_field("icmp_code", v, protocol, problems));
     let vlan = raw.vlan.as_ref().and_then(|v| vlan_id(v, problems));
     let family = family(raw, src.as_deref(), dst.as_deref(), protocol, problems);
+    let state = state(raw, problems);
     (problems.len() == before).then(|| Rule {
         id: id.value.clone(),
         action: raw.action,
@@ -280,6 +281,7 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         icmp_type,
         icmp_code,
         vlan,
+        state,
         line: u32::try_from(id.referenced.line()).unwrap_or(u32::MAX),
         column: u32::try_from(id.referenced.column()).unwrap_or(u32::MAX),
     })
@@ -402,6 +404,20 @@ fn icmp_field(
         );
     }
     number
+}
+
+/// `state: true` only on a pass rule: a drop opens nothing.
+fn state(raw: &RawRule, problems: &mut Problems) -> bool {
+    let Some(state) = &raw.state else {
+        return false;
+    };
+    if state.value && raw.action != Action::Pass {
+        problems.push(
+            &state.referenced,
+            "`state: true` needs `action: pass`: a dropped packet opens no flow",
+        );
+    }
+    state.value
 }
 
 fn vlan_id(value: &Spanned<i64>, problems: &mut Problems) -> Option<u16> {

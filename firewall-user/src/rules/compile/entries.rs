@@ -2,7 +2,7 @@
 //! destination network of the same family × source ports × destination ports), in order. An
 //! entry with an address condition always carries that address's family.
 
-use firewall_common::{Entry, cond, family};
+use firewall_common::{Entry, cond, entry_flag, family};
 use ipnet::IpNet;
 
 use crate::rules::{Family, Ports, Rule, validate::family_of};
@@ -53,6 +53,7 @@ fn entry(
     let mut e = Entry {
         counter,
         verdict: rule.action.verdict() as u8,
+        flags: if rule.state { entry_flag::STATE } else { 0 },
         ..Entry::default()
     };
     let address_family = src.or(dst).map(|net| family_of(net.addr()));

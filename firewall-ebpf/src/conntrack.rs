@@ -86,7 +86,7 @@ pub fn track(packet: &Packet, quoted: Option<Quoted>, now: u64) -> Track {
             replaces_expired: false,
         };
     };
-    let Some(flow) = CONNTRACK.get_ptr_mut(&key) else {
+    let Some(flow) = CONNTRACK.get_ptr_mut(key) else {
         return Track::Miss {
             replaces_expired: false,
         };
@@ -135,7 +135,7 @@ pub fn open(packet: &Packet, replaces_expired: bool, now: u64) {
     };
     // BPF_NOEXIST = 1, BPF_ANY = 0: never overwrite a live flow another CPU just opened.
     let flags = if replaces_expired { 0 } else { 1 };
-    if CONNTRACK.insert(&key, &flow, flags).is_ok() {
+    if CONNTRACK.insert(key, flow, flags).is_ok() {
         count(event::CREATED);
         if replaces_expired {
             count(event::EXPIRED_REPLACED);
@@ -183,7 +183,7 @@ fn related(packet: &Packet, quoted: &Quoted, settings: &ConntrackSettings, now: 
         a,
         b,
     );
-    match CONNTRACK.get_ptr(&key) {
+    match CONNTRACK.get_ptr(key) {
         // SAFETY: as in `track`; only read here.
         Some(flow) if !expired(unsafe { &*flow }, settings, now) => Track::Hit,
         _ => miss,
@@ -235,11 +235,7 @@ fn advance(flow: &mut Flow, packet: &Packet, from_origin: bool) {
                 };
             }
         }
-        IPPROTO_UDP => {
-            if !from_origin {
-                flow.state = state::UDP_REPLIED;
-            }
-        }
+        IPPROTO_UDP if !from_origin => flow.state = state::UDP_REPLIED,
         _ => {}
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use prometheus::Registry;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     config::{Config, ConfigError},
@@ -19,6 +19,7 @@ use crate::{
     metrics::{
         self, DataplaneCollector,
         adapter::AdapterMetrics,
+        conntrack::{ConntrackCollector, SweepTotals, sweeper},
         server::{Endpoint, ServeError},
         status::{self, Attachment},
     },
@@ -85,7 +86,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let adapter = AdapterMetrics::new(config.models.clone());
     let mut licensing = Licensing::new(config.licensing.as_ref(), adapter.clone())?;
     let capacity = Capacity::for_compiled(&compiled);
-    let mut dataplane = Dataplane::load(capacity)?;
+    let mut dataplane = Dataplane::load_with(capacity, config.conntrack.max_entries)?;
+    let conntrack_settings = config.conntrack.timeouts.settings();
+    dataplane.set_conntrack(&conntrack_settings)?;
+    let pinned = pin_conntrack(&dataplane, config.conntrack.pin.as_deref());
     licensing.start(&mut dataplane).await?;
     dataplane.reset_rule_counters(&compiled.fresh_counters)?;
     dataplane.install(&compiled)?;
@@ -134,6 +138,15 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         .register(&registry)
         .expect("metric names are registered once");
     status::register(&registry, &attachments).expect("metric names are registered once");
+    let sweeps = Arc::new(SweepTotals::default());
+    registry
+        .register(Box::new(ConntrackCollector::new(
+            Arc::clone(&dataplane),
+            Arc::clone(&sweeps),
+            config.interfaces.clone(),
+            config.conntrack.max_entries,
+        )))
+        .expect("metric names are registered once");
     info!(
         listen = %config.metrics.listen,
         scheme = endpoint.scheme(),
@@ -151,11 +164,17 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         failed = licensing.run(Arc::clone(&dataplane)) => {
             return Err(DaemonError::Loader(match failed { Err(error) => error }));
         }
+        () = sweeper(Arc::clone(&dataplane), conntrack_settings, config.conntrack.sweep, sweeps) => {
+            unreachable!("the sweeper runs forever")
+        }
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
     };
     info!(signal, "stopping: detaching XDP from every interface");
     drop(dataplane);
+    if let Some(dir) = pinned {
+        unpin_conntrack(&dir);
+    }
     info!("stopped");
     Ok(())
 }
@@ -165,4 +184,28 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
 fn release_freed_memory() {
     // SAFETY: malloc_trim only releases memory that is free; it has no preconditions.
     unsafe { libc::malloc_trim(0) };
+}
+
+/// Pins the flow table for `smf-firewall conntrack`; a failure is a warning (the firewall
+/// works without the command). Returns the directory pinned.
+fn pin_conntrack(dataplane: &Dataplane, dir: Option<&Path>) -> Option<PathBuf> {
+    let dir = dir?;
+    match dataplane.pin_conntrack(dir) {
+        Ok(()) => {
+            info!(pin = %dir.display(), "pinned the connection-tracking table");
+            Some(dir.to_path_buf())
+        }
+        Err(error) => {
+            warn!(%error, "cannot pin the connection-tracking table; `smf-firewall conntrack` will not see it");
+            None
+        }
+    }
+}
+
+/// Removes what `pin_conntrack` pinned (the kernel frees the maps with their last user).
+fn unpin_conntrack(dir: &Path) {
+    for (_, file) in loader::PINNED_CONNTRACK {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+    let _ = std::fs::remove_dir(dir);
 }

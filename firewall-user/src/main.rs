@@ -1,5 +1,6 @@
 //! The `smf-firewall` command line.
 
+mod conntrack_cli;
 mod contracts_cli;
 mod top_cli;
 
@@ -92,6 +93,10 @@ enum Command {
     /// interface and verdict, utilization against the model's capacity, the busiest rules,
     /// the licence state. Refreshes every second; --once prints one frame and exits.
     Top(top_cli::TopArgs),
+    /// The running daemon's connection-tracking table: live flows by protocol and state (no
+    /// addresses). `conntrack flush` deletes every flow. Reads the maps the daemon pinned
+    /// (`--pin DIR`, default /sys/fs/bpf/smf-firewall/conntrack). Needs root.
+    Conntrack(conntrack_cli::ConntrackArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Contracts(args) => contracts_cli::contracts(args),
+        Command::Conntrack(args) => conntrack_cli::conntrack(args).map(|()| ExitCode::SUCCESS),
         Command::License(args) => contracts_cli::license(args),
         Command::Top(args) => top_cli::top(args)
             .context("cannot show the daemon's metrics")

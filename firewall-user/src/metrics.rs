@@ -159,6 +159,7 @@ impl Collector for DataplaneCollector {
 }
 
 pub mod adapter;
+pub mod conntrack;
 pub mod server;
 pub mod status;
 pub mod text;

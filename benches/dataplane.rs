@@ -398,6 +398,7 @@ fn main() -> Result<()> {
         trivial_ns,
     )];
     firewall_rows(trivial_ns, &mut rows)?;
+    let memory = conntrack_rows(trivial_ns, &mut rows)?;
     match peer_rows(trivial_ns, &mut rows) {
         Ok(()) => {}
         Err(e) => eprintln!("xdp-filter comparison skipped: {e}"),
@@ -426,5 +427,78 @@ fn main() -> Result<()> {
     }
     let path = firewall_benches::write_json_value("control", &control).map_err(err)?;
     println!("wrote {}", path.display());
+
+    println!("\n{:>12} {:>20}", "flows", "conntrack kernel MiB");
+    for m in &memory {
+        println!(
+            "{:>12} {:>20.1}",
+            m.max_entries,
+            m.kernel_bytes as f64 / f64::from(1 << 20)
+        );
+    }
+    let path = firewall_benches::write_json_value("conntrack", &memory).map_err(err)?;
+    println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Kernel memory of the connection-tracking table at one size.
+#[derive(Serialize)]
+struct ConntrackMemory {
+    max_entries: u32,
+    kernel_bytes: u64,
+}
+
+/// Rules of the 1,000-rule file behind a `state: true` rule for the tracked flow.
+fn stateful_rules() -> String {
+    let text = generate::rules(1_000, 1);
+    let marker = "    rules:\n";
+    text.replacen(
+        marker,
+        &format!("{marker}      - {{ id: state-out, action: pass, protocol: tcp, src: 198.18.0.0/16, state: true }}\n"),
+        1,
+    )
+}
+
+/// The established-flow fast path (a tracked reply), the cost of opening a flow (every SYN
+/// finds its entry expired, as all timeouts are 0, and replaces it), and the table's kernel
+/// memory at 65,536 and 1,000,000 entries.
+fn conntrack_rows(trivial_ns: f64, rows: &mut Vec<Row>) -> Result<Vec<ConntrackMemory>> {
+    let syn = frame("tcp 198.18.7.1:40000 -> 198.19.200.1:443 flags SYN");
+    let reply = frame("tcp 198.19.200.1:443 -> 198.18.7.1:40000 flags ACK");
+    let (mut dataplane, _) = load(&stateful_rules())?;
+    let program = dataplane.program().map_err(err)?;
+    let options = TestRunOptions {
+        data_in: Some(&syn),
+        ..TestRunOptions::default()
+    };
+    program.test_run(options).map_err(err)?;
+    let established = time(program, &reply)?;
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "conntrack: established flow (tracked reply)",
+        established,
+        trivial_ns,
+    ));
+    let mut zero = firewall_user::conntrack::Timeouts::default().settings();
+    zero.timeouts_ns = [0; firewall_common::conntrack::state::COUNT];
+    dataplane.set_conntrack(&zero).map_err(err)?;
+    let opening = time(dataplane.program().map_err(err)?, &syn)?;
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "conntrack: new flow (SYN, rules + insert)",
+        opening,
+        trivial_ns,
+    ));
+    [firewall_common::conntrack::DEFAULT_MAX_ENTRIES, 1_000_000]
+        .into_iter()
+        .map(|max_entries| {
+            let dataplane = Dataplane::load_with(Capacity::default(), max_entries).map_err(err)?;
+            Ok(ConntrackMemory {
+                max_entries,
+                kernel_bytes: dataplane.conntrack_memory().ok_or("no memlock in fdinfo")?,
+            })
+        })
+        .collect()
 }

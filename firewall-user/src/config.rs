@@ -416,4 +416,60 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn conntrack_defaults_and_settings() {
+        let config = parse("rules: r.yaml\ninterfaces: [lan0]\n").unwrap();
+        assert_eq!(
+            config.conntrack,
+            crate::conntrack::ConntrackConfig::default()
+        );
+        let config = parse(
+            "rules: r.yaml\ninterfaces: [lan0]\nconntrack: {max_entries: 1000000, timeouts: {udp: 60s, tcp_established: 2h}, pin: none, sweep: 1s}\n",
+        )
+        .unwrap();
+        let c = &config.conntrack;
+        assert_eq!(c.max_entries, 1_000_000);
+        assert_eq!(c.timeouts.0[6], Duration::from_secs(60));
+        assert_eq!(c.timeouts.0[2], Duration::from_secs(7200));
+        assert_eq!(
+            c.timeouts.0[0],
+            Duration::from_secs(120),
+            "others keep defaults"
+        );
+        assert_eq!(c.pin, None);
+        assert_eq!(c.sweep, Duration::from_secs(1));
+    }
+
+    // Each row: a `conntrack:` line (line 3) and a fragment of its one error.
+    #[test]
+    fn conntrack_mistakes_are_errors_at_their_position() {
+        let cases = [
+            (
+                "conntrack: {max_entries: 0}",
+                "`max_entries: 0` is not 1-16777216",
+            ),
+            (
+                "conntrack: {timeouts: {tcp_open: 5s}}",
+                "unknown timeout `tcp_open`",
+            ),
+            (
+                "conntrack: {timeouts: {udp: soon}}",
+                "`udp: soon` is not a duration",
+            ),
+            (
+                "conntrack: {timeouts: {udp: 10ms}}",
+                "`udp: 10ms` is too short",
+            ),
+            ("conntrack: {pin: relative/dir}", "must be an absolute path"),
+            ("conntrack: {size: 5}", "unknown field `size`"),
+        ];
+        for (line, fragment) in cases {
+            let err = parse(&format!("rules: r.yaml\ninterfaces: [lan0]\n{line}\n")).unwrap_err();
+            assert_eq!(err.items.len(), 1, "{line}: {err}");
+            assert_eq!(err.items[0].line, 3, "{line}: {err}");
+            assert!(err.items[0].column > 1, "{line}: {err}");
+            assert!(err.to_string().contains(fragment), "{line}: {err}");
+        }
+    }
 }

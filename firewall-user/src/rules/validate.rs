@@ -810,6 +810,10 @@ mod tests {
                 "{ id: a, action: drop, protocol: icmp, icmp_type: 300 }",
                 "not 0-255",
             ),
+            (
+                "{ id: a, action: drop, state: true }",
+                "`state: true` needs `action: pass`",
+            ),
         ];
         for (text, fragment) in cases {
             let err = parse(&format!("      - {text}\n")).unwrap_err();
@@ -818,6 +822,16 @@ mod tests {
             assert!(err.items[0].column > 0, "{text}: {err}");
             assert!(err.to_string().contains(fragment), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn state_is_kept_on_pass_rules_and_its_error_points_at_the_value() {
+        let set = parse("      - { id: a, action: pass, state: true }\n      - { id: b, action: drop, state: false }\n").unwrap();
+        let rules = &set.rules.interfaces["lan0"].rules;
+        assert!(rules[0].state && !rules[1].state);
+        let err = parse("      - { id: a, action: drop, state: true }\n").unwrap_err();
+        // The column of `true`, after `      - { id: a, action: drop, state: `.
+        assert_eq!((err.items[0].line, err.items[0].column), (FIRST, 39));
     }
 
     #[test]

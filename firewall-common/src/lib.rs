@@ -230,9 +230,26 @@ pub struct Policy {
     pub _pad: [u8; 2],
 }
 
-/// Index of an interface's `Policy` in the `POLICIES` array.
+/// The directions a packet is judged in: arriving (XDP) or leaving (TC egress, issue 8).
+pub mod direction {
+    pub const IN: u32 = 0;
+    pub const OUT: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Slots of (interface, direction): counters, policies and conntrack hits are kept per slot.
+pub const MAX_SLOTS: u32 = MAX_INTERFACES * direction::COUNT;
+
+/// The slot of an interface's rules and counters in one direction: its `INTERFACES` slot for
+/// `direction::IN` (so ingress slots are what they always were), that plus `MAX_INTERFACES`
+/// for `direction::OUT`.
+pub const fn directed_slot(slot: u32, direction: u32) -> u32 {
+    direction * MAX_INTERFACES + slot
+}
+
+/// Index of a directed slot's `Policy` in the `POLICIES` array.
 pub const fn policy_index(generation: u32, slot: u32) -> u32 {
-    generation * MAX_INTERFACES + slot
+    generation * MAX_SLOTS + slot
 }
 
 /// Connection tracking (issue 8): the `CONNTRACK` LRU hash maps a [`FlowKey`] to a [`Flow`].

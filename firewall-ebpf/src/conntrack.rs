@@ -13,7 +13,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
-    ConntrackSettings, Flow, FlowKey, MAX_INTERFACES,
+    ConntrackSettings, Flow, FlowKey, MAX_SLOTS,
     conntrack::{DEFAULT_MAX_ENTRIES, event, fin, origin, state},
     family,
 };
@@ -32,9 +32,9 @@ static CONNTRACK_SETTINGS: Array<ConntrackSettings> = Array::with_max_entries(1,
 #[map]
 static CONNTRACK_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(event::COUNT, 0);
 
-/// Packets passed by a tracked flow, per interface slot.
+/// Packets passed by a tracked flow, per directed slot.
 #[map]
-static CONNTRACK_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_INTERFACES, 0);
+static CONNTRACK_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SLOTS, 0);
 
 /// Flows flushed by `smf-firewall conntrack flush`; written by userspace only, read by the
 /// daemon (for `smf_firewall_conntrack_evicted_total`).

@@ -1,39 +1,67 @@
-//! The smf-firewall XDP program. The packet path reads top to bottom: find the interface's
-//! live rule set, parse the headers, let a tracked flow pass, else take the first matching
-//! rule's verdict (or the default) and open a flow for a `state: true` pass, count the packet
-//! once.
+//! The smf-firewall programs: XDP for packets arriving on an interface, TC egress for packets
+//! leaving it (`direction: out` rules), one packet path for both. It reads top to bottom:
+//! find the interface's live rule set for the direction, parse the headers, let a tracked flow
+//! pass, else take the first matching rule's verdict (or the default) and open a flow for a
+//! `state: true` pass, count the packet once.
 #![no_std]
 #![no_main]
 
 mod classify;
 mod conntrack;
+mod context;
 mod license;
 mod meter;
 mod parse;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use firewall_common::{FrameClass, Policy, Verdict, entry_flag};
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use firewall_common::{FrameClass, Policy, Verdict, direction, entry_flag};
+
+use crate::context::Wire;
 
 #[xdp]
 pub fn smf_firewall(ctx: XdpContext) -> u32 {
-    // An interface the daemon did not configure is none of our business.
-    let Some(slot) = classify::slot(&ctx) else {
-        return xdp_action::XDP_PASS;
-    };
-    let Some(policy) = classify::policy(slot) else {
-        return xdp_action::XDP_PASS;
-    };
-    let judged = judge(&ctx, policy);
-    // Unlicensed: still metered (Art. 24), never filtered; see license.rs.
-    let (verdict, rule) = license::applied(judged.verdict, judged.rule);
-    meter::count(&ctx, slot, verdict, rule, judged.class);
-    if judged.tracked {
-        conntrack::count_hit(slot);
-    }
-    match verdict {
+    match firewall(&ctx, direction::IN) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
     }
+}
+
+/// Headers the egress program makes readable before parsing (a locally built packet may keep
+/// them outside the linear part of its buffer).
+const EGRESS_HEADERS: u32 = 256;
+
+#[classifier]
+pub fn smf_firewall_egress(ctx: TcContext) -> i32 {
+    let _ = ctx.pull_data(ctx.len().min(EGRESS_HEADERS));
+    match firewall(&ctx, direction::OUT) {
+        // TCX_NEXT: later programs on the interface still see the packet.
+        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Drop => TC_ACT_SHOT,
+    }
+}
+
+/// The packet path, in one direction.
+#[inline(always)]
+fn firewall<C: Wire>(ctx: &C, direction: u32) -> Verdict {
+    // An interface the daemon did not configure is none of our business.
+    let Some(slot) = classify::slot(ctx, direction) else {
+        return Verdict::Pass;
+    };
+    let Some(policy) = classify::policy(slot) else {
+        return Verdict::Pass;
+    };
+    let judged = judge(ctx, policy);
+    // Unlicensed: still metered (Art. 24), never filtered; see license.rs.
+    let (verdict, rule) = license::applied(judged.verdict, judged.rule);
+    meter::count(ctx, slot, verdict, rule, judged.class);
+    if judged.tracked {
+        conntrack::count_hit(slot);
+    }
+    verdict
 }
 
 /// What `judge` decided for a packet.
@@ -48,7 +76,7 @@ struct Judged {
 }
 
 #[inline(always)]
-fn judge(ctx: &XdpContext, policy: &Policy) -> Judged {
+fn judge<C: Wire>(ctx: &C, policy: &Policy) -> Judged {
     let (verdict, rule, class) = match parse::headers(ctx) {
         Ok(parse::Frame::Ip(packet)) => return judge_ip(ctx, policy, &packet),
         Ok(parse::Frame::NonIp) => (
@@ -70,7 +98,7 @@ fn judge(ctx: &XdpContext, policy: &Policy) -> Judged {
 /// An IP packet: its tracked flow, else the rules (and a new flow if a `state: true` rule
 /// passes it).
 #[inline(always)]
-fn judge_ip(ctx: &XdpContext, policy: &Policy, packet: &parse::Packet) -> Judged {
+fn judge_ip<C: Wire>(ctx: &C, policy: &Policy, packet: &parse::Packet) -> Judged {
     let now = conntrack::now();
     let quoted = if conntrack::is_icmp_error(packet) {
         parse::quoted(ctx, packet)

@@ -5,8 +5,9 @@
 
 use core::mem;
 
-use aya_ebpf::programs::XdpContext;
 use firewall_common::{MAX_IPV6_EXTENSIONS, MAX_VLAN_TAGS, family};
+
+use crate::context::Wire;
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -90,7 +91,7 @@ const FRAG_OFFSET_MASK: u16 = 0x1fff;
 const MAX_OFFSET: usize = 1024;
 
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
+fn ptr_at<T, C: Wire>(ctx: &C, offset: usize) -> Result<*const T, Malformed> {
     let start = ctx.data();
     if offset > MAX_OFFSET || start + offset + mem::size_of::<T>() > ctx.data_end() {
         return Err(Malformed);
@@ -100,15 +101,15 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
 
 /// Reads `T` at `offset`; `T` is plain bytes, so any value is valid.
 #[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Malformed> {
+fn read<T: Copy, C: Wire>(ctx: &C, offset: usize) -> Result<T, Malformed> {
     // SAFETY: ptr_at checked that the bytes lie inside the frame; read_unaligned copes with
     // any alignment.
-    ptr_at::<T>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
+    ptr_at::<T, C>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
 }
 
 /// Does the frame hold at least `len` bytes from `offset`?
 #[inline(always)]
-fn has(ctx: &XdpContext, offset: usize, len: usize) -> bool {
+fn has<C: Wire>(ctx: &C, offset: usize, len: usize) -> bool {
     offset <= MAX_OFFSET && len <= MAX_OFFSET && ctx.data() + offset + len <= ctx.data_end()
 }
 
@@ -118,7 +119,7 @@ fn be16(bytes: [u8; 2]) -> u16 {
 }
 
 #[inline(always)]
-pub fn headers(ctx: &XdpContext) -> Result<Frame, Malformed> {
+pub fn headers<C: Wire>(ctx: &C) -> Result<Frame, Malformed> {
     let eth: EthHdr = read(ctx, 0)?;
     let mut ether_type = u16::from_be(eth.ether_type);
     let mut offset = EthHdr::LEN;
@@ -145,7 +146,7 @@ pub fn headers(ctx: &XdpContext) -> Result<Frame, Malformed> {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed> {
+fn ipv4<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed> {
     let ip: Ipv4Hdr = read(ctx, offset)?;
     let header_len = usize::from(ip.ihl()); // already in bytes
     if ip.version() != 4
@@ -176,7 +177,7 @@ fn ipv4(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed>
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed> {
+fn ipv6<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed> {
     let ip: Ipv6Hdr = read(ctx, offset)?;
     if ip.version() != 6 {
         return Err(Malformed);
@@ -241,7 +242,7 @@ fn ipv6(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed>
 
 /// Reads the ports or ICMP type and code at `offset`; a header cut short is malformed.
 #[inline(always)]
-fn upper_layer(ctx: &XdpContext, offset: usize, packet: &mut Packet) -> Result<(), Malformed> {
+fn upper_layer<C: Wire>(ctx: &C, offset: usize, packet: &mut Packet) -> Result<(), Malformed> {
     packet.l4_offset = offset as u16;
     match packet.protocol {
         IPPROTO_TCP => {
@@ -285,7 +286,7 @@ fn ports(packet: &mut Packet, s0: u8, s1: u8, d0: u8, d1: u8) {
 /// first bytes of its TCP/UDP header or ICMP echo. IPv6: only a quoted packet without
 /// extension headers. `None` when the quote is too short or of another protocol.
 #[inline(always)]
-pub fn quoted(ctx: &XdpContext, packet: &Packet) -> Option<Quoted> {
+pub fn quoted<C: Wire>(ctx: &C, packet: &Packet) -> Option<Quoted> {
     let offset = usize::from(packet.l4_offset) + 8;
     let (src, dst, protocol, inner) = if packet.family == family::IPV4 {
         let ip: Ipv4Hdr = read(ctx, offset).ok()?;

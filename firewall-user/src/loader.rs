@@ -13,7 +13,10 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     pin::PinError,
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::TcAttachOptions,
+    },
 };
 use firewall_common::{
     ConntrackSettings, Counter, Entry, Flow, FlowKey, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX,
@@ -33,6 +36,8 @@ pub static XDP_PASS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-pass"));
 
 const PROGRAM: &str = "smf_firewall";
+/// The TC egress program (`direction: out` rules), attached with TCX.
+const EGRESS_PROGRAM: &str = "smf_firewall_egress";
 
 /// How long a packet may still be reading the generation that was live before a flip; the
 /// daemon does not rewrite that generation sooner. XDP runs to completion within a NAPI poll,
@@ -77,6 +82,11 @@ pub enum LoaderError {
     PinDir {
         path: std::path::PathBuf,
         error: std::io::Error,
+    },
+    #[error("cannot attach the egress (TC) program to {interface} with TCX: {error}")]
+    AttachEgress {
+        interface: String,
+        error: ProgramError,
     },
     #[error("cannot attach XDP to {interface} in driver or generic mode: {error}")]
     Attach {
@@ -275,6 +285,10 @@ impl Dataplane {
             capacity,
         };
         dataplane.program()?.load().map_err(LoaderError::Program)?;
+        dataplane
+            .egress_program()?
+            .load()
+            .map_err(LoaderError::Program)?;
         dataplane.set_conntrack(&crate::conntrack::Timeouts::default().settings())?;
         Ok(dataplane)
     }
@@ -292,7 +306,35 @@ impl Dataplane {
             .map_err(LoaderError::Program)
     }
 
-    /// Packets arriving on `ifindex` are judged by the rules of `slot`.
+    /// The TC egress program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn egress_program(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
+        self.ebpf
+            .program_mut(EGRESS_PROGRAM)
+            .ok_or(LoaderError::Missing(EGRESS_PROGRAM))?
+            .try_into()
+            .map_err(LoaderError::Program)
+    }
+
+    /// Attaches the egress program to `interface` with TCX (a link the kernel detaches when the
+    /// dataplane is dropped). It runs before the qdisc, after other programs already attached.
+    pub fn attach_egress(&mut self, interface: &str) -> Result<(), LoaderError> {
+        let program = self.egress_program()?;
+        program
+            .attach_with_options(
+                interface,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|error| LoaderError::AttachEgress {
+                interface: interface.to_string(),
+                error,
+            })?;
+        info!(interface, "attached TC egress program (TCX)");
+        Ok(())
+    }
+
+    /// Packets arriving on `ifindex` are judged by the rules of `slot`, and packets leaving it
+    /// by the rules of `directed_slot(slot, direction::OUT)`.
     pub fn bind(&mut self, ifindex: u32, slot: u32) -> Result<(), LoaderError> {
         debug_assert!(slot < MAX_INTERFACES);
         if ifindex >= MAX_IFINDEX {
@@ -439,7 +481,8 @@ impl Dataplane {
         }
     }
 
-    /// Packets and bytes for an interface slot and verdict, summed over CPUs.
+    /// Packets and bytes for a directed slot (`firewall_common::directed_slot`; an interface's
+    /// ingress slot is its slot) and verdict, summed over CPUs.
     pub fn counter(&self, slot: u32, verdict: Verdict) -> Result<Counter, LoaderError> {
         sum(&self.stats, counter_index(slot, verdict), "STATS")
     }

@@ -11,7 +11,7 @@ use etherparse::{
 };
 use serde::Serialize;
 
-use crate::rules::{Action, Policy, Rule, RuleSet, protocol, validate::family_of};
+use crate::rules::{Action, Direction, Policy, Rule, RuleSet, protocol, validate::family_of};
 
 pub mod conntrack;
 
@@ -101,9 +101,21 @@ pub fn classify(
     Ok(decide(policy, &parse(frame)))
 }
 
-/// The decision for a parsed frame: malformed frames are dropped before any rule, non-IP
-/// frames get `non_ip`, IP packets the first matching rule or the default.
+/// The decision for a parsed frame arriving on the interface: malformed frames are dropped
+/// before any rule, non-IP frames get `non_ip`, IP packets the first matching `direction: in`
+/// rule or the default.
 pub fn decide(policy: &Policy, frame: &Frame) -> Decision {
+    decide_direction(policy, frame, Direction::In)
+}
+
+/// The decision for a parsed frame in `direction`. Leaving the interface (`out`), only
+/// `direction: out` rules apply, and what none decides passes (non-IP frames too); malformed
+/// frames are dropped either way.
+pub fn decide_direction(policy: &Policy, frame: &Frame, direction: Direction) -> Decision {
+    let (default, non_ip) = match direction {
+        Direction::In => (policy.default, policy.non_ip),
+        Direction::Out => (Action::Pass, Action::Pass),
+    };
     match frame {
         Frame::Malformed(why) => Decision {
             action: Action::Drop,
@@ -111,14 +123,14 @@ pub fn decide(policy: &Policy, frame: &Frame) -> Decision {
             reason: Reason::Malformed(why),
         },
         Frame::NonIp { .. } => Decision {
-            action: policy.non_ip,
+            action: non_ip,
             rule: None,
             reason: Reason::NonIp,
         },
         Frame::Ip(packet) => match policy
             .rules
             .iter()
-            .find(|rule| mismatch(rule, packet).is_none())
+            .find(|rule| rule.direction == direction && mismatch(rule, packet).is_none())
         {
             Some(rule) => Decision {
                 action: rule.action,
@@ -126,7 +138,7 @@ pub fn decide(policy: &Policy, frame: &Frame) -> Decision {
                 reason: Reason::Rule,
             },
             None => Decision {
-                action: policy.default,
+                action: default,
                 rule: None,
                 reason: Reason::Default,
             },

@@ -55,6 +55,36 @@ impl fmt::Display for Action {
     }
 }
 
+/// Which way a rule judges packets: as they arrive on its interface (XDP) or as they leave it
+/// (TC egress).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    In,
+    Out,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::In, Direction::Out];
+
+    /// `firewall_common::direction` of this direction.
+    pub const fn index(self) -> u32 {
+        match self {
+            Direction::In => firewall_common::direction::IN,
+            Direction::Out => firewall_common::direction::OUT,
+        }
+    }
+
+    /// The `direction` label value in metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
 /// The IP version a rule is restricted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -150,6 +180,7 @@ pub struct Rule {
     pub vlan: Option<u16>,
     /// `state: true`: a packet this (pass) rule passes opens a tracked flow.
     pub state: bool,
+    pub direction: Direction,
     /// Position of the rule's id in its file, for messages.
     pub line: u32,
     pub column: u32,
@@ -159,6 +190,9 @@ impl fmt::Display for Rule {
     /// One line, as `check` prints it: `id action [conditions]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.id, self.action)?;
+        if self.direction == Direction::Out {
+            write!(f, " out")?;
+        }
         if let Some(vlan) = self.vlan {
             write!(f, " vlan {vlan}")?;
         }

@@ -11,7 +11,7 @@ use serde::{
 };
 use serde_saphyr::Spanned;
 
-use super::{Action, Family};
+use super::{Action, Direction, Family};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +60,9 @@ pub struct RawRule {
     /// tracking); its replies pass before the rules.
     #[serde(default)]
     pub state: Option<Spanned<bool>>,
+    /// `in` (the default): judged as packets arrive (XDP); `out`: as they leave (TC egress).
+    #[serde(default)]
+    pub direction: Option<Direction>,
     #[serde(default)]
     pub description: Option<String>,
 }

@@ -282,6 +282,7 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         icmp_code,
         vlan,
         state,
+        direction: raw.direction.unwrap_or_default(),
         line: u32::try_from(id.referenced.line()).unwrap_or(u32::MAX),
         column: u32::try_from(id.referenced.column()).unwrap_or(u32::MAX),
     })
@@ -566,7 +567,7 @@ fn policy_warnings(name: &str, policy: &Policy, at: &Location, limits: &Limits) 
     for (i, later) in policy.rules.iter().enumerate() {
         if let Some(earlier) = policy.rules[..i]
             .iter()
-            .find(|earlier| covers(earlier, later))
+            .find(|earlier| earlier.direction == later.direction && covers(earlier, later))
         {
             warnings.push(Warning(Diagnostic {
                 line: later.line,

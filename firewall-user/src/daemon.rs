@@ -105,6 +105,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     for ((name, slot), ifindex) in slots.iter().zip(ifindexes) {
         dataplane.bind(ifindex, *slot)?;
         let mode = dataplane.attach(name)?;
+        dataplane.attach_egress(name)?;
         let count = rules.interfaces[name].rules.len();
         info!(interface = %name, ifindex, rules = count, mode = ?mode, "enforcing rules");
         attachments.push(Attachment {

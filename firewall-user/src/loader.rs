@@ -14,8 +14,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     pin::PinError,
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        tc::TcAttachOptions,
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::TcAttachOptions,
     },
 };
 use firewall_common::{

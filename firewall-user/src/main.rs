@@ -16,7 +16,7 @@ use firewall_user::{
     loader::Capacity,
     reference::{self, Reason},
     rules::{
-        Limits, RuleSet,
+        Direction, Limits, RuleSet,
         compile::{self, RuleCounters},
         validate,
     },
@@ -234,7 +234,8 @@ fn explain(file: &Path, interface: &str, packet: &str, json: bool) -> anyhow::Re
         (Reason::Rule, None) => unreachable!("a rule decision names its rule"),
     }
     if let reference::Frame::Ip(parsed) = reference::parse(&frame) {
-        for rule in &policy.rules {
+        let arriving = policy.rules.iter().filter(|r| r.direction == Direction::In);
+        for rule in arriving {
             if decision.rule.as_deref() == Some(rule.id.as_str()) {
                 break;
             }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
-use firewall_common::{FrameClass, Verdict};
+use firewall_common::{FrameClass, Verdict, directed_slot};
 use prometheus::{
     Encoder, IntCounterVec, Opts, Registry, TextEncoder,
     core::{Collector, Desc},
@@ -13,9 +13,11 @@ use prometheus::{
 };
 use tracing::warn;
 
-use crate::loader::Dataplane;
+use crate::{loader::Dataplane, rules::Direction};
 
-/// Reads `smf_firewall_{packets,bytes}_total{interface,verdict}` and
+/// Reads `smf_firewall_{packets,bytes}_total{interface,verdict}` (arriving packets, as
+/// before egress existed), `smf_firewall_{packets,bytes}_by_direction_total{interface,
+/// direction,verdict}` (both directions) and
 /// `smf_firewall_rule_{hits,bytes}_total{interface,rule}` from the dataplane.
 pub struct DataplaneCollector {
     dataplane: Arc<Mutex<Dataplane>>,
@@ -29,6 +31,8 @@ pub struct DataplaneCollector {
     rule_bytes: IntCounterVec,
     non_ip: IntCounterVec,
     malformed: IntCounterVec,
+    packets_by_direction: IntCounterVec,
+    bytes_by_direction: IntCounterVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -43,6 +47,7 @@ impl DataplaneCollector {
     ) -> Self {
         let by_verdict = ["interface", "verdict"];
         let by_rule = ["interface", "rule"];
+        let by_direction = ["interface", "direction", "verdict"];
         Self {
             dataplane,
             interfaces,
@@ -77,13 +82,23 @@ impl DataplaneCollector {
                 "Malformed frames, dropped before any rule, by interface; also counted as drop.",
                 &["interface"],
             ),
+            packets_by_direction: counter_vec(
+                "smf_firewall_packets_by_direction_total",
+                "Packets by interface, direction (in: arriving, XDP; out: leaving, TC egress) and verdict.",
+                &by_direction,
+            ),
+            bytes_by_direction: counter_vec(
+                "smf_firewall_bytes_by_direction_total",
+                "Bytes of frames by interface, direction and verdict.",
+                &by_direction,
+            ),
         }
     }
 }
 
 impl DataplaneCollector {
     /// Every vector this collector fills, in the order it reports them.
-    fn vectors(&self) -> [&IntCounterVec; 6] {
+    fn vectors(&self) -> [&IntCounterVec; 8] {
         [
             &self.packets,
             &self.bytes,
@@ -91,6 +106,8 @@ impl DataplaneCollector {
             &self.rule_bytes,
             &self.non_ip,
             &self.malformed,
+            &self.packets_by_direction,
+            &self.bytes_by_direction,
         ]
     }
 }
@@ -113,6 +130,24 @@ impl Collector for DataplaneCollector {
             vec.reset();
         }
         for (slot, interface) in self.interfaces.iter().enumerate() {
+            for (direction, verdict) in Direction::ALL
+                .into_iter()
+                .flat_map(|d| Verdict::ALL.map(|v| (d, v)))
+            {
+                let directed = directed_slot(slot as u32, direction.index());
+                match dataplane.counter(directed, verdict) {
+                    Ok(counter) => {
+                        let labels = [interface.as_str(), direction.label(), verdict.label()];
+                        self.packets_by_direction
+                            .with_label_values(&labels)
+                            .inc_by(counter.packets);
+                        self.bytes_by_direction
+                            .with_label_values(&labels)
+                            .inc_by(counter.bytes);
+                    }
+                    Err(error) => warn!(interface, %error, "cannot read counters"),
+                }
+            }
             for verdict in Verdict::ALL {
                 match dataplane.counter(slot as u32, verdict) {
                     Ok(counter) => {

@@ -163,7 +163,7 @@ fn lan_connections_get_their_replies_and_the_wan_cannot_connect() {
     let hits = metric(
         &site.adapter,
         "smf_firewall_conntrack_hits_total",
-        &[("interface", "wan0")],
+        &[("interface", "wan0"), ("direction", "in")],
     );
     assert!(hits >= 3.0, "SYN-ACK, data ACKs and 2 echo replies: {hits}");
     assert!(metric(&site.adapter, "smf_firewall_conntrack_created_total", &[]) >= 2.0);

@@ -1,7 +1,7 @@
 //! Connection-tracking metrics (issue 8), aggregates only, never a flow (Art. 17):
 //! `smf_firewall_conntrack_{entries,capacity}` (gauges),
 //! `smf_firewall_conntrack_{created,expired,evicted}_total` and
-//! `smf_firewall_conntrack_hits_total{interface}` (packets passed by a tracked flow; they are
+//! `smf_firewall_conntrack_hits_total{interface,direction}` (packets passed by a tracked flow; they are
 //! also in `smf_firewall_packets_total{verdict="pass"}`).
 //!
 //! `created` and `hits` are counted by the kernel. `expired` is the flows the daemon's sweep
@@ -15,7 +15,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use firewall_common::conntrack::event;
+use firewall_common::{conntrack::event, directed_slot};
 use prometheus::{
     IntCounter, IntCounterVec, IntGauge, Opts,
     core::{Collector, Desc},
@@ -23,7 +23,7 @@ use prometheus::{
 };
 use tracing::{debug, warn};
 
-use crate::{conntrack, loader::Dataplane};
+use crate::{conntrack, loader::Dataplane, rules::Direction};
 
 /// What the sweeps found so far, shared by the sweeper and the collector.
 #[derive(Debug, Default)]
@@ -136,9 +136,9 @@ impl ConntrackCollector {
             hits: IntCounterVec::new(
                 Opts::new(
                     "smf_firewall_conntrack_hits_total",
-                    "Packets passed by a tracked flow before the rules, by interface.",
+                    "Packets passed by a tracked flow before the rules, by interface and direction.",
                 ),
-                &["interface"],
+                &["interface", "direction"],
             )
             .expect("valid metric definition"),
         };
@@ -185,12 +185,15 @@ impl Collector for ConntrackCollector {
             }
             self.hits.reset();
             for (slot, interface) in self.interfaces.iter().enumerate() {
-                match dataplane.conntrack_hits(slot as u32) {
-                    Ok(hits) => self
-                        .hits
-                        .with_label_values(&[interface.as_str()])
-                        .inc_by(hits),
-                    Err(error) => warn!(interface, %error, "cannot read conntrack hits"),
+                for direction in Direction::ALL {
+                    let directed = directed_slot(slot as u32, direction.index());
+                    match dataplane.conntrack_hits(directed) {
+                        Ok(hits) => self
+                            .hits
+                            .with_label_values(&[interface.as_str(), direction.label()])
+                            .inc_by(hits),
+                        Err(error) => warn!(interface, %error, "cannot read conntrack hits"),
+                    }
                 }
             }
         }

@@ -2,8 +2,9 @@
 //! to a `state: true` rule pass before the rules and are counted apart, unsolicited packets do
 //! not, flows expire by the kernel's clock (fixed by the test through `ConntrackSettings`, so
 //! no test depends on timing), ICMP errors quoting a flow pass, a reload keeps flows, the sweep
-//! deletes expired flows; and random packet *sequences* through the kernel and the reference
-//! tracker (`reference::conntrack::Tracker`) with the same clock agree packet by packet.
+//! deletes expired flows; and random packet *sequences*, arriving (XDP) and leaving (TC
+//! egress), through the kernel and the reference tracker (`reference::conntrack::Tracker`)
+//! with the same clock agree packet by packet.
 
 use std::path::Path;
 
@@ -11,13 +12,14 @@ use aya::programs::{TestRun, TestRunOptions};
 use firewall_common::{
     ConntrackSettings, Verdict,
     conntrack::{event, state},
+    directed_slot, direction,
 };
 use firewall_user::{
     conntrack::{self, Timeouts},
     loader::{Capacity, Dataplane},
     reference::{self, Reason, conntrack::Tracker},
     rules::{
-        Action, RuleSet,
+        Action, Direction, RuleSet,
         compile::{self, RuleCounters},
     },
     spec::PacketSpec,
@@ -92,6 +94,22 @@ fn run(dataplane: &mut Dataplane, frame: &[u8]) -> u32 {
     };
     dataplane
         .program()
+        .unwrap()
+        .test_run(options)
+        .unwrap()
+        .return_value
+}
+
+/// TC_ACT_UNSPEC (TCX_NEXT): the egress program passes.
+const TC_NEXT: u32 = u32::MAX;
+
+fn run_egress(dataplane: &mut Dataplane, frame: &[u8]) -> u32 {
+    let options = TestRunOptions {
+        data_in: Some(frame),
+        ..TestRunOptions::default()
+    };
+    dataplane
+        .egress_program()
         .unwrap()
         .test_run(options)
         .unwrap()
@@ -426,7 +444,7 @@ const WAN6: [&str; 2] = ["2001:2:0:1::1", "2001:2:0:1::2"];
 const PORTS: [u16; 4] = [40000, 40001, 53, 80];
 
 /// Rules a random set is drawn from (some open flows, some do not).
-const RULE_POOL: [&str; 8] = [
+const RULE_POOL: [&str; 11] = [
     "{ id: tcp-out, action: pass, protocol: tcp, src: [198.18.0.0/16, 2001:2::/64], state: true }",
     "{ id: udp-out, action: pass, protocol: udp, src: [198.18.0.0/16, 2001:2::/64], state: true }",
     "{ id: ping-out, action: pass, protocol: icmp, icmp_type: 8, src: 198.18.0.0/16, state: true }",
@@ -435,6 +453,9 @@ const RULE_POOL: [&str; 8] = [
     "{ id: web-in, action: pass, protocol: tcp, dst_port: 80 }",
     "{ id: no-dns, action: drop, protocol: udp, dst_port: 53 }",
     "{ id: udp-in, action: pass, protocol: udp, src_port: 53 }",
+    "{ id: tcp-out-egress, action: pass, direction: out, protocol: tcp, dst_port: 80, state: true }",
+    "{ id: no-udp-egress, action: drop, direction: out, protocol: udp }",
+    "{ id: ping-egress, action: pass, direction: out, protocol: icmp, state: true }",
 ];
 
 fn rule_set(rng: &mut ChaCha8Rng) -> String {
@@ -578,18 +599,32 @@ fn the_kernel_tracks_random_sequences_as_the_reference_does() {
             if rng.random_bool(0.1) {
                 frame = error_about(&mut rng, &frame, flow, from_lan);
             }
+            // Now and then the packet leaves by the interface (TC egress) instead.
+            let leaving = rng.random_bool(0.25);
+            let (direction, slot) = if leaving {
+                (Direction::Out, directed_slot(0, direction::OUT))
+            } else {
+                (Direction::In, 0)
+            };
             set_clock(&mut dp, &timeouts, now);
-            let hits = dp.conntrack_hits(0).unwrap();
-            let got = run(&mut dp, &frame);
-            let got_tracked = dp.conntrack_hits(0).unwrap() > hits;
-            let want = reference.judge(&policy, &frame, now);
+            let hits = dp.conntrack_hits(slot).unwrap();
+            let got = if leaving {
+                match run_egress(&mut dp, &frame) {
+                    TC_NEXT => XDP_PASS,
+                    _ => XDP_DROP,
+                }
+            } else {
+                run(&mut dp, &frame)
+            };
+            let got_tracked = dp.conntrack_hits(slot).unwrap() > hits;
+            let want = reference.judge_direction(&policy, &frame, now, direction);
             let want_action = if want.action == Action::Pass {
                 XDP_PASS
             } else {
                 XDP_DROP
             };
             log.push_str(&format!(
-                "t={}s {:?} -> {:?}\n",
+                "t={}s {direction:?} {:?} -> {:?}\n",
                 now / SECOND,
                 reference::parse(&frame),
                 want.reason

@@ -7,8 +7,8 @@ use std::{collections::HashMap, net::IpAddr};
 
 use firewall_common::conntrack::state;
 
-use super::{Decision, Frame, L4, Packet, Reason, decide, parse_with_transport};
-use crate::rules::{Action, Policy, protocol};
+use super::{Decision, Frame, L4, Packet, Reason, decide_direction, parse_with_transport};
+use crate::rules::{Action, Direction, Policy, protocol};
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -65,9 +65,21 @@ impl Tracker {
     /// tracked flow passes it (reason `Tracked`), else the rules do, and a pass by a rule with
     /// `state: true` opens a flow.
     pub fn judge(&mut self, policy: &Policy, frame: &[u8], now: u64) -> Decision {
+        self.judge_direction(policy, frame, now, Direction::In)
+    }
+
+    /// Like `judge`, for a packet arriving (`In`) or leaving (`Out`) the interface: the same
+    /// table, the rules of that direction.
+    pub fn judge_direction(
+        &mut self,
+        policy: &Policy,
+        frame: &[u8],
+        now: u64,
+        direction: Direction,
+    ) -> Decision {
         let (parsed, transport) = parse_with_transport(frame);
         let Frame::Ip(packet) = &parsed else {
-            return decide(policy, &parsed);
+            return decide_direction(policy, &parsed, direction);
         };
         if self.tracked(packet, transport, now) {
             return Decision {
@@ -76,7 +88,7 @@ impl Tracker {
                 reason: Reason::Tracked,
             };
         }
-        let decision = decide(policy, &parsed);
+        let decision = decide_direction(policy, &parsed, direction);
         let opens = decision.action == Action::Pass
             && decision
                 .rule

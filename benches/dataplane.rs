@@ -88,6 +88,15 @@ fn load(text: &str) -> Result<(Dataplane, Compiled)> {
     let mut dataplane = Dataplane::load(Capacity::for_compiled(&compiled)).map_err(err)?;
     // Licensed: time the rules' path, not the pass-all one.
     dataplane.set_enforcing(true).map_err(err)?;
+    // As the daemon: the table is looked up only when some rule has `state: true`.
+    let mut settings = firewall_user::conntrack::Timeouts::default().settings();
+    settings.tracking = u64::from(
+        rules
+            .interfaces
+            .values()
+            .any(|policy| policy.rules.iter().any(|rule| rule.state)),
+    );
+    dataplane.set_conntrack(&settings).map_err(err)?;
     dataplane.bind(LOOPBACK, 0).map_err(err)?;
     dataplane.install(&compiled).map_err(err)?;
     Ok((dataplane, compiled))
@@ -478,6 +487,14 @@ fn conntrack_rows(trivial_ns: f64, rows: &mut Vec<Row>) -> Result<Vec<ConntrackM
         1_001,
         "conntrack: established flow (tracked reply)",
         established,
+        trivial_ns,
+    ));
+    let untracked = time(program, &frame(generate::MIDDLE_PACKET))?;
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "conntrack on: untracked tcp (miss + rules)",
+        untracked,
         trivial_ns,
     ));
     let mut zero = firewall_user::conntrack::Timeouts::default().settings();

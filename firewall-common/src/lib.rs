@@ -364,6 +364,9 @@ pub struct ConntrackSettings {
     /// use it to step time exactly as the reference classifier's clock; the daemon never sets it.
     pub fixed_clock: u64,
     pub fixed_now_ns: u64,
+    /// Zero: no lookups at all (no rule has `state: true` and the table is empty), so that
+    /// rule sets without stateful rules pay nothing for tracking.
+    pub tracking: u64,
 }
 
 #[cfg(feature = "user")]

@@ -60,26 +60,29 @@ pub enum Track {
     Miss { replaces_expired: bool },
 }
 
+/// The settings, if tracking is on (the daemon turns it off while no rule has
+/// `state: true` and no flow can be in the table, so that such rule sets pay nothing).
+#[inline(always)]
+pub fn settings() -> Option<&'static ConntrackSettings> {
+    CONNTRACK_SETTINGS.get(0).filter(|s| s.tracking != 0)
+}
+
 /// The kernel's "now" for flows.
 #[inline(always)]
-pub fn now() -> u64 {
-    match CONNTRACK_SETTINGS.get(0) {
-        Some(s) if s.fixed_clock != 0 => s.fixed_now_ns,
+pub fn now(settings: &ConntrackSettings) -> u64 {
+    if settings.fixed_clock != 0 {
+        settings.fixed_now_ns
+    } else {
         // SAFETY: a helper without arguments or preconditions.
-        _ => unsafe { bpf_ktime_get_ns() },
+        unsafe { bpf_ktime_get_ns() }
     }
 }
 
 /// Looks the packet's flow up; on a live flow, advances its state and last-seen time.
 #[inline(always)]
-pub fn track(packet: &Packet, quoted: Option<Quoted>, now: u64) -> Track {
-    let Some(settings) = CONNTRACK_SETTINGS.get(0) else {
-        return Track::Miss {
-            replaces_expired: false,
-        };
-    };
+pub fn track(packet: &Packet, quoted: Option<Quoted>, settings: &ConntrackSettings) -> Track {
     if let Some(quoted) = quoted {
-        return related(packet, &quoted, settings, now);
+        return related(packet, &quoted, settings);
     }
     let Some((key, sender)) = key_of(packet) else {
         return Track::Miss {
@@ -94,6 +97,7 @@ pub fn track(packet: &Packet, quoted: Option<Quoted>, now: u64) -> Track {
     // SAFETY: the kernel keeps the value alive while the program runs; concurrent updates of
     // the same flow from two CPUs may interleave, which costs at most one state step.
     let flow = unsafe { &mut *flow };
+    let now = now(settings);
     if expired(flow, settings, now) {
         return Track::Miss {
             replaces_expired: true,
@@ -113,7 +117,7 @@ pub fn track(packet: &Packet, quoted: Option<Quoted>, now: u64) -> Track {
 /// Opens a flow for a packet the rules passed with `state: true`. Only TCP (not a RST), UDP
 /// and ICMP echo requests open flows.
 #[inline(always)]
-pub fn open(packet: &Packet, replaces_expired: bool, now: u64) {
+pub fn open(packet: &Packet, replaces_expired: bool, settings: &ConntrackSettings) {
     let Some((key, sender)) = key_of(packet) else {
         return;
     };
@@ -127,7 +131,7 @@ pub fn open(packet: &Packet, replaces_expired: bool, now: u64) {
         _ => return,
     };
     let flow = Flow {
-        last_seen: now,
+        last_seen: now(settings),
         state,
         origin: sender,
         fins: 0,
@@ -162,7 +166,7 @@ fn count(index: u32) {
 
 /// An ICMP error passes when it quotes a live flow and goes back to the quoted packet's sender.
 #[inline(always)]
-fn related(packet: &Packet, quoted: &Quoted, settings: &ConntrackSettings, now: u64) -> Track {
+fn related(packet: &Packet, quoted: &Quoted, settings: &ConntrackSettings) -> Track {
     let miss = Track::Miss {
         replaces_expired: false,
     };
@@ -185,7 +189,7 @@ fn related(packet: &Packet, quoted: &Quoted, settings: &ConntrackSettings, now: 
     );
     match CONNTRACK.get_ptr(key) {
         // SAFETY: as in `track`; only read here.
-        Some(flow) if !expired(unsafe { &*flow }, settings, now) => Track::Hit,
+        Some(flow) if !expired(unsafe { &*flow }, settings, now(settings)) => Track::Hit,
         _ => miss,
     }
 }

@@ -99,28 +99,36 @@ fn judge<C: Wire>(ctx: &C, policy: &Policy) -> Judged {
 /// passes it).
 #[inline(always)]
 fn judge_ip<C: Wire>(ctx: &C, policy: &Policy, packet: &parse::Packet) -> Judged {
-    let now = conntrack::now();
-    let quoted = if conntrack::is_icmp_error(packet) {
-        parse::quoted(ctx, packet)
-    } else {
-        None
-    };
-    let replaces_expired = match conntrack::track(packet, quoted, now) {
-        conntrack::Track::Hit => {
-            return Judged {
-                verdict: Verdict::Pass,
-                rule: meter::NO_RULE,
-                class: meter::IP,
-                tracked: true,
-            };
+    let settings = conntrack::settings();
+    let mut replaces_expired = false;
+    if let Some(settings) = settings {
+        let quoted = if conntrack::is_icmp_error(packet) {
+            parse::quoted(ctx, packet)
+        } else {
+            None
+        };
+        match conntrack::track(packet, quoted, settings) {
+            conntrack::Track::Hit => {
+                return Judged {
+                    verdict: Verdict::Pass,
+                    rule: meter::NO_RULE,
+                    class: meter::IP,
+                    tracked: true,
+                };
+            }
+            conntrack::Track::Miss {
+                replaces_expired: expired,
+            } => replaces_expired = expired,
         }
-        conntrack::Track::Miss { replaces_expired } => replaces_expired,
-    };
+    }
     let (verdict, rule) = match classify::first_match(policy, packet) {
         Some(entry) => {
             let verdict = Verdict::from_u8(entry.verdict);
-            if verdict == Verdict::Pass && entry.flags & entry_flag::STATE != 0 {
-                conntrack::open(packet, replaces_expired, now);
+            if verdict == Verdict::Pass
+                && entry.flags & entry_flag::STATE != 0
+                && let Some(settings) = settings
+            {
+                conntrack::open(packet, replaces_expired, settings);
             }
             (verdict, entry.counter)
         }

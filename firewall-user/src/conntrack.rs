@@ -47,7 +47,7 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
-    /// What the kernel is given: nanoseconds, the real clock.
+    /// What the kernel is given: nanoseconds, the real clock, tracking on.
     pub fn settings(&self) -> ConntrackSettings {
         ConntrackSettings {
             timeouts_ns: self
@@ -55,6 +55,7 @@ impl Timeouts {
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             fixed_clock: 0,
             fixed_now_ns: 0,
+            tracking: 1,
         }
     }
 }

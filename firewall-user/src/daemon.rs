@@ -87,7 +87,15 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let mut licensing = Licensing::new(config.licensing.as_ref(), adapter.clone())?;
     let capacity = Capacity::for_compiled(&compiled);
     let mut dataplane = Dataplane::load_with(capacity, config.conntrack.max_entries)?;
-    let conntrack_settings = config.conntrack.timeouts.settings();
+    let mut conntrack_settings = config.conntrack.timeouts.settings();
+    // Without stateful rules, no packet looks the table up (a reload that adds some must
+    // turn this on before installing them, and keep it on while flows may exist).
+    conntrack_settings.tracking = u64::from(
+        rules
+            .interfaces
+            .values()
+            .any(|policy| policy.rules.iter().any(|rule| rule.state)),
+    );
     dataplane.set_conntrack(&conntrack_settings)?;
     let pinned = pin_conntrack(&dataplane, config.conntrack.pin.as_deref());
     licensing.start(&mut dataplane).await?;

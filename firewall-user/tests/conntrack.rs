@@ -673,3 +673,28 @@ fn the_kernel_tracks_random_sequences_as_the_reference_does() {
         "sequences must exercise tracking"
     );
 }
+
+#[test]
+fn with_tracking_off_the_table_is_not_consulted() {
+    if !testbed::require_root("conntrack::tracking_off") {
+        return;
+    }
+    let timeouts = Timeouts::default();
+    let (mut dp, _, _) = dataplane(RULES, &timeouts);
+    assert_eq!(run(&mut dp, &frame(&format!("{OUT} flags SYN"))), XDP_PASS);
+    let off = ConntrackSettings {
+        tracking: 0,
+        ..settings(&timeouts, 0)
+    };
+    dp.set_conntrack(&off).unwrap();
+    assert_eq!(
+        run(&mut dp, &frame(&format!("{BACK} flags SYN,ACK"))),
+        XDP_DROP,
+        "the daemon turns tracking off only when no rule has state: true"
+    );
+    assert_eq!(
+        run(&mut dp, &frame("udp 198.18.1.2:5000 -> 198.19.1.2:53")),
+        XDP_PASS
+    );
+    assert_eq!(dp.conntrack_event(event::CREATED).unwrap(), 1, "nor opened");
+}

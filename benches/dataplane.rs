@@ -481,6 +481,15 @@ fn conntrack_rows(trivial_ns: f64, rows: &mut Vec<Row>) -> Result<Vec<ConntrackM
         ..TestRunOptions::default()
     };
     program.test_run(options).map_err(err)?;
+    let options = TestRunOptions {
+        data_in: Some(&reply),
+        ..TestRunOptions::default()
+    };
+    program.test_run(options).map_err(err)?;
+    if dataplane.conntrack_hits(0).map_err(err)? != 1 {
+        return Err("the reply was not tracked: the established row would time the rules".into());
+    }
+    let program = dataplane.program().map_err(err)?;
     let established = time(program, &reply)?;
     rows.push(Row::new(
         "smf-firewall",

@@ -342,7 +342,7 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
-    /// `bpf_ktime_get_ns()` (or the settings' fixed clock) of the last packet.
+    /// `bpf_ktime_get_coarse_ns()` (or the settings' fixed clock) of the last packet.
     pub last_seen: u64,
     /// A `conntrack::state` value.
     pub state: u8,
@@ -360,7 +360,7 @@ pub struct Flow {
 pub struct ConntrackSettings {
     /// Idle timeout per `conntrack::state`, in nanoseconds.
     pub timeouts_ns: [u64; conntrack::state::COUNT],
-    /// Non-zero: the kernel's "now" is `fixed_now_ns` instead of `bpf_ktime_get_ns()`. Tests
+    /// Non-zero: the kernel's "now" is `fixed_now_ns` instead of `bpf_ktime_get_coarse_ns()`. Tests
     /// use it to step time exactly as the reference classifier's clock; the daemon never sets it.
     pub fixed_clock: u64,
     pub fixed_now_ns: u64,

@@ -3,12 +3,13 @@
 //! on any interface, pass before the rules are looked at. TCP follows SYN, SYN-ACK, ACK, FIN and
 //! RST; UDP and ICMP echo have idle timeouts; an ICMP error that quotes a tracked flow passes.
 //!
-//! A flow whose idle time exceeds its state's timeout (`CONNTRACK_SETTINGS`, written by the
-//! daemon from its config) counts as absent; the daemon's sweep deletes such entries. The state
+//! Time is `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE). A flow whose idle time exceeds
+//! its state's timeout (`CONNTRACK_SETTINGS`, written by the daemon from its config) counts as
+//! absent; the daemon's sweep deletes such entries. The state
 //! machine is the reference classifier's (`firewall-user/src/reference/conntrack.rs`).
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
 };
@@ -73,8 +74,10 @@ pub fn now(settings: &ConntrackSettings) -> u64 {
     if settings.fixed_clock != 0 {
         settings.fixed_now_ns
     } else {
+        // CLOCK_MONOTONIC_COARSE: a tick's resolution is plenty for timeouts of seconds, and
+        // it costs a memory read where bpf_ktime_get_ns cost ~40 ns per packet here.
         // SAFETY: a helper without arguments or preconditions.
-        unsafe { bpf_ktime_get_ns() }
+        unsafe { bpf_ktime_get_coarse_ns() }
     }
 }
 

@@ -93,8 +93,8 @@ pub enum ConntrackError {
     Map { path: PathBuf, error: MapError },
 }
 
-/// The kernel's "now" for flows: CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`, unless the
-/// settings fix it (tests).
+/// The kernel's "now" for flows: CLOCK_MONOTONIC_COARSE, the clock of
+/// `bpf_ktime_get_coarse_ns`, unless the settings fix it (tests).
 pub fn now_ns(settings: &ConntrackSettings) -> u64 {
     if settings.fixed_clock != 0 {
         return settings.fixed_now_ns;
@@ -104,7 +104,7 @@ pub fn now_ns(settings: &ConntrackSettings) -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes into the timespec we pass and has no other preconditions.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 

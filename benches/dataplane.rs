@@ -88,6 +88,15 @@ fn load(text: &str) -> Result<(Dataplane, Compiled)> {
     let mut dataplane = Dataplane::load(Capacity::for_compiled(&compiled)).map_err(err)?;
     // Licensed: time the rules' path, not the pass-all one.
     dataplane.set_enforcing(true).map_err(err)?;
+    // As the daemon: the table is looked up only when some rule has `state: true`.
+    let mut settings = firewall_user::conntrack::Timeouts::default().settings();
+    settings.tracking = u64::from(
+        rules
+            .interfaces
+            .values()
+            .any(|policy| policy.rules.iter().any(|rule| rule.state)),
+    );
+    dataplane.set_conntrack(&settings).map_err(err)?;
     dataplane.bind(LOOPBACK, 0).map_err(err)?;
     dataplane.install(&compiled).map_err(err)?;
     Ok((dataplane, compiled))
@@ -398,6 +407,7 @@ fn main() -> Result<()> {
         trivial_ns,
     )];
     firewall_rows(trivial_ns, &mut rows)?;
+    let memory = conntrack_rows(trivial_ns, &mut rows)?;
     match peer_rows(trivial_ns, &mut rows) {
         Ok(()) => {}
         Err(e) => eprintln!("xdp-filter comparison skipped: {e}"),
@@ -426,5 +436,135 @@ fn main() -> Result<()> {
     }
     let path = firewall_benches::write_json_value("control", &control).map_err(err)?;
     println!("wrote {}", path.display());
+
+    println!("\n{:>12} {:>20}", "flows", "conntrack kernel MiB");
+    for m in &memory {
+        println!(
+            "{:>12} {:>20.1}",
+            m.max_entries,
+            m.kernel_bytes as f64 / f64::from(1 << 20)
+        );
+    }
+    let path = firewall_benches::write_json_value("conntrack", &memory).map_err(err)?;
+    println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Distinct flows opened to time flow creation.
+const NEW_FLOWS: usize = 50_000;
+
+/// The kernel's average time for one run of each frame (repeat 1, so its timing overhead is
+/// included).
+fn time_each(program: &Xdp, frames: &[Vec<u8>]) -> Result<f64> {
+    let mut total = 0.0;
+    for frame in frames {
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        total += program.test_run(options).map_err(err)?.duration.as_nanos() as f64;
+    }
+    Ok(total / frames.len() as f64)
+}
+
+/// Kernel memory of the connection-tracking table at one size.
+#[derive(Serialize)]
+struct ConntrackMemory {
+    max_entries: u32,
+    kernel_bytes: u64,
+}
+
+/// Rules of the 1,000-rule file behind a `state: true` rule for the tracked flow.
+fn stateful_rules() -> String {
+    let text = generate::rules(1_000, 1);
+    let marker = "    rules:\n";
+    text.replacen(
+        marker,
+        &format!("{marker}      - {{ id: state-out, action: pass, protocol: tcp, src: 198.18.0.0/16, state: true }}\n"),
+        1,
+    )
+}
+
+/// The established-flow fast path (a tracked reply), the cost of opening a flow (every SYN
+/// finds its entry expired, as all timeouts are 0, and replaces it), and the table's kernel
+/// memory at 65,536 and 1,000,000 entries.
+fn conntrack_rows(trivial_ns: f64, rows: &mut Vec<Row>) -> Result<Vec<ConntrackMemory>> {
+    let syn = frame("tcp 198.18.7.1:40000 -> 198.19.200.1:443 flags SYN");
+    let reply = frame("tcp 198.19.200.1:443 -> 198.18.7.1:40000 flags ACK");
+    let (mut dataplane, _) = load(&stateful_rules())?;
+    let program = dataplane.program().map_err(err)?;
+    let options = TestRunOptions {
+        data_in: Some(&syn),
+        ..TestRunOptions::default()
+    };
+    program.test_run(options).map_err(err)?;
+    let options = TestRunOptions {
+        data_in: Some(&reply),
+        ..TestRunOptions::default()
+    };
+    program.test_run(options).map_err(err)?;
+    if dataplane.conntrack_hits(0).map_err(err)? != 1 {
+        return Err("the reply was not tracked: the established row would time the rules".into());
+    }
+    let program = dataplane.program().map_err(err)?;
+    let established = time(program, &reply)?;
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "conntrack: established flow (tracked reply)",
+        established,
+        trivial_ns,
+    ));
+    let untracked = time(program, &frame(generate::MIDDLE_PACKET))?;
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "conntrack on: untracked tcp (miss + rules)",
+        untracked,
+        trivial_ns,
+    ));
+    // Opening a flow: distinct SYNs, one run each (BPF_PROG_TEST_RUN repeats one frame, which
+    // would hit the flow it opened), with tracking on, then the same SYNs with tracking off
+    // (the rules alone). Both include the kernel's per-run timing overhead; the difference is
+    // what opening a flow costs.
+    let syns: Vec<Vec<u8>> = (0..NEW_FLOWS)
+        .map(|i| {
+            frame(&format!(
+                "tcp 198.18.{}.{}:{} -> 198.19.200.1:443 flags SYN",
+                i / 60_000 + 10,
+                (i / 250) % 240 + 1,
+                1024 + i % 60_000
+            ))
+        })
+        .collect();
+    let program = dataplane.program().map_err(err)?;
+    let opening = time_each(program, &syns)?;
+    let mut off = firewall_user::conntrack::Timeouts::default().settings();
+    off.tracking = 0;
+    dataplane.set_conntrack(&off).map_err(err)?;
+    let rules_only = time_each(dataplane.program().map_err(err)?, &syns)?;
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "conntrack: new flow (SYN, rules + insert; 1 run each)",
+        opening,
+        trivial_ns,
+    ));
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "same SYNs, tracking off (rules; 1 run each)",
+        rules_only,
+        trivial_ns,
+    ));
+    [firewall_common::conntrack::DEFAULT_MAX_ENTRIES, 1_000_000]
+        .into_iter()
+        .map(|max_entries| {
+            let dataplane = Dataplane::load_with(Capacity::default(), max_entries).map_err(err)?;
+            Ok(ConntrackMemory {
+                max_entries,
+                kernel_bytes: dataplane.conntrack_memory().ok_or("no memlock in fdinfo")?,
+            })
+        })
+        .collect()
 }

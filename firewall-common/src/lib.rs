@@ -356,9 +356,143 @@ pub struct Policy {
     pub _pad: [u8; 2],
 }
 
-/// Index of an interface's `Policy` in the `POLICIES` array.
+/// The directions a packet is judged in: arriving (XDP) or leaving (TC egress, issue 8).
+pub mod direction {
+    pub const IN: u32 = 0;
+    pub const OUT: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Slots of (interface, direction): counters, policies and conntrack hits are kept per slot.
+pub const MAX_SLOTS: u32 = MAX_INTERFACES * direction::COUNT;
+
+/// The slot of an interface's rules and counters in one direction: its `INTERFACES` slot for
+/// `direction::IN` (so ingress slots are what they always were), that plus `MAX_INTERFACES`
+/// for `direction::OUT`.
+pub const fn directed_slot(slot: u32, direction: u32) -> u32 {
+    direction * MAX_INTERFACES + slot
+}
+
+/// Index of a directed slot's `Policy` in the `POLICIES` array.
 pub const fn policy_index(generation: u32, slot: u32) -> u32 {
-    generation * MAX_INTERFACES + slot
+    generation * MAX_SLOTS + slot
+}
+
+/// Connection tracking (issue 8): the `CONNTRACK` LRU hash maps a [`FlowKey`] to a [`Flow`].
+pub mod conntrack {
+    /// Entries of the table unless the daemon's config says otherwise (SEIL/x86 Fuji's limit).
+    pub const DEFAULT_MAX_ENTRIES: u32 = 65_536;
+
+    /// `Flow::state` values. Each has its own timeout, `Settings::timeouts_ns[state]`.
+    pub mod state {
+        /// TCP: the originator's SYN was seen.
+        pub const TCP_SYN_SENT: u8 = 0;
+        /// TCP: the responder's SYN-ACK was seen.
+        pub const TCP_SYN_RECV: u8 = 1;
+        /// TCP: the originator's ACK after the SYN-ACK (or a flow picked up mid-stream).
+        pub const TCP_ESTABLISHED: u8 = 2;
+        /// TCP: a FIN from one side.
+        pub const TCP_FIN_WAIT: u8 = 3;
+        /// TCP: FINs from both sides.
+        pub const TCP_TIME_WAIT: u8 = 4;
+        /// TCP: a RST from either side.
+        pub const TCP_CLOSE: u8 = 5;
+        /// UDP: only the originator has sent.
+        pub const UDP_UNREPLIED: u8 = 6;
+        /// UDP: the responder has answered.
+        pub const UDP_REPLIED: u8 = 7;
+        /// ICMP or ICMPv6 echo: a request was seen.
+        pub const ICMP_ECHO: u8 = 8;
+        /// Number of states (length of `Settings::timeouts_ns`).
+        pub const COUNT: usize = 9;
+        /// Names as `smf-firewall conntrack` prints them and as config keys of timeouts.
+        pub const NAMES: [&str; COUNT] = [
+            "tcp_syn_sent",
+            "tcp_syn_recv",
+            "tcp_established",
+            "tcp_fin_wait",
+            "tcp_time_wait",
+            "tcp_close",
+            "udp",
+            "udp_stream",
+            "icmp",
+        ];
+    }
+
+    /// `Flow::fins` bits: which side has sent a FIN.
+    pub mod fin {
+        pub const ORIGIN: u8 = 1 << 0;
+        pub const REPLY: u8 = 1 << 1;
+    }
+
+    /// `Flow::origin`: which endpoint of the normalised key opened the flow.
+    pub mod origin {
+        /// The `lo` endpoint of the key (the one that compares lower).
+        pub const LO: u8 = 0;
+        pub const HI: u8 = 1;
+    }
+
+    /// Indices of the per-CPU `CONNTRACK_EVENTS` array.
+    pub mod event {
+        /// Flows the kernel created.
+        pub const CREATED: u32 = 0;
+        /// Expired flows the kernel found and replaced by a new one (the daemon's sweep counts
+        /// the ones it deletes itself).
+        pub const EXPIRED_REPLACED: u32 = 1;
+        pub const COUNT: u32 = 2;
+    }
+
+    /// Indices of the `CONNTRACK_FLUSHED` array, written by userspace only.
+    pub mod flushed {
+        /// Flows deleted by `smf-firewall conntrack flush`.
+        pub const FLOWS: u32 = 0;
+    }
+}
+
+/// A flow, the same for both directions: the endpoint that compares lower (address, then
+/// port) first. Addresses as in `Entry`; ports in host order; for ICMP echo both ports hold the
+/// echo identifier.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub lo_addr: [u32; 4],
+    pub hi_addr: [u32; 4],
+    pub lo_port: u16,
+    pub hi_port: u16,
+    pub protocol: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// What the table holds for a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// `bpf_ktime_get_coarse_ns()` (or the settings' fixed clock) of the last packet.
+    pub last_seen: u64,
+    /// A `conntrack::state` value.
+    pub state: u8,
+    /// `conntrack::origin`: the endpoint that opened the flow.
+    pub origin: u8,
+    /// `conntrack::fin` bits.
+    pub fins: u8,
+    pub _pad: [u8; 5],
+}
+
+/// The one entry of the `CONNTRACK_SETTINGS` array: what the daemon's config says about
+/// connection tracking.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConntrackSettings {
+    /// Idle timeout per `conntrack::state`, in nanoseconds.
+    pub timeouts_ns: [u64; conntrack::state::COUNT],
+    /// Non-zero: the kernel's "now" is `fixed_now_ns` instead of `bpf_ktime_get_coarse_ns()`. Tests
+    /// use it to step time exactly as the reference classifier's clock; the daemon never sets it.
+    pub fixed_clock: u64,
+    pub fixed_now_ns: u64,
+    /// Zero: no lookups at all (no rule has `state: true` and the table is empty), so that
+    /// rule sets without stateful rules pay nothing for tracking.
+    pub tracking: u64,
 }
 
 #[cfg(feature = "user")]
@@ -372,6 +506,9 @@ mod user {
     unsafe impl aya::Pod for super::Node {}
     unsafe impl aya::Pod for super::Policy {}
     unsafe impl aya::Pod for super::Tree {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::ConntrackSettings {}
 }
 
 #[cfg(test)]

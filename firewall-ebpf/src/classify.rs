@@ -10,14 +10,16 @@
 
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE, cty::c_void, helpers::generated::bpf_loop, macros::map, maps::Array,
-    programs::XdpContext,
 };
 use firewall_common::{
-    Entry, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, MAX_TREE_DEPTH, NO_TREE, Node, Policy,
-    UNCONFIGURED, cond, dim, family, policy_index,
+    Entry, GENERATIONS, LEAF, MAX_IFINDEX, MAX_SLOTS, MAX_TREE_DEPTH, NO_TREE, Node, Policy,
+    UNCONFIGURED, cond, dim, directed_slot, family, policy_index,
 };
 
-use crate::parse::{L4, Packet};
+use crate::{
+    context::Wire,
+    parse::{L4, Packet},
+};
 
 /// ifindex -> 1 + the interface's slot (its counters and its `Policy`), or `UNCONFIGURED`.
 #[map]
@@ -29,7 +31,7 @@ static GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Per generation and slot: roots, default and non-IP verdicts.
 #[map]
-static POLICIES: Array<Policy> = Array::with_max_entries(GENERATIONS * MAX_INTERFACES, 0);
+static POLICIES: Array<Policy> = Array::with_max_entries(GENERATIONS * MAX_SLOTS, 0);
 
 // The trees, leaf lists and entries of both generations. Sized by the daemon at load time
 // and written by it through mmap.
@@ -40,11 +42,12 @@ static LEAVES: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
 static ENTRIES: Array<Entry> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// The interface's slot, if the daemon configured it.
+/// The interface's slot in `direction` (`firewall_common::directed_slot`), if the daemon
+/// configured the interface.
 #[inline(always)]
-pub fn slot(ctx: &XdpContext) -> Option<u32> {
-    let value = *INTERFACES.get(ctx.ingress_ifindex() as u32)?;
-    (value != UNCONFIGURED).then(|| value - 1)
+pub fn slot<C: Wire>(ctx: &C, direction: u32) -> Option<u32> {
+    let value = *INTERFACES.get(ctx.ifindex())?;
+    (value != UNCONFIGURED).then(|| directed_slot(value - 1, direction))
 }
 
 /// The slot's policy in the live generation.

@@ -8,13 +8,13 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
-    programs::XdpContext,
 };
 use firewall_common::{
     DropEvent, DropLogControl, MAX_RULE_COUNTERS, RateBucket, Verdict, drop_log, entry_flag, l4,
 };
 
 use crate::{
+    context::Wire,
     meter,
     parse::{L4, Packet},
 };
@@ -39,8 +39,8 @@ static DROP_LOG_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_log
 /// Reports the packet if the rule that decided it (counter slot `rule`, entry flags `flags`)
 /// dropped it and has `log: true`. Unlicensed, nothing is dropped, so nothing is reported.
 #[inline(always)]
-pub fn report(
-    ctx: &XdpContext,
+pub fn report<C: Wire>(
+    ctx: &C,
     slot: u32,
     verdict: Verdict,
     rule: u32,
@@ -71,10 +71,10 @@ pub fn report(
         ktime_ns: now,
         src: packet.src,
         dst: packet.dst,
-        ifindex: ctx.ingress_ifindex() as u32,
+        ifindex: ctx.ifindex(),
         interface: slot,
         rule,
-        bytes: (ctx.data_end() - ctx.data()) as u32,
+        bytes: ctx.len(),
         src_port: packet.a,
         dst_port: packet.b,
         vlan: packet.vlan,

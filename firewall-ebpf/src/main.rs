@@ -1,76 +1,157 @@
-//! The smf-firewall XDP program. The packet path reads top to bottom: find the interface's
-//! live rule set, parse the headers, take the first matching rule's verdict (or the
-//! default), count the packet once, report it if its rule logs drops.
+//! The smf-firewall programs: XDP for packets arriving on an interface, TC egress for packets
+//! leaving it (`direction: out` rules), one packet path for both. It reads top to bottom:
+//! find the interface's live rule set for the direction, parse the headers, let a tracked flow
+//! pass, else take the first matching rule's verdict (or the default) and open a flow for a
+//! `state: true` pass, count the packet once, report it if its rule logs drops.
 #![no_std]
 #![no_main]
 
 mod classify;
+mod conntrack;
+mod context;
 mod droplog;
 mod license;
 mod meter;
 mod parse;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use firewall_common::{FrameClass, Policy, Verdict};
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use firewall_common::{FrameClass, Policy, Verdict, direction, entry_flag};
+
+use crate::context::Wire;
 
 #[xdp]
 pub fn smf_firewall(ctx: XdpContext) -> u32 {
-    // An interface the daemon did not configure is none of our business.
-    let Some(slot) = classify::slot(&ctx) else {
-        return xdp_action::XDP_PASS;
-    };
-    let Some(policy) = classify::policy(slot) else {
-        return xdp_action::XDP_PASS;
-    };
-    let frame = parse::headers(&ctx);
-    let (verdict, rule, flags, class) = judge(policy, &frame);
-    // Unlicensed: still metered (Art. 24), never filtered; see license.rs.
-    let (verdict, rule) = license::applied(verdict, rule);
-    meter::count(&ctx, slot, verdict, rule, class);
-    if let Ok(parse::Frame::Ip(packet)) = &frame {
-        droplog::report(&ctx, slot, verdict, rule, flags, packet);
-    }
-    match verdict {
+    match firewall(&ctx, direction::IN) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
     }
 }
 
-/// The verdict, the counter slot of the rule that decided (or `meter::NO_RULE`), that rule's
-/// `entry_flag`s (0 without one), and the frame class to count (or `meter::IP`).
+/// Headers the egress program makes readable before parsing (a locally built packet may keep
+/// them outside the linear part of its buffer).
+const EGRESS_HEADERS: u32 = 256;
+
+#[classifier]
+pub fn smf_firewall_egress(ctx: TcContext) -> i32 {
+    let _ = ctx.pull_data(ctx.len().min(EGRESS_HEADERS));
+    match firewall(&ctx, direction::OUT) {
+        // TCX_NEXT: later programs on the interface still see the packet.
+        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Drop => TC_ACT_SHOT,
+    }
+}
+
+/// The packet path, in one direction.
 #[inline(always)]
-fn judge(
+fn firewall<C: Wire>(ctx: &C, direction: u32) -> Verdict {
+    // An interface the daemon did not configure is none of our business.
+    let Some(slot) = classify::slot(ctx, direction) else {
+        return Verdict::Pass;
+    };
+    let Some(policy) = classify::policy(slot) else {
+        return Verdict::Pass;
+    };
+    let frame = parse::headers(ctx);
+    let judged = judge(ctx, policy, &frame);
+    // Unlicensed: still metered (Art. 24), never filtered; see license.rs.
+    let (verdict, rule) = license::applied(judged.verdict, judged.rule);
+    meter::count(ctx, slot, verdict, rule, judged.class);
+    if judged.tracked {
+        conntrack::count_hit(slot);
+    }
+    if let Ok(parse::Frame::Ip(packet)) = &frame {
+        droplog::report(ctx, slot, verdict, rule, judged.flags, packet);
+    }
+    verdict
+}
+
+/// What `judge` decided for a packet.
+struct Judged {
+    verdict: Verdict,
+    /// The counter slot of the rule that decided, or `meter::NO_RULE`.
+    rule: u32,
+    /// That rule's `entry_flag`s (0 without one).
+    flags: u8,
+    /// The frame class to count, or `meter::IP`.
+    class: u32,
+    /// Passed by a tracked flow, before the rules.
+    tracked: bool,
+}
+
+#[inline(always)]
+fn judge<C: Wire>(
+    ctx: &C,
     policy: &Policy,
     frame: &Result<parse::Frame, parse::Malformed>,
-) -> (Verdict, u32, u8, u32) {
-    match frame {
+) -> Judged {
+    let (verdict, class) = match frame {
+        Ok(parse::Frame::Ip(packet)) => return judge_ip(ctx, policy, packet),
         Ok(parse::Frame::NonIp) => (
             Verdict::from_u8(policy.non_ip_verdict),
-            meter::NO_RULE,
-            0,
             FrameClass::NonIp as u32,
         ),
-        Ok(parse::Frame::Ip(packet)) => match classify::first_match(policy, packet) {
-            Some(entry) => (
-                Verdict::from_u8(entry.verdict),
-                entry.counter,
-                entry.flags,
-                meter::IP,
-            ),
-            None => (
-                Verdict::from_u8(policy.default_verdict),
-                meter::NO_RULE,
-                0,
-                meter::IP,
-            ),
-        },
         // A firewall does not forward what it cannot read.
-        Err(parse::Malformed) => (
-            Verdict::Drop,
-            meter::NO_RULE,
-            0,
-            FrameClass::Malformed as u32,
-        ),
+        Err(parse::Malformed) => (Verdict::Drop, FrameClass::Malformed as u32),
+    };
+    Judged {
+        verdict,
+        rule: meter::NO_RULE,
+        flags: 0,
+        class,
+        tracked: false,
+    }
+}
+
+/// An IP packet: its tracked flow, else the rules (and a new flow if a `state: true` rule
+/// passes it).
+#[inline(always)]
+fn judge_ip<C: Wire>(ctx: &C, policy: &Policy, packet: &parse::Packet) -> Judged {
+    let settings = conntrack::settings();
+    let mut replaces_expired = false;
+    if let Some(settings) = settings {
+        let quoted = if conntrack::is_icmp_error(packet) {
+            parse::quoted(ctx, packet)
+        } else {
+            None
+        };
+        match conntrack::track(packet, quoted, settings) {
+            conntrack::Track::Hit => {
+                return Judged {
+                    verdict: Verdict::Pass,
+                    rule: meter::NO_RULE,
+                    flags: 0,
+                    class: meter::IP,
+                    tracked: true,
+                };
+            }
+            conntrack::Track::Miss {
+                replaces_expired: expired,
+            } => replaces_expired = expired,
+        }
+    }
+    let (verdict, rule, flags) = match classify::first_match(policy, packet) {
+        Some(entry) => {
+            let verdict = Verdict::from_u8(entry.verdict);
+            if verdict == Verdict::Pass
+                && entry.flags & entry_flag::STATE != 0
+                && let Some(settings) = settings
+            {
+                conntrack::open(packet, replaces_expired, settings);
+            }
+            (verdict, entry.counter, entry.flags)
+        }
+        None => (Verdict::from_u8(policy.default_verdict), meter::NO_RULE, 0),
+    };
+    Judged {
+        verdict,
+        rule,
+        flags,
+        class: meter::IP,
+        tracked: false,
     }
 }
 

@@ -5,8 +5,9 @@
 
 use core::mem;
 
-use aya_ebpf::programs::XdpContext;
 use firewall_common::{MAX_IPV6_EXTENSIONS, MAX_VLAN_TAGS, family};
+
+use crate::context::Wire;
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -48,6 +49,23 @@ pub struct Packet {
     pub l4: L4,
     pub a: u16,
     pub b: u16,
+    /// TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10); else 0.
+    pub tcp_flags: u8,
+    /// ICMP: the echo identifier (bytes 4-5 of the header, meaningful for echo only).
+    pub icmp_id: u16,
+    /// Where the header after IP starts (connection tracking reads what an ICMP error quotes).
+    pub l4_offset: u16,
+}
+
+/// The flow an ICMP error quotes: the header of the packet that caused it and its ports (or
+/// echo identifier), as that packet was sent.
+#[derive(Clone, Copy)]
+pub struct Quoted {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub protocol: u8,
+    pub a: u16,
+    pub b: u16,
 }
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -73,7 +91,7 @@ const FRAG_OFFSET_MASK: u16 = 0x1fff;
 const MAX_OFFSET: usize = 1024;
 
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
+fn ptr_at<T, C: Wire>(ctx: &C, offset: usize) -> Result<*const T, Malformed> {
     let start = ctx.data();
     if offset > MAX_OFFSET || start + offset + mem::size_of::<T>() > ctx.data_end() {
         return Err(Malformed);
@@ -83,15 +101,15 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
 
 /// Reads `T` at `offset`; `T` is plain bytes, so any value is valid.
 #[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Malformed> {
+fn read<T: Copy, C: Wire>(ctx: &C, offset: usize) -> Result<T, Malformed> {
     // SAFETY: ptr_at checked that the bytes lie inside the frame; read_unaligned copes with
     // any alignment.
-    ptr_at::<T>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
+    ptr_at::<T, C>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
 }
 
 /// Does the frame hold at least `len` bytes from `offset`?
 #[inline(always)]
-fn has(ctx: &XdpContext, offset: usize, len: usize) -> bool {
+fn has<C: Wire>(ctx: &C, offset: usize, len: usize) -> bool {
     offset <= MAX_OFFSET && len <= MAX_OFFSET && ctx.data() + offset + len <= ctx.data_end()
 }
 
@@ -101,7 +119,7 @@ fn be16(bytes: [u8; 2]) -> u16 {
 }
 
 #[inline(always)]
-pub fn headers(ctx: &XdpContext) -> Result<Frame, Malformed> {
+pub fn headers<C: Wire>(ctx: &C) -> Result<Frame, Malformed> {
     let eth: EthHdr = read(ctx, 0)?;
     let mut ether_type = u16::from_be(eth.ether_type);
     let mut offset = EthHdr::LEN;
@@ -128,7 +146,7 @@ pub fn headers(ctx: &XdpContext) -> Result<Frame, Malformed> {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed> {
+fn ipv4<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed> {
     let ip: Ipv4Hdr = read(ctx, offset)?;
     let header_len = usize::from(ip.ihl()); // already in bytes
     if ip.version() != 4
@@ -148,6 +166,9 @@ fn ipv4(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed>
         l4: L4::Fragment,
         a: 0,
         b: 0,
+        tcp_flags: 0,
+        icmp_id: 0,
+        l4_offset: 0,
     };
     if first_fragment {
         upper_layer(ctx, offset + header_len, &mut packet)?;
@@ -156,7 +177,7 @@ fn ipv4(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed>
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed> {
+fn ipv6<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed> {
     let ip: Ipv6Hdr = read(ctx, offset)?;
     if ip.version() != 6 {
         return Err(Malformed);
@@ -182,6 +203,9 @@ fn ipv6(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed>
         l4: L4::Fragment,
         a: 0,
         b: 0,
+        tcp_flags: 0,
+        icmp_id: 0,
+        l4_offset: 0,
     };
     let mut next = ip.next_hdr;
     let mut offset = offset + Ipv6Hdr::LEN;
@@ -218,16 +242,18 @@ fn ipv6(ctx: &XdpContext, offset: usize, vlan: u16) -> Result<Packet, Malformed>
 
 /// Reads the ports or ICMP type and code at `offset`; a header cut short is malformed.
 #[inline(always)]
-fn upper_layer(ctx: &XdpContext, offset: usize, packet: &mut Packet) -> Result<(), Malformed> {
+fn upper_layer<C: Wire>(ctx: &C, offset: usize, packet: &mut Packet) -> Result<(), Malformed> {
+    packet.l4_offset = offset as u16;
     match packet.protocol {
         IPPROTO_TCP => {
-            // Ports, sequence, acknowledgement, then the data offset in 32-bit words.
-            let head: [u8; 13] = read(ctx, offset)?;
+            // Ports, sequence, acknowledgement, the data offset in 32-bit words, the flags.
+            let head: [u8; 14] = read(ctx, offset)?;
             let header_len = usize::from(head[12] >> 4) * 4;
             if header_len < 20 || !has(ctx, offset, header_len) {
                 return Err(Malformed);
             }
             ports(packet, head[0], head[1], head[2], head[3]);
+            packet.tcp_flags = head[13];
         }
         IPPROTO_UDP => {
             let head: [u8; 8] = read(ctx, offset)?;
@@ -242,6 +268,7 @@ fn upper_layer(ctx: &XdpContext, offset: usize, packet: &mut Packet) -> Result<(
             packet.l4 = L4::Icmp;
             packet.a = u16::from(head[0]);
             packet.b = u16::from(head[1]);
+            packet.icmp_id = be16([head[4], head[5]]);
         }
         _ => packet.l4 = L4::Other,
     }
@@ -253,4 +280,62 @@ fn ports(packet: &mut Packet, s0: u8, s1: u8, d0: u8, d1: u8) {
     packet.l4 = L4::Ports;
     packet.a = be16([s0, s1]);
     packet.b = be16([d0, d1]);
+}
+
+/// The packet an ICMP error quotes (after the 8-byte ICMP header): its IP header, then the
+/// first bytes of its TCP/UDP header or ICMP echo. IPv6: only a quoted packet without
+/// extension headers. `None` when the quote is too short or of another protocol.
+#[inline(always)]
+pub fn quoted<C: Wire>(ctx: &C, packet: &Packet) -> Option<Quoted> {
+    let offset = usize::from(packet.l4_offset) + 8;
+    let (src, dst, protocol, inner) = if packet.family == family::IPV4 {
+        let ip: Ipv4Hdr = read(ctx, offset).ok()?;
+        let header_len = usize::from(ip.ihl());
+        if ip.version() != 4 || header_len < Ipv4Hdr::LEN {
+            return None;
+        }
+        (
+            [u32::from_ne_bytes(ip.src_addr), 0, 0, 0],
+            [u32::from_ne_bytes(ip.dst_addr), 0, 0, 0],
+            ip.proto,
+            offset + header_len,
+        )
+    } else {
+        let ip: Ipv6Hdr = read(ctx, offset).ok()?;
+        if ip.version() != 6 {
+            return None;
+        }
+        let words = |addr: [u8; 16]| {
+            let mut out = [0u32; 4];
+            for (i, word) in out.iter_mut().enumerate() {
+                *word = u32::from_ne_bytes([
+                    addr[4 * i],
+                    addr[4 * i + 1],
+                    addr[4 * i + 2],
+                    addr[4 * i + 3],
+                ]);
+            }
+            out
+        };
+        (
+            words(ip.src_addr),
+            words(ip.dst_addr),
+            ip.next_hdr,
+            offset + Ipv6Hdr::LEN,
+        )
+    };
+    let head: [u8; 8] = read(ctx, inner).ok()?;
+    let (a, b) = match protocol {
+        IPPROTO_TCP | IPPROTO_UDP => (be16([head[0], head[1]]), be16([head[2], head[3]])),
+        // An echo request or reply: its type, and its identifier.
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => (u16::from(head[0]), be16([head[4], head[5]])),
+        _ => return None,
+    };
+    Some(Quoted {
+        src,
+        dst,
+        protocol,
+        a,
+        b,
+    })
 }

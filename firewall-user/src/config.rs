@@ -17,8 +17,10 @@
 //! pin_path: /sys/fs/bpf/smf-firewall   # on a BPF filesystem
 //! runtime_dir: /run/smf-firewall   # control.sock (root only) and state.json
 //! drop_log: {rate_per_second: 10}  # events per second per `log: true` rule (issue 9)
+//! conntrack: {max_entries: 65536, timeouts: {udp: 30s}, sweep: 10s}  # see config/conntrack.rs
 //! ```
 
+mod conntrack;
 mod drop_log;
 mod metering;
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub operations: Operations,
     /// Sampling of drop logs (issue 9).
     pub drop_log: DropLogConfig,
+    /// The connection-tracking table (issue 8).
+    pub conntrack: crate::conntrack::ConntrackConfig,
 }
 
 /// How the daemon is operated: reloads, pins, the control socket.
@@ -136,6 +140,7 @@ struct RawConfig {
     pin_path: Option<Spanned<PathBuf>>,
     runtime_dir: Option<PathBuf>,
     drop_log: Option<Spanned<drop_log::RawDropLog>>,
+    conntrack: Option<Spanned<conntrack::RawConntrack>>,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +231,7 @@ impl Config {
                 .map_or_else(|| Operations::default().runtime_dir, |dir| base.join(dir)),
         };
         let drop_log = drop_log::drop_log(raw.drop_log, &mut problems);
+        let conntrack = conntrack::conntrack(raw.conntrack, &mut problems);
         if !problems.is_empty() {
             return Err(Diagnostics {
                 file: path.display().to_string(),
@@ -240,6 +246,7 @@ impl Config {
             models,
             operations,
             drop_log,
+            conntrack,
         })
     }
 }
@@ -489,6 +496,61 @@ mod tests {
                     .starts_with("/etc/smf-firewall/config.yaml:"),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn conntrack_defaults_and_settings() {
+        let config = parse("rules: r.yaml\ninterfaces: [lan0]\n").unwrap();
+        assert_eq!(
+            config.conntrack,
+            crate::conntrack::ConntrackConfig::default()
+        );
+        let config = parse(
+            "rules: r.yaml\ninterfaces: [lan0]\nconntrack: {max_entries: 1000000, timeouts: {udp: 60s, tcp_established: 2h}, sweep: 1s}\n",
+        )
+        .unwrap();
+        let c = &config.conntrack;
+        assert_eq!(c.max_entries, 1_000_000);
+        assert_eq!(c.timeouts.0[6], Duration::from_secs(60));
+        assert_eq!(c.timeouts.0[2], Duration::from_secs(7200));
+        assert_eq!(
+            c.timeouts.0[0],
+            Duration::from_secs(120),
+            "others keep defaults"
+        );
+        assert_eq!(c.sweep, Duration::from_secs(1));
+    }
+
+    // Each row: a `conntrack:` line (line 3) and a fragment of its one error.
+    #[test]
+    fn conntrack_mistakes_are_errors_at_their_position() {
+        let cases = [
+            (
+                "conntrack: {max_entries: 0}",
+                "`max_entries: 0` is not 1-16777216",
+            ),
+            (
+                "conntrack: {timeouts: {tcp_open: 5s}}",
+                "unknown timeout `tcp_open`",
+            ),
+            (
+                "conntrack: {timeouts: {udp: soon}}",
+                "`udp: soon` is not a duration",
+            ),
+            (
+                "conntrack: {timeouts: {udp: 10ms}}",
+                "`udp: 10ms` is too short",
+            ),
+            ("pin_path: relative/dir", "must be absolute"),
+            ("conntrack: {size: 5}", "unknown field `size`"),
+        ];
+        for (line, fragment) in cases {
+            let err = parse(&format!("rules: r.yaml\ninterfaces: [lan0]\n{line}\n")).unwrap_err();
+            assert_eq!(err.items.len(), 1, "{line}: {err}");
+            assert_eq!(err.items[0].line, 3, "{line}: {err}");
+            assert!(err.items[0].column > 1, "{line}: {err}");
+            assert!(err.to_string().contains(fragment), "{line}: {err}");
         }
     }
 }

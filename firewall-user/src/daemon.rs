@@ -31,6 +31,7 @@ use crate::{
     metrics::{
         self, DataplaneCollector, RuleLabels,
         adapter::AdapterMetrics,
+        conntrack::{ConntrackCollector, SweepTotals, sweeper},
         server::{Endpoint, ServeError},
         status::{self, Attachment, Reloads, mode_label},
     },
@@ -92,7 +93,8 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
         .as_ref()
         .map(|s| s.counters.clone())
         .unwrap_or_default();
-    let (loaded, compiled) = Loaded::compile(&config.rules, &rules, slots, counters)?;
+    let conntrack = config.conntrack.timeouts.settings();
+    let (loaded, compiled) = Loaded::compile(&config.rules, &rules, slots, counters, conntrack)?;
     let ifindexes = config
         .interfaces
         .iter()
@@ -111,7 +113,8 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
 
     let adapter = AdapterMetrics::new(config.models.clone());
     let mut licensing = Licensing::new(config.licensing.as_ref(), adapter.clone())?;
-    let (mut dataplane, maps_dir) = open_dataplane(pins, &compiled)?;
+    let (mut dataplane, maps_dir) = open_dataplane(pins, &compiled, config.conntrack.max_entries)?;
+    dataplane.set_conntrack(&loaded.conntrack)?;
     licensing.start(&mut dataplane).await?;
     if saved.as_ref().map(|s| &s.maps_dir) != Some(&maps_dir) {
         // Counts in these maps belong to slots that the saved state does not describe.
@@ -144,6 +147,7 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
             Some(mode) => mode,
             None => saved_mode(saved.as_ref(), name),
         };
+        dataplane.attach_egress_pinned(name, &pins.egress_link(name))?;
         info!(interface = %name, ifindex, rules, mode = mode_label(mode), "enforcing rules");
         attachments.push(Attachment {
             interface: name.clone(),
@@ -179,6 +183,15 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
     let reloads =
         status::register(&registry, &attachments).expect("metric names are registered once");
     reloads.succeeded(&counts, true);
+    let sweeps = Arc::new(SweepTotals::default());
+    registry
+        .register(Box::new(ConntrackCollector::new(
+            Arc::clone(&dataplane),
+            Arc::clone(&sweeps),
+            config.interfaces.clone(),
+            config.conntrack.max_entries,
+        )))
+        .expect("metric names are registered once");
     drop_log
         .register(&registry)
         .expect("metric names are registered once");
@@ -208,12 +221,19 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
         keep_attached_on_exit: ops.keep_attached_on_exit,
         watch: ops.watch,
         drop_log,
+        flows: (Arc::clone(&sweeps), config.conntrack.max_entries),
     };
     let (calls_tx, mut calls) = mpsc::channel(8);
     let serve_metrics = metrics::serve(endpoint, registry);
     let serve_control = control.serve(calls_tx);
     let recheck = licensing.run(Arc::clone(&dataplane));
-    tokio::pin!(serve_metrics, serve_control, recheck);
+    let sweep = sweeper(
+        Arc::clone(&dataplane),
+        config.conntrack.timeouts.settings(),
+        config.conntrack.sweep,
+        sweeps,
+    );
+    tokio::pin!(serve_metrics, serve_control, recheck, sweep);
     let signal = loop {
         tokio::select! {
             served = &mut serve_metrics => {
@@ -229,6 +249,7 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
             failed = &mut recheck => {
                 return Err(DaemonError::Loader(match failed { Err(error) => error }));
             }
+            () = &mut sweep => unreachable!("the sweeper runs forever"),
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
             _ = sighup.recv() => { operator.reload("SIGHUP").await; }
@@ -250,17 +271,25 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
 /// Takes over the newest pinned maps of this binary's layout that can hold `compiled`, or
 /// makes new ones beside whatever is pinned (make-before-break: the old maps stay in use
 /// until the links are swapped to the new program).
-fn open_dataplane(pins: &Pins, compiled: &Compiled) -> Result<(Dataplane, PathBuf), DaemonError> {
+fn open_dataplane(
+    pins: &Pins,
+    compiled: &Compiled,
+    flows: u32,
+) -> Result<(Dataplane, PathBuf), DaemonError> {
     let layout = pins::layout();
     let existing = pins.maps_dirs()?;
     for dir in existing.iter().rev().filter(|dir| dir.layout == layout) {
         let Some(capacity) = Dataplane::pinned_capacity(&dir.path)? else {
             continue;
         };
+        if Dataplane::pinned_flows(&dir.path)? != Some(flows) {
+            info!(maps = %dir.path.display(), flows, "the pinned flow table has another size than `conntrack.max_entries`: loading new maps beside them (tracked flows start again)");
+            continue;
+        }
         if fits(compiled, capacity) {
-            info!(maps = %dir.path.display(), "taking over the pinned maps: counters continue");
+            info!(maps = %dir.path.display(), "taking over the pinned maps: counters and tracked flows continue");
             return Ok((
-                Dataplane::load_pinned(capacity, &dir.path)?,
+                Dataplane::load_pinned(capacity, flows, &dir.path)?,
                 dir.path.clone(),
             ));
         }
@@ -273,7 +302,7 @@ fn open_dataplane(pins: &Pins, compiled: &Compiled) -> Result<(Dataplane, PathBu
         );
     }
     let dir = pins.new_maps_dir(&layout)?;
-    match Dataplane::load_pinned(Capacity::for_compiled(compiled), &dir) {
+    match Dataplane::load_pinned(Capacity::for_compiled(compiled), flows, &dir) {
         Ok(dataplane) => Ok((dataplane, dir)),
         Err(error) => {
             if let Err(cleanup) = pins.remove_maps_dir(&dir) {
@@ -365,6 +394,8 @@ struct Operator {
     watch: bool,
     /// Its rule names follow reloads.
     drop_log: DropLog,
+    /// The flow table's fill as of the last sweep, and its size.
+    flows: (Arc<SweepTotals>, u32),
 }
 
 impl Operator {
@@ -467,7 +498,11 @@ impl Operator {
                 "error": self.reloads.total.with_label_values(&["error"]).get(),
             },
             "license": license,
-            "conntrack": serde_json::Value::Null,
+            "conntrack": {
+                "entries": self.flows.0.live.load(std::sync::atomic::Ordering::Relaxed),
+                "capacity": self.flows.1,
+                "tracking": lock(&self.loaded).conntrack.tracking != 0,
+            },
             "pin_path": self.pins.root(),
             "maps": self.maps_dir,
             "watch": self.watch,

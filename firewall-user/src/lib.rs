@@ -2,6 +2,7 @@
 //! compiled map values), the aya loader that puts them into the kernel, and metrics.
 
 pub mod config;
+pub mod conntrack;
 pub mod contracts;
 pub mod control;
 pub mod daemon;

@@ -12,17 +12,18 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
-        ProgramError, Xdp, XdpMode,
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
         xdp::{XdpLink, XdpLinkId},
     },
 };
 use firewall_common::{
-    Counter, DropLogControl, Entry, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES,
-    NO_TREE, Node, Policy, UNCONFIGURED, Verdict, class_index, counter_index, enforce,
-    policy_index,
+    ConntrackSettings, Counter, DropLogControl, Entry, Flow, FlowKey, FrameClass, GENERATIONS,
+    LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node, Policy, UNCONFIGURED, Verdict, class_index,
+    conntrack, counter_index, enforce, policy_index,
 };
 use tracing::{info, warn};
 
@@ -37,6 +38,8 @@ pub static XDP_PASS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-pass"));
 
 const PROGRAM: &str = "smf_firewall";
+/// The TC egress program (`direction: out` rules), attached with TCX.
+const EGRESS_PROGRAM: &str = "smf_firewall_egress";
 
 /// How long a packet may still be reading the generation that was live before a flip; the
 /// daemon does not rewrite that generation sooner. XDP runs to completion within a NAPI poll,
@@ -74,6 +77,11 @@ pub enum LoaderError {
     Cpus(std::io::Error),
     #[error("cannot poll the drop-log ring buffer: {0}")]
     DropLogPoll(std::io::Error),
+    #[error("cannot attach the egress (TC) program to {interface} with TCX: {error}")]
+    AttachEgress {
+        interface: String,
+        error: ProgramError,
+    },
     #[error("cannot attach XDP to {interface} in driver or generic mode: {error}")]
     Attach {
         interface: String,
@@ -243,21 +251,33 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Loads and verifies the program with room for `capacity`; attaches nowhere yet.
+    /// Loads and verifies the program with room for `capacity` and the default
+    /// connection-tracking table; attaches nowhere yet.
     pub fn load(capacity: Capacity) -> Result<Self, LoaderError> {
-        Self::load_with(capacity, None)
+        Self::load_with(capacity, conntrack::DEFAULT_MAX_ENTRIES)
+    }
+
+    /// Like `load`, with a connection-tracking table of `flows` entries. Tracking works from
+    /// the start with the default timeouts (`crate::conntrack::Timeouts::default()`).
+    pub fn load_with(capacity: Capacity, flows: u32) -> Result<Self, LoaderError> {
+        Self::load_maps(capacity, flows, None)
     }
 
     /// Loads the program on the maps pinned in `dir` (`pins::pinned_maps()` by name): those
     /// already there are taken over with their contents, the others are created and pinned.
-    /// `capacity` must be that of maps already there (`pinned_capacity`).
-    pub fn load_pinned(capacity: Capacity, dir: &Path) -> Result<Self, LoaderError> {
-        Self::load_with(capacity, Some(dir))
+    /// `capacity` and `flows` must be those of maps already there (`pinned_capacity`).
+    pub fn load_pinned(capacity: Capacity, flows: u32, dir: &Path) -> Result<Self, LoaderError> {
+        Self::load_maps(capacity, flows, Some(dir))
     }
 
-    fn load_with(capacity: Capacity, pin_dir: Option<&Path>) -> Result<Self, LoaderError> {
+    fn load_maps(
+        capacity: Capacity,
+        flows: u32,
+        pin_dir: Option<&Path>,
+    ) -> Result<Self, LoaderError> {
         let mut loader = EbpfLoader::new();
         loader
+            .map_max_entries(CONNTRACK, flows.max(1))
             .map_max_entries("NODES", GENERATIONS * capacity.nodes)
             .map_max_entries("LEAVES", GENERATIONS * capacity.leaves)
             .map_max_entries("ENTRIES", GENERATIONS * capacity.entries);
@@ -298,6 +318,11 @@ impl Dataplane {
             dataplane.last_flip = Some(Instant::now());
         }
         dataplane.program()?.load().map_err(LoaderError::Program)?;
+        dataplane
+            .egress_program()?
+            .load()
+            .map_err(LoaderError::Program)?;
+        dataplane.set_conntrack(&crate::conntrack::Timeouts::default().settings())?;
         dataplane.set_drop_log(DropLogControl {
             rate_per_second: firewall_common::drop_log::DEFAULT_RATE,
             ..DropLogControl::default()
@@ -324,6 +349,18 @@ impl Dataplane {
             }),
             _ => None,
         })
+    }
+
+    /// The size of the connection-tracking table pinned in `dir`, if there is one.
+    pub fn pinned_flows(dir: &Path) -> Result<Option<u32>, LoaderError> {
+        let path = dir.join(CONNTRACK);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let map = MapData::from_pin(&path).map_err(map_error(CONNTRACK))?;
+        Ok(Some(
+            map.info().map_err(map_error(CONNTRACK))?.max_entries(),
+        ))
     }
 
     /// The generation the program reads (0 or 1), as counted by installs.
@@ -353,7 +390,80 @@ impl Dataplane {
             .map_err(LoaderError::Program)
     }
 
-    /// Packets arriving on `ifindex` are judged by the rules of `slot`.
+    /// The TC egress program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn egress_program(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
+        self.ebpf
+            .program_mut(EGRESS_PROGRAM)
+            .ok_or(LoaderError::Missing(EGRESS_PROGRAM))?
+            .try_into()
+            .map_err(LoaderError::Program)
+    }
+
+    /// Attaches the egress program to `interface` with TCX (a link the kernel detaches when the
+    /// dataplane is dropped). It runs before the qdisc, after other programs already attached.
+    pub fn attach_egress(&mut self, interface: &str) -> Result<(), LoaderError> {
+        self.attach_egress_link(interface)?;
+        Ok(())
+    }
+
+    fn attach_egress_link(
+        &mut self,
+        interface: &str,
+    ) -> Result<aya::programs::tc::SchedClassifierLinkId, LoaderError> {
+        let program = self.egress_program()?;
+        let id = program
+            .attach_with_options(
+                interface,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|error| LoaderError::AttachEgress {
+                interface: interface.to_string(),
+                error,
+            })?;
+        info!(interface, "attached TC egress program (TCX)");
+        Ok(id)
+    }
+
+    /// `attach_pinned` for the egress program: takes over the TCX link pinned at `path`
+    /// (swapping this program in atomically) or attaches anew and pins the link there.
+    pub fn attach_egress_pinned(
+        &mut self,
+        interface: &str,
+        path: &Path,
+    ) -> Result<(), LoaderError> {
+        let adopt_error = |reason: String| LoaderError::AdoptLink {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if path.exists() {
+            let pinned =
+                PinnedLink::from_pin(path).map_err(|e: LinkError| adopt_error(e.to_string()))?;
+            let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+                .map_err(|e: LinkError| adopt_error(e.to_string()))?;
+            self.egress_program()?
+                .attach_to_link(link)
+                .map_err(|e| adopt_error(e.to_string()))?;
+            info!(interface, pin = %path.display(), "took over the pinned TC egress link");
+            return Ok(());
+        }
+        let id = self.attach_egress_link(interface)?;
+        let pin_error = |reason: String| LoaderError::PinLink {
+            interface: interface.to_string(),
+            reason,
+        };
+        let link = self
+            .egress_program()?
+            .take_link(id)
+            .map_err(|e| pin_error(e.to_string()))?;
+        let fd_link = FdLink::try_from(link).map_err(|e: LinkError| pin_error(e.to_string()))?;
+        let pinned = fd_link.pin(path).map_err(|e| pin_error(e.to_string()))?;
+        self.held_links.push(FdLink::from(pinned));
+        Ok(())
+    }
+
+    /// Packets arriving on `ifindex` are judged by the rules of `slot`, and packets leaving it
+    /// by the rules of `directed_slot(slot, direction::OUT)`.
     pub fn bind(&mut self, ifindex: u32, slot: u32) -> Result<(), LoaderError> {
         debug_assert!(slot < MAX_INTERFACES);
         if ifindex >= MAX_IFINDEX {
@@ -619,7 +729,8 @@ impl Dataplane {
         Ok(Some(mode))
     }
 
-    /// Packets and bytes for an interface slot and verdict, summed over CPUs.
+    /// Packets and bytes for a directed slot (`firewall_common::directed_slot`; an interface's
+    /// ingress slot is its slot) and verdict, summed over CPUs.
     pub fn counter(&self, slot: u32, verdict: Verdict) -> Result<Counter, LoaderError> {
         sum(&self.stats, counter_index(slot, verdict), "STATS")
     }
@@ -637,6 +748,80 @@ impl Dataplane {
     pub fn rule_counter(&self, slot: u32) -> Result<Counter, LoaderError> {
         sum(&self.rule_stats, slot, "RULE_STATS")
     }
+}
+
+/// The connection-tracking maps (issue 8).
+const CONNTRACK: &str = "CONNTRACK";
+const CONNTRACK_SETTINGS: &str = "CONNTRACK_SETTINGS";
+const CONNTRACK_EVENTS: &str = "CONNTRACK_EVENTS";
+const CONNTRACK_HITS: &str = "CONNTRACK_HITS";
+const CONNTRACK_FLUSHED: &str = "CONNTRACK_FLUSHED";
+
+impl Dataplane {
+    /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by.
+    pub fn set_conntrack(&mut self, settings: &ConntrackSettings) -> Result<(), LoaderError> {
+        let map = self
+            .ebpf
+            .map_mut(CONNTRACK_SETTINGS)
+            .ok_or(LoaderError::Missing(CONNTRACK_SETTINGS))?;
+        let mut array: Array<_, ConntrackSettings> =
+            Array::try_from(map).map_err(map_error(CONNTRACK_SETTINGS))?;
+        array
+            .set(0, settings, 0)
+            .map_err(map_error(CONNTRACK_SETTINGS))
+    }
+
+    /// The flow table.
+    pub fn conntrack_flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, Flow>, LoaderError> {
+        let map = self
+            .ebpf
+            .map_mut(CONNTRACK)
+            .ok_or(LoaderError::Missing(CONNTRACK))?;
+        HashMap::try_from(map).map_err(map_error(CONNTRACK))
+    }
+
+    /// Sum over CPUs of a `conntrack::event` count.
+    pub fn conntrack_event(&self, event: u32) -> Result<u64, LoaderError> {
+        per_cpu_sum(&self.ebpf, CONNTRACK_EVENTS, event)
+    }
+
+    /// Packets passed by tracked flows on an interface slot.
+    pub fn conntrack_hits(&self, slot: u32) -> Result<u64, LoaderError> {
+        per_cpu_sum(&self.ebpf, CONNTRACK_HITS, slot)
+    }
+
+    /// Flows deleted by `smf-firewall conntrack flush` since load.
+    pub fn conntrack_flushed(&self) -> Result<u64, LoaderError> {
+        let map = self
+            .ebpf
+            .map(CONNTRACK_FLUSHED)
+            .ok_or(LoaderError::Missing(CONNTRACK_FLUSHED))?;
+        let array: Array<_, u64> = Array::try_from(map).map_err(map_error(CONNTRACK_FLUSHED))?;
+        array
+            .get(&conntrack::flushed::FLOWS, 0)
+            .map_err(map_error(CONNTRACK_FLUSHED))
+    }
+
+    /// Kernel memory of the flow table in bytes, as the kernel accounts it (`memlock` in the
+    /// map's fdinfo).
+    pub fn conntrack_memory(&self) -> Option<u64> {
+        let map = self.ebpf.map(CONNTRACK)?;
+        let fd = match map {
+            Map::LruHashMap(data) => data.fd().as_fd().as_raw_fd(),
+            _ => return None,
+        };
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+fn per_cpu_sum(ebpf: &Ebpf, name: &'static str, index: u32) -> Result<u64, LoaderError> {
+    let map = ebpf.map(name).ok_or(LoaderError::Missing(name))?;
+    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_error(name))?;
+    let values = array.get(&index, 0).map_err(map_error(name))?;
+    Ok(values.iter().sum())
 }
 
 fn sum(

@@ -1,5 +1,6 @@
 //! The `smf-firewall` command line.
 
+mod conntrack_cli;
 mod contracts_cli;
 mod ops_cli;
 mod top_cli;
@@ -16,7 +17,7 @@ use firewall_user::{
     loader::Capacity,
     reference::{self, Reason},
     rules::{
-        Limits, RuleSet,
+        Direction, Limits, RuleSet,
         compile::{self, RuleCounters},
         validate,
     },
@@ -103,6 +104,10 @@ enum Command {
     /// interface and verdict, utilization against the model's capacity, the busiest rules,
     /// the licence state. Refreshes every second; --once prints one frame and exits.
     Top(top_cli::TopArgs),
+    /// The running daemon's connection-tracking table: live flows by protocol and state (no
+    /// addresses). `conntrack flush` deletes every flow. Reads the maps the daemon pinned
+    /// (`--pin DIR`, default /sys/fs/bpf/smf-firewall/conntrack). Needs root.
+    Conntrack(conntrack_cli::ConntrackArgs),
 }
 
 fn main() -> ExitCode {
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Contracts(args) => contracts_cli::contracts(args),
+        Command::Conntrack(args) => conntrack_cli::conntrack(args).map(|()| ExitCode::SUCCESS),
         Command::License(args) => contracts_cli::license(args),
         Command::Top(args) => top_cli::top(args)
             .context("cannot show the daemon's metrics")
@@ -236,12 +242,14 @@ fn explain(file: &Path, interface: &str, packet: &str, json: bool) -> anyhow::Re
             "verdict: {} by the default (no rule matched)",
             decision.action
         ),
+        (Reason::Tracked, _) => println!("verdict: {} by a tracked flow", decision.action),
         (Reason::NonIp, _) => println!("verdict: {} (not IP: `non_ip`)", decision.action),
         (Reason::Malformed(why), _) => println!("verdict: {} (malformed: {why})", decision.action),
         (Reason::Rule, None) => unreachable!("a rule decision names its rule"),
     }
     if let reference::Frame::Ip(parsed) = reference::parse(&frame) {
-        for rule in &policy.rules {
+        let arriving = policy.rules.iter().filter(|r| r.direction == Direction::In);
+        for rule in arriving {
             if decision.rule.as_deref() == Some(rule.id.as_str()) {
                 break;
             }

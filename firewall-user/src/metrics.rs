@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
-use firewall_common::{FrameClass, Verdict};
+use firewall_common::{FrameClass, Verdict, directed_slot};
 use prometheus::{
     Encoder, IntCounterVec, Opts, Registry, TextEncoder,
     core::{Collector, Desc},
@@ -13,12 +13,14 @@ use prometheus::{
 };
 use tracing::warn;
 
-use crate::loader::Dataplane;
+use crate::{loader::Dataplane, rules::Direction};
 
 /// (interface, rule id, rule counter slot) of the loaded rules; a reload replaces it.
 pub type RuleLabels = Arc<RwLock<Vec<(String, String, u32)>>>;
 
-/// Reads `smf_firewall_{packets,bytes}_total{interface,verdict}` and
+/// Reads `smf_firewall_{packets,bytes}_total{interface,verdict}` (arriving packets, as
+/// before egress existed), `smf_firewall_{packets,bytes}_by_direction_total{interface,
+/// direction,verdict}` (both directions) and
 /// `smf_firewall_rule_{hits,bytes}_total{interface,rule}` from the dataplane.
 pub struct DataplaneCollector {
     dataplane: Arc<Mutex<Dataplane>>,
@@ -31,6 +33,8 @@ pub struct DataplaneCollector {
     rule_bytes: IntCounterVec,
     non_ip: IntCounterVec,
     malformed: IntCounterVec,
+    packets_by_direction: IntCounterVec,
+    bytes_by_direction: IntCounterVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -45,6 +49,7 @@ impl DataplaneCollector {
     ) -> Self {
         let by_verdict = ["interface", "verdict"];
         let by_rule = ["interface", "rule"];
+        let by_direction = ["interface", "direction", "verdict"];
         Self {
             dataplane,
             interfaces,
@@ -79,13 +84,23 @@ impl DataplaneCollector {
                 "Malformed frames, dropped before any rule, by interface; also counted as drop.",
                 &["interface"],
             ),
+            packets_by_direction: counter_vec(
+                "smf_firewall_packets_by_direction_total",
+                "Packets by interface, direction (in: arriving, XDP; out: leaving, TC egress) and verdict.",
+                &by_direction,
+            ),
+            bytes_by_direction: counter_vec(
+                "smf_firewall_bytes_by_direction_total",
+                "Bytes of frames by interface, direction and verdict.",
+                &by_direction,
+            ),
         }
     }
 }
 
 impl DataplaneCollector {
     /// Every vector this collector fills, in the order it reports them.
-    fn vectors(&self) -> [&IntCounterVec; 6] {
+    fn vectors(&self) -> [&IntCounterVec; 8] {
         [
             &self.packets,
             &self.bytes,
@@ -93,6 +108,8 @@ impl DataplaneCollector {
             &self.rule_bytes,
             &self.non_ip,
             &self.malformed,
+            &self.packets_by_direction,
+            &self.bytes_by_direction,
         ]
     }
 }
@@ -115,6 +132,24 @@ impl Collector for DataplaneCollector {
             vec.reset();
         }
         for (slot, interface) in self.interfaces.iter().enumerate() {
+            for (direction, verdict) in Direction::ALL
+                .into_iter()
+                .flat_map(|d| Verdict::ALL.map(|v| (d, v)))
+            {
+                let directed = directed_slot(slot as u32, direction.index());
+                match dataplane.counter(directed, verdict) {
+                    Ok(counter) => {
+                        let labels = [interface.as_str(), direction.label(), verdict.label()];
+                        self.packets_by_direction
+                            .with_label_values(&labels)
+                            .inc_by(counter.packets);
+                        self.bytes_by_direction
+                            .with_label_values(&labels)
+                            .inc_by(counter.bytes);
+                    }
+                    Err(error) => warn!(interface, %error, "cannot read counters"),
+                }
+            }
             for verdict in Verdict::ALL {
                 match dataplane.counter(slot as u32, verdict) {
                     Ok(counter) => {
@@ -165,6 +200,7 @@ impl Collector for DataplaneCollector {
 }
 
 pub mod adapter;
+pub mod conntrack;
 pub mod server;
 pub mod status;
 pub mod text;

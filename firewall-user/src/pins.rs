@@ -4,6 +4,7 @@
 //! ```text
 //! /sys/fs/bpf/smf-firewall/            (`pin_path` in the config)
 //!   links/<interface>                  the XDP link of each interface
+//!   egress/<interface>                 the TC egress (TCX) link of each interface
 //!   maps-<layout>-<seq>/<MAP>          the program's maps
 //! ```
 //!
@@ -17,6 +18,10 @@ use std::{
 };
 
 use crate::loader::FIREWALL_OBJECT;
+
+/// Directories of the XDP and the TC egress links.
+const LINKS: &str = "links";
+const EGRESS: &str = "egress";
 
 /// `statfs(2)` magic of a BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -72,17 +77,28 @@ impl Pins {
         if !on_bpffs(existing) {
             return Err(PinError::NotBpffs(self.root.clone()));
         }
-        let links = self.root.join("links");
-        fs::create_dir_all(&links).map_err(at(&links))
+        for dir in [LINKS, EGRESS] {
+            let path = self.root.join(dir);
+            fs::create_dir_all(&path).map_err(at(&path))?;
+        }
+        Ok(())
     }
 
     pub fn link(&self, interface: &str) -> PathBuf {
-        self.root.join("links").join(interface)
+        self.root.join(LINKS).join(interface)
     }
 
-    /// Interfaces with a pinned link.
+    pub fn egress_link(&self, interface: &str) -> PathBuf {
+        self.root.join(EGRESS).join(interface)
+    }
+
+    /// Interfaces with a pinned link (XDP, egress or both).
     pub fn linked_interfaces(&self) -> Result<Vec<String>, PinError> {
-        names_in(&self.root.join("links"))
+        let mut names = names_in(&self.root.join(LINKS))?;
+        names.extend(names_in(&self.root.join(EGRESS))?);
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     /// Every set of pinned maps, oldest first.
@@ -110,10 +126,17 @@ impl Pins {
         Ok(path)
     }
 
-    /// Unpins the link of `interface`: the kernel detaches it once no process holds it.
+    /// Unpins the links of `interface`: the kernel detaches them once no process holds them.
     pub fn unpin_link(&self, interface: &str) -> Result<(), PinError> {
-        let path = self.link(interface);
-        fs::remove_file(&path).map_err(at(&path))
+        for path in [self.link(interface), self.egress_link(interface)] {
+            match fs::remove_file(&path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(at(&path)(error));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Unpins a set of maps; the kernel frees them once no program uses them.
@@ -135,9 +158,11 @@ impl Pins {
             self.remove_maps_dir(&dir.path)?;
             removed.maps_dirs.push(dir.path);
         }
-        let links = self.root.join("links");
-        if links.exists() {
-            fs::remove_dir(&links).map_err(at(&links))?;
+        for dir in [LINKS, EGRESS] {
+            let path = self.root.join(dir);
+            if path.exists() {
+                fs::remove_dir(&path).map_err(at(&path))?;
+            }
         }
         fs::remove_dir(&self.root).map_err(at(&self.root))?;
         Ok(removed)
@@ -148,10 +173,10 @@ impl Pins {
     /// Removes the directories `prepare` made if nothing was pinned in them: a daemon that
     /// failed to start leaves nothing behind.
     pub fn remove_if_empty(&self) {
-        let links = self.root.join("links");
-        if fs::remove_dir(&links).is_ok() {
-            let _ = fs::remove_dir(&self.root);
+        for dir in [LINKS, EGRESS] {
+            let _ = fs::remove_dir(self.root.join(dir));
         }
+        let _ = fs::remove_dir(&self.root);
     }
 }
 
@@ -274,7 +299,14 @@ mod tests {
     fn maps_dirs_are_read_back_in_sequence_order() {
         let dir = tempfile::tempdir().unwrap();
         let pins = Pins::new(dir.path());
-        for name in ["maps-abc-10", "maps-abc-2", "maps-def-3", "links", "other"] {
+        for name in [
+            "maps-abc-10",
+            "maps-abc-2",
+            "maps-def-3",
+            "links",
+            "egress",
+            "other",
+        ] {
             fs::create_dir(dir.path().join(name)).unwrap();
         }
         let found: Vec<(String, u64)> = pins

@@ -11,7 +11,9 @@ use etherparse::{
 };
 use serde::Serialize;
 
-use crate::rules::{Action, Policy, Rule, RuleSet, protocol, validate::family_of};
+use crate::rules::{Action, Direction, Policy, Rule, RuleSet, protocol, validate::family_of};
+
+pub mod conntrack;
 
 /// VLAN tags (802.1Q/802.1ad) a frame may carry; more is malformed.
 pub const MAX_VLAN_TAGS: usize = 2;
@@ -65,6 +67,8 @@ pub enum Frame {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
+    /// A tracked flow passed it before the rules (`state: true`, see [`conntrack`]).
+    Tracked,
     Rule,
     Default,
     NonIp,
@@ -97,9 +101,21 @@ pub fn classify(
     Ok(decide(policy, &parse(frame)))
 }
 
-/// The decision for a parsed frame: malformed frames are dropped before any rule, non-IP
-/// frames get `non_ip`, IP packets the first matching rule or the default.
+/// The decision for a parsed frame arriving on the interface: malformed frames are dropped
+/// before any rule, non-IP frames get `non_ip`, IP packets the first matching `direction: in`
+/// rule or the default.
 pub fn decide(policy: &Policy, frame: &Frame) -> Decision {
+    decide_direction(policy, frame, Direction::In)
+}
+
+/// The decision for a parsed frame in `direction`. Leaving the interface (`out`), only
+/// `direction: out` rules apply, and what none decides passes (non-IP frames too); malformed
+/// frames are dropped either way.
+pub fn decide_direction(policy: &Policy, frame: &Frame, direction: Direction) -> Decision {
+    let (default, non_ip) = match direction {
+        Direction::In => (policy.default, policy.non_ip),
+        Direction::Out => (Action::Pass, Action::Pass),
+    };
     match frame {
         Frame::Malformed(why) => Decision {
             action: Action::Drop,
@@ -107,14 +123,14 @@ pub fn decide(policy: &Policy, frame: &Frame) -> Decision {
             reason: Reason::Malformed(why),
         },
         Frame::NonIp { .. } => Decision {
-            action: policy.non_ip,
+            action: non_ip,
             rule: None,
             reason: Reason::NonIp,
         },
         Frame::Ip(packet) => match policy
             .rules
             .iter()
-            .find(|rule| mismatch(rule, packet).is_none())
+            .find(|rule| rule.direction == direction && mismatch(rule, packet).is_none())
         {
             Some(rule) => Decision {
                 action: rule.action,
@@ -122,7 +138,7 @@ pub fn decide(policy: &Policy, frame: &Frame) -> Decision {
                 reason: Reason::Rule,
             },
             None => Decision {
-                action: policy.default,
+                action: default,
                 rule: None,
                 reason: Reason::Default,
             },
@@ -197,8 +213,17 @@ fn dst_port(l4: L4) -> Option<u16> {
 
 /// Parses a frame as the dataplane does.
 pub fn parse(frame: &[u8]) -> Frame {
+    parse_with_transport(frame).0
+}
+
+/// Parses a frame as the dataplane does, and returns the bytes from the header after IP on
+/// (empty for a non-first fragment or what is not IP), which connection tracking reads.
+pub fn parse_with_transport(frame: &[u8]) -> (Frame, &[u8]) {
     let Ok(ethernet) = Ethernet2HeaderSlice::from_slice(frame) else {
-        return Frame::Malformed("frame shorter than an Ethernet header");
+        return (
+            Frame::Malformed("frame shorter than an Ethernet header"),
+            &[],
+        );
     };
     let mut ether_type = ethernet.ether_type().0;
     let mut offset = ethernet.slice().len();
@@ -207,10 +232,10 @@ pub fn parse(frame: &[u8]) -> Frame {
     while matches!(ether_type, ETHERTYPE_VLAN | ETHERTYPE_QINQ) {
         tags += 1;
         if tags > MAX_VLAN_TAGS {
-            return Frame::Malformed("more than two VLAN tags");
+            return (Frame::Malformed("more than two VLAN tags"), &[]);
         }
         let Ok(tag) = SingleVlanHeaderSlice::from_slice(&frame[offset..]) else {
-            return Frame::Malformed("VLAN tag cut short");
+            return (Frame::Malformed("VLAN tag cut short"), &[]);
         };
         vlan = vlan.or(Some(tag.vlan_identifier().value()));
         ether_type = tag.ether_type().0;
@@ -220,39 +245,44 @@ pub fn parse(frame: &[u8]) -> Frame {
     let parsed = match ether_type {
         ETHERTYPE_IPV4 => ipv4(l3),
         ETHERTYPE_IPV6 => ipv6(l3),
-        _ => return Frame::NonIp { vlan },
+        _ => return (Frame::NonIp { vlan }, &[]),
     };
     match parsed {
-        Ok((src, dst, protocol, l4)) => Frame::Ip(Packet {
-            vlan,
-            src,
-            dst,
-            protocol,
-            l4,
-        }),
-        Err(why) => Frame::Malformed(why),
+        Ok((src, dst, protocol, l4, transport)) => (
+            Frame::Ip(Packet {
+                vlan,
+                src,
+                dst,
+                protocol,
+                l4,
+            }),
+            transport,
+        ),
+        Err(why) => (Frame::Malformed(why), &[]),
     }
 }
 
-type Parsed = Result<(IpAddr, IpAddr, u8, L4), &'static str>;
+type Parsed<'a> = Result<(IpAddr, IpAddr, u8, L4, &'a [u8]), &'static str>;
 
-fn ipv4(l3: &[u8]) -> Parsed {
+fn ipv4(l3: &[u8]) -> Parsed<'_> {
     let header = Ipv4HeaderSlice::from_slice(l3).map_err(|_| "bad or cut IPv4 header")?;
     let protocol = header.protocol().0;
-    let l4 = if header.fragments_offset().value() != 0 {
-        L4::Fragment
+    let (l4, transport) = if header.fragments_offset().value() != 0 {
+        (L4::Fragment, &[][..])
     } else {
-        upper_layer(protocol, &l3[header.slice().len()..])?
+        let transport = &l3[header.slice().len()..];
+        (upper_layer(protocol, transport)?, transport)
     };
     Ok((
         header.source_addr().into(),
         header.destination_addr().into(),
         protocol,
         l4,
+        transport,
     ))
 }
 
-fn ipv6(l3: &[u8]) -> Parsed {
+fn ipv6(l3: &[u8]) -> Parsed<'_> {
     let header = Ipv6HeaderSlice::from_slice(l3).map_err(|_| "bad or cut IPv6 header")?;
     let mut next = header.next_header();
     let mut rest = &l3[header.slice().len()..];
@@ -275,16 +305,17 @@ fn ipv6(l3: &[u8]) -> Parsed {
                 rest = &rest[frag.slice().len()..];
             }
             upper => {
-                let l4 = if first_fragment {
-                    upper_layer(upper.0, rest)?
+                let (l4, transport) = if first_fragment {
+                    (upper_layer(upper.0, rest)?, rest)
                 } else {
-                    L4::Fragment
+                    (L4::Fragment, &[][..])
                 };
                 return Ok((
                     header.source_addr().into(),
                     header.destination_addr().into(),
                     upper.0,
                     l4,
+                    transport,
                 ));
             }
         }

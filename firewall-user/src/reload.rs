@@ -11,6 +11,8 @@ use std::{
 
 use serde::Serialize;
 
+use firewall_common::ConntrackSettings;
+
 use crate::{
     loader::{Capacity, Dataplane, LoaderError},
     rules::{
@@ -83,16 +85,20 @@ pub struct Loaded {
     slots: Vec<(String, u32)>,
     pub counters: RuleCounters,
     fingerprints: BTreeMap<String, Vec<(String, u64)>>,
+    /// What the kernel's flow table does; tracking is switched on by the first rule set with
+    /// a `state: true` rule and stays on (flows may exist) until the daemon stops.
+    pub conntrack: ConntrackSettings,
 }
 
 impl Loaded {
     /// Validates `rules` against the attached interfaces and compiles them with `counters`
-    /// (the saved slots of a restarted daemon, or none).
+    /// (the saved slots of a restarted daemon, or none) and the flow table's settings.
     pub fn compile(
         rules_path: &Path,
         rules: &RuleSet,
         slots: Vec<(String, u32)>,
         mut counters: RuleCounters,
+        mut conntrack: ConntrackSettings,
     ) -> Result<(Loaded, Compiled), ReloadError> {
         if let Some((missing, _)) = slots
             .iter()
@@ -109,11 +115,17 @@ impl Loaded {
                 error,
             }
         })?;
+        let stateful = rules
+            .interfaces
+            .values()
+            .any(|policy| policy.rules.iter().any(|rule| rule.state));
+        conntrack.tracking |= u64::from(stateful);
         let loaded = Loaded {
             rules_path: rules_path.to_path_buf(),
             fingerprints: fingerprints(rules, &slots),
             slots,
             counters,
+            conntrack,
         };
         Ok((loaded, compiled))
     }
@@ -154,6 +166,7 @@ impl Loaded {
             &rules,
             self.slots.clone(),
             self.counters.clone(),
+            self.conntrack,
         )?;
         drop(rules);
         let mut dataplane = match dataplane.lock() {
@@ -161,6 +174,10 @@ impl Loaded {
             Err(poisoned) => poisoned.into_inner(),
         };
         self.fits(&compiled, dataplane.capacity())?;
+        if next.conntrack != self.conntrack {
+            // Before the rules that open flows, so that their replies are looked up.
+            dataplane.set_conntrack(&next.conntrack)?;
+        }
         dataplane.reset_rule_counters(&compiled.fresh_counters)?;
         dataplane.install(&compiled)?;
         let generation = dataplane.generation();
@@ -273,6 +290,7 @@ mod tests {
             &rules,
             slots,
             RuleCounters::default(),
+            ConntrackSettings::default(),
         )
         .unwrap()
         .0
@@ -367,6 +385,7 @@ mod tests {
             &rules,
             slots,
             RuleCounters::default(),
+            ConntrackSettings::default(),
         )
         .unwrap_err();
         assert_eq!(

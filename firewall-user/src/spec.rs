@@ -134,7 +134,13 @@ impl PacketSpec {
 
     /// The packet as an Ethernet frame.
     pub fn frame(&self) -> Vec<u8> {
-        let mut l4 = self.l4_bytes();
+        self.frame_with_payload(&PAYLOAD)
+    }
+
+    /// The packet as an Ethernet frame with `payload` after the L4 header (e.g. the quote of
+    /// an ICMP error).
+    pub fn frame_with_payload(&self, payload: &[u8]) -> Vec<u8> {
+        let mut l4 = self.l4_bytes(payload);
         let mut ip = self.ip_bytes(l4.len());
         let mut frame = Vec::with_capacity(22 + ip.len() + l4.len());
         frame.extend_from_slice(&MAC_DST);
@@ -152,7 +158,7 @@ impl PacketSpec {
 
     /// The bytes after the IP header(s): the L4 header and a small payload, or for a non-first
     /// fragment just payload. Checksums are left zero: classification never reads them.
-    fn l4_bytes(&self) -> Vec<u8> {
+    fn l4_bytes(&self, payload: &[u8]) -> Vec<u8> {
         let (src, dst) = (self.src_port.unwrap_or(0), self.dst_port.unwrap_or(0));
         let mut out = match self.protocol {
             _ if self.fragment => Vec::new(),
@@ -164,7 +170,7 @@ impl PacketSpec {
                 tcp.to_bytes().to_vec()
             }
             protocol::UDP => {
-                let len = (8 + PAYLOAD.len()) as u16;
+                let len = (8 + payload.len()) as u16;
                 [
                     src.to_be_bytes(),
                     dst.to_be_bytes(),
@@ -179,7 +185,7 @@ impl PacketSpec {
             }
             _ => Vec::new(),
         };
-        out.extend_from_slice(&PAYLOAD);
+        out.extend_from_slice(payload);
         out
     }
 

@@ -43,12 +43,7 @@ fn files() -> (testbed::DaemonDir, PathBuf) {
 }
 
 fn start(adapter: &NetNs, config: &Path) -> Process {
-    let args = ["run", "--config", config.to_str().unwrap()];
-    adapter
-        .start_until(SMF_FIREWALL, &args, || {
-            scrape(adapter, METRICS.parse().unwrap()).is_ok()
-        })
-        .unwrap()
+    testbed::start_daemon(adapter, SMF_FIREWALL, config, METRICS.parse().unwrap()).unwrap()
 }
 
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {

@@ -37,12 +37,7 @@ fn files(config: &str, rules: &str) -> (DaemonDir, PathBuf) {
 }
 
 fn start(adapter: &NetNs, config: &Path) -> Process {
-    let args = ["run", "--config", config.to_str().unwrap()];
-    adapter
-        .start_until(SMF_FIREWALL, &args, || {
-            scrape(adapter, METRICS.parse().unwrap()).is_ok()
-        })
-        .unwrap()
+    testbed::start_daemon(adapter, SMF_FIREWALL, config, METRICS.parse().unwrap()).unwrap()
 }
 
 fn counter(adapter: &NetNs, name: &str, interface: &str, verdict: &str) -> u64 {

@@ -107,12 +107,7 @@ fn start(adapter: &NetNs, dir: &testbed::DaemonDir, db: &str, grace: &str) -> Pr
             RULES,
         )
         .unwrap();
-    let args = ["run", "--config", config.to_str().unwrap()];
-    adapter
-        .start_until(SMF_FIREWALL, &args, || {
-            scrape(adapter, METRICS.parse().unwrap()).is_ok()
-        })
-        .unwrap()
+    testbed::start_daemon(adapter, SMF_FIREWALL, &config, METRICS.parse().unwrap()).unwrap()
 }
 
 fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

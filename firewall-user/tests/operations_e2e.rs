@@ -48,12 +48,7 @@ interfaces:
 ";
 
 fn start(adapter: &NetNs, config: &Path) -> Process {
-    let args = ["run", "--config", config.to_str().unwrap()];
-    adapter
-        .start_until(SMF_FIREWALL, &args, || {
-            scrape(adapter, METRICS.parse().unwrap()).is_ok()
-        })
-        .unwrap()
+    testbed::start_daemon(adapter, SMF_FIREWALL, config, METRICS.parse().unwrap()).unwrap()
 }
 
 fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

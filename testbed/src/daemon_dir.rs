@@ -4,11 +4,12 @@
 
 use std::{
     fs, io,
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::atomic::Ordering,
 };
 
-use crate::NEXT_ID;
+use crate::{NEXT_ID, NetNs, Process, scrape};
 
 pub struct DaemonDir {
     dir: tempfile::TempDir,
@@ -59,4 +60,20 @@ impl Drop for DaemonDir {
             Err(error) => eprintln!("testbed: cannot remove {}: {error}", self.pins.display()),
         }
     }
+}
+
+/// Starts `BINARY run --config CONFIG` (the daemon) in `ns` and waits until it serves
+/// `/metrics` on `metrics`; fails with its output if it exits first, or after 15 seconds.
+pub fn start_daemon(
+    ns: &NetNs,
+    binary: &str,
+    config: &Path,
+    metrics: SocketAddr,
+) -> io::Result<Process> {
+    let config = config
+        .to_str()
+        .ok_or_else(|| io::Error::other("config path"))?;
+    ns.start_until(binary, &["run", "--config", config], || {
+        scrape(ns, metrics).is_ok()
+    })
 }

@@ -21,7 +21,7 @@ mod prometheus;
 mod scrape;
 mod site;
 
-pub use daemon_dir::DaemonDir;
+pub use daemon_dir::{DaemonDir, start_daemon};
 pub use nix::sys::signal::Signal;
 pub use postgres::{Postgres, require_postgres};
 pub use prometheus::{Prometheus, require_prometheus};

@@ -55,6 +55,36 @@ impl fmt::Display for Action {
     }
 }
 
+/// Which way a rule judges packets: as they arrive on its interface (XDP) or as they leave it
+/// (TC egress).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    In,
+    Out,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::In, Direction::Out];
+
+    /// `firewall_common::direction` of this direction.
+    pub const fn index(self) -> u32 {
+        match self {
+            Direction::In => firewall_common::direction::IN,
+            Direction::Out => firewall_common::direction::OUT,
+        }
+    }
+
+    /// The `direction` label value in metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
 /// The IP version a rule is restricted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,6 +178,9 @@ pub struct Rule {
     pub icmp_code: Option<u8>,
     /// The outermost 802.1Q/802.1ad tag's VLAN id.
     pub vlan: Option<u16>,
+    /// `state: true`: a packet this (pass) rule passes opens a tracked flow.
+    pub state: bool,
+    pub direction: Direction,
     /// `log: true`: the packets it drops are reported in the daemon's log (drop rules only).
     pub log: bool,
     /// Position of the rule's id in its file, for messages.
@@ -159,6 +192,9 @@ impl fmt::Display for Rule {
     /// One line, as `check` prints it: `id action [conditions]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.id, self.action)?;
+        if self.direction == Direction::Out {
+            write!(f, " out")?;
+        }
         if let Some(vlan) = self.vlan {
             write!(f, " vlan {vlan}")?;
         }
@@ -195,6 +231,9 @@ impl fmt::Display for Rule {
         }
         if let Some(icmp_code) = self.icmp_code {
             write!(f, " icmp_code {icmp_code}")?;
+        }
+        if self.state {
+            write!(f, " state")?;
         }
         if self.log {
             write!(f, " log")?;

@@ -11,7 +11,7 @@ use serde::{
 };
 use serde_saphyr::Spanned;
 
-use super::{Action, Family};
+use super::{Action, Direction, Family};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +56,13 @@ pub struct RawRule {
     pub icmp_code: Option<Spanned<i64>>,
     #[serde(default)]
     pub vlan: Option<Spanned<i64>>,
+    /// `state: true`: a packet this pass rule passes opens a tracked flow (connection
+    /// tracking); its replies pass before the rules.
+    #[serde(default)]
+    pub state: Option<Spanned<bool>>,
+    /// `in` (the default): judged as packets arrive (XDP); `out`: as they leave (TC egress).
+    #[serde(default)]
+    pub direction: Option<Direction>,
     /// `log: true`: report the packets this (drop) rule drops in the daemon's log, sampled.
     #[serde(default)]
     pub log: Option<Spanned<bool>>,

@@ -268,6 +268,7 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         .and_then(|v| icmp_field("icmp_code", v, protocol, problems));
     let vlan = raw.vlan.as_ref().and_then(|v| vlan_id(v, problems));
     let family = family(raw, src.as_deref(), dst.as_deref(), protocol, problems);
+    let state = state(raw, problems);
     let log = raw
         .log
         .as_ref()
@@ -284,6 +285,8 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         icmp_type,
         icmp_code,
         vlan,
+        state,
+        direction: raw.direction.unwrap_or_default(),
         log,
         line: u32::try_from(id.referenced.line()).unwrap_or(u32::MAX),
         column: u32::try_from(id.referenced.column()).unwrap_or(u32::MAX),
@@ -419,6 +422,20 @@ fn icmp_field(
         );
     }
     number
+}
+
+/// `state: true` only on a pass rule: a drop opens nothing.
+fn state(raw: &RawRule, problems: &mut Problems) -> bool {
+    let Some(state) = &raw.state else {
+        return false;
+    };
+    if state.value && raw.action != Action::Pass {
+        problems.push(
+            &state.referenced,
+            "`state: true` needs `action: pass`: a dropped packet opens no flow",
+        );
+    }
+    state.value
 }
 
 fn vlan_id(value: &Spanned<i64>, problems: &mut Problems) -> Option<u16> {
@@ -567,7 +584,7 @@ fn policy_warnings(name: &str, policy: &Policy, at: &Location, limits: &Limits) 
     for (i, later) in policy.rules.iter().enumerate() {
         if let Some(earlier) = policy.rules[..i]
             .iter()
-            .find(|earlier| covers(earlier, later))
+            .find(|earlier| earlier.direction == later.direction && covers(earlier, later))
         {
             warnings.push(Warning(Diagnostic {
                 line: later.line,
@@ -820,6 +837,10 @@ mod tests {
                 "{ id: a, action: drop, log: yes please }",
                 "expected true or false",
             ),
+            (
+                "{ id: a, action: drop, state: true }",
+                "`state: true` needs `action: pass`",
+            ),
         ];
         for (text, fragment) in cases {
             let err = parse(&format!("      - {text}\n")).unwrap_err();
@@ -828,6 +849,16 @@ mod tests {
             assert!(err.items[0].column > 0, "{text}: {err}");
             assert!(err.to_string().contains(fragment), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn state_is_kept_on_pass_rules_and_its_error_points_at_the_value() {
+        let set = parse("      - { id: a, action: pass, state: true }\n      - { id: b, action: drop, state: false }\n").unwrap();
+        let rules = &set.rules.interfaces["lan0"].rules;
+        assert!(rules[0].state && !rules[1].state);
+        let err = parse("      - { id: a, action: drop, state: true }\n").unwrap_err();
+        // The column of `true`, after `      - { id: a, action: drop, state: `.
+        assert_eq!((err.items[0].line, err.items[0].column), (FIRST, 39));
     }
 
     #[test]

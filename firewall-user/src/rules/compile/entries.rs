@@ -53,7 +53,8 @@ fn entry(
     let mut e = Entry {
         counter,
         verdict: rule.action.verdict() as u8,
-        flags: if rule.log { entry_flag::LOG } else { 0 },
+        flags: if rule.state { entry_flag::STATE } else { 0 }
+            | if rule.log { entry_flag::LOG } else { 0 },
         ..Entry::default()
     };
     let address_family = src.or(dst).map(|net| family_of(net.addr()));

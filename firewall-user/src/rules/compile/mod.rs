@@ -7,9 +7,9 @@ mod tree;
 
 use std::collections::{HashMap, HashSet};
 
-use firewall_common::{Entry, Node, Policy, TREES, Tree, cond, family};
+use firewall_common::{Entry, Node, Policy, TREES, Tree, cond, directed_slot, family};
 
-use super::RuleSet;
+use super::{Action, Direction, RuleSet};
 
 pub use tree::LEAF_TARGET;
 
@@ -180,8 +180,36 @@ pub fn ruleset(
             .interfaces
             .get(name)
             .ok_or_else(|| CompileError::NoRules(name.clone()))?;
+        for direction in Direction::ALL {
+            let policy = compile_direction(
+                policy,
+                direction,
+                name,
+                counters,
+                &mut compiled,
+                &mut shared_leaves,
+            )?;
+            compiled
+                .policies
+                .push((directed_slot(*slot, direction.index()), policy));
+        }
+    }
+    Ok(compiled)
+}
+
+/// One interface's rules of one direction: their entries, trees and policy. Egress has no
+/// `default` of its own: what no `direction: out` rule decides passes.
+fn compile_direction(
+    policy: &super::Policy,
+    direction: Direction,
+    name: &str,
+    counters: &mut RuleCounters,
+    compiled: &mut Compiled,
+    shared_leaves: &mut HashMap<Vec<u32>, u32>,
+) -> Result<Policy, CompileError> {
+    {
         let mut entries = Vec::new();
-        for rule in &policy.rules {
+        for rule in policy.rules.iter().filter(|r| r.direction == direction) {
             let counter = counters.slot(name, &rule.id, &mut compiled.fresh_counters)?;
             entries.extend(entries::of_rule(rule, counter));
         }
@@ -200,7 +228,7 @@ pub fn ruleset(
                     family,
                     &mut compiled.nodes,
                     &mut compiled.leaves,
-                    &mut shared_leaves,
+                    shared_leaves,
                 );
                 *tree = Tree {
                     root: builder.build(members)?,
@@ -212,17 +240,17 @@ pub fn ruleset(
             family_trees.sort_by_key(|tree| tree.min_entry);
         }
         compiled.entries.extend(entries);
-        compiled.policies.push((
-            *slot,
-            Policy {
-                trees,
-                default_verdict: policy.default.verdict() as u8,
-                non_ip_verdict: policy.non_ip.verdict() as u8,
-                _pad: [0; 2],
-            },
-        ));
+        let (default, non_ip) = match direction {
+            Direction::In => (policy.default, policy.non_ip),
+            Direction::Out => (Action::Pass, Action::Pass),
+        };
+        Ok(Policy {
+            trees,
+            default_verdict: default.verdict() as u8,
+            non_ip_verdict: non_ip.verdict() as u8,
+            _pad: [0; 2],
+        })
     }
-    Ok(compiled)
 }
 
 /// An entry wider than this share of the rule set's span in every dimension goes to the last

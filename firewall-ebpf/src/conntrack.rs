@@ -1,0 +1,346 @@
+//! Connection tracking (SEIL's `state enable`): a packet passed by a rule with `state: true`
+//! opens a flow in the `CONNTRACK` LRU hash; later packets of the flow, in either direction and
+//! on any interface, pass before the rules are looked at. TCP follows SYN, SYN-ACK, ACK, FIN and
+//! RST; UDP and ICMP echo have idle timeouts; an ICMP error that quotes a tracked flow passes.
+//!
+//! Time is `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE). A flow whose idle time exceeds
+//! its state's timeout (`CONNTRACK_SETTINGS`, written by the daemon from its config) counts as
+//! absent; the daemon's sweep deletes such entries. The state
+//! machine is the reference classifier's (`firewall-user/src/reference/conntrack.rs`).
+
+use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_coarse_ns,
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray},
+};
+use firewall_common::{
+    ConntrackSettings, Flow, FlowKey, MAX_SLOTS,
+    conntrack::{DEFAULT_MAX_ENTRIES, event, fin, origin, state},
+    family,
+};
+
+use crate::parse::{L4, Packet, Quoted};
+
+/// The flows; `max_entries` is set by the daemon at load time from its config.
+#[map]
+static CONNTRACK: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(DEFAULT_MAX_ENTRIES, 0);
+
+/// Timeouts and the clock; one entry.
+#[map]
+static CONNTRACK_SETTINGS: Array<ConntrackSettings> = Array::with_max_entries(1, 0);
+
+/// `conntrack::event` counts.
+#[map]
+static CONNTRACK_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(event::COUNT, 0);
+
+/// Packets passed by a tracked flow, per directed slot.
+#[map]
+static CONNTRACK_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SLOTS, 0);
+
+/// Flows flushed by `smf-firewall conntrack flush`; written by userspace only, read by the
+/// daemon (for `smf_firewall_conntrack_evicted_total`).
+#[map]
+static CONNTRACK_FLUSHED: Array<u64> = Array::with_max_entries(1, 0);
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// What the table says about a packet.
+pub enum Track {
+    /// A live flow: pass before the rules (its state is already updated).
+    Hit,
+    /// No live flow. If the rules pass the packet with `state: true`, `open` it;
+    /// `replaces_expired` says the key still holds an expired entry.
+    Miss { replaces_expired: bool },
+}
+
+/// The settings, if tracking is on (the daemon turns it off while no rule has
+/// `state: true` and no flow can be in the table, so that such rule sets pay nothing).
+#[inline(always)]
+pub fn settings() -> Option<&'static ConntrackSettings> {
+    CONNTRACK_SETTINGS.get(0).filter(|s| s.tracking != 0)
+}
+
+/// The kernel's "now" for flows.
+#[inline(always)]
+pub fn now(settings: &ConntrackSettings) -> u64 {
+    if settings.fixed_clock != 0 {
+        settings.fixed_now_ns
+    } else {
+        // CLOCK_MONOTONIC_COARSE: a tick's resolution is plenty for timeouts of seconds, and
+        // it costs a memory read where bpf_ktime_get_ns cost ~40 ns per packet here.
+        // SAFETY: a helper without arguments or preconditions.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    }
+}
+
+/// Looks the packet's flow up; on a live flow, advances its state and last-seen time.
+#[inline(always)]
+pub fn track(packet: &Packet, quoted: Option<Quoted>, settings: &ConntrackSettings) -> Track {
+    if let Some(quoted) = quoted {
+        return related(packet, &quoted, settings);
+    }
+    let Some((key, sender)) = key_of(packet) else {
+        return Track::Miss {
+            replaces_expired: false,
+        };
+    };
+    let Some(flow) = CONNTRACK.get_ptr_mut(key) else {
+        return Track::Miss {
+            replaces_expired: false,
+        };
+    };
+    // SAFETY: the kernel keeps the value alive while the program runs; concurrent updates of
+    // the same flow from two CPUs may interleave, which costs at most one state step.
+    let flow = unsafe { &mut *flow };
+    let now = now(settings);
+    if expired(flow, settings, now) {
+        return Track::Miss {
+            replaces_expired: true,
+        };
+    }
+    let from_origin = sender == flow.origin;
+    if packet.l4 == L4::Icmp && !echo_fits(packet, from_origin) {
+        return Track::Miss {
+            replaces_expired: false,
+        };
+    }
+    advance(flow, packet, from_origin);
+    flow.last_seen = now;
+    Track::Hit
+}
+
+/// Opens a flow for a packet the rules passed with `state: true`. Only TCP (not a RST), UDP
+/// and ICMP echo requests open flows.
+#[inline(always)]
+pub fn open(packet: &Packet, replaces_expired: bool, settings: &ConntrackSettings) {
+    let Some((key, sender)) = key_of(packet) else {
+        return;
+    };
+    let state = match packet.protocol {
+        IPPROTO_TCP if packet.tcp_flags & TCP_RST != 0 => return,
+        IPPROTO_TCP if packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => state::TCP_SYN_SENT,
+        // Picked up mid-stream (e.g. after a restart of the daemon).
+        IPPROTO_TCP => state::TCP_ESTABLISHED,
+        IPPROTO_UDP => state::UDP_UNREPLIED,
+        _ if echo_request(packet) => state::ICMP_ECHO,
+        _ => return,
+    };
+    let flow = Flow {
+        last_seen: now(settings),
+        state,
+        origin: sender,
+        fins: 0,
+        _pad: [0; 5],
+    };
+    // BPF_NOEXIST = 1, BPF_ANY = 0: never overwrite a live flow another CPU just opened.
+    let flags = if replaces_expired { 0 } else { 1 };
+    if CONNTRACK.insert(key, flow, flags).is_ok() {
+        count(event::CREATED);
+        if replaces_expired {
+            count(event::EXPIRED_REPLACED);
+        }
+    }
+}
+
+/// Counts a packet passed by a tracked flow.
+#[inline(always)]
+pub fn count_hit(slot: u32) {
+    if let Some(hits) = CONNTRACK_HITS.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot is only touched by this CPU while the program runs.
+        unsafe { *hits += 1 };
+    }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(n) = CONNTRACK_EVENTS.get_ptr_mut(index) {
+        // SAFETY: as in `count_hit`.
+        unsafe { *n += 1 };
+    }
+}
+
+/// An ICMP error passes when it quotes a live flow and goes back to the quoted packet's sender.
+#[inline(always)]
+fn related(packet: &Packet, quoted: &Quoted, settings: &ConntrackSettings) -> Track {
+    let miss = Track::Miss {
+        replaces_expired: false,
+    };
+    if packet.dst != quoted.src {
+        return miss;
+    }
+    let (a, b) = match quoted.protocol {
+        IPPROTO_TCP | IPPROTO_UDP => (quoted.a, quoted.b),
+        // Echo request (8, 128) or reply (0, 129): the flow's ports are the identifier.
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => (quoted.b, quoted.b),
+        _ => return miss,
+    };
+    let (key, _) = normalised(
+        packet.family,
+        quoted.protocol,
+        &quoted.src,
+        &quoted.dst,
+        a,
+        b,
+    );
+    match CONNTRACK.get_ptr(key) {
+        // SAFETY: as in `track`; only read here.
+        Some(flow) if !expired(unsafe { &*flow }, settings, now(settings)) => Track::Hit,
+        _ => miss,
+    }
+}
+
+#[inline(always)]
+fn expired(flow: &Flow, settings: &ConntrackSettings, now: u64) -> bool {
+    let timeout = match settings.timeouts_ns.get(usize::from(flow.state)) {
+        Some(&t) => t,
+        None => return true,
+    };
+    now > flow.last_seen && now - flow.last_seen > timeout
+}
+
+/// The next state of a live flow after a packet from the originator (`from_origin`) or the
+/// responder.
+#[inline(always)]
+fn advance(flow: &mut Flow, packet: &Packet, from_origin: bool) {
+    match packet.protocol {
+        IPPROTO_TCP => {
+            let flags = packet.tcp_flags;
+            let syn_ack = flags & (TCP_SYN | TCP_ACK);
+            if flags & TCP_RST != 0 {
+                flow.state = state::TCP_CLOSE;
+            } else if from_origin
+                && syn_ack == TCP_SYN
+                && (flow.state == state::TCP_CLOSE || flow.state == state::TCP_TIME_WAIT)
+            {
+                // The port pair is reused for a new connection.
+                flow.state = state::TCP_SYN_SENT;
+                flow.fins = 0;
+            } else if flow.state == state::TCP_SYN_SENT {
+                if !from_origin && syn_ack == TCP_SYN | TCP_ACK {
+                    flow.state = state::TCP_SYN_RECV;
+                }
+            } else if flow.state == state::TCP_SYN_RECV {
+                if from_origin && syn_ack == TCP_ACK {
+                    flow.state = state::TCP_ESTABLISHED;
+                }
+            } else if (flow.state == state::TCP_ESTABLISHED || flow.state == state::TCP_FIN_WAIT)
+                && flags & TCP_FIN != 0
+            {
+                flow.fins |= if from_origin { fin::ORIGIN } else { fin::REPLY };
+                flow.state = if flow.fins == fin::ORIGIN | fin::REPLY {
+                    state::TCP_TIME_WAIT
+                } else {
+                    state::TCP_FIN_WAIT
+                };
+            }
+        }
+        IPPROTO_UDP if !from_origin => flow.state = state::UDP_REPLIED,
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn echo_request(packet: &Packet) -> bool {
+    packet.l4 == L4::Icmp
+        && packet.b == 0
+        && (packet.protocol == IPPROTO_ICMP && packet.a == 8
+            || packet.protocol == IPPROTO_ICMPV6 && packet.a == 128)
+}
+
+#[inline(always)]
+fn echo_reply(packet: &Packet) -> bool {
+    packet.l4 == L4::Icmp
+        && packet.b == 0
+        && (packet.protocol == IPPROTO_ICMP && packet.a == 0
+            || packet.protocol == IPPROTO_ICMPV6 && packet.a == 129)
+}
+
+/// Requests come from the originator, replies from the responder.
+#[inline(always)]
+fn echo_fits(packet: &Packet, from_origin: bool) -> bool {
+    if from_origin {
+        echo_request(packet)
+    } else {
+        echo_reply(packet)
+    }
+}
+
+/// Is this ICMP packet an error that quotes another packet?
+#[inline(always)]
+pub fn is_icmp_error(packet: &Packet) -> bool {
+    packet.l4 == L4::Icmp
+        && (packet.protocol == IPPROTO_ICMP
+            && packet.family == family::IPV4
+            && (packet.a == 3 || packet.a == 11 || packet.a == 12)
+            || packet.protocol == IPPROTO_ICMPV6
+                && packet.family == family::IPV6
+                && (1..=4).contains(&packet.a))
+}
+
+/// The packet's flow key and which endpoint of the key sent it (`origin::LO` or `HI`); `None`
+/// for what is not tracked (other protocols, fragments, ICMP other than echo).
+#[inline(always)]
+fn key_of(packet: &Packet) -> Option<(FlowKey, u8)> {
+    match packet.l4 {
+        L4::Ports if packet.protocol == IPPROTO_TCP || packet.protocol == IPPROTO_UDP => {
+            Some(normalised(
+                packet.family,
+                packet.protocol,
+                &packet.src,
+                &packet.dst,
+                packet.a,
+                packet.b,
+            ))
+        }
+        L4::Icmp if echo_request(packet) || echo_reply(packet) => Some(normalised(
+            packet.family,
+            packet.protocol,
+            &packet.src,
+            &packet.dst,
+            packet.icmp_id,
+            packet.icmp_id,
+        )),
+        _ => None,
+    }
+}
+
+/// The key with the lower endpoint (address as a big-endian number, then port) first.
+#[inline(always)]
+fn normalised(
+    family: u8,
+    protocol: u8,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    src_port: u16,
+    dst_port: u16,
+) -> (FlowKey, u8) {
+    let mut src_first = src_port <= dst_port;
+    for i in (0..4).rev() {
+        let (s, d) = (u32::from_be(src[i]), u32::from_be(dst[i]));
+        if s != d {
+            src_first = s < d;
+        }
+    }
+    let key = |lo: &[u32; 4], hi: &[u32; 4], lo_port, hi_port| FlowKey {
+        lo_addr: *lo,
+        hi_addr: *hi,
+        lo_port,
+        hi_port,
+        protocol,
+        family,
+        _pad: [0; 2],
+    };
+    if src_first {
+        (key(src, dst, src_port, dst_port), origin::LO)
+    } else {
+        (key(dst, src, dst_port, src_port), origin::HI)
+    }
+}

@@ -1,0 +1,53 @@
+//! `smf-firewall conntrack [flush]`: the running daemon's connection-tracking table, read (or
+//! emptied) through the maps it pins under its config's `pin_path`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use firewall_user::{
+    config::{Config, DEFAULT_CONFIG},
+    conntrack::Pinned,
+    pins::Pins,
+};
+
+#[derive(Args)]
+pub struct ConntrackArgs {
+    /// The daemon's configuration: says where it pins its maps.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG, global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<ConntrackCommand>,
+}
+
+#[derive(Subcommand)]
+enum ConntrackCommand {
+    /// Delete every tracked flow (replies of open connections are judged by the rules again).
+    Flush,
+}
+
+pub fn conntrack(args: ConntrackArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)
+        .with_context(|| format!("cannot read the configuration {}", args.config.display()))?;
+    let pins = Pins::new(&config.operations.pin_path);
+    let mut pinned =
+        Pinned::open_current(&pins).context("cannot read the connection-tracking table")?;
+    match args.command {
+        Some(ConntrackCommand::Flush) => {
+            let deleted = pinned.flush().context("cannot flush the table")?;
+            println!("flushed {deleted} flows");
+        }
+        None => {
+            let census = pinned.census();
+            let live: u64 = census.by_state.values().sum();
+            println!("{live} flows ({} expired, not swept yet)", census.expired);
+            if live > 0 {
+                println!("{:<8} {:<16} {:>10}", "protocol", "state", "flows");
+            }
+            for ((protocol, state), count) in &census.by_state {
+                println!("{protocol:<8} {state:<16} {count:>10}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -97,7 +97,11 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             .any(|policy| policy.rules.iter().any(|rule| rule.state)),
     );
     dataplane.set_conntrack(&conntrack_settings)?;
-    let pinned = pin_conntrack(&dataplane, config.conntrack.pin.as_deref());
+    let pinned = pin_conntrack(
+        &dataplane,
+        config.conntrack.pin.as_deref(),
+        conntrack_settings.tracking != 0,
+    );
     licensing.start(&mut dataplane).await?;
     dataplane.reset_rule_counters(&compiled.fresh_counters)?;
     dataplane.install(&compiled)?;
@@ -195,17 +199,21 @@ fn release_freed_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
-/// Pins the flow table for `smf-firewall conntrack`; a failure is a warning (the firewall
-/// works without the command). Returns the directory pinned.
-fn pin_conntrack(dataplane: &Dataplane, dir: Option<&Path>) -> Option<PathBuf> {
+/// Pins the flow table for `smf-firewall conntrack`; a failure is a warning when rules track
+/// flows (the firewall works without the command), else a note. Returns the directory pinned.
+fn pin_conntrack(dataplane: &Dataplane, dir: Option<&Path>, tracking: bool) -> Option<PathBuf> {
     let dir = dir?;
     match dataplane.pin_conntrack(dir) {
         Ok(()) => {
             info!(pin = %dir.display(), "pinned the connection-tracking table");
             Some(dir.to_path_buf())
         }
-        Err(error) => {
+        Err(error) if tracking => {
             warn!(%error, "cannot pin the connection-tracking table; `smf-firewall conntrack` will not see it");
+            None
+        }
+        Err(error) => {
+            info!(%error, "cannot pin the (unused) connection-tracking table");
             None
         }
     }

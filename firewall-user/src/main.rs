@@ -77,6 +77,10 @@ enum Command {
         /// Print one JSON object: {"verdict":"pass"|"drop","rule":ID|null,"default":bool}.
         #[arg(long)]
         json: bool,
+        /// `in`: the packet arrives on the interface (its `in` rules, then `default`); `out`:
+        /// it leaves by it (its `direction: out` rules, else pass).
+        #[arg(long, value_name = "in|out", default_value = "in", value_parser = parse_direction)]
+        direction: Direction,
     },
     /// Run the firewall: attach XDP to the configured interfaces, enforce the rules, serve
     /// Prometheus metrics. Stops (and detaches) on SIGINT or SIGTERM.
@@ -152,7 +156,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             interface,
             packet,
             json,
-        } => explain(&file, &interface, &packet, json).map(|()| ExitCode::SUCCESS),
+            direction,
+        } => explain(&file, &interface, &packet, json, direction).map(|()| ExitCode::SUCCESS),
         Command::Reload(args) => ops_cli::reload(args),
         Command::Status(args) => ops_cli::status(args),
         Command::Unload(args) => ops_cli::unload(args),
@@ -220,11 +225,29 @@ struct ExplainJson<'a> {
     default: bool,
 }
 
-fn explain(file: &Path, interface: &str, packet: &str, json: bool) -> anyhow::Result<()> {
+fn parse_direction(text: &str) -> Result<Direction, String> {
+    match text {
+        "in" => Ok(Direction::In),
+        "out" => Ok(Direction::Out),
+        _ => Err(format!("`{text}` is not a direction: in or out")),
+    }
+}
+
+fn explain(
+    file: &Path,
+    interface: &str,
+    packet: &str,
+    json: bool,
+    direction: Direction,
+) -> anyhow::Result<()> {
     let rules = RuleSet::load(file).context("the rule file is not valid")?;
     let spec = PacketSpec::parse(packet)?;
     let frame = spec.frame();
-    let decision = reference::classify(&rules, interface, &frame)?;
+    let policy = rules
+        .interfaces
+        .get(interface)
+        .ok_or_else(|| reference::UnknownInterface(interface.to_string()))?;
+    let decision = reference::decide_direction(policy, &reference::parse(&frame), direction);
     if json {
         let output = ExplainJson {
             verdict: decision.action.to_string(),
@@ -234,8 +257,11 @@ fn explain(file: &Path, interface: &str, packet: &str, json: bool) -> anyhow::Re
         println!("{}", serde_json::to_string(&output)?);
         return Ok(());
     }
-    let policy = &rules.interfaces[interface];
-    println!("{interface}: {packet}");
+    let way = match direction {
+        Direction::In => "",
+        Direction::Out => " (leaving)",
+    };
+    println!("{interface}{way}: {packet}");
     match (&decision.reason, &decision.rule) {
         (Reason::Rule, Some(id)) => println!("verdict: {} by rule `{id}`", decision.action),
         (Reason::Default, _) => println!(
@@ -248,8 +274,8 @@ fn explain(file: &Path, interface: &str, packet: &str, json: bool) -> anyhow::Re
         (Reason::Rule, None) => unreachable!("a rule decision names its rule"),
     }
     if let reference::Frame::Ip(parsed) = reference::parse(&frame) {
-        let arriving = policy.rules.iter().filter(|r| r.direction == Direction::In);
-        for rule in arriving {
+        let same_way = policy.rules.iter().filter(|r| r.direction == direction);
+        for rule in same_way {
             if decision.rule.as_deref() == Some(rule.id.as_str()) {
                 break;
             }

@@ -84,3 +84,86 @@ fn check_of_a_missing_file_is_exit_1() {
         "{stderr}"
     );
 }
+
+/// `direction: out` rules judge leaving packets only; `state: true` is shown by `check`, and on
+/// a drop rule it is an error at its position.
+#[test]
+fn explain_judges_each_direction_by_its_own_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\ninterfaces:\n  wan0:\n    default: drop\n    rules:\n      - { id: no-ping-out, action: drop, direction: out, protocol: icmp }\n      - { id: web-out, action: pass, direction: out, protocol: tcp, dst_port: 80, state: true }\n",
+    )
+    .unwrap();
+    let explain = |direction: &str, packet: &str| {
+        let out = Command::new(SMF_FIREWALL)
+            .args([
+                "explain",
+                file.to_str().unwrap(),
+                "--interface",
+                "wan0",
+                "--json",
+            ])
+            .args(["--packet", packet, "--direction", direction])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Each row: direction, packet, the JSON answer.
+    let cases = [
+        (
+            "out",
+            "icmp 198.19.1.1 -> 198.19.1.2 type 8",
+            r#"{"verdict":"drop","rule":"no-ping-out","default":false}"#,
+        ),
+        (
+            "in",
+            "icmp 198.19.1.2 -> 198.19.1.1 type 8",
+            r#"{"verdict":"drop","rule":null,"default":true}"#,
+        ),
+        (
+            "out",
+            "udp 198.19.1.1:5000 -> 198.19.1.2:53",
+            r#"{"verdict":"pass","rule":null,"default":true}"#,
+        ),
+        (
+            "in",
+            "tcp 198.19.1.2:80 -> 198.19.1.1:40000",
+            r#"{"verdict":"drop","rule":null,"default":true}"#,
+        ),
+        (
+            "out",
+            "tcp 198.19.1.1:40000 -> 198.19.1.2:80",
+            r#"{"verdict":"pass","rule":"web-out","default":false}"#,
+        ),
+    ];
+    for (direction, packet, want) in cases {
+        assert_eq!(
+            explain(direction, packet).trim(),
+            want,
+            "{direction} {packet}"
+        );
+    }
+    let (code, stdout, _) = check(&file);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("  2. web-out pass out tcp dst_port 80 state\n"),
+        "{stdout}"
+    );
+    std::fs::write(
+        &file,
+        "version: 1\ninterfaces:\n  wan0:\n    default: drop\n    rules:\n      - { id: a, action: drop, state: true }\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = check(&file);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "{}:6:39: error: `state: true` needs `action: pass`",
+            file.display()
+        )),
+        "{stderr}"
+    );
+}

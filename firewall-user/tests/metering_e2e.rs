@@ -480,6 +480,8 @@ const AGGREGATE_LABELS: &[&str] = &[
     "result",
     "version",
     "mode",
+    // `in` or `out` (issue 8): which way packets crossed an interface, never which flow.
+    "direction",
 ];
 
 /// Connections and datagrams of many kinds in both directions, passed and dropped.

@@ -57,7 +57,9 @@ impl Names {
         }
     }
 
+    /// The interface of a directed slot (`firewall_common::directed_slot`).
     fn interface(&self, slot: u32) -> String {
+        let slot = slot % firewall_common::MAX_INTERFACES;
         self.interfaces
             .get(&slot)
             .cloned()
@@ -94,6 +96,8 @@ pub enum Layer4 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DroppedPacket {
     pub interface: String,
+    /// `in` (arriving, XDP) or `out` (leaving, TC egress).
+    pub direction: &'static str,
     pub rule: String,
     /// `tcp`, `udp`, ... or the protocol number.
     pub protocol: String,
@@ -133,6 +137,11 @@ impl DroppedPacket {
         };
         DroppedPacket {
             interface: names.interface(event.interface),
+            direction: if event.interface >= firewall_common::MAX_INTERFACES {
+                "out"
+            } else {
+                "in"
+            },
             rule: names.rule(event.rule),
             protocol: protocol::name(event.protocol)
                 .map_or_else(|| event.protocol.to_string(), str::to_string),
@@ -150,6 +159,7 @@ impl DroppedPacket {
             ($($layer4:tt)*) => {
                 info!(
                     interface = %self.interface,
+                    direction = self.direction,
                     rule = %self.rule,
                     protocol = %self.protocol,
                     src = %self.src,
@@ -410,6 +420,7 @@ mod tests {
                 },
                 DroppedPacket {
                     interface: "lan0".into(),
+                    direction: "in",
                     rule: "no-discard".into(),
                     protocol: "udp".into(),
                     src: "198.18.1.2".parse().unwrap(),
@@ -423,7 +434,7 @@ mod tests {
                 DropEvent {
                     src: words(six.octets()),
                     dst: words(six.octets()),
-                    interface: 1,
+                    interface: firewall_common::directed_slot(1, firewall_common::direction::OUT),
                     rule: 8,
                     bytes: 90,
                     src_port: 128,
@@ -436,6 +447,7 @@ mod tests {
                 },
                 DroppedPacket {
                     interface: "wan0".into(),
+                    direction: "out",
                     rule: "#8".into(),
                     protocol: "icmpv6".into(),
                     src: IpAddr::V6(six),
@@ -459,6 +471,7 @@ mod tests {
                 },
                 DroppedPacket {
                     interface: "#9".into(),
+                    direction: "in",
                     rule: "no-discard".into(),
                     protocol: "47".into(),
                     src: "0.0.0.0".parse().unwrap(),

@@ -369,16 +369,27 @@ impl Dataplane {
     }
 
     fn read_generation(&self) -> Result<u32, LoaderError> {
-        let map = self
-            .ebpf
-            .map("GENERATION")
-            .ok_or(LoaderError::Missing("GENERATION"))?;
-        let generation: Array<_, u32> = Array::try_from(map).map_err(map_error("GENERATION"))?;
+        let generation: Array<_, u32> = self.array("GENERATION")?;
         Ok(generation.get(&0, 0).map_err(map_error("GENERATION"))? & 1)
     }
 
     pub fn capacity(&self) -> Capacity {
         self.capacity
+    }
+
+    /// One of the program's arrays, to read.
+    fn array<V: aya::Pod>(&self, name: &'static str) -> Result<Array<&MapData, V>, LoaderError> {
+        let map = self.ebpf.map(name).ok_or(LoaderError::Missing(name))?;
+        Array::try_from(map).map_err(map_error(name))
+    }
+
+    /// One of the program's arrays, to write.
+    fn array_mut<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<Array<&mut MapData, V>, LoaderError> {
+        let map = self.ebpf.map_mut(name).ok_or(LoaderError::Missing(name))?;
+        Array::try_from(map).map_err(map_error(name))
     }
 
     /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -432,33 +443,20 @@ impl Dataplane {
         interface: &str,
         path: &Path,
     ) -> Result<(), LoaderError> {
-        let adopt_error = |reason: String| LoaderError::AdoptLink {
-            path: path.to_path_buf(),
-            reason,
-        };
         if path.exists() {
-            let pinned =
-                PinnedLink::from_pin(path).map_err(|e: LinkError| adopt_error(e.to_string()))?;
-            let link = SchedClassifierLink::try_from(FdLink::from(pinned))
-                .map_err(|e: LinkError| adopt_error(e.to_string()))?;
+            let link: SchedClassifierLink = pinned_link(path)?;
             self.egress_program()?
                 .attach_to_link(link)
-                .map_err(|e| adopt_error(e.to_string()))?;
+                .map_err(|e| adopt_error(path, e))?;
             info!(interface, pin = %path.display(), "took over the pinned TC egress link");
             return Ok(());
         }
         let id = self.attach_egress_link(interface)?;
-        let pin_error = |reason: String| LoaderError::PinLink {
-            interface: interface.to_string(),
-            reason,
-        };
         let link = self
             .egress_program()?
             .take_link(id)
-            .map_err(|e| pin_error(e.to_string()))?;
-        let fd_link = FdLink::try_from(link).map_err(|e: LinkError| pin_error(e.to_string()))?;
-        let pinned = fd_link.pin(path).map_err(|e| pin_error(e.to_string()))?;
-        self.held_links.push(FdLink::from(pinned));
+            .map_err(|e| pin_error(interface, e))?;
+        self.held_links.push(pin_link(link, interface, path)?);
         Ok(())
     }
 
@@ -469,12 +467,7 @@ impl Dataplane {
         if ifindex >= MAX_IFINDEX {
             return Err(LoaderError::Ifindex(ifindex));
         }
-        let map = self
-            .ebpf
-            .map_mut("INTERFACES")
-            .ok_or(LoaderError::Missing("INTERFACES"))?;
-        let mut interfaces: Array<_, u32> =
-            Array::try_from(map).map_err(map_error("INTERFACES"))?;
+        let mut interfaces: Array<_, u32> = self.array_mut("INTERFACES")?;
         interfaces
             .set(ifindex, slot + 1, 0)
             .map_err(map_error("INTERFACES"))
@@ -483,12 +476,7 @@ impl Dataplane {
     /// Forgets every interface but those with these indexes: maps taken over from an earlier
     /// daemon may still bind interfaces that the configuration no longer names.
     pub fn unbind_others(&mut self, keep: &[u32]) -> Result<(), LoaderError> {
-        let map = self
-            .ebpf
-            .map_mut("INTERFACES")
-            .ok_or(LoaderError::Missing("INTERFACES"))?;
-        let mut interfaces: Array<_, u32> =
-            Array::try_from(map).map_err(map_error("INTERFACES"))?;
+        let mut interfaces: Array<_, u32> = self.array_mut("INTERFACES")?;
         let bound: Vec<u32> = (0..MAX_IFINDEX)
             .filter(|ifindex| !keep.contains(ifindex))
             .filter(|ifindex| interfaces.get(ifindex, 0).is_ok_and(|v| v != UNCONFIGURED))
@@ -540,12 +528,7 @@ impl Dataplane {
             cap.entries as usize,
             compiled.entries.iter().copied(),
         )?;
-        let mut policies: Array<_, Policy> = Array::try_from(
-            self.ebpf
-                .map_mut("POLICIES")
-                .ok_or(LoaderError::Missing("POLICIES"))?,
-        )
-        .map_err(map_error("POLICIES"))?;
+        let mut policies: Array<_, Policy> = self.array_mut("POLICIES")?;
         for (slot, policy) in &compiled.policies {
             let mut policy = *policy;
             for tree in policy
@@ -561,12 +544,7 @@ impl Dataplane {
                 .set(policy_index(next, *slot), policy, 0)
                 .map_err(map_error("POLICIES"))?;
         }
-        let mut generation: Array<_, u32> = Array::try_from(
-            self.ebpf
-                .map_mut("GENERATION")
-                .ok_or(LoaderError::Missing("GENERATION"))?,
-        )
-        .map_err(map_error("GENERATION"))?;
+        let mut generation: Array<_, u32> = self.array_mut("GENERATION")?;
         generation
             .set(0, next, 0)
             .map_err(map_error("GENERATION"))?;
@@ -592,11 +570,7 @@ impl Dataplane {
     /// interfaces at once: one map update, so no packet sees a mix. A freshly loaded program
     /// passes everything until this is called (see `firewall_common::enforce`).
     pub fn set_enforcing(&mut self, enforcing: bool) -> Result<(), LoaderError> {
-        let map = self
-            .ebpf
-            .map_mut("ENFORCE")
-            .ok_or(LoaderError::Missing("ENFORCE"))?;
-        let mut flag: Array<_, u32> = Array::try_from(map).map_err(map_error("ENFORCE"))?;
+        let mut flag: Array<_, u32> = self.array_mut("ENFORCE")?;
         let value = if enforcing {
             enforce::RULES
         } else {
@@ -608,11 +582,7 @@ impl Dataplane {
 
     /// Notes that the contract store answered at `unix_seconds` (see `enforce::DECIDED_AT`).
     pub fn note_decision(&mut self, unix_seconds: u32) -> Result<(), LoaderError> {
-        let map = self
-            .ebpf
-            .map_mut("ENFORCE")
-            .ok_or(LoaderError::Missing("ENFORCE"))?;
-        let mut flag: Array<_, u32> = Array::try_from(map).map_err(map_error("ENFORCE"))?;
+        let mut flag: Array<_, u32> = self.array_mut("ENFORCE")?;
         flag.set(enforce::DECIDED_AT, unix_seconds, 0)
             .map_err(map_error("ENFORCE"))
     }
@@ -620,11 +590,7 @@ impl Dataplane {
     /// What maps taken over from an earlier daemon say of the licence: enforcing, and when
     /// the store last answered (Unix seconds, 0 if never).
     pub fn noted_decision(&self) -> Result<(bool, u32), LoaderError> {
-        let map = self
-            .ebpf
-            .map("ENFORCE")
-            .ok_or(LoaderError::Missing("ENFORCE"))?;
-        let flag: Array<_, u32> = Array::try_from(map).map_err(map_error("ENFORCE"))?;
+        let flag: Array<_, u32> = self.array("ENFORCE")?;
         let enforcing = flag.get(&enforce::INDEX, 0).map_err(map_error("ENFORCE"))?;
         let at = flag
             .get(&enforce::DECIDED_AT, 0)
@@ -634,12 +600,7 @@ impl Dataplane {
 
     /// Sets how many drop-log events per second each `log: true` rule may send (issue 9).
     pub fn set_drop_log(&mut self, control: DropLogControl) -> Result<(), LoaderError> {
-        let map = self
-            .ebpf
-            .map_mut("DROP_LOG_CONFIG")
-            .ok_or(LoaderError::Missing("DROP_LOG_CONFIG"))?;
-        let mut config: Array<_, DropLogControl> =
-            Array::try_from(map).map_err(map_error("DROP_LOG_CONFIG"))?;
+        let mut config: Array<_, DropLogControl> = self.array_mut("DROP_LOG_CONFIG")?;
         config
             .set(0, control, 0)
             .map_err(map_error("DROP_LOG_CONFIG"))
@@ -694,38 +655,21 @@ impl Dataplane {
         interface: &str,
         path: &Path,
     ) -> Result<Option<XdpMode>, LoaderError> {
-        let adopt_error = |reason: String| LoaderError::AdoptLink {
-            path: path.to_path_buf(),
-            reason,
-        };
         if path.exists() {
-            let pinned =
-                PinnedLink::from_pin(path).map_err(|e: LinkError| adopt_error(e.to_string()))?;
-            let link = XdpLink::try_from(FdLink::from(pinned))
-                .map_err(|e: LinkError| adopt_error(e.to_string()))?;
+            let link: XdpLink = pinned_link(path)?;
             self.program()?
                 .attach_to_link(link)
-                .map_err(|e| adopt_error(e.to_string()))?;
+                .map_err(|e| adopt_error(path, e))?;
             info!(interface, pin = %path.display(), "took over the pinned XDP link");
             return Ok(None);
         }
         let (mode, id) = self.attach_link(interface)?;
-        let pin_error = |reason: String| LoaderError::PinLink {
-            interface: interface.to_string(),
-            reason,
-        };
         let link = self
             .program()?
             .take_link(id)
-            .map_err(|e| pin_error(e.to_string()))?;
-        let fd_link = FdLink::try_from(link).map_err(|e: LinkError| {
-            pin_error(format!(
-                "{e} (the kernel attached through netlink, which has no link to pin)"
-            ))
-        })?;
-        let pinned = fd_link.pin(path).map_err(|e| pin_error(e.to_string()))?;
+            .map_err(|e| pin_error(interface, e))?;
         // Held while we run, as the program holds the links it made.
-        self.held_links.push(FdLink::from(pinned));
+        self.held_links.push(pin_link(link, interface, path)?);
         Ok(Some(mode))
     }
 
@@ -760,12 +704,7 @@ const CONNTRACK_FLUSHED: &str = "CONNTRACK_FLUSHED";
 impl Dataplane {
     /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by.
     pub fn set_conntrack(&mut self, settings: &ConntrackSettings) -> Result<(), LoaderError> {
-        let map = self
-            .ebpf
-            .map_mut(CONNTRACK_SETTINGS)
-            .ok_or(LoaderError::Missing(CONNTRACK_SETTINGS))?;
-        let mut array: Array<_, ConntrackSettings> =
-            Array::try_from(map).map_err(map_error(CONNTRACK_SETTINGS))?;
+        let mut array: Array<_, ConntrackSettings> = self.array_mut(CONNTRACK_SETTINGS)?;
         array
             .set(0, settings, 0)
             .map_err(map_error(CONNTRACK_SETTINGS))
@@ -792,11 +731,7 @@ impl Dataplane {
 
     /// Flows deleted by `smf-firewall conntrack flush` since load.
     pub fn conntrack_flushed(&self) -> Result<u64, LoaderError> {
-        let map = self
-            .ebpf
-            .map(CONNTRACK_FLUSHED)
-            .ok_or(LoaderError::Missing(CONNTRACK_FLUSHED))?;
-        let array: Array<_, u64> = Array::try_from(map).map_err(map_error(CONNTRACK_FLUSHED))?;
+        let array: Array<_, u64> = self.array(CONNTRACK_FLUSHED)?;
         array
             .get(&conntrack::flushed::FLOWS, 0)
             .map_err(map_error(CONNTRACK_FLUSHED))
@@ -822,6 +757,41 @@ fn per_cpu_sum(ebpf: &Ebpf, name: &'static str, index: u32) -> Result<u64, Loade
     let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_error(name))?;
     let values = array.get(&index, 0).map_err(map_error(name))?;
     Ok(values.iter().sum())
+}
+
+/// The link pinned at `path`, as the program type's link.
+fn pinned_link<L: TryFrom<FdLink, Error = LinkError>>(path: &Path) -> Result<L, LoaderError> {
+    let pinned = PinnedLink::from_pin(path).map_err(|e| adopt_error(path, e))?;
+    L::try_from(FdLink::from(pinned)).map_err(|e| adopt_error(path, e))
+}
+
+/// Pins a link the program made at `path`; returns it, to be held while the daemon runs.
+fn pin_link<L>(link: L, interface: &str, path: &Path) -> Result<FdLink, LoaderError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
+    let fd_link = FdLink::try_from(link).map_err(|e| {
+        pin_error(
+            interface,
+            format!("{e} (the kernel attached through netlink, which has no link to pin)"),
+        )
+    })?;
+    let pinned = fd_link.pin(path).map_err(|e| pin_error(interface, e))?;
+    Ok(FdLink::from(pinned))
+}
+
+fn adopt_error(path: &Path, reason: impl std::fmt::Display) -> LoaderError {
+    LoaderError::AdoptLink {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn pin_error(interface: &str, reason: impl std::fmt::Display) -> LoaderError {
+    LoaderError::PinLink {
+        interface: interface.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn sum(

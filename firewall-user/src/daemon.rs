@@ -138,24 +138,8 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
         generation = dataplane.generation(),
         "rules compiled and loaded"
     );
-    let mut attachments = Vec::new();
+    let attachments = attach_all(&mut dataplane, pins, &loaded, &ifindexes, saved.as_ref())?;
     let counts = loaded.rule_counts();
-    for (((name, slot), ifindex), (_, rules)) in loaded.slots().iter().zip(&ifindexes).zip(&counts)
-    {
-        dataplane.bind(*ifindex, *slot)?;
-        let mode = match dataplane.attach_pinned(name, &pins.link(name))? {
-            Some(mode) => mode,
-            None => saved_mode(saved.as_ref(), name),
-        };
-        dataplane.attach_egress_pinned(name, &pins.egress_link(name))?;
-        info!(interface = %name, ifindex, rules, mode = mode_label(mode), "enforcing rules");
-        attachments.push(Attachment {
-            interface: name.clone(),
-            ifindex: *ifindex,
-            mode,
-            rules: *rules,
-        });
-    }
     dataplane.unbind_others(&ifindexes)?;
     retire(pins, &config.interfaces, &maps_dir)?;
     save(&ops.state_file(), &maps_dir, &loaded, &attachments);
@@ -317,6 +301,38 @@ fn fits(compiled: &Compiled, capacity: Capacity) -> bool {
     compiled.nodes.len() <= capacity.nodes as usize
         && compiled.leaves.len() <= capacity.leaves as usize
         && compiled.entries.len() <= capacity.entries as usize
+}
+
+/// Binds and attaches (or takes over) the XDP and egress links of every configured interface.
+fn attach_all(
+    dataplane: &mut Dataplane,
+    pins: &Pins,
+    loaded: &Loaded,
+    ifindexes: &[u32],
+    saved: Option<&Saved>,
+) -> Result<Vec<Attachment>, DaemonError> {
+    let mut attachments = Vec::new();
+    for (((name, slot), ifindex), (_, rules)) in loaded
+        .slots()
+        .iter()
+        .zip(ifindexes)
+        .zip(loaded.rule_counts())
+    {
+        dataplane.bind(*ifindex, *slot)?;
+        let mode = match dataplane.attach_pinned(name, &pins.link(name))? {
+            Some(mode) => mode,
+            None => saved_mode(saved, name),
+        };
+        dataplane.attach_egress_pinned(name, &pins.egress_link(name))?;
+        info!(interface = %name, ifindex, rules, mode = mode_label(mode), "enforcing rules");
+        attachments.push(Attachment {
+            interface: name.clone(),
+            ifindex: *ifindex,
+            mode,
+            rules,
+        });
+    }
+    Ok(attachments)
 }
 
 /// Once every configured interface runs our program: detaches interfaces that the config no

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use firewall_common::{
     Entry, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, MAX_TREE_DEPTH, NO_TREE, Node, Policy,
-    UNCONFIGURED, cond, dim, family, policy_index,
+    UNCONFIGURED, VLAN_TREE, cond, dim, family, policy_index,
 };
 
 use crate::parse::{L4, Packet};
@@ -65,8 +65,12 @@ pub fn first_match(policy: &Policy, packet: &Packet) -> Option<&'static Entry> {
         first: 0,
         best: u32::MAX,
     };
-    for tree in trees {
-        if tree.root == NO_TREE || tree.min_entry >= scan.best {
+    for (t, tree) in trees.iter().enumerate() {
+        // The VLAN tree's entries all need a VLAN id, which an untagged packet lacks.
+        if tree.root == NO_TREE
+            || tree.min_entry >= scan.best
+            || t == VLAN_TREE && packet.vlan == 0
+        {
             continue;
         }
         let Some(leaf) = leaf(tree.root, &key) else {

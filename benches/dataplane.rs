@@ -26,7 +26,7 @@ use firewall_user::{
     spec::PacketSpec,
 };
 use serde::Serialize;
-use testbed::{NetNs, sample, scrape};
+use testbed::{NetNs, Signal, sample, scrape};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -335,9 +335,16 @@ fn daemon_rss(rules: &str) -> Result<Option<f64>> {
     let dir = std::env::temp_dir().join(format!("smf-bench-rss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(err)?;
     std::fs::write(dir.join("rules.yaml"), rules).map_err(err)?;
+    // Pins of its own, and a SIGTERM at the end: nothing is left attached or pinned.
+    let pins = PathBuf::from(format!("/sys/fs/bpf/smf-bench-{}", std::process::id()));
     std::fs::write(
         dir.join("config.yaml"),
-        format!("rules: rules.yaml\ninterfaces: [{}]\n", generate::INTERFACE),
+        format!(
+            "rules: rules.yaml\ninterfaces: [{}]\npin_path: {}\nruntime_dir: {}\n",
+            generate::INTERFACE,
+            pins.display(),
+            dir.join("run").display()
+        ),
     )
     .map_err(err)?;
     let ns = NetNs::new("bench").map_err(err)?;
@@ -388,6 +395,9 @@ fn daemon_rss(rules: &str) -> Result<Option<f64>> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or("no VmRSS")?;
+    daemon.signal(Signal::SIGTERM).map_err(err)?;
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&pins);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Some(kib / 1024.0))
 }

@@ -323,10 +323,16 @@ pub struct Node {
 /// No tree: no entry can match.
 pub const NO_TREE: u32 = u32::MAX;
 
-/// Trees per family. Each entry goes to the tree of the dimension it is narrowest in
-/// (destination address, source address, destination port, or none of them), so that a tree's
-/// cuts rarely have to copy entries that are wide in the dimension they cut (EffiCuts).
-pub const TREES: usize = 4;
+/// Trees per family. An entry with a VLAN condition goes to the VLAN tree; any other to the
+/// tree of the address it is narrowest in (destination or source), else to the destination
+/// port tree, else to the tree of wide entries; so that a tree's cuts rarely have to copy
+/// entries that are wide in the dimension they cut (EffiCuts).
+pub const TREES: usize = 5;
+
+/// The VLAN tree's place among a family's trees: always the last (the others are sorted by
+/// their lowest entry). It holds only entries with a VLAN condition, which no untagged packet
+/// matches, so the program skips it for untagged packets.
+pub const VLAN_TREE: usize = TREES - 1;
 
 /// One decision tree: its root node, and the lowest entry index in it, so that a packet
 /// skips a tree that cannot hold an earlier match than one already found.

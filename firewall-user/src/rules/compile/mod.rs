@@ -7,7 +7,7 @@ mod tree;
 
 use std::collections::{HashMap, HashSet};
 
-use firewall_common::{Entry, Node, Policy, TREES, Tree, cond, directed_slot, family};
+use firewall_common::{Entry, Node, Policy, TREES, Tree, VLAN_TREE, cond, directed_slot, family};
 
 use super::{Action, Direction, RuleSet};
 
@@ -236,8 +236,9 @@ fn compile_direction(
                 };
             }
             // The program walks the trees in this order and skips one whose lowest entry cannot
-            // beat a match already found: the tree holding the earliest rules goes first.
-            family_trees.sort_by_key(|tree| tree.min_entry);
+            // beat a match already found: the tree holding the earliest rules goes first. The
+            // VLAN tree stays last, where the program knows to skip it for untagged packets.
+            family_trees[..VLAN_TREE].sort_by_key(|tree| tree.min_entry);
         }
         compiled.entries.extend(entries);
         let (default, non_ip) = match direction {
@@ -253,13 +254,29 @@ fn compile_direction(
     }
 }
 
-/// An entry wider than this share of the rule set's span in every dimension goes to the last
-/// tree.
+/// An entry wider than this share of the rule set's span in every dimension goes to the tree
+/// of wide entries.
 const WIDE: f64 = 0.5;
 
-/// The entries that can match `family`, each in the tree of the dimension where it is
-/// narrowest relative to the span of the family's entries in that dimension (see
-/// `firewall_common::TREES`).
+/// Trees of `partition`, by what their entries are narrow in.
+const DST_TREE: usize = 0;
+const SRC_TREE: usize = 1;
+const PORT_TREE: usize = 2;
+const WIDE_TREE: usize = 3;
+
+/// The entries that can match `family`, each in one tree (see `firewall_common::TREES`):
+/// - with a VLAN condition, the VLAN tree: untagged packets leave it at its first cut, and
+///   the other trees never copy an entry that is wide in every address for lack of a VLAN cut;
+/// - else the tree of the address it is narrowest in, relative to the span of the family's
+///   entries there, if it is narrower than `WIDE` in either;
+/// - else the destination port tree if its port range is narrower than `WIDE`;
+/// - else the tree of wide entries.
+///
+/// Addresses come before ports so that the port tree holds only entries that are wide in both
+/// addresses: an entry narrow in its source next to one narrow in its destination, both for
+/// port 22, could only be told apart by cuts that copy one kind into every child (measured on
+/// the generated 100k rules: 355 entries for port 22 in one leaf, 11 after this split).
+/// (`selective_ranges` gives an entry's ranges in the first three trees' dimensions.)
 fn partition(entries: &[Entry], family: u8) -> [Vec<u32>; TREES] {
     let members: Vec<u32> = (0..entries.len() as u32)
         .filter(|&i| {
@@ -273,7 +290,7 @@ fn partition(entries: &[Entry], family: u8) -> [Vec<u32>; TREES] {
         .collect();
     // Addresses relative to where the rule set's addresses lie; ports to the whole port space.
     let spans: [f64; 3] = std::array::from_fn(|d| {
-        if d == 2 {
+        if d == PORT_TREE {
             return 65536.0;
         }
         let specific = ranges.iter().map(|r| r[d]).filter(|r| *r != FULL_RANGES[d]);
@@ -282,6 +299,10 @@ fn partition(entries: &[Entry], family: u8) -> [Vec<u32>; TREES] {
     });
     let mut trees: [Vec<u32>; TREES] = Default::default();
     for (&i, range) in members.iter().zip(&ranges) {
+        if entries[i as usize].conditions & cond::VLAN != 0 {
+            trees[VLAN_TREE].push(i);
+            continue;
+        }
         let share = |d: usize| {
             if range[d] == FULL_RANGES[d] {
                 f64::INFINITY
@@ -289,13 +310,19 @@ fn partition(entries: &[Entry], family: u8) -> [Vec<u32>; TREES] {
                 ((range[d].1 - range[d].0) as f64 + 1.0) / spans[d]
             }
         };
-        let narrowest = (0..3)
-            .map(|d| (d, share(d)))
-            .fold(
-                (3, WIDE),
-                |best, (d, s)| if s < best.1 { (d, s) } else { best },
-            )
-            .0;
+        let narrowest = |dims: &[usize]| {
+            dims.iter()
+                .map(|&d| (d, share(d)))
+                .fold(
+                    (WIDE_TREE, WIDE),
+                    |best, (d, s)| if s < best.1 { (d, s) } else { best },
+                )
+                .0
+        };
+        let narrowest = match narrowest(&[DST_TREE, SRC_TREE]) {
+            WIDE_TREE => narrowest(&[PORT_TREE]),
+            address => address,
+        };
         trees[narrowest].push(i);
     }
     trees
@@ -380,7 +407,7 @@ mod tests {
         assert_eq!((e.counter, e.verdict), (0, Verdict::Pass as u8));
         // One IPv4 tree (the port tree, see the next test), sorted first; no IPv6 tree.
         let trees: Vec<bool> = policy.trees[0].iter().map(|t| t.root != NO_TREE).collect();
-        assert_eq!(trees, [true, false, false, false]);
+        assert_eq!(trees, [true, false, false, false, false]);
         assert_eq!(policy.trees[0][0].min_entry, 0);
         assert!(policy.trees[1].iter().all(|t| *t == Tree::NONE));
     }
@@ -406,8 +433,8 @@ mod tests {
         );
     }
 
-    // Each row: a rule among others, and the tree it goes to (narrowest dimension, relative to
-    // the span of the rule set in that dimension).
+    // Each row: a rule among others, and the tree it goes to (VLAN; else narrowest address, else
+    // port, relative to the span of the rule set in that dimension).
     #[test]
     fn each_entry_goes_to_the_tree_of_its_narrowest_dimension() {
         let set = lan0(
@@ -416,13 +443,20 @@ mod tests {
              - { id: narrow-dst, action: drop, protocol: tcp, dst: 198.18.5.5, src: 198.18.0.0/16, dst_port: 1-40000 }\n      \
              - { id: narrow-src, action: drop, protocol: tcp, src: 198.18.5.5, dst: 198.18.0.0/16 }\n      \
              - { id: narrow-port, action: drop, protocol: tcp, dst_port: 22, dst: 198.18.0.0/16 }\n      \
-             - { id: wide, action: drop, protocol: udp, dst: 198.18.0.0/15 }\n",
+             - { id: wide, action: drop, protocol: udp, dst: 198.18.0.0/15 }\n      \
+             - { id: tagged, action: drop, vlan: 10, protocol: tcp, dst: 198.18.5.5, dst_port: 22 }\n      \
+             - { id: src-before-port, action: drop, protocol: tcp, src: 198.18.1.0/24, dst_port: 22 }\n",
         );
         let entries = compile(&set, &mut RuleCounters::default()).entries;
         let trees = partition(&entries, family::IPV4);
         let tree_of = |entry: u32| trees.iter().position(|t| t.contains(&entry)).unwrap();
         // Entries 0-1 and 2-3 are the two spread rules' two networks each.
-        assert_eq!([4, 5, 6, 7].map(tree_of), [0, 1, 2, 3]);
+        assert_eq!(
+            [4, 5, 6, 7, 8, 9].map(tree_of),
+            [
+                DST_TREE, SRC_TREE, PORT_TREE, WIDE_TREE, VLAN_TREE, SRC_TREE
+            ]
+        );
     }
 
     #[test]

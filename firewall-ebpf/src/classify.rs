@@ -129,11 +129,12 @@ struct LeafScan {
     best: u32,
 }
 
-/// Leaf entries checked inline before `bpf_loop` takes over: as many as the daemon aims to
-/// put in a leaf (`LEAF_TARGET`), so that only leaves it could not split further pay for the
-/// helper (at 2, the xdp-filter comparison's 3-entry leaf cost 20-30 ns more). Five trees of
-/// eight inline checks stay well within the verifier's limits.
-const INLINE_ENTRIES: u32 = 8;
+/// Leaf entries checked inline before `bpf_loop` takes over. More would save the helper call
+/// for leaves of 3-8 entries (20-30 ns), but each inline check multiplies the states the
+/// verifier walks through five trees, conntrack and drop logs: at 2, 575k of the 1M
+/// instructions it allows; at 4, 746k; at 6 it refuses the program
+/// (`tests/kernel.rs::both_programs_stay_well_within_the_verifiers_limit`).
+const INLINE_ENTRIES: u32 = 2;
 
 /// `bpf_loop`'s callback: checks the `i`-th entry from `scan.first`; 1 stops the loop.
 extern "C" fn scan_entry(i: u64, ctx: *mut c_void) -> i64 {

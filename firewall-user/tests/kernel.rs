@@ -288,3 +288,28 @@ fn a_freshly_loaded_program_passes_until_a_licence_decision_reaches_it() {
     assert_eq!(run(&mut dataplane, &udp(HOST, SERVER, 9)), XDP_PASS);
     assert_eq!(dataplane.counter(0, Verdict::Pass).unwrap().packets, 1);
 }
+
+/// The verifier walks every path of the packet path once per state; that count grows with the
+/// leaf checks inlined, the trees and the steps added (conntrack, drop logs). Keep a margin to
+/// the kernel's limit (1,000,000) so that a small change does not turn a load into a refusal.
+#[test]
+fn both_programs_stay_well_within_the_verifiers_limit() {
+    if !testbed::require_root("kernel::verifier_headroom") {
+        return;
+    }
+    const LIMIT: u32 = 1_000_000;
+    let mut dataplane =
+        Dataplane::load(Capacity::default()).expect("the verifier accepts the program");
+    let ingress = dataplane.program().unwrap().info().unwrap();
+    let egress = dataplane.egress_program().unwrap().info().unwrap();
+    for (name, info) in [("xdp", ingress), ("tc egress", egress)] {
+        let verified = info
+            .verified_instruction_count()
+            .expect("kernel 5.16+ reports verified instructions");
+        eprintln!("{name}: {verified} instructions verified of {LIMIT}");
+        assert!(
+            verified < LIMIT * 3 / 4,
+            "{name}: {verified} verified instructions, within 25% of the limit"
+        );
+    }
+}

@@ -127,7 +127,7 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
         &mut dataplane,
         &config.drop_log,
         loaded.slots(),
-        &loaded.counters,
+        &loaded.logged,
     )?;
     info!(
         entries = compiled.entries.len(),
@@ -424,23 +424,25 @@ impl Operator {
         let dataplane = Arc::clone(&self.dataplane);
         let outcome = tokio::task::spawn_blocking(move || {
             let mut loaded = lock(&loaded);
-            loaded.reload(&dataplane).map(|summary| {
+            let outcome = loaded.reload(&dataplane).map(|summary| {
                 (
                     summary,
                     loaded.rule_labels(),
                     loaded.rule_counts(),
-                    loaded.clone(),
+                    loaded.logged.clone(),
                 )
-            })
+            });
+            drop(loaded);
+            outcome
         })
         .await
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
         notify_systemd(&[sd_notify::NotifyState::Ready]);
         let at = chrono::Utc::now();
         match outcome {
-            Ok((summary, labels, counts, loaded)) => {
+            Ok((summary, labels, counts, logged)) => {
                 *self.labels.write().unwrap_or_else(|p| p.into_inner()) = labels;
-                self.drop_log.rename(loaded.slots(), &loaded.counters);
+                self.drop_log.rename(lock(&self.loaded).slots(), &logged);
                 self.reloads.succeeded(&counts, false);
                 for attachment in &mut self.attachments {
                     if let Some((_, count)) =
@@ -449,7 +451,14 @@ impl Operator {
                         attachment.rules = *count;
                     }
                 }
-                save(&self.state_file, &self.maps_dir, &loaded, &self.attachments);
+                save(
+                    &self.state_file,
+                    &self.maps_dir,
+                    &lock(&self.loaded),
+                    &self.attachments,
+                );
+                // As after the first load: the parse and compile peak goes back to the system.
+                release_freed_memory();
                 log_summary(trigger, &summary);
                 self.last_reload = Some(LastReload {
                     at,

@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 use crate::{
     config::DropLogConfig,
     loader::{Dataplane, LoaderError},
-    rules::{compile::RuleCounters, protocol},
+    rules::protocol,
 };
 
 /// Interface names by slot and rule ids by counter slot: what an event's numbers stand for.
@@ -43,17 +43,15 @@ pub struct Names {
 }
 
 impl Names {
-    /// From the daemon's (interface, slot) pairs and the rules' counter slots.
-    pub fn new(interfaces: &[(String, u32)], counters: &RuleCounters) -> Names {
+    /// From the daemon's (interface, slot) pairs and the (counter slot, id) of the rules with
+    /// `log: true`, the only ones whose events arrive (so the daemon keeps no other names).
+    pub fn new(interfaces: &[(String, u32)], logged: &[(u32, String)]) -> Names {
         Names {
             interfaces: interfaces
                 .iter()
                 .map(|(name, slot)| (*slot, name.clone()))
                 .collect(),
-            rules: counters
-                .iter()
-                .map(|(_, rule, slot)| (slot, rule.to_string()))
-                .collect(),
+            rules: logged.iter().cloned().collect(),
         }
     }
 
@@ -225,7 +223,7 @@ impl DropLog {
         dataplane: &mut Dataplane,
         config: &DropLogConfig,
         interfaces: &[(String, u32)],
-        counters: &RuleCounters,
+        logged: &[(u32, String)],
     ) -> Result<DropLog, LoaderError> {
         dataplane.set_drop_log(DropLogControl {
             rate_per_second: config.rate_per_second,
@@ -236,7 +234,7 @@ impl DropLog {
         // returns for as long as the RingBuf lives, i.e. as long as the AsyncFd that owns it.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|error| LoaderError::DropLogPoll(error.into_parts().1))?;
-        let names = Arc::new(RwLock::new(Names::new(interfaces, counters)));
+        let names = Arc::new(RwLock::new(Names::new(interfaces, logged)));
         let collector = DropLogCollector::new(stats, interfaces);
         let task = tokio::spawn(read(ring, Arc::clone(&names), collector.events.clone()));
         info!(
@@ -256,8 +254,8 @@ impl DropLog {
     }
 
     /// Takes the rule ids of a new compile (after a reload).
-    pub fn rename(&self, interfaces: &[(String, u32)], counters: &RuleCounters) {
-        let names = Names::new(interfaces, counters);
+    pub fn rename(&self, interfaces: &[(String, u32)], logged: &[(u32, String)]) {
+        let names = Names::new(interfaces, logged);
         match self.names.write() {
             Ok(mut guard) => *guard = names,
             Err(poisoned) => *poisoned.into_inner() = names,

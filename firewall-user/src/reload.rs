@@ -84,7 +84,12 @@ pub struct Loaded {
     /// Attached interfaces and their slots.
     slots: Vec<(String, u32)>,
     pub counters: RuleCounters,
-    fingerprints: BTreeMap<String, Vec<(String, u64)>>,
+    /// Per interface, in rule order: each rule's counter slot (stable while its interface and
+    /// id stay) and a fingerprint of what it does. Slots, not ids: 100k ids would cost the
+    /// daemon megabytes it does not otherwise need.
+    fingerprints: BTreeMap<String, Vec<(u32, u64)>>,
+    /// (counter slot, id) of the rules with `log: true`, for drop-log lines.
+    pub logged: Vec<(u32, String)>,
     /// What the kernel's flow table does; tracking is switched on by the first rule set with
     /// a `state: true` rule and stays on (flows may exist) until the daemon stops.
     pub conntrack: ConntrackSettings,
@@ -120,9 +125,21 @@ impl Loaded {
             .values()
             .any(|policy| policy.rules.iter().any(|rule| rule.state));
         conntrack.tracking |= u64::from(stateful);
+        let logged = rules
+            .interfaces
+            .iter()
+            .flat_map(|(interface, policy)| {
+                policy
+                    .rules
+                    .iter()
+                    .filter(|rule| rule.log)
+                    .filter_map(|rule| Some((counters.get(interface, &rule.id)?, rule.id.clone())))
+            })
+            .collect();
         let loaded = Loaded {
             rules_path: rules_path.to_path_buf(),
-            fingerprints: fingerprints(rules, &slots),
+            fingerprints: fingerprints(rules, &slots, &counters),
+            logged,
             slots,
             counters,
             conntrack,
@@ -182,10 +199,11 @@ impl Loaded {
         dataplane.install(&compiled)?;
         let generation = dataplane.generation();
         drop(dataplane);
+        let names = ids_by_slot([&self.counters, &next.counters]);
         let interfaces = self
             .slots
             .iter()
-            .map(|(name, _)| change(name, &self.fingerprints, &next.fingerprints))
+            .map(|(name, _)| change(name, &self.fingerprints, &next.fingerprints, &names))
             .collect();
         *self = next;
         Ok(Summary {
@@ -214,7 +232,11 @@ impl Loaded {
     }
 }
 
-fn fingerprints(rules: &RuleSet, slots: &[(String, u32)]) -> BTreeMap<String, Vec<(String, u64)>> {
+fn fingerprints(
+    rules: &RuleSet,
+    slots: &[(String, u32)],
+    counters: &RuleCounters,
+) -> BTreeMap<String, Vec<(u32, u64)>> {
     slots
         .iter()
         .filter_map(|(name, _)| {
@@ -222,10 +244,18 @@ fn fingerprints(rules: &RuleSet, slots: &[(String, u32)]) -> BTreeMap<String, Ve
             let prints = policy
                 .rules
                 .iter()
-                .map(|rule| (rule.id.clone(), fingerprint(rule)))
+                .filter_map(|rule| Some((counters.get(name, &rule.id)?, fingerprint(rule))))
                 .collect();
             Some((name.clone(), prints))
         })
+        .collect()
+}
+
+/// Rule ids by counter slot, for the rules of a reload's two sides.
+fn ids_by_slot(sides: [&RuleCounters; 2]) -> HashMap<u32, &str> {
+    sides
+        .into_iter()
+        .flat_map(|counters| counters.iter().map(|(_, id, slot)| (slot, id)))
         .collect()
 }
 
@@ -243,38 +273,44 @@ fn fingerprint(rule: &Rule) -> u64 {
 
 fn change(
     interface: &str,
-    before: &BTreeMap<String, Vec<(String, u64)>>,
-    after: &BTreeMap<String, Vec<(String, u64)>>,
+    before: &BTreeMap<String, Vec<(u32, u64)>>,
+    after: &BTreeMap<String, Vec<(u32, u64)>>,
+    names: &HashMap<u32, &str>,
 ) -> Change {
     let empty = Vec::new();
     let old = before.get(interface).unwrap_or(&empty);
     let new = after.get(interface).unwrap_or(&empty);
-    let old_by_id: HashMap<&str, u64> = old.iter().map(|(id, f)| (id.as_str(), *f)).collect();
-    let new_by_id: HashMap<&str, u64> = new.iter().map(|(id, f)| (id.as_str(), *f)).collect();
+    let old_prints: HashMap<u32, u64> = old.iter().copied().collect();
+    let new_prints: HashMap<u32, u64> = new.iter().copied().collect();
+    let id = |slot: &u32| {
+        names
+            .get(slot)
+            .map_or_else(|| format!("#{slot}"), |id| id.to_string())
+    };
     let mut change = Change {
         interface: interface.to_string(),
         rules: new.len(),
         ..Change::default()
     };
-    for (id, print) in new {
-        match old_by_id.get(id.as_str()) {
-            None => change.added.push(id.clone()),
-            Some(old_print) if old_print != print => change.changed.push(id.clone()),
+    for (slot, print) in new {
+        match old_prints.get(slot) {
+            None => change.added.push(id(slot)),
+            Some(old_print) if old_print != print => change.changed.push(id(slot)),
             Some(_) => change.unchanged += 1,
         }
     }
     change.removed = old
         .iter()
-        .filter(|(id, _)| !new_by_id.contains_key(id.as_str()))
-        .map(|(id, _)| id.clone())
+        .filter(|(slot, _)| !new_prints.contains_key(slot))
+        .map(|(slot, _)| id(slot))
         .collect();
-    let kept = |list: &[(String, u64)], other: &HashMap<&str, u64>| -> Vec<String> {
+    let kept = |list: &[(u32, u64)], other: &HashMap<u32, u64>| -> Vec<u32> {
         list.iter()
-            .filter(|(id, _)| other.contains_key(id.as_str()))
-            .map(|(id, _)| id.clone())
+            .map(|(slot, _)| *slot)
+            .filter(|slot| other.contains_key(slot))
             .collect()
     };
-    change.reordered = kept(old, &new_by_id) != kept(new, &old_by_id);
+    change.reordered = kept(old, &new_prints) != kept(new, &old_prints);
     change
 }
 
@@ -282,14 +318,15 @@ fn change(
 mod tests {
     use super::*;
 
-    fn loaded(text: &str) -> Loaded {
+    /// `text` compiled after a rule set that left `counters`, as a reload does.
+    fn loaded(text: &str, counters: RuleCounters) -> Loaded {
         let rules = RuleSet::parse(Path::new("rules.yaml"), text).unwrap();
         let slots = vec![("lan0".to_string(), 0)];
         Loaded::compile(
             Path::new("rules.yaml"),
             &rules,
             slots,
-            RuleCounters::default(),
+            counters,
             ConntrackSettings::default(),
         )
         .unwrap()
@@ -364,10 +401,11 @@ mod tests {
                 false,
             ),
         ];
-        let before = loaded(BEFORE);
+        let before = loaded(BEFORE, RuleCounters::default());
         for (after, added, removed, changed, unchanged, reordered) in rows {
-            let after = loaded(after);
-            let got = change("lan0", &before.fingerprints, &after.fingerprints);
+            let after = loaded(after, before.counters.clone());
+            let names = ids_by_slot([&before.counters, &after.counters]);
+            let got = change("lan0", &before.fingerprints, &after.fingerprints, &names);
             assert_eq!(got.added, added, "{got:?}");
             assert_eq!(got.removed, removed, "{got:?}");
             assert_eq!(got.changed, changed, "{got:?}");

@@ -145,7 +145,12 @@ fn a_log_rule_sends_at_most_its_rate_and_counts_the_rest_as_suppressed() {
     assert_eq!(f.totals(), (10, 90, 0));
 
     // The daemon's view of one: names for the slots.
-    let names = Names::new(&[("lo".to_string(), 0)], &f.counters);
+    let logged: Vec<(u32, String)> = f
+        .counters
+        .iter()
+        .map(|(_, rule, slot)| (slot, rule.to_string()))
+        .collect();
+    let names = Names::new(&[("lo".to_string(), 0)], &logged);
     let line = DroppedPacket::new(&events[0], &names);
     assert_eq!(
         (
@@ -219,7 +224,12 @@ fn rules_have_a_bucket_each_and_ipv6_vlan_fields_are_reported() {
         (last.rule, last.vlan, last.protocol, last.l4),
         (f.slot("logged-v6"), 10, 58, l4::ICMP)
     );
-    let names = Names::new(&[("lo".to_string(), 0)], &f.counters);
+    let logged: Vec<(u32, String)> = f
+        .counters
+        .iter()
+        .map(|(_, rule, slot)| (slot, rule.to_string()))
+        .collect();
+    let names = Names::new(&[("lo".to_string(), 0)], &logged);
     let line = DroppedPacket::new(last, &names);
     assert_eq!(
         (

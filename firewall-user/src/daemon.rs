@@ -32,6 +32,7 @@ use crate::{
         self, DataplaneCollector, RuleLabels,
         adapter::AdapterMetrics,
         conntrack::{ConntrackCollector, SweepTotals, sweeper},
+        release_freed_memory,
         server::{Endpoint, ServeError},
         status::{self, Attachment, Reloads, mode_label},
     },
@@ -592,11 +593,4 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Returns freed heap to the system (glibc keeps it otherwise), so that resident memory shows
-/// what the daemon holds, not the peak of parsing a large rule file.
-fn release_freed_memory() {
-    // SAFETY: malloc_trim only releases memory that is free; it has no preconditions.
-    unsafe { libc::malloc_trim(0) };
 }

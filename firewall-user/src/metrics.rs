@@ -29,6 +29,7 @@ pub struct DataplaneCollector {
     rules: RuleLabels,
     packets: IntCounterVec,
     bytes: IntCounterVec,
+    /// Only describe the rule families; each scrape fills vectors of its own.
     rule_hits: IntCounterVec,
     rule_bytes: IntCounterVec,
     non_ip: IntCounterVec,
@@ -48,7 +49,6 @@ impl DataplaneCollector {
         rules: RuleLabels,
     ) -> Self {
         let by_verdict = ["interface", "verdict"];
-        let by_rule = ["interface", "rule"];
         let by_direction = ["interface", "direction", "verdict"];
         Self {
             dataplane,
@@ -64,16 +64,8 @@ impl DataplaneCollector {
                 "Bytes of Ethernet frames (without FCS) seen by the XDP program, by interface and verdict.",
                 &by_verdict,
             ),
-            rule_hits: counter_vec(
-                "smf_firewall_rule_hits_total",
-                "Packets decided by each rule.",
-                &by_rule,
-            ),
-            rule_bytes: counter_vec(
-                "smf_firewall_rule_bytes_total",
-                "Bytes of the packets decided by each rule.",
-                &by_rule,
-            ),
+            rule_hits: rule_vectors().0,
+            rule_bytes: rule_vectors().1,
             non_ip: counter_vec(
                 "smf_firewall_non_ip_packets_total",
                 "Frames that are neither IPv4 nor IPv6 (ARP, ...), by interface; also counted by verdict.",
@@ -98,14 +90,30 @@ impl DataplaneCollector {
     }
 }
 
+/// `smf_firewall_rule_{hits,bytes}_total`. Made anew for each scrape: with 100k rules their
+/// children take tens of MB, which a reset would keep allocated between scrapes.
+fn rule_vectors() -> (IntCounterVec, IntCounterVec) {
+    let by_rule = ["interface", "rule"];
+    (
+        counter_vec(
+            "smf_firewall_rule_hits_total",
+            "Packets decided by each rule.",
+            &by_rule,
+        ),
+        counter_vec(
+            "smf_firewall_rule_bytes_total",
+            "Bytes of the packets decided by each rule.",
+            &by_rule,
+        ),
+    )
+}
+
 impl DataplaneCollector {
-    /// Every vector this collector fills, in the order it reports them.
-    fn vectors(&self) -> [&IntCounterVec; 8] {
+    /// Every vector this collector fills but the rules' (see `rule_vectors`).
+    fn vectors(&self) -> [&IntCounterVec; 6] {
         [
             &self.packets,
             &self.bytes,
-            &self.rule_hits,
-            &self.rule_bytes,
             &self.non_ip,
             &self.malformed,
             &self.packets_by_direction,
@@ -118,6 +126,7 @@ impl Collector for DataplaneCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.vectors()
             .into_iter()
+            .chain([&self.rule_hits, &self.rule_bytes])
             .flat_map(|vec| vec.desc())
             .collect()
     }
@@ -178,22 +187,20 @@ impl Collector for DataplaneCollector {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let (rule_hits, rule_bytes) = rule_vectors();
         for (interface, rule, slot) in rules.iter() {
             match dataplane.rule_counter(*slot) {
                 Ok(counter) => {
                     let labels = [interface.as_str(), rule.as_str()];
-                    self.rule_hits
-                        .with_label_values(&labels)
-                        .inc_by(counter.packets);
-                    self.rule_bytes
-                        .with_label_values(&labels)
-                        .inc_by(counter.bytes);
+                    rule_hits.with_label_values(&labels).inc_by(counter.packets);
+                    rule_bytes.with_label_values(&labels).inc_by(counter.bytes);
                 }
                 Err(error) => warn!(interface, rule, %error, "cannot read rule counters"),
             }
         }
         self.vectors()
             .into_iter()
+            .chain([&rule_hits, &rule_bytes])
             .flat_map(|vec| vec.collect())
             .collect()
     }
@@ -218,13 +225,24 @@ pub async fn serve(
 }
 
 async fn render(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    // A scrape of 100k rules allocates tens of MB for an instant (the samples, then the text,
+    // freed once sent): give back what the last one left, and what this one used.
+    release_freed_memory();
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     if let Err(error) = encoder.encode(&registry.gather(), &mut body) {
         warn!(%error, "cannot encode metrics");
     }
+    release_freed_memory();
     (
         [(header::CONTENT_TYPE, encoder.format_type().to_string())],
         body,
     )
+}
+
+/// Returns freed heap to the system (glibc keeps it otherwise), so that resident memory shows
+/// what the daemon holds, not its last peak.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only releases memory that is free; it has no preconditions.
+    unsafe { libc::malloc_trim(0) };
 }

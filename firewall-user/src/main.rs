@@ -82,8 +82,10 @@ enum Command {
         #[arg(long, value_name = "in|out", default_value = "in", value_parser = parse_direction)]
         direction: Direction,
     },
-    /// Run the firewall: attach XDP to the configured interfaces, enforce the rules, serve
-    /// Prometheus metrics. Stops (and detaches) on SIGINT or SIGTERM.
+    /// Run the firewall: attach XDP (and the TC egress program) to the configured interfaces,
+    /// enforce the rules, serve Prometheus metrics and the control socket; pins maps and links
+    /// so that the kernel keeps enforcing if the daemon dies. SIGHUP reloads the rules.
+    /// SIGINT or SIGTERM detach and unpin (unless `keep_attached_on_exit: true`).
     Run {
         /// The daemon's YAML configuration (rules file, interfaces, metrics address).
         #[arg(long, value_name = "FILE", default_value = firewall_user::config::DEFAULT_CONFIG)]
@@ -110,7 +112,7 @@ enum Command {
     Top(top_cli::TopArgs),
     /// The running daemon's connection-tracking table: live flows by protocol and state (no
     /// addresses). `conntrack flush` deletes every flow. Reads the maps the daemon pinned
-    /// (`--pin DIR`, default /sys/fs/bpf/smf-firewall/conntrack). Needs root.
+    /// under its config's `pin_path`. Needs root.
     Conntrack(conntrack_cli::ConntrackArgs),
 }
 

@@ -119,7 +119,7 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
     licensing.start(&mut dataplane).await?;
     if saved.as_ref().map(|s| &s.maps_dir) != Some(&maps_dir) {
         // Counts in these maps belong to slots that the saved state does not describe.
-        let all: Vec<u32> = loaded.rule_labels().iter().map(|(_, _, s)| *s).collect();
+        let all: Vec<u32> = loaded.counters.iter().map(|(_, _, slot)| slot).collect();
         dataplane.reset_rule_counters(&all)?;
     }
     dataplane.reset_rule_counters(&compiled.fresh_counters)?;

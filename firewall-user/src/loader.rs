@@ -281,11 +281,8 @@ impl Dataplane {
             .map_max_entries("NODES", GENERATIONS * capacity.nodes)
             .map_max_entries("LEAVES", GENERATIONS * capacity.leaves)
             .map_max_entries("ENTRIES", GENERATIONS * capacity.entries);
-        let names = pin_dir
-            .map(|_| crate::pins::pinned_maps())
-            .unwrap_or_default();
         if let Some(dir) = pin_dir {
-            for name in &names {
+            for name in crate::pins::pinned_maps() {
                 loader.map_pin_path(name, dir.join(name));
             }
         }

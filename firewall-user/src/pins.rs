@@ -15,6 +15,7 @@
 use std::{
     fs, io,
     path::{Path, PathBuf},
+    sync::OnceLock,
 };
 
 use crate::loader::FIREWALL_OBJECT;
@@ -187,36 +188,38 @@ pub struct Removed {
     pub maps_dirs: Vec<PathBuf>,
 }
 
-/// The maps of the embedded program object that the daemon pins: those declared with
-/// `#[map]` (the object's `.rodata`/`.bss` sections are the program's own, not shared).
-pub fn pinned_maps() -> Vec<String> {
-    let object = aya_obj::Object::parse(FIREWALL_OBJECT).expect("the embedded object parses");
-    let mut names: Vec<String> = object
-        .maps
-        .into_keys()
-        .filter(|name| !name.starts_with('.'))
-        .collect();
-    names.sort();
-    names
+/// The maps of the embedded program object that the daemon pins, by name: those declared
+/// with `#[map]` (the object's `.rodata`/`.bss` sections are the program's own, not shared).
+/// Parsed once.
+fn declared_maps() -> &'static [(String, aya_obj::Map)] {
+    static MAPS: OnceLock<Vec<(String, aya_obj::Map)>> = OnceLock::new();
+    MAPS.get_or_init(|| {
+        let object = aya_obj::Object::parse(FIREWALL_OBJECT).expect("the embedded object parses");
+        let mut maps: Vec<_> = object
+            .maps
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with('.'))
+            .collect();
+        maps.sort_by(|a, b| a.0.cmp(&b.0));
+        maps
+    })
+}
+
+/// The names of the maps the daemon pins.
+pub fn pinned_maps() -> impl Iterator<Item = &'static str> {
+    declared_maps().iter().map(|(name, _)| name.as_str())
 }
 
 /// A hash of the maps' definitions (name, type, key and value size, flags, declared size):
 /// two binaries share pinned maps only when it is equal. FNV-1a, stable across builds.
 pub fn layout() -> String {
-    let object = aya_obj::Object::parse(FIREWALL_OBJECT).expect("the embedded object parses");
-    let mut maps: Vec<_> = object
-        .maps
-        .iter()
-        .filter(|(name, _)| !name.starts_with('.'))
-        .collect();
-    maps.sort_by(|a, b| a.0.cmp(b.0));
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for byte in bytes {
             hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
         }
     };
-    for (name, map) in maps {
+    for (name, map) in declared_maps() {
         feed(name.as_bytes());
         for word in [
             map.map_type(),
@@ -281,7 +284,7 @@ mod tests {
     fn layout_is_stable_and_names_only_declared_maps() {
         assert_eq!(layout(), layout());
         assert_eq!(layout().len(), 16);
-        let maps = pinned_maps();
+        let maps: Vec<&str> = pinned_maps().collect();
         for name in [
             "ENFORCE",
             "ENTRIES",
@@ -290,7 +293,7 @@ mod tests {
             "RULE_STATS",
             "STATS",
         ] {
-            assert!(maps.iter().any(|m| m == name), "{name} in {maps:?}");
+            assert!(maps.contains(&name), "{name} in {maps:?}");
         }
         assert!(maps.iter().all(|m| !m.starts_with('.')), "{maps:?}");
     }

@@ -9,7 +9,7 @@ use std::{
     path::Path,
     process::Command,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use testbed::{LAN_HOST, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
@@ -132,11 +132,12 @@ fn lan_connections_get_their_replies_and_the_wan_cannot_connect() {
         65536.0
     );
     // The sweep (every 200 ms) counts the live flows.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(&site.adapter, "smf_firewall_conntrack_entries", &[]) < 2.0 {
-        assert!(Instant::now() < deadline, "entries never reached 2");
-        thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        testbed::eventually(Duration::from_secs(5), || {
+            metric(&site.adapter, "smf_firewall_conntrack_entries", &[]) >= 2.0
+        }),
+        "entries never reached 2"
+    );
     let text = scrape(&site.adapter, METRICS.parse().unwrap()).unwrap();
     assert!(
         !text

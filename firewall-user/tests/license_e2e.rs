@@ -117,17 +117,12 @@ fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 /// Waits (at most `limit`) until `smf_firewall_license_licensed` is `value`.
 fn until_licensed_is(adapter: &NetNs, value: f64, limit: Duration) {
-    let start = Instant::now();
-    loop {
-        if metric(adapter, "smf_firewall_license_licensed", &[]) == Some(value) {
-            return;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "smf_firewall_license_licensed did not become {value} within {limit:?}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        testbed::eventually(limit, || {
+            metric(adapter, "smf_firewall_license_licensed", &[]) == Some(value)
+        }),
+        "smf_firewall_license_licensed did not become {value} within {limit:?}"
+    );
 }
 
 fn info(adapter: &NetNs, role: &str, reason: &str) -> Option<f64> {

@@ -247,10 +247,7 @@ fn reload_swaps_in_good_rules_refuses_bad_ones_and_keeps_counters_of_unchanged_r
     // SIGHUP does the same as the command: back to A, and port 7 passes again.
     std::fs::write(dir.path().join("rules.yaml"), RULES_A).unwrap();
     daemon.signal(Signal::SIGHUP).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reloads("success") != Some(2.0) && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-    }
+    testbed::eventually(Duration::from_secs(10), || reloads("success") == Some(2.0));
     assert_eq!(reloads("success"), Some(2.0));
     assert_eq!(site.udp_through(7, 5).unwrap(), 5);
     assert_eq!(rule_hits(&site.adapter, "no-discard"), 10);
@@ -336,10 +333,7 @@ fn the_file_watch_reloads_a_saved_rules_file() {
             &[("interface", "lan0")],
         )
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while rules_loaded() != Some(3.0) && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-    }
+    testbed::eventually(Duration::from_secs(10), || rules_loaded() == Some(3.0));
     assert_eq!(rules_loaded(), Some(3.0));
     assert_eq!(site.udp_through(7, 3).unwrap(), 0);
     let log = text(&stop(daemon).stderr);

@@ -231,6 +231,21 @@ fn checked(cmd: &mut Command) -> io::Result<Output> {
     }
 }
 
+/// Polls `done` every 100 ms until it holds or `limit` has passed; returns whether it held.
+/// For state that settles asynchronously (a reload, a sweep, a recheck): waiting, not timing.
+pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Kernel tests need root. Without it they are skipped with a note, except where skipping
 /// would hide a failure (`CI=true` or `SMF_FIREWALL_KERNEL_TESTS=1`): there they fail.
 pub fn require_root(test: &str) -> bool {

@@ -17,12 +17,13 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use firewall_benches::{REPEAT, Row, generate, print_table, write_json};
-use firewall_user::{
-    loader::{Capacity, Dataplane, XDP_PASS_OBJECT},
-    rules::{
-        RuleSet,
-        compile::{self, Compiled, RuleCounters},
-    },
+use firewall_dataplane::{
+    loader::{Capacity, Dataplane},
+    object::XDP_PASS_OBJECT,
+};
+use firewall_rules::{
+    RuleSet,
+    compile::{self, Compiled, RuleCounters},
     spec::PacketSpec,
 };
 use serde::Serialize;
@@ -89,7 +90,7 @@ fn load(text: &str) -> Result<(Dataplane, Compiled)> {
     // Licensed: time the rules' path, not the pass-all one.
     dataplane.set_enforcing(true).map_err(err)?;
     // As the daemon: the table is looked up only when some rule has `state: true`.
-    let mut settings = firewall_user::conntrack::Timeouts::default().settings();
+    let mut settings = firewall_dataplane::conntrack::Timeouts::default().settings();
     settings.tracking = u64::from(
         rules
             .interfaces
@@ -549,7 +550,7 @@ fn conntrack_rows(trivial_ns: f64, rows: &mut Vec<Row>) -> Result<Vec<ConntrackM
         .collect();
     let program = dataplane.program().map_err(err)?;
     let opening = time_each(program, &syns)?;
-    let mut off = firewall_user::conntrack::Timeouts::default().settings();
+    let mut off = firewall_dataplane::conntrack::Timeouts::default().settings();
     off.tracking = 0;
     dataplane.set_conntrack(&off).map_err(err)?;
     let rules_only = time_each(dataplane.program().map_err(err)?, &syns)?;

@@ -570,10 +570,11 @@ fn low_bits_u128(bits: u32) -> u128 {
 mod tests {
     use std::path::Path;
 
-    use firewall_user::{
+    use firewall_rules::{
+        RuleSet,
         reference::{Reason, classify},
-        rules::{RuleSet, validate::Limits},
         spec::PacketSpec,
+        validate::Limits,
     };
 
     use super::*;
@@ -636,7 +637,7 @@ mod tests {
         let text = rules(10_000, 1);
         let set = parse(&text);
         let rules = &set.interfaces[INTERFACE].rules;
-        let has = |what: &str, test: &dyn Fn(&firewall_user::rules::Rule) -> bool| {
+        let has = |what: &str, test: &dyn Fn(&firewall_rules::Rule) -> bool| {
             assert!(rules.iter().any(test), "no rule with {what}");
         };
         has("IPv6", &|r| {
@@ -656,7 +657,7 @@ mod tests {
         has("an ICMP type", &|r| r.icmp_type.is_some());
         has("an ICMP code", &|r| r.icmp_code.is_some());
         has("sctp", &|r| r.protocol == Some(132));
-        has("drop", &|r| r.action == firewall_user::rules::Action::Drop);
+        has("drop", &|r| r.action == firewall_rules::Action::Drop);
         assert!(text.contains("dst_port: $web") && text.contains("src: $nets46-"));
         assert!(
             text.len() / 10_000 < 120,

@@ -13,7 +13,7 @@ use std::{
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use firewall_benches::{generate, target_dir, write_json};
-use firewall_user::{reference::classify, rules::RuleSet, spec::PacketSpec};
+use firewall_rules::{RuleSet, reference::classify, spec::PacketSpec};
 use serde::{Deserialize, Serialize};
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];

@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::Ipv4Addr, path::Path};
 
 use firewall_benches::generate;
 use firewall_common::{Entry, LEAF, NO_TREE, cond, dim};
-use firewall_user::rules::{
+use firewall_rules::{
     RuleSet,
     compile::{self, RuleCounters},
 };

@@ -3,6 +3,54 @@
 //! one side needs lives on that side.
 #![no_std]
 
+/// IP protocol numbers, and the names rules give them.
+pub mod protocol {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+
+    pub const NAMES: [(&str, u8); 5] = [
+        ("tcp", TCP),
+        ("udp", UDP),
+        ("sctp", SCTP),
+        ("icmp", ICMP),
+        ("icmpv6", ICMPV6),
+    ];
+
+    pub fn name(number: u8) -> Option<&'static str> {
+        NAMES
+            .iter()
+            .find(|(_, n)| *n == number)
+            .map(|(name, _)| *name)
+    }
+
+    pub fn number(name: &str) -> Option<u8> {
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, number)| *number)
+    }
+
+    /// Protocols whose header starts with source and destination ports.
+    pub const fn has_ports(number: u8) -> bool {
+        matches!(number, TCP | UDP | SCTP)
+    }
+
+    pub const fn is_icmp(number: u8) -> bool {
+        matches!(number, ICMP | ICMPV6)
+    }
+}
+
+/// Ethertypes the parser knows.
+pub mod ethertype {
+    pub const IPV4: u16 = 0x0800;
+    pub const IPV6: u16 = 0x86dd;
+    pub const VLAN: u16 = 0x8100;
+    pub const QINQ: u16 = 0x88a8;
+}
+
 /// Interfaces one program instance can serve; each gets a counter slot.
 pub const MAX_INTERFACES: u32 = 64;
 
@@ -501,20 +549,37 @@ pub struct ConntrackSettings {
     pub tracking: u64,
 }
 
-#[cfg(feature = "user")]
-mod user {
-    // SAFETY: plain #[repr(C)] data with explicit padding fields, valid for any bit pattern.
-    unsafe impl aya::Pod for super::Counter {}
-    unsafe impl aya::Pod for super::DropEvent {}
-    unsafe impl aya::Pod for super::DropLogControl {}
-    unsafe impl aya::Pod for super::RateBucket {}
-    unsafe impl aya::Pod for super::Entry {}
-    unsafe impl aya::Pod for super::Node {}
-    unsafe impl aya::Pod for super::Policy {}
-    unsafe impl aya::Pod for super::Tree {}
-    unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::Flow {}
-    unsafe impl aya::Pod for super::ConntrackSettings {}
+/// Every type the kernel and user space exchange through a map, with its size and alignment:
+/// both sides compile these assertions, so a layout change that one side would read
+/// differently fails the build instead of misreading a map. With `user`, each is also
+/// `aya::Pod`.
+macro_rules! map_types {
+    ($($name:ident: $size:literal bytes, align $align:literal;)*) => {
+        $(
+            const _: () = assert!(
+                core::mem::size_of::<$name>() == $size && core::mem::align_of::<$name>() == $align,
+                concat!("the layout of ", stringify!($name), " changed: update both sides"),
+            );
+            #[cfg(feature = "user")]
+            // SAFETY: `#[repr(C)]` plain integers and arrays of them, padding spelled out as
+            // fields (the asserted size is the sum of the fields), valid for any bit pattern.
+            unsafe impl aya::Pod for $name {}
+        )*
+    };
+}
+
+map_types! {
+    Counter: 16 bytes, align 8;
+    DropEvent: 72 bytes, align 8;
+    DropLogControl: 16 bytes, align 8;
+    RateBucket: 16 bytes, align 8;
+    Entry: 88 bytes, align 4;
+    Node: 8 bytes, align 4;
+    Policy: 84 bytes, align 4;
+    Tree: 8 bytes, align 4;
+    FlowKey: 40 bytes, align 4;
+    Flow: 16 bytes, align 8;
+    ConntrackSettings: 96 bytes, align 8;
 }
 
 #[cfg(test)]

@@ -31,12 +31,15 @@ use std::{
     time::Duration,
 };
 
+use firewall_diagnostic::{Diagnostic, Diagnostics, parse_yaml};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-pub use self::drop_log::DropLogConfig;
-pub use self::metering::{DEFAULT_METRICS_LISTEN, MetricsConfig, ModelCapacity, Models, TlsFiles};
-use crate::diagnostic::{Diagnostic, Diagnostics, parse_yaml};
+pub use self::{
+    conntrack::ConntrackConfig,
+    drop_log::DropLogConfig,
+    metering::{DEFAULT_METRICS_LISTEN, MetricsConfig, ModelCapacity, Models, TlsFiles},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -65,7 +68,7 @@ pub struct Config {
     /// Sampling of drop logs (issue 9).
     pub drop_log: DropLogConfig,
     /// The connection-tracking table (issue 8).
-    pub conntrack: crate::conntrack::ConntrackConfig,
+    pub conntrack: ConntrackConfig,
 }
 
 /// How the daemon is operated: reloads, pins, the control socket.
@@ -183,7 +186,7 @@ impl Config {
         }
         let mut interfaces: Vec<String> = Vec::new();
         for name in &raw.interfaces.value {
-            if let Some(problem) = interface_name_problem(&name.value) {
+            if let Some(problem) = firewall_rules::interface::name_problem(&name.value) {
                 problems.push(Diagnostic::at(&name.referenced, problem));
             } else if interfaces.contains(&name.value) {
                 problems.push(Diagnostic::at(
@@ -295,7 +298,7 @@ fn licensing(
         ));
     }
     let url = contracts.value.url;
-    if crate::contracts::store::Engine::of(&url.value).is_err() {
+    if firewall_contracts::store::Engine::of(&url.value).is_err() {
         problems.push(Diagnostic::at(
             &url.referenced,
             format!(
@@ -360,19 +363,6 @@ fn duration(
             default
         }
     }
-}
-
-/// Linux interface names: 1 to 15 bytes, no '/', no whitespace, not "." or "..".
-pub(crate) fn interface_name_problem(name: &str) -> Option<String> {
-    let bad = name.is_empty()
-        || name.len() > 15
-        || name == "."
-        || name == ".."
-        || name.contains(['/', ':'])
-        || name.chars().any(char::is_whitespace);
-    bad.then(|| {
-        format!("`{name}` is not a valid interface name (1-15 characters, no '/', ':' or spaces)")
-    })
 }
 
 #[cfg(test)]
@@ -502,10 +492,7 @@ mod tests {
     #[test]
     fn conntrack_defaults_and_settings() {
         let config = parse("rules: r.yaml\ninterfaces: [lan0]\n").unwrap();
-        assert_eq!(
-            config.conntrack,
-            crate::conntrack::ConntrackConfig::default()
-        );
+        assert_eq!(config.conntrack, ConntrackConfig::default());
         let config = parse(
             "rules: r.yaml\ninterfaces: [lan0]\nconntrack: {max_entries: 1000000, timeouts: {udp: 60s, tcp_established: 2h}, sweep: 1s}\n",
         )

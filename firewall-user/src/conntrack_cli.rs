@@ -5,11 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use firewall_user::{
-    config::{Config, DEFAULT_CONFIG},
-    conntrack::Pinned,
-    pins::Pins,
-};
+use firewall_dataplane::{conntrack::Pinned, pins::Pins};
+use firewall_user::config::{Config, DEFAULT_CONFIG};
 
 #[derive(Args)]
 pub struct ConntrackArgs {

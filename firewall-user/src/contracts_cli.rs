@@ -12,14 +12,13 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Subcommand};
-use firewall_user::{
-    config::Config,
-    contracts::{
-        Contract, Day, Model, NewAdapter, Role, Store, Suspension, TerminatedBy, Termination,
-        import, model::parse_day, store::DEFAULT_URL,
-    },
+use firewall_contracts::{
+    Contract, Day, Model, NewAdapter, Role, Store, Suspension, TerminatedBy, Termination, import,
     license::{self, decision},
+    model::parse_day,
+    store::DEFAULT_URL,
 };
+use firewall_user::config::Config;
 use serde::Serialize;
 
 /// The daemon's config, whose `contracts.url` is the default store when it exists.

@@ -13,6 +13,13 @@ use std::{
 };
 
 use aya::programs::XdpMode;
+use firewall_contracts::StoreError;
+use firewall_dataplane::{
+    loader::{self, Capacity, Dataplane, LoaderError},
+    object,
+    pins::{PinError, Pins},
+};
+use firewall_rules::{RuleSet, RulesError, compile::Compiled};
 use prometheus::Registry;
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -22,12 +29,10 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{Config, ConfigError},
-    contracts::StoreError,
     control::{self, ControlError, Request},
     droplog::DropLog,
     file_watch::{FileWatch, WatchError},
-    license::watch::Licensing,
-    loader::{self, Capacity, Dataplane, LoaderError},
+    licensing::Licensing,
     metrics::{
         self, DataplaneCollector, RuleLabels,
         adapter::AdapterMetrics,
@@ -36,9 +41,7 @@ use crate::{
         server::{Endpoint, ServeError},
         status::{self, Attachment, Reloads, mode_label},
     },
-    pins::{self, PinError, Pins},
     reload::{Loaded, ReloadError, Summary},
-    rules::{RuleSet, RulesError, compile::Compiled},
     state::Saved,
 };
 
@@ -261,7 +264,7 @@ fn open_dataplane(
     compiled: &Compiled,
     flows: u32,
 ) -> Result<(Dataplane, PathBuf), DaemonError> {
-    let layout = pins::layout();
+    let layout = object::layout();
     let existing = pins.maps_dirs()?;
     for dir in existing.iter().rev().filter(|dir| dir.layout == layout) {
         let Some(capacity) = Dataplane::pinned_capacity(&dir.path)? else {
@@ -405,7 +408,7 @@ struct Operator {
     maps_dir: PathBuf,
     state_file: PathBuf,
     pins: Pins,
-    license: Arc<Mutex<Option<crate::license::watch::Applied>>>,
+    license: Arc<Mutex<Option<crate::licensing::Applied>>>,
     last_reload: Option<LastReload>,
     keep_attached_on_exit: bool,
     watch: bool,

@@ -29,11 +29,10 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::{
-    config::DropLogConfig,
-    loader::{Dataplane, LoaderError},
-    rules::protocol,
-};
+use firewall_common::protocol;
+use firewall_dataplane::loader::{Dataplane, LoaderError};
+
+use crate::config::DropLogConfig;
 
 /// Interface names by slot and rule ids by counter slot: what an event's numbers stand for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

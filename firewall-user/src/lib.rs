@@ -1,22 +1,15 @@
-//! smf-firewall userspace: configuration, the rule pipeline (YAML → validated `RuleSet` →
-//! compiled map values), the aya loader that puts them into the kernel, and metrics.
+//! The smf-firewall daemon and what its CLI shares with it: the daemon's configuration, its
+//! start, reloads and control socket, metrics, drop logs and the licence loop, and the
+//! metrics reader behind `smf-firewall top`. The rule pipeline is `firewall-rules`, the
+//! kernel side `firewall-dataplane`, the contract store `firewall-contracts`.
 
 pub mod config;
-pub mod conntrack;
-pub mod contracts;
 pub mod control;
 pub mod daemon;
-pub mod diagnostic;
 pub mod droplog;
 pub mod file_watch;
-pub mod license;
-pub mod loader;
+pub mod licensing;
 pub mod metrics;
-pub mod pins;
-pub mod reference;
 pub mod reload;
-pub mod replay;
-pub mod rules;
-pub mod spec;
 pub mod state;
 pub mod top;

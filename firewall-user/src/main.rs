@@ -13,15 +13,13 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use firewall_user::{
-    loader::Capacity,
+use firewall_dataplane::loader::Capacity;
+use firewall_rules::{
+    Direction, Limits, RuleSet,
+    compile::{self, RuleCounters},
     reference::{self, Reason},
-    rules::{
-        Direction, Limits, RuleSet,
-        compile::{self, RuleCounters},
-        validate,
-    },
     spec::PacketSpec,
+    validate,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -297,8 +295,8 @@ const DISAGREEMENT: u8 = 3;
 
 fn replay(rules: &Path, interface: &str, pcap: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let set = RuleSet::load(rules).context("the rule file is not valid")?;
-    let frames = firewall_user::replay::read_frames(pcap)?;
-    let report = firewall_user::replay::replay(&set, interface, &frames)
+    let frames = firewall_dataplane::replay::read_frames(pcap)?;
+    let report = firewall_dataplane::replay::replay(&set, interface, &frames)
         .context("replay loads the XDP program, which needs root (CAP_BPF and CAP_NET_ADMIN)")?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -313,7 +311,7 @@ fn replay(rules: &Path, interface: &str, pcap: &Path, json: bool) -> anyhow::Res
 }
 
 fn print_replay(
-    report: &firewall_user::replay::Report,
+    report: &firewall_dataplane::replay::Report,
     rules: &Path,
     interface: &str,
     pcap: &Path,

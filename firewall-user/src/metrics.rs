@@ -13,7 +13,8 @@ use prometheus::{
 };
 use tracing::warn;
 
-use crate::{loader::Dataplane, rules::Direction};
+use firewall_dataplane::loader::Dataplane;
+use firewall_rules::Direction;
 
 /// (interface, rule id, rule counter slot) of the loaded rules; a reload replaces it.
 pub type RuleLabels = Arc<RwLock<Vec<(String, String, u32)>>>;

@@ -8,10 +8,10 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
+use firewall_dataplane::pins::Pins;
 use firewall_user::{
     config::{Config, DEFAULT_CONFIG, Operations},
     control::{self, Request},
-    pins::Pins,
 };
 
 /// A reload of 100,000 rules takes a few seconds; status is immediate.

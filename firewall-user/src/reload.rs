@@ -13,12 +13,10 @@ use serde::Serialize;
 
 use firewall_common::ConntrackSettings;
 
-use crate::{
-    loader::{Capacity, Dataplane, LoaderError},
-    rules::{
-        Rule, RuleSet, RulesError,
-        compile::{self, CompileError, Compiled, RuleCounters},
-    },
+use firewall_dataplane::loader::{Capacity, Dataplane, LoaderError};
+use firewall_rules::{
+    Rule, RuleSet, RulesError,
+    compile::{self, CompileError, Compiled, RuleCounters},
 };
 
 #[derive(Debug, thiserror::Error)]

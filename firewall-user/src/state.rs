@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fs, io, path::Path, path::PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::rules::compile::RuleCounters;
+use firewall_rules::compile::RuleCounters;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saved {

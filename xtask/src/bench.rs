@@ -23,7 +23,8 @@ impl Args {
         run(cargo().args(["build", "--release", "-p", "firewall-user"]))?;
         let daemon = workspace_root().join("target/release/smf-firewall");
         run(cargo()
-            .args(["bench", "-p", "firewall-benches", "--bench", "dataplane"])
+            .args(["bench", "-p", "firewall-benches", "--features", "kernel"])
+            .args(["--bench", "dataplane"])
             .env("SMF_FIREWALL_BIN", daemon))?;
         run(cargo().args(["bench", "-p", "firewall-benches", "--bench", "rules"]))
     }

@@ -6,7 +6,7 @@ use crate::{cargo, run, setup};
 
 /// Set up, then build the release binary target/release/smf-firewall.
 ///
-/// firewall-user's build script builds the XDP programs with nightly and embeds them.
+/// firewall-dataplane's build script builds the XDP programs with nightly and embeds them.
 #[derive(clap::Args)]
 pub struct Args {}
 

@@ -15,8 +15,9 @@ use crate::{cargo, command_line, nightly_cargo, run, setup, workspace_root};
 /// Set up, then check fmt and clippy, check and test the Prometheus rules with promtool, and
 /// run all tests (what CI runs).
 ///
-/// Covers the userspace workspace and the eBPF crate, runs the kernel tests
-/// (SMF_FIREWALL_KERNEL_TESTS=1, which needs root) and stops at the first failure.
+/// Covers the userspace workspace and the eBPF crate, then runs the kernel and namespace tests
+/// of `integration-tests` (SMF_FIREWALL_KERNEL_TESTS=1, which needs root), and stops at the
+/// first failure.
 #[derive(clap::Args)]
 pub struct Args {}
 
@@ -53,10 +54,23 @@ fn steps() -> Vec<Step> {
             "tests.yml",
         ]),
         Step::new("tests", cargo())
-            .args(&["test", "--workspace"])
+            .args(&["test", "--workspace", "--exclude", "integration-tests"])
+            .counting_tests(),
+        // The root-only crate runs the binary that the step before built.
+        Step::new("kernel and namespace tests", cargo())
+            .args(&["test", "-p", "integration-tests"])
             .env("SMF_FIREWALL_KERNEL_TESTS", "1")
+            .env("SMF_FIREWALL_BIN", &smf_firewall_bin())
             .counting_tests(),
     ]
+}
+
+/// The debug `smf-firewall` that `cargo test --workspace` builds for the CLI's own tests.
+fn smf_firewall_bin() -> String {
+    workspace_root()
+        .join("target/debug/smf-firewall")
+        .display()
+        .to_string()
 }
 
 fn promtool(dir: &Path) -> Command {

@@ -35,10 +35,9 @@ impl Args {
                 "test",
                 "--release",
                 "-p",
-                "firewall-user",
-                "--test",
-                "differential",
+                "integration-tests",
                 "--",
+                "differential::",
                 "--nocapture",
             ])
             .env("SMF_FIREWALL_DIFFERENTIAL_FRAMES", self.frames.to_string())

@@ -1,12 +1,10 @@
-//! `cargo xtask gen-rules`: a large synthetic rule file, written by the `gen-rules` binary of
-//! the benches crate. It runs through cargo so that xtask itself never depends on
-//! firewall-user, whose build needs the eBPF toolchain that `cargo xtask setup` installs.
+//! `cargo xtask gen-rules`: a large synthetic rule file from `firewall_benches::generate`,
+//! which needs no eBPF toolchain.
 
-use std::path::PathBuf;
+use std::{fs, path::PathBuf};
 
 use anyhow::{Context, Result};
-
-use crate::{cargo, run};
+use firewall_benches::generate;
 
 /// Write a realistic synthetic rule file for benchmarks and scale tests: COUNT rules on lan0
 /// (IPv4 and IPv6 networks of varied prefix lengths, ports and port ranges, sets, ICMP and
@@ -26,15 +24,16 @@ pub struct Args {
 
 impl Args {
     pub fn run(self) -> Result<()> {
-        // cargo runs in the workspace root, not where the user typed the command.
-        let out = std::path::absolute(&self.out)
-            .with_context(|| format!("cannot resolve {}", self.out.display()))?;
-        run(cargo()
-            .args(["run", "--release", "-q", "-p", "firewall-benches"])
-            .args(["--bin", "gen-rules", "--"])
-            .args(["--count", &self.count.to_string()])
-            .args(["--seed", &self.seed.to_string()])
-            .arg("--out")
-            .arg(out))
+        let text = generate::rules(self.count, self.seed);
+        fs::write(&self.out, &text)
+            .with_context(|| format!("cannot write {}", self.out.display()))?;
+        println!(
+            "wrote {} rules (seed {}, {} bytes) to {}",
+            self.count,
+            self.seed,
+            text.len(),
+            self.out.display()
+        );
+        Ok(())
     }
 }

@@ -87,7 +87,7 @@ pub fn cargo() -> Command {
 }
 
 /// `rustup run nightly cargo` in `dir`, cleared of the outer (stable) cargo's settings, which
-/// would otherwise leak into the nightly build (same list as firewall-user/build.rs).
+/// would otherwise leak into the nightly build (same list as firewall-dataplane/build.rs).
 pub fn nightly_cargo(dir: &Path) -> Command {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly", "cargo"]).current_dir(dir);

@@ -1,4 +1,4 @@
-//! `conntrack:` in the daemon's configuration (issue 8): the size of the kernel's flow table,
+//! `conntrack:` in the daemon's configuration: the size of the kernel's flow table,
 //! the idle timeout of each state (SEIL's `state-ttl`), and how often expired flows are swept.
 //! The table is pinned with the other maps (`pin_path`), where `smf-firewall conntrack` reads it.
 //!
@@ -15,11 +15,36 @@ use firewall_common::conntrack::state;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use firewall_dataplane::conntrack::Timeouts;
+use firewall_diagnostic::Diagnostic;
+
 use super::duration;
-use crate::{conntrack::ConntrackConfig, diagnostic::Diagnostic};
 
 /// The largest table the daemon accepts (the kernel would take more; memory grows ~linearly).
 pub const MAX_ENTRIES_LIMIT: u32 = 16_777_216;
+
+/// How often the daemon deletes expired flows by default.
+pub const DEFAULT_SWEEP: Duration = Duration::from_secs(10);
+
+/// `conntrack:` in the daemon's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConntrackConfig {
+    /// Entries of the kernel's LRU table; the least recently used flow is evicted when full.
+    pub max_entries: u32,
+    pub timeouts: Timeouts,
+    /// How often the daemon deletes expired flows.
+    pub sweep: Duration,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        ConntrackConfig {
+            max_entries: firewall_common::conntrack::DEFAULT_MAX_ENTRIES,
+            timeouts: Timeouts::default(),
+            sweep: DEFAULT_SWEEP,
+        }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,7 +10,7 @@ use firewall_common::drop_log::{DEFAULT_RATE, MAX_RATE};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::diagnostic::Diagnostic;
+use firewall_diagnostic::Diagnostic;
 
 /// The validated `drop_log:` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ mod tests {
 
     use crate::config::Config;
 
-    fn parse(extra: &str) -> Result<Config, crate::diagnostic::Diagnostics> {
+    fn parse(extra: &str) -> Result<Config, firewall_diagnostic::Diagnostics> {
         Config::parse(
             Path::new("/etc/smf-firewall/config.yaml"),
             &format!("rules: r.yaml\ninterfaces: [lan0]\n{extra}"),

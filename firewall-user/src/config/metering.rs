@@ -21,7 +21,8 @@ use std::{
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::{contracts::Model, diagnostic::Diagnostic};
+use firewall_contracts::Model;
+use firewall_diagnostic::Diagnostic;
 
 /// Where `/metrics` is served unless the config says otherwise: loopback only (Art. 17).
 pub const DEFAULT_METRICS_LISTEN: SocketAddr =
@@ -225,7 +226,9 @@ pub(super) fn models(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Config, diagnostic::Diagnostics};
+    use firewall_diagnostic::Diagnostics;
+
+    use crate::config::Config;
 
     const BASE: &str = "rules: r.yaml\ninterfaces: [lan0]\n";
 

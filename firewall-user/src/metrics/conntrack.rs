@@ -23,7 +23,8 @@ use prometheus::{
 };
 use tracing::{debug, warn};
 
-use crate::{conntrack, loader::Dataplane, rules::Direction};
+use firewall_dataplane::{conntrack, loader::Dataplane};
+use firewall_rules::Direction;
 
 /// What the sweeps found so far, shared by the sweeper and the collector.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use prometheus::{
     proto::MetricFamily,
 };
 
-use crate::loader;
+use firewall_dataplane::loader;
 
 /// One interface the program was attached to.
 #[derive(Debug, Clone, PartialEq, Eq)]

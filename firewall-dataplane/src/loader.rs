@@ -1,0 +1,816 @@
+//! Puts the XDP program into the kernel with aya: loads the embedded object with map sizes fit
+//! for the rules, writes rule sets into the generation the program does not read and flips
+//! to it, attaches, and reads the counters back.
+
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+    ptr::NonNull,
+    thread,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+        xdp::{XdpLink, XdpLinkId},
+    },
+};
+use firewall_common::{
+    ConntrackSettings, Counter, DropLogControl, Entry, Flow, FlowKey, FrameClass, GENERATIONS,
+    LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node, Policy, UNCONFIGURED, Verdict, class_index,
+    conntrack, counter_index, enforce, policy_index,
+};
+use tracing::{info, warn};
+
+use firewall_rules::compile::Compiled;
+
+use crate::object::{EGRESS_PROGRAM, FIREWALL_OBJECT, PROGRAM};
+
+/// How long a packet may still be reading the generation that was live before a flip; the
+/// daemon does not rewrite that generation sooner. XDP runs to completion within a NAPI poll,
+/// far below this.
+const GRACE: Duration = Duration::from_millis(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error("cannot load the XDP object: {0}")]
+    Load(#[from] EbpfError),
+    #[error("the kernel refused the XDP program: {0}")]
+    Program(#[source] ProgramError),
+    #[error("the XDP object lacks `{0}`; the build is broken")]
+    Missing(&'static str),
+    #[error("map {map}: {error}")]
+    Map { map: &'static str, error: MapError },
+    #[error("cannot map {map} into memory: {error}")]
+    Mmap {
+        map: &'static str,
+        error: std::io::Error,
+    },
+    #[error(
+        "the rules need {needed} {what}, but the dataplane was loaded with room for {capacity}; restart the daemon to grow it"
+    )]
+    Capacity {
+        what: &'static str,
+        needed: usize,
+        capacity: usize,
+    },
+    #[error("interface {0} does not exist")]
+    UnknownInterface(String),
+    #[error("interface index {ifindex} is not below {MAX_IFINDEX}, the most this dataplane serves", ifindex = .0)]
+    Ifindex(u32),
+    #[error("cannot count the CPUs: {0}")]
+    Cpus(std::io::Error),
+    #[error("cannot poll the drop-log ring buffer: {0}")]
+    DropLogPoll(std::io::Error),
+    #[error("cannot attach the egress (TC) program to {interface} with TCX: {error}")]
+    AttachEgress {
+        interface: String,
+        error: ProgramError,
+    },
+    #[error("cannot attach XDP to {interface} in driver or generic mode: {error}")]
+    Attach {
+        interface: String,
+        error: ProgramError,
+    },
+    #[error("cannot pin the XDP link of {interface}: {reason}")]
+    PinLink { interface: String, reason: String },
+    #[error("cannot take over the pinned XDP link {}: {reason}", path.display())]
+    AdoptLink {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+}
+
+fn map_error(map: &'static str) -> impl Fn(MapError) -> LoaderError {
+    move |error| LoaderError::Map { map, error }
+}
+
+/// Room in each generation's maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub nodes: u32,
+    pub leaves: u32,
+    pub entries: u32,
+}
+
+impl Default for Capacity {
+    /// Enough for a few thousand simple rules.
+    fn default() -> Self {
+        Capacity {
+            nodes: 1 << 16,
+            leaves: 1 << 16,
+            entries: 1 << 14,
+        }
+    }
+}
+
+impl Capacity {
+    /// What `compiled` needs plus a quarter (room for reloads that grow a little), at least
+    /// the default.
+    pub fn for_compiled(compiled: &Compiled) -> Capacity {
+        let room = |needed: usize, minimum: u32| {
+            u32::try_from((needed + needed / 4).next_multiple_of(1024))
+                .unwrap_or(u32::MAX)
+                .max(minimum)
+        };
+        let minimum = Capacity::default();
+        Capacity {
+            nodes: room(compiled.nodes.len(), minimum.nodes),
+            leaves: room(compiled.leaves.len(), minimum.leaves),
+            entries: room(compiled.entries.len(), minimum.entries),
+        }
+    }
+
+    /// Kernel memory of the tree maps, both generations, in bytes.
+    pub fn bytes(&self) -> u64 {
+        u64::from(GENERATIONS)
+            * (u64::from(self.nodes) * stride_of::<Node>() as u64
+                + u64::from(self.leaves) * stride_of::<u32>() as u64
+                + u64::from(self.entries) * stride_of::<Entry>() as u64)
+    }
+}
+
+/// The kernel lays out BPF array elements at 8-byte strides.
+fn stride_of<T>() -> usize {
+    size_of::<T>().next_multiple_of(8)
+}
+
+/// An mmap-able BPF array, mapped into our memory while a generation is written (mapped only
+/// then, so that the daemon's resident memory does not hold the tables between reloads).
+struct Mapped<'a> {
+    _map: &'a MapData,
+    ptr: NonNull<u8>,
+    len: usize,
+    stride: usize,
+    capacity: usize,
+    name: &'static str,
+}
+
+impl<'a> Mapped<'a> {
+    fn new<T>(map: &'a MapData, name: &'static str, capacity: u32) -> Result<Self, LoaderError> {
+        let stride = stride_of::<T>();
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = (stride * capacity as usize).next_multiple_of(page);
+        // SAFETY: a fresh shared mapping of a map fd we own; checked for MAP_FAILED below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            let error = std::io::Error::last_os_error();
+            return Err(LoaderError::Mmap { map: name, error });
+        }
+        let ptr = NonNull::new(ptr.cast()).ok_or(LoaderError::Missing(name))?;
+        Ok(Mapped {
+            _map: map,
+            ptr,
+            len,
+            stride,
+            capacity: capacity as usize,
+            name,
+        })
+    }
+
+    /// Writes `values` from element `offset` on; `room` is what the caller may use from there.
+    fn write<T: aya::Pod>(
+        &mut self,
+        offset: usize,
+        room: usize,
+        values: impl ExactSizeIterator<Item = T>,
+    ) -> Result<(), LoaderError> {
+        if values.len() > room || offset + room > self.capacity {
+            return Err(LoaderError::Capacity {
+                what: self.name,
+                needed: values.len(),
+                capacity: room,
+            });
+        }
+        for (i, value) in values.enumerate() {
+            // SAFETY: offset + i < offset + room <= capacity: inside the mapping.
+            unsafe {
+                self.ptr
+                    .as_ptr()
+                    .add((offset + i) * self.stride)
+                    .cast::<T>()
+                    .write_unaligned(value)
+            };
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mapped<'_> {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The trees, leaf lists and entries of both generations, generation `g` from `g × capacity`.
+struct Tables {
+    nodes: MapData,
+    leaves: MapData,
+    entries: MapData,
+}
+
+/// The loaded program and its maps. Dropping it detaches from every interface.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    stats: PerCpuArray<MapData, Counter>,
+    rule_stats: PerCpuArray<MapData, Counter>,
+    class_stats: PerCpuArray<MapData, Counter>,
+    tables: Tables,
+    /// The generation the program reads.
+    live: u32,
+    last_flip: Option<Instant>,
+    capacity: Capacity,
+    /// Pinned links this dataplane made; closed (not detached) on drop.
+    held_links: Vec<FdLink>,
+}
+
+impl Dataplane {
+    /// Loads and verifies the program with room for `capacity` and the default
+    /// connection-tracking table; attaches nowhere yet.
+    pub fn load(capacity: Capacity) -> Result<Self, LoaderError> {
+        Self::load_with(capacity, conntrack::DEFAULT_MAX_ENTRIES)
+    }
+
+    /// Like `load`, with a connection-tracking table of `flows` entries. Tracking works from
+    /// the start with the default timeouts (`crate::conntrack::Timeouts::default()`).
+    pub fn load_with(capacity: Capacity, flows: u32) -> Result<Self, LoaderError> {
+        Self::load_maps(capacity, flows, None)
+    }
+
+    /// Loads the program on the maps pinned in `dir` (`pins::pinned_maps()` by name): those
+    /// already there are taken over with their contents, the others are created and pinned.
+    /// `capacity` and `flows` must be those of maps already there (`pinned_capacity`).
+    pub fn load_pinned(capacity: Capacity, flows: u32, dir: &Path) -> Result<Self, LoaderError> {
+        Self::load_maps(capacity, flows, Some(dir))
+    }
+
+    fn load_maps(
+        capacity: Capacity,
+        flows: u32,
+        pin_dir: Option<&Path>,
+    ) -> Result<Self, LoaderError> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(CONNTRACK, flows.max(1))
+            .map_max_entries("NODES", GENERATIONS * capacity.nodes)
+            .map_max_entries("LEAVES", GENERATIONS * capacity.leaves)
+            .map_max_entries("ENTRIES", GENERATIONS * capacity.entries);
+        if let Some(dir) = pin_dir {
+            for name in crate::object::pinned_maps() {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(FIREWALL_OBJECT)?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(map_error("STATS"))?;
+        let rule_stats = PerCpuArray::try_from(take(&mut ebpf, "RULE_STATS")?)
+            .map_err(map_error("RULE_STATS"))?;
+        let class_stats = PerCpuArray::try_from(take(&mut ebpf, "CLASS_STATS")?)
+            .map_err(map_error("CLASS_STATS"))?;
+        let tables = Tables {
+            nodes: array(&mut ebpf, "NODES")?,
+            leaves: array(&mut ebpf, "LEAVES")?,
+            entries: array(&mut ebpf, "ENTRIES")?,
+        };
+        let mut dataplane = Dataplane {
+            ebpf,
+            stats,
+            rule_stats,
+            class_stats,
+            tables,
+            live: 0,
+            last_flip: None,
+            capacity,
+            held_links: Vec::new(),
+        };
+        // Maps taken over from a running dataplane: a packet may be reading the live
+        // generation right now.
+        dataplane.live = dataplane.read_generation()?;
+        if pin_dir.is_some() {
+            dataplane.last_flip = Some(Instant::now());
+        }
+        dataplane.program()?.load().map_err(LoaderError::Program)?;
+        dataplane
+            .egress_program()?
+            .load()
+            .map_err(LoaderError::Program)?;
+        dataplane.set_conntrack(&crate::conntrack::Timeouts::default().settings())?;
+        dataplane.set_drop_log(DropLogControl {
+            rate_per_second: firewall_common::drop_log::DEFAULT_RATE,
+            ..DropLogControl::default()
+        })?;
+        Ok(dataplane)
+    }
+
+    /// The capacity of the tree maps pinned in `dir`, or `None` if there are none.
+    pub fn pinned_capacity(dir: &Path) -> Result<Option<Capacity>, LoaderError> {
+        let size = |name: &'static str| -> Result<Option<u32>, LoaderError> {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let map = MapData::from_pin(&path).map_err(map_error(name))?;
+            let info = map.info().map_err(map_error(name))?;
+            Ok(Some(info.max_entries() / GENERATIONS))
+        };
+        Ok(match (size("NODES")?, size("LEAVES")?, size("ENTRIES")?) {
+            (Some(nodes), Some(leaves), Some(entries)) => Some(Capacity {
+                nodes,
+                leaves,
+                entries,
+            }),
+            _ => None,
+        })
+    }
+
+    /// The size of the connection-tracking table pinned in `dir`, if there is one.
+    pub fn pinned_flows(dir: &Path) -> Result<Option<u32>, LoaderError> {
+        let path = dir.join(CONNTRACK);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let map = MapData::from_pin(&path).map_err(map_error(CONNTRACK))?;
+        Ok(Some(
+            map.info().map_err(map_error(CONNTRACK))?.max_entries(),
+        ))
+    }
+
+    /// The generation the program reads (0 or 1), as counted by installs.
+    pub fn generation(&self) -> u32 {
+        self.live
+    }
+
+    fn read_generation(&self) -> Result<u32, LoaderError> {
+        let generation: Array<_, u32> = self.array("GENERATION")?;
+        Ok(generation.get(&0, 0).map_err(map_error("GENERATION"))? & 1)
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    /// One of the program's arrays, to read.
+    fn array<V: aya::Pod>(&self, name: &'static str) -> Result<Array<&MapData, V>, LoaderError> {
+        let map = self.ebpf.map(name).ok_or(LoaderError::Missing(name))?;
+        Array::try_from(map).map_err(map_error(name))
+    }
+
+    /// One of the program's arrays, to write.
+    fn array_mut<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<Array<&mut MapData, V>, LoaderError> {
+        let map = self.ebpf.map_mut(name).ok_or(LoaderError::Missing(name))?;
+        Array::try_from(map).map_err(map_error(name))
+    }
+
+    /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn program(&mut self) -> Result<&mut Xdp, LoaderError> {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .ok_or(LoaderError::Missing(PROGRAM))?
+            .try_into()
+            .map_err(LoaderError::Program)
+    }
+
+    /// The TC egress program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn egress_program(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
+        self.ebpf
+            .program_mut(EGRESS_PROGRAM)
+            .ok_or(LoaderError::Missing(EGRESS_PROGRAM))?
+            .try_into()
+            .map_err(LoaderError::Program)
+    }
+
+    /// Attaches the egress program to `interface` with TCX (a link the kernel detaches when the
+    /// dataplane is dropped). It runs before the qdisc, after other programs already attached.
+    pub fn attach_egress(&mut self, interface: &str) -> Result<(), LoaderError> {
+        self.attach_egress_link(interface)?;
+        Ok(())
+    }
+
+    fn attach_egress_link(
+        &mut self,
+        interface: &str,
+    ) -> Result<aya::programs::tc::SchedClassifierLinkId, LoaderError> {
+        let program = self.egress_program()?;
+        let id = program
+            .attach_with_options(
+                interface,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|error| LoaderError::AttachEgress {
+                interface: interface.to_string(),
+                error,
+            })?;
+        info!(interface, "attached TC egress program (TCX)");
+        Ok(id)
+    }
+
+    /// `attach_pinned` for the egress program: takes over the TCX link pinned at `path`
+    /// (swapping this program in atomically) or attaches anew and pins the link there.
+    pub fn attach_egress_pinned(
+        &mut self,
+        interface: &str,
+        path: &Path,
+    ) -> Result<(), LoaderError> {
+        if path.exists() {
+            let link: SchedClassifierLink = pinned_link(path)?;
+            self.egress_program()?
+                .attach_to_link(link)
+                .map_err(|e| adopt_error(path, e))?;
+            info!(interface, pin = %path.display(), "took over the pinned TC egress link");
+            return Ok(());
+        }
+        let id = self.attach_egress_link(interface)?;
+        let link = self
+            .egress_program()?
+            .take_link(id)
+            .map_err(|e| pin_error(interface, e))?;
+        self.held_links.push(pin_link(link, interface, path)?);
+        Ok(())
+    }
+
+    /// Packets arriving on `ifindex` are judged by the rules of `slot`, and packets leaving it
+    /// by the rules of `directed_slot(slot, direction::OUT)`.
+    pub fn bind(&mut self, ifindex: u32, slot: u32) -> Result<(), LoaderError> {
+        debug_assert!(slot < MAX_INTERFACES);
+        if ifindex >= MAX_IFINDEX {
+            return Err(LoaderError::Ifindex(ifindex));
+        }
+        let mut interfaces: Array<_, u32> = self.array_mut("INTERFACES")?;
+        interfaces
+            .set(ifindex, slot + 1, 0)
+            .map_err(map_error("INTERFACES"))
+    }
+
+    /// Forgets every interface but those with these indexes: maps taken over from an earlier
+    /// daemon may still bind interfaces that the configuration no longer names.
+    pub fn unbind_others(&mut self, keep: &[u32]) -> Result<(), LoaderError> {
+        let mut interfaces: Array<_, u32> = self.array_mut("INTERFACES")?;
+        let bound: Vec<u32> = (0..MAX_IFINDEX)
+            .filter(|ifindex| !keep.contains(ifindex))
+            .filter(|ifindex| interfaces.get(ifindex, 0).is_ok_and(|v| v != UNCONFIGURED))
+            .collect();
+        for ifindex in bound {
+            interfaces
+                .set(ifindex, UNCONFIGURED, 0)
+                .map_err(map_error("INTERFACES"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `compiled` the live rule set: writes it into the generation the program does
+    /// not read, then flips the generation word. A packet is judged by the old rules or the
+    /// new ones, never a mix. Zero the counters of rules new to this compile first
+    /// (`reset_rule_counters(&compiled.fresh_counters)`).
+    pub fn install(&mut self, compiled: &Compiled) -> Result<(), LoaderError> {
+        let next = 1 - self.live;
+        if let Some(flipped) = self.last_flip {
+            thread::sleep(GRACE.saturating_sub(flipped.elapsed()));
+        }
+        let cap = self.capacity;
+        // Indices in `compiled` count from 0; generation `next` lives from these offsets.
+        let (node_base, leaf_base, entry_base) =
+            (next * cap.nodes, next * cap.leaves, next * cap.entries);
+        let tables = &self.tables;
+        let nodes = compiled.nodes.iter().map(|node| Node {
+            first: node.first
+                + if node.dim == LEAF {
+                    leaf_base
+                } else {
+                    node_base
+                },
+            ..*node
+        });
+        Mapped::new::<Node>(&tables.nodes, "NODES", GENERATIONS * cap.nodes)?.write(
+            node_base as usize,
+            cap.nodes as usize,
+            nodes,
+        )?;
+        let leaves = compiled.leaves.iter().map(|entry| entry + entry_base);
+        Mapped::new::<u32>(&tables.leaves, "LEAVES", GENERATIONS * cap.leaves)?.write(
+            leaf_base as usize,
+            cap.leaves as usize,
+            leaves,
+        )?;
+        Mapped::new::<Entry>(&tables.entries, "ENTRIES", GENERATIONS * cap.entries)?.write(
+            entry_base as usize,
+            cap.entries as usize,
+            compiled.entries.iter().copied(),
+        )?;
+        let mut policies: Array<_, Policy> = self.array_mut("POLICIES")?;
+        for (slot, policy) in &compiled.policies {
+            let mut policy = *policy;
+            for tree in policy
+                .trees
+                .iter_mut()
+                .flatten()
+                .filter(|t| t.root != NO_TREE)
+            {
+                tree.root += node_base;
+                tree.min_entry += entry_base;
+            }
+            policies
+                .set(policy_index(next, *slot), policy, 0)
+                .map_err(map_error("POLICIES"))?;
+        }
+        let mut generation: Array<_, u32> = self.array_mut("GENERATION")?;
+        generation
+            .set(0, next, 0)
+            .map_err(map_error("GENERATION"))?;
+        self.live = next;
+        self.last_flip = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Zeroes rule counter slots, for rules that are new to the dataplane.
+    pub fn reset_rule_counters(&mut self, slots: &[u32]) -> Result<(), LoaderError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, error)| LoaderError::Cpus(error))?;
+        for &slot in slots {
+            let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
+                .map_err(LoaderError::Cpus)?;
+            self.rule_stats
+                .set(slot, zero, 0)
+                .map_err(map_error("RULE_STATS"))?;
+        }
+        Ok(())
+    }
+
+    /// Applies the rules' verdicts (`true`, licensed) or passes every packet (`false`), on all
+    /// interfaces at once: one map update, so no packet sees a mix. A freshly loaded program
+    /// passes everything until this is called (see `firewall_common::enforce`).
+    pub fn set_enforcing(&mut self, enforcing: bool) -> Result<(), LoaderError> {
+        let mut flag: Array<_, u32> = self.array_mut("ENFORCE")?;
+        let value = if enforcing {
+            enforce::RULES
+        } else {
+            enforce::PASS_ALL
+        };
+        flag.set(enforce::INDEX, value, 0)
+            .map_err(map_error("ENFORCE"))
+    }
+
+    /// Notes that the contract store answered at `unix_seconds` (see `enforce::DECIDED_AT`).
+    pub fn note_decision(&mut self, unix_seconds: u32) -> Result<(), LoaderError> {
+        let mut flag: Array<_, u32> = self.array_mut("ENFORCE")?;
+        flag.set(enforce::DECIDED_AT, unix_seconds, 0)
+            .map_err(map_error("ENFORCE"))
+    }
+
+    /// What maps taken over from an earlier daemon say of the licence: enforcing, and when
+    /// the store last answered (Unix seconds, 0 if never).
+    pub fn noted_decision(&self) -> Result<(bool, u32), LoaderError> {
+        let flag: Array<_, u32> = self.array("ENFORCE")?;
+        let enforcing = flag.get(&enforce::INDEX, 0).map_err(map_error("ENFORCE"))?;
+        let at = flag
+            .get(&enforce::DECIDED_AT, 0)
+            .map_err(map_error("ENFORCE"))?;
+        Ok((enforcing == enforce::RULES, at))
+    }
+
+    /// Sets how many drop-log events per second each `log: true` rule may send (issue 9).
+    pub fn set_drop_log(&mut self, control: DropLogControl) -> Result<(), LoaderError> {
+        let mut config: Array<_, DropLogControl> = self.array_mut("DROP_LOG_CONFIG")?;
+        config
+            .set(0, control, 0)
+            .map_err(map_error("DROP_LOG_CONFIG"))
+    }
+
+    /// The drop-log ring buffer and its per-CPU counters (`drop_log::SENT`, ...), for their
+    /// one reader (`droplog::DropLog`); missing the second time.
+    pub fn take_drop_log(
+        &mut self,
+    ) -> Result<(RingBuf<MapData>, PerCpuArray<MapData, u64>), LoaderError> {
+        let ring =
+            RingBuf::try_from(take(&mut self.ebpf, "DROP_LOG")?).map_err(map_error("DROP_LOG"))?;
+        let stats = PerCpuArray::try_from(take(&mut self.ebpf, "DROP_LOG_STATS")?)
+            .map_err(map_error("DROP_LOG_STATS"))?;
+        Ok((ring, stats))
+    }
+
+    /// Attaches in native (driver) mode, falling back to generic (skb) mode with a warning.
+    pub fn attach(&mut self, interface: &str) -> Result<XdpMode, LoaderError> {
+        Ok(self.attach_link(interface)?.0)
+    }
+
+    fn attach_link(&mut self, interface: &str) -> Result<(XdpMode, XdpLinkId), LoaderError> {
+        let program = self.program()?;
+        match program.attach(interface, XdpMode::Driver) {
+            Ok(id) => {
+                info!(interface, mode = "driver", "attached XDP program");
+                Ok((XdpMode::Driver, id))
+            }
+            Err(ProgramError::UnknownInterface { name }) => {
+                Err(LoaderError::UnknownInterface(name))
+            }
+            Err(driver_error) => {
+                warn!(interface, error = %driver_error, "native XDP refused; falling back to generic (skb) mode, which is slower");
+                let id = program.attach(interface, XdpMode::Skb).map_err(|error| {
+                    LoaderError::Attach {
+                        interface: interface.to_string(),
+                        error,
+                    }
+                })?;
+                info!(interface, mode = "skb", "attached XDP program");
+                Ok((XdpMode::Skb, id))
+            }
+        }
+    }
+
+    /// Attaches through the link pinned at `path`, or attaches anew and pins the link there.
+    /// A pinned link is taken over by swapping this program into it, atomically: no packet
+    /// goes unjudged. Returns the mode of a new attachment, `None` for a link taken over.
+    pub fn attach_pinned(
+        &mut self,
+        interface: &str,
+        path: &Path,
+    ) -> Result<Option<XdpMode>, LoaderError> {
+        if path.exists() {
+            let link: XdpLink = pinned_link(path)?;
+            self.program()?
+                .attach_to_link(link)
+                .map_err(|e| adopt_error(path, e))?;
+            info!(interface, pin = %path.display(), "took over the pinned XDP link");
+            return Ok(None);
+        }
+        let (mode, id) = self.attach_link(interface)?;
+        let link = self
+            .program()?
+            .take_link(id)
+            .map_err(|e| pin_error(interface, e))?;
+        // Held while we run, as the program holds the links it made.
+        self.held_links.push(pin_link(link, interface, path)?);
+        Ok(Some(mode))
+    }
+
+    /// Packets and bytes for a directed slot (`firewall_common::directed_slot`; an interface's
+    /// ingress slot is its slot) and verdict, summed over CPUs.
+    pub fn counter(&self, slot: u32, verdict: Verdict) -> Result<Counter, LoaderError> {
+        sum(&self.stats, counter_index(slot, verdict), "STATS")
+    }
+
+    /// Packets and bytes of an interface slot's frames of a class, summed over CPUs.
+    pub fn class_counter(&self, slot: u32, class: FrameClass) -> Result<Counter, LoaderError> {
+        sum(
+            &self.class_stats,
+            class_index(slot, class as u32),
+            "CLASS_STATS",
+        )
+    }
+
+    /// Packets and bytes decided by the rule with this counter slot, summed over CPUs.
+    pub fn rule_counter(&self, slot: u32) -> Result<Counter, LoaderError> {
+        sum(&self.rule_stats, slot, "RULE_STATS")
+    }
+}
+
+/// The connection-tracking maps (issue 8).
+const CONNTRACK: &str = "CONNTRACK";
+const CONNTRACK_SETTINGS: &str = "CONNTRACK_SETTINGS";
+const CONNTRACK_EVENTS: &str = "CONNTRACK_EVENTS";
+const CONNTRACK_HITS: &str = "CONNTRACK_HITS";
+const CONNTRACK_FLUSHED: &str = "CONNTRACK_FLUSHED";
+
+impl Dataplane {
+    /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by.
+    pub fn set_conntrack(&mut self, settings: &ConntrackSettings) -> Result<(), LoaderError> {
+        let mut array: Array<_, ConntrackSettings> = self.array_mut(CONNTRACK_SETTINGS)?;
+        array
+            .set(0, settings, 0)
+            .map_err(map_error(CONNTRACK_SETTINGS))
+    }
+
+    /// The flow table.
+    pub fn conntrack_flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, Flow>, LoaderError> {
+        let map = self
+            .ebpf
+            .map_mut(CONNTRACK)
+            .ok_or(LoaderError::Missing(CONNTRACK))?;
+        HashMap::try_from(map).map_err(map_error(CONNTRACK))
+    }
+
+    /// Sum over CPUs of a `conntrack::event` count.
+    pub fn conntrack_event(&self, event: u32) -> Result<u64, LoaderError> {
+        per_cpu_sum(&self.ebpf, CONNTRACK_EVENTS, event)
+    }
+
+    /// Packets passed by tracked flows on an interface slot.
+    pub fn conntrack_hits(&self, slot: u32) -> Result<u64, LoaderError> {
+        per_cpu_sum(&self.ebpf, CONNTRACK_HITS, slot)
+    }
+
+    /// Flows deleted by `smf-firewall conntrack flush` since load.
+    pub fn conntrack_flushed(&self) -> Result<u64, LoaderError> {
+        let array: Array<_, u64> = self.array(CONNTRACK_FLUSHED)?;
+        array
+            .get(&conntrack::flushed::FLOWS, 0)
+            .map_err(map_error(CONNTRACK_FLUSHED))
+    }
+
+    /// Kernel memory of the flow table in bytes, as the kernel accounts it (`memlock` in the
+    /// map's fdinfo).
+    pub fn conntrack_memory(&self) -> Option<u64> {
+        let map = self.ebpf.map(CONNTRACK)?;
+        let fd = match map {
+            Map::LruHashMap(data) => data.fd().as_fd().as_raw_fd(),
+            _ => return None,
+        };
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+fn per_cpu_sum(ebpf: &Ebpf, name: &'static str, index: u32) -> Result<u64, LoaderError> {
+    let map = ebpf.map(name).ok_or(LoaderError::Missing(name))?;
+    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_error(name))?;
+    let values = array.get(&index, 0).map_err(map_error(name))?;
+    Ok(values.iter().sum())
+}
+
+/// The link pinned at `path`, as the program type's link.
+fn pinned_link<L: TryFrom<FdLink, Error = LinkError>>(path: &Path) -> Result<L, LoaderError> {
+    let pinned = PinnedLink::from_pin(path).map_err(|e| adopt_error(path, e))?;
+    L::try_from(FdLink::from(pinned)).map_err(|e| adopt_error(path, e))
+}
+
+/// Pins a link the program made at `path`; returns it, to be held while the daemon runs.
+fn pin_link<L>(link: L, interface: &str, path: &Path) -> Result<FdLink, LoaderError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
+    let fd_link = FdLink::try_from(link).map_err(|e| {
+        pin_error(
+            interface,
+            format!("{e} (the kernel attached through netlink, which has no link to pin)"),
+        )
+    })?;
+    let pinned = fd_link.pin(path).map_err(|e| pin_error(interface, e))?;
+    Ok(FdLink::from(pinned))
+}
+
+fn adopt_error(path: &Path, reason: impl std::fmt::Display) -> LoaderError {
+    LoaderError::AdoptLink {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn pin_error(interface: &str, reason: impl std::fmt::Display) -> LoaderError {
+    LoaderError::PinLink {
+        interface: interface.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn sum(
+    map: &PerCpuArray<MapData, Counter>,
+    index: u32,
+    name: &'static str,
+) -> Result<Counter, LoaderError> {
+    let per_cpu = map.get(&index, 0).map_err(map_error(name))?;
+    Ok(per_cpu.iter().fold(Counter::default(), |sum, c| Counter {
+        packets: sum.packets + c.packets,
+        bytes: sum.bytes + c.bytes,
+    }))
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, LoaderError> {
+    ebpf.take_map(name).ok_or(LoaderError::Missing(name))
+}
+
+fn array(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, LoaderError> {
+    match take(ebpf, name)? {
+        Map::Array(data) => Ok(data),
+        _ => Err(LoaderError::Missing(name)),
+    }
+}
+
+/// The index of a network interface in this namespace.
+pub fn ifindex(name: &str) -> Result<u32, LoaderError> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| LoaderError::UnknownInterface(name.to_string()))?;
+    // SAFETY: c_name is a valid NUL-terminated string for the duration of the call.
+    match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
+        0 => Err(LoaderError::UnknownInterface(name.to_string())),
+        index => Ok(index),
+    }
+}

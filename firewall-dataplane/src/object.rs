@@ -1,0 +1,87 @@
+//! The embedded program object: the XDP and TC egress programs built by `build.rs` from
+//! `firewall-ebpf`, their names, and the maps they declare (which the daemon pins, and whose
+//! definitions name the pinned layout).
+
+use std::sync::OnceLock;
+
+/// The XDP program object, built by `build.rs` from `firewall-ebpf`.
+pub static FIREWALL_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smf-firewall"));
+
+/// `return XDP_PASS`, built the same way: the floor for benchmarks.
+#[cfg(feature = "xdp-pass")]
+pub static XDP_PASS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-pass"));
+
+pub const PROGRAM: &str = "smf_firewall";
+/// The TC egress program (`direction: out` rules), attached with TCX.
+pub const EGRESS_PROGRAM: &str = "smf_firewall_egress";
+
+/// The maps of the embedded program object that the daemon pins, by name: those declared
+/// with `#[map]` (the object's `.rodata`/`.bss` sections are the program's own, not shared).
+/// Parsed once.
+fn declared_maps() -> &'static [(String, aya_obj::Map)] {
+    static MAPS: OnceLock<Vec<(String, aya_obj::Map)>> = OnceLock::new();
+    MAPS.get_or_init(|| {
+        let object = aya_obj::Object::parse(FIREWALL_OBJECT).expect("the embedded object parses");
+        let mut maps: Vec<_> = object
+            .maps
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with('.'))
+            .collect();
+        maps.sort_by(|a, b| a.0.cmp(&b.0));
+        maps
+    })
+}
+
+/// The names of the maps the daemon pins.
+pub fn pinned_maps() -> impl Iterator<Item = &'static str> {
+    declared_maps().iter().map(|(name, _)| name.as_str())
+}
+
+/// A hash of the maps' definitions (name, type, key and value size, flags, declared size):
+/// two binaries share pinned maps only when it is equal. FNV-1a, stable across builds.
+pub fn layout() -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (name, map) in declared_maps() {
+        feed(name.as_bytes());
+        for word in [
+            map.map_type(),
+            map.key_size(),
+            map.value_size(),
+            map.map_flags(),
+            map.max_entries(),
+        ] {
+            feed(&word.to_le_bytes());
+        }
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_stable_and_names_only_declared_maps() {
+        assert_eq!(layout(), layout());
+        assert_eq!(layout().len(), 16);
+        let maps: Vec<&str> = pinned_maps().collect();
+        for name in [
+            "ENFORCE",
+            "ENTRIES",
+            "GENERATION",
+            "INTERFACES",
+            "RULE_STATS",
+            "STATS",
+        ] {
+            assert!(maps.contains(&name), "{name} in {maps:?}");
+        }
+        assert!(maps.iter().all(|m| !m.starts_with('.')), "{maps:?}");
+    }
+}

@@ -1,0 +1,126 @@
+//! A rule → its kernel entries: one per combination of its list elements (source network ×
+//! destination network of the same family × source ports × destination ports), in order. An
+//! entry with an address condition always carries that address's family.
+
+use firewall_common::{Entry, cond, entry_flag, family};
+use ipnet::IpNet;
+
+use crate::{
+    ruleset::{Family, Ports, Rule},
+    validate::family_of,
+};
+
+pub fn of_rule(rule: &Rule, counter: u32) -> Vec<Entry> {
+    let nets = |list: &Option<Vec<IpNet>>| {
+        list.as_ref()
+            .map_or(vec![None], |l| l.iter().copied().map(Some).collect())
+    };
+    let ports = |list: &Option<Vec<Ports>>| {
+        list.as_ref()
+            .map_or(vec![None], |l| l.iter().cloned().map(Some).collect())
+    };
+    let mut out = Vec::new();
+    for src in nets(&rule.src) {
+        for dst in nets(&rule.dst) {
+            // A mixed-family list pairs each source with the destinations of its own family.
+            if let (Some(s), Some(d)) = (src, dst)
+                && s.addr().is_ipv4() != d.addr().is_ipv4()
+            {
+                continue;
+            }
+            for src_port in ports(&rule.src_port) {
+                for dst_port in ports(&rule.dst_port) {
+                    out.push(entry(
+                        rule,
+                        counter,
+                        src,
+                        dst,
+                        src_port.as_ref(),
+                        dst_port.as_ref(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn entry(
+    rule: &Rule,
+    counter: u32,
+    src: Option<IpNet>,
+    dst: Option<IpNet>,
+    src_port: Option<&Ports>,
+    dst_port: Option<&Ports>,
+) -> Entry {
+    let mut e = Entry {
+        counter,
+        verdict: rule.action.verdict() as u8,
+        flags: if rule.state { entry_flag::STATE } else { 0 }
+            | if rule.log { entry_flag::LOG } else { 0 },
+        ..Entry::default()
+    };
+    let address_family = src.or(dst).map(|net| family_of(net.addr()));
+    if let Some(f) = rule.family.or(address_family) {
+        e.conditions |= cond::FAMILY;
+        e.family = match f {
+            Family::Ipv4 => family::IPV4,
+            Family::Ipv6 => family::IPV6,
+        };
+    }
+    if let Some(protocol) = rule.protocol {
+        e.conditions |= cond::PROTOCOL;
+        e.protocol = protocol;
+    }
+    if let Some(net) = src {
+        e.conditions |= cond::SRC;
+        (e.src_addr, e.src_mask) = words(net);
+    }
+    if let Some(net) = dst {
+        e.conditions |= cond::DST;
+        (e.dst_addr, e.dst_mask) = words(net);
+    }
+    if let Some(range) = src_port {
+        e.conditions |= cond::SRC_PORT;
+        (e.src_port_lo, e.src_port_hi) = (*range.start(), *range.end());
+    }
+    if let Some(range) = dst_port {
+        e.conditions |= cond::DST_PORT;
+        (e.dst_port_lo, e.dst_port_hi) = (*range.start(), *range.end());
+    }
+    if let Some(icmp_type) = rule.icmp_type {
+        e.conditions |= cond::ICMP_TYPE;
+        e.icmp_type = icmp_type;
+    }
+    if let Some(icmp_code) = rule.icmp_code {
+        e.conditions |= cond::ICMP_CODE;
+        e.icmp_code = icmp_code;
+    }
+    if let Some(vlan) = rule.vlan {
+        e.conditions |= cond::VLAN;
+        e.vlan = vlan;
+    }
+    e
+}
+
+/// Network and mask as the packet carries them (network byte order, read as native u32s);
+/// IPv4 uses the first word.
+fn words(net: IpNet) -> ([u32; 4], [u32; 4]) {
+    let to_words = |bytes: &[u8]| {
+        let mut out = [0u32; 4];
+        for (word, chunk) in out.iter_mut().zip(bytes.chunks(4)) {
+            *word = u32::from_ne_bytes(chunk.try_into().expect("4-byte chunks"));
+        }
+        out
+    };
+    match net {
+        IpNet::V4(v4) => (
+            to_words(&v4.network().octets()),
+            to_words(&v4.netmask().octets()),
+        ),
+        IpNet::V6(v6) => (
+            to_words(&v6.network().octets()),
+            to_words(&v6.netmask().octets()),
+        ),
+    }
+}

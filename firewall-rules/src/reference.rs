@@ -1,0 +1,609 @@
+//! The reference classifier: what the rules decide for a frame, in plain Rust with etherparse,
+//! no kernel involved. It is the oracle the XDP program is tested against and the engine of
+//! `explain`. The parsing rules here are the dataplane's contract (`rules/README.md`).
+
+use std::net::IpAddr;
+
+use etherparse::{
+    Ethernet2HeaderSlice, Icmpv4Slice, Icmpv6Slice, IpNumber, Ipv4HeaderSlice,
+    Ipv6FragmentHeaderSlice, Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice,
+    TcpHeaderSlice, UdpHeaderSlice,
+};
+use serde::Serialize;
+
+use crate::{
+    ruleset::{Action, Direction, Policy, Ports, Rule, RuleSet, protocol},
+    validate::family_of,
+};
+
+pub mod conntrack;
+
+/// VLAN tags (802.1Q/802.1ad) a frame may carry; more is malformed.
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers walked before the upper-layer header; more is malformed.
+pub const MAX_IPV6_EXTENSIONS: usize = 8;
+/// The SCTP common header: ports, verification tag, checksum.
+const SCTP_HEADER_LEN: usize = 12;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+/// The fields of an IP packet that rules match on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub vlan: Option<u16>,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IPv4 protocol, or the IPv6 upper-layer header after the extension headers.
+    pub protocol: u8,
+    pub l4: L4,
+}
+
+/// What the packet says beyond the IP header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    Ports {
+        src: u16,
+        dst: u16,
+    },
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+    },
+    /// A non-first fragment: no ports, no ICMP type.
+    Fragment,
+    /// A protocol whose header rules do not look into.
+    Other,
+}
+
+/// A frame, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Ip(Packet),
+    NonIp { vlan: Option<u16> },
+    Malformed(&'static str),
+}
+
+/// Why a frame got its action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A tracked flow passed it before the rules (`state: true`, see [`conntrack`]).
+    Tracked,
+    Rule,
+    Default,
+    NonIp,
+    Malformed(&'static str),
+}
+
+/// What the rules decide for a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    /// The id of the rule that decided, if one did.
+    pub rule: Option<String>,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("interface {0} has no rules in this rule set")]
+pub struct UnknownInterface(pub String);
+
+/// What the rules on `interface` decide for `frame`.
+pub fn classify(
+    rules: &RuleSet,
+    interface: &str,
+    frame: &[u8],
+) -> Result<Decision, UnknownInterface> {
+    let policy = rules
+        .interfaces
+        .get(interface)
+        .ok_or_else(|| UnknownInterface(interface.to_string()))?;
+    Ok(decide(policy, &parse(frame)))
+}
+
+/// The decision for a parsed frame arriving on the interface: malformed frames are dropped
+/// before any rule, non-IP frames get `non_ip`, IP packets the first matching `direction: in`
+/// rule or the default.
+pub fn decide(policy: &Policy, frame: &Frame) -> Decision {
+    decide_direction(policy, frame, Direction::In)
+}
+
+/// The decision for a parsed frame in `direction`. Leaving the interface (`out`), only
+/// `direction: out` rules apply, and what none decides passes (non-IP frames too); malformed
+/// frames are dropped either way.
+pub fn decide_direction(policy: &Policy, frame: &Frame, direction: Direction) -> Decision {
+    let (default, non_ip) = match direction {
+        Direction::In => (policy.default, policy.non_ip),
+        Direction::Out => (Action::Pass, Action::Pass),
+    };
+    match frame {
+        Frame::Malformed(why) => Decision {
+            action: Action::Drop,
+            rule: None,
+            reason: Reason::Malformed(why),
+        },
+        Frame::NonIp { .. } => Decision {
+            action: non_ip,
+            rule: None,
+            reason: Reason::NonIp,
+        },
+        Frame::Ip(packet) => match policy
+            .rules
+            .iter()
+            .find(|rule| rule.direction == direction && mismatch(rule, packet).is_none())
+        {
+            Some(rule) => Decision {
+                action: rule.action,
+                rule: Some(rule.id.clone()),
+                reason: Reason::Rule,
+            },
+            None => Decision {
+                action: default,
+                rule: None,
+                reason: Reason::Default,
+            },
+        },
+    }
+}
+
+/// The first condition of `rule` that `packet` does not meet, in the order the fields are
+/// listed in `rules/README.md`; `None` when the rule matches.
+pub fn mismatch(rule: &Rule, packet: &Packet) -> Option<&'static str> {
+    let ports = |list: &Option<Vec<Ports>>, port: fn(L4) -> Option<u16>| {
+        list.as_ref().is_none_or(|ranges| {
+            port(packet.l4).is_some_and(|p| ranges.iter().any(|r| r.contains(&p)))
+        })
+    };
+    let nets = |list: &Option<Vec<ipnet::IpNet>>, addr: IpAddr| {
+        list.as_ref()
+            .is_none_or(|nets| nets.iter().any(|net| net.contains(&addr)))
+    };
+    let icmp = |field: Option<u8>, value: fn(L4) -> Option<u8>| {
+        field.is_none_or(|wanted| value(packet.l4) == Some(wanted))
+    };
+    if rule.vlan.is_some_and(|vlan| packet.vlan != Some(vlan)) {
+        Some("vlan")
+    } else if rule
+        .family
+        .is_some_and(|family| family != family_of(packet.src))
+    {
+        Some("family")
+    } else if rule.protocol.is_some_and(|p| p != packet.protocol) {
+        Some("protocol")
+    } else if !nets(&rule.src, packet.src) {
+        Some("src")
+    } else if !nets(&rule.dst, packet.dst) {
+        Some("dst")
+    } else if !ports(&rule.src_port, |l4| {
+        matches!(l4, L4::Ports { .. })
+            .then(|| src_port(l4))
+            .flatten()
+    }) {
+        Some("src_port")
+    } else if !ports(&rule.dst_port, dst_port) {
+        Some("dst_port")
+    } else if !icmp(rule.icmp_type, |l4| match l4 {
+        L4::Icmp { icmp_type, .. } => Some(icmp_type),
+        _ => None,
+    }) {
+        Some("icmp_type")
+    } else if !icmp(rule.icmp_code, |l4| match l4 {
+        L4::Icmp { code, .. } => Some(code),
+        _ => None,
+    }) {
+        Some("icmp_code")
+    } else {
+        None
+    }
+}
+
+fn src_port(l4: L4) -> Option<u16> {
+    match l4 {
+        L4::Ports { src, .. } => Some(src),
+        _ => None,
+    }
+}
+
+fn dst_port(l4: L4) -> Option<u16> {
+    match l4 {
+        L4::Ports { dst, .. } => Some(dst),
+        _ => None,
+    }
+}
+
+/// Parses a frame as the dataplane does.
+pub fn parse(frame: &[u8]) -> Frame {
+    parse_with_transport(frame).0
+}
+
+/// Parses a frame as the dataplane does, and returns the bytes from the header after IP on
+/// (empty for a non-first fragment or what is not IP), which connection tracking reads.
+pub fn parse_with_transport(frame: &[u8]) -> (Frame, &[u8]) {
+    let Ok(ethernet) = Ethernet2HeaderSlice::from_slice(frame) else {
+        return (
+            Frame::Malformed("frame shorter than an Ethernet header"),
+            &[],
+        );
+    };
+    let mut ether_type = ethernet.ether_type().0;
+    let mut offset = ethernet.slice().len();
+    let mut vlan = None;
+    let mut tags = 0;
+    while matches!(ether_type, ETHERTYPE_VLAN | ETHERTYPE_QINQ) {
+        tags += 1;
+        if tags > MAX_VLAN_TAGS {
+            return (Frame::Malformed("more than two VLAN tags"), &[]);
+        }
+        let Ok(tag) = SingleVlanHeaderSlice::from_slice(&frame[offset..]) else {
+            return (Frame::Malformed("VLAN tag cut short"), &[]);
+        };
+        vlan = vlan.or(Some(tag.vlan_identifier().value()));
+        ether_type = tag.ether_type().0;
+        offset += tag.slice().len();
+    }
+    let l3 = &frame[offset..];
+    let parsed = match ether_type {
+        ETHERTYPE_IPV4 => ipv4(l3),
+        ETHERTYPE_IPV6 => ipv6(l3),
+        _ => return (Frame::NonIp { vlan }, &[]),
+    };
+    match parsed {
+        Ok((src, dst, protocol, l4, transport)) => (
+            Frame::Ip(Packet {
+                vlan,
+                src,
+                dst,
+                protocol,
+                l4,
+            }),
+            transport,
+        ),
+        Err(why) => (Frame::Malformed(why), &[]),
+    }
+}
+
+type Parsed<'a> = Result<(IpAddr, IpAddr, u8, L4, &'a [u8]), &'static str>;
+
+fn ipv4(l3: &[u8]) -> Parsed<'_> {
+    let header = Ipv4HeaderSlice::from_slice(l3).map_err(|_| "bad or cut IPv4 header")?;
+    let protocol = header.protocol().0;
+    let (l4, transport) = if header.fragments_offset().value() != 0 {
+        (L4::Fragment, &[][..])
+    } else {
+        let transport = &l3[header.slice().len()..];
+        (upper_layer(protocol, transport)?, transport)
+    };
+    Ok((
+        header.source_addr().into(),
+        header.destination_addr().into(),
+        protocol,
+        l4,
+        transport,
+    ))
+}
+
+fn ipv6(l3: &[u8]) -> Parsed<'_> {
+    let header = Ipv6HeaderSlice::from_slice(l3).map_err(|_| "bad or cut IPv6 header")?;
+    let mut next = header.next_header();
+    let mut rest = &l3[header.slice().len()..];
+    let mut first_fragment = true;
+    for _ in 0..=MAX_IPV6_EXTENSIONS {
+        match next {
+            IpNumber::IPV6_HEADER_HOP_BY_HOP
+            | IpNumber::IPV6_ROUTE_HEADER
+            | IpNumber::IPV6_DESTINATION_OPTIONS => {
+                let ext = Ipv6RawExtHeaderSlice::from_slice(rest)
+                    .map_err(|_| "IPv6 extension header cut short")?;
+                next = ext.next_header();
+                rest = &rest[ext.slice().len()..];
+            }
+            IpNumber::IPV6_FRAGMENTATION_HEADER => {
+                let frag = Ipv6FragmentHeaderSlice::from_slice(rest)
+                    .map_err(|_| "IPv6 fragment header cut short")?;
+                first_fragment &= frag.fragment_offset().value() == 0;
+                next = frag.next_header();
+                rest = &rest[frag.slice().len()..];
+            }
+            upper => {
+                let (l4, transport) = if first_fragment {
+                    (upper_layer(upper.0, rest)?, rest)
+                } else {
+                    (L4::Fragment, &[][..])
+                };
+                return Ok((
+                    header.source_addr().into(),
+                    header.destination_addr().into(),
+                    upper.0,
+                    l4,
+                    transport,
+                ));
+            }
+        }
+    }
+    Err("IPv6 extension header chain too long")
+}
+
+/// The fields rules need from the header after IP; a header that is cut short is malformed.
+fn upper_layer(protocol_number: u8, payload: &[u8]) -> Result<L4, &'static str> {
+    match protocol_number {
+        protocol::TCP => {
+            let tcp = TcpHeaderSlice::from_slice(payload).map_err(|_| "bad or cut TCP header")?;
+            Ok(L4::Ports {
+                src: tcp.source_port(),
+                dst: tcp.destination_port(),
+            })
+        }
+        protocol::UDP => {
+            let udp = UdpHeaderSlice::from_slice(payload).map_err(|_| "UDP header cut short")?;
+            Ok(L4::Ports {
+                src: udp.source_port(),
+                dst: udp.destination_port(),
+            })
+        }
+        protocol::SCTP => match payload {
+            [s0, s1, d0, d1, ..] if payload.len() >= SCTP_HEADER_LEN => Ok(L4::Ports {
+                src: u16::from_be_bytes([*s0, *s1]),
+                dst: u16::from_be_bytes([*d0, *d1]),
+            }),
+            _ => Err("SCTP header cut short"),
+        },
+        protocol::ICMP => {
+            let icmp = Icmpv4Slice::from_slice(payload).map_err(|_| "ICMP header cut short")?;
+            Ok(L4::Icmp {
+                icmp_type: icmp.type_u8(),
+                code: icmp.code_u8(),
+            })
+        }
+        protocol::ICMPV6 => {
+            let icmp = Icmpv6Slice::from_slice(payload).map_err(|_| "ICMPv6 header cut short")?;
+            Ok(L4::Icmp {
+                icmp_type: icmp.type_u8(),
+                code: icmp.code_u8(),
+            })
+        }
+        _ => Ok(L4::Other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::spec::PacketSpec;
+
+    const RULES: &str = "version: 1
+sets:
+  mgmt: [198.18.0.10, \"2001:2::10\"]
+interfaces:
+  lan0:
+    default: drop
+    non_ip: pass
+    rules:
+      - { id: ssh, action: pass, protocol: tcp, src: $mgmt, dst_port: 22 }
+      - { id: dns, action: pass, protocol: udp, dst_port: [53, 5353] }
+      - { id: high-src, action: pass, protocol: sctp, src_port: 1024-65535 }
+      - { id: ping, action: pass, protocol: icmp, icmp_type: 8, icmp_code: 0 }
+      - { id: ping6, action: pass, protocol: icmpv6, icmp_type: 128 }
+      - { id: vlan10, action: pass, vlan: 10, protocol: tcp, dst_port: 80 }
+      - { id: v6-gre, action: pass, family: ipv6, protocol: 47 }
+      - { id: frag-any, action: pass, dst: 198.19.9.0/24 }
+  wan0:
+    default: pass
+    non_ip: drop
+";
+
+    fn rules() -> RuleSet {
+        RuleSet::parse(Path::new("t.yaml"), RULES).unwrap()
+    }
+
+    fn frame(spec: &str) -> Vec<u8> {
+        PacketSpec::parse(spec).unwrap().frame()
+    }
+
+    fn decide_on(interface: &str, frame: &[u8]) -> (Action, Option<String>, Reason) {
+        let d = classify(&rules(), interface, frame).unwrap();
+        (d.action, d.rule, d.reason)
+    }
+
+    fn by_rule(id: &str) -> (Action, Option<String>, Reason) {
+        (Action::Pass, Some(id.to_string()), Reason::Rule)
+    }
+
+    const DEFAULT_DROP: (Action, Option<String>, Reason) = (Action::Drop, None, Reason::Default);
+
+    // Each row: a packet on lan0 and what decides it (the field it exercises in the comment).
+    #[test]
+    fn each_field_decides() {
+        let cases = [
+            ("tcp 198.18.0.10:40000 -> 198.19.0.1:22", by_rule("ssh")), // src via set, dst_port
+            ("tcp [2001:2::10]:40000 -> [2001:2::1]:22", by_rule("ssh")), // a v6 member of the set
+            ("tcp 198.18.0.11:40000 -> 198.19.0.1:22", DEFAULT_DROP),   // src outside the set
+            ("tcp 198.18.0.10:40000 -> 198.19.0.1:23", DEFAULT_DROP),   // dst_port
+            ("udp 198.18.0.1 -> 198.19.0.1:5353", by_rule("dns")),      // port list
+            ("tcp 198.18.0.1 -> 198.19.0.1:53", DEFAULT_DROP),          // protocol
+            ("sctp 198.18.0.1:1024 -> 198.19.0.1:9", by_rule("high-src")), // src_port lower edge
+            ("sctp 198.18.0.1:1023 -> 198.19.0.1:9", DEFAULT_DROP),     // src_port below
+            (
+                "icmp 198.18.0.1 -> 198.19.0.1 type 8 code 0",
+                by_rule("ping"),
+            ),
+            ("icmp 198.18.0.1 -> 198.19.0.1 type 8 code 1", DEFAULT_DROP), // icmp_code
+            ("icmp 198.18.0.1 -> 198.19.0.1 type 0", DEFAULT_DROP),        // icmp_type
+            ("icmpv6 2001:2::1 -> 2001:2::2 type 128", by_rule("ping6")),
+            ("tcp 198.18.0.1 -> 198.19.0.1:80 vlan 10", by_rule("vlan10")),
+            ("tcp 198.18.0.1 -> 198.19.0.1:80 vlan 11", DEFAULT_DROP), // vlan id
+            ("tcp 198.18.0.1 -> 198.19.0.1:80", DEFAULT_DROP),         // untagged
+            ("47 2001:2::1 -> 2001:2::2", by_rule("v6-gre")),          // family + number
+            ("47 198.18.0.1 -> 198.19.0.1", DEFAULT_DROP),             // family
+            ("udp 198.18.0.1 -> 198.19.9.1:53", by_rule("dns")),       // first match wins
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(decide_on("lan0", &frame(spec)), expected, "{spec}");
+        }
+    }
+
+    // Ref. "A non-first fragment carries no ports or ICMP type: it can only match rules without
+    // port or ICMP conditions. A first fragment is classified normally."
+    #[test]
+    fn non_first_fragments_match_only_rules_without_ports() {
+        assert_eq!(
+            decide_on("lan0", &frame("udp 198.18.0.1 -> 198.19.9.1:53 frag")),
+            by_rule("frag-any")
+        );
+        assert_eq!(
+            decide_on("lan0", &frame("udp 198.18.0.1 -> 198.19.0.1:53 frag")),
+            DEFAULT_DROP
+        );
+        assert_eq!(
+            decide_on("lan0", &frame("udp [2001:2::1]:9 -> [2001:2::2]:53 frag")),
+            DEFAULT_DROP
+        );
+        assert_eq!(
+            decide_on("lan0", &frame("47 2001:2::1 -> 2001:2::2 frag")),
+            by_rule("v6-gre")
+        );
+        // A first fragment (more-fragments set, offset 0) keeps its ports.
+        let mut first = frame("udp 198.18.0.1 -> 198.19.0.1:53");
+        first[14 + 6] |= 0x20;
+        assert_eq!(decide_on("lan0", &first), by_rule("dns"));
+    }
+
+    #[test]
+    fn non_ip_frames_get_non_ip() {
+        let mut arp = vec![0xff; 6];
+        arp.extend([2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        arp.extend([0; 28]);
+        assert_eq!(decide_on("lan0", &arp), (Action::Pass, None, Reason::NonIp));
+        assert_eq!(decide_on("wan0", &arp), (Action::Drop, None, Reason::NonIp));
+    }
+
+    /// A TCP/IPv6 frame with `count` destination-options headers before the TCP header.
+    fn ipv6_with_extensions(count: usize) -> Vec<u8> {
+        let mut frame = frame("tcp [2001:2::1]:1 -> [2001:2::2]:22");
+        let tcp = frame.split_off(14 + 40);
+        for i in 0..count {
+            let next = if i + 1 == count { 6 } else { 60 };
+            frame.extend([next, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        frame[14 + 6] = if count == 0 { 6 } else { 60 };
+        frame.extend(tcp);
+        frame
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_up_to_the_limit() {
+        let ssh_from_other = (Action::Drop, None, Reason::Default);
+        assert_eq!(decide_on("lan0", &ipv6_with_extensions(1)), ssh_from_other);
+        let mut set = rules();
+        set.interfaces.get_mut("lan0").unwrap().default = Action::Pass;
+        let passes = |frame: &[u8]| classify(&set, "lan0", frame).unwrap().reason;
+        assert_eq!(
+            passes(&ipv6_with_extensions(MAX_IPV6_EXTENSIONS)),
+            Reason::Default
+        );
+        assert_eq!(
+            passes(&ipv6_with_extensions(MAX_IPV6_EXTENSIONS + 1)),
+            Reason::Malformed("IPv6 extension header chain too long")
+        );
+    }
+
+    // Each row: a broken frame and the reason it is malformed (ref. "truncated or malformed").
+    #[test]
+    fn malformed_frames_are_dropped_before_any_rule() {
+        let tcp4 = frame("tcp 198.18.0.10:1 -> 198.19.0.1:22");
+        let mut bad_ihl = tcp4.clone();
+        bad_ihl[14] = 0x44;
+        let mut bad_version = tcp4.clone();
+        bad_version[14] = 0x55;
+        let tagged = frame("tcp 198.18.0.1 -> 198.19.0.1:80 vlan 10");
+        let mut three_tags = tagged[..12].to_vec();
+        for _ in 0..3 {
+            three_tags.extend([0x81, 0x00, 0x00, 0x0a]);
+        }
+        three_tags.extend(&tagged[16..]);
+        let ext = ipv6_with_extensions(1);
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("IHL 4", bad_ihl, "bad or cut IPv4 header"),
+            ("version 5", bad_version, "bad or cut IPv4 header"),
+            (
+                "IPv4 header cut",
+                tcp4[..14 + 19].to_vec(),
+                "bad or cut IPv4 header",
+            ),
+            (
+                "TCP header cut",
+                tcp4[..14 + 20 + 19].to_vec(),
+                "bad or cut TCP header",
+            ),
+            (
+                "UDP header cut",
+                frame("udp 198.18.0.1 -> 198.19.0.1:53")[..14 + 20 + 7].to_vec(),
+                "UDP header cut short",
+            ),
+            (
+                "ICMP header cut",
+                frame("icmp 198.18.0.1 -> 198.19.0.1")[..14 + 20 + 7].to_vec(),
+                "ICMP header cut short",
+            ),
+            (
+                "SCTP header cut",
+                frame("sctp 198.18.0.1:1 -> 198.19.0.1:2")[..14 + 20 + 11].to_vec(),
+                "SCTP header cut short",
+            ),
+            (
+                "IPv6 header cut",
+                frame("tcp [2001:2::1]:1 -> [2001:2::2]:2")[..14 + 39].to_vec(),
+                "bad or cut IPv6 header",
+            ),
+            (
+                "IPv6 extension cut",
+                ext[..14 + 40 + 7].to_vec(),
+                "IPv6 extension header cut short",
+            ),
+            ("VLAN tag cut", tagged[..15].to_vec(), "VLAN tag cut short"),
+            ("three VLAN tags", three_tags, "more than two VLAN tags"),
+            ("runt", vec![0; 13], "frame shorter than an Ethernet header"),
+        ];
+        for (what, frame, why) in cases {
+            assert_eq!(
+                decide_on("lan0", &frame),
+                (Action::Drop, None, Reason::Malformed(why)),
+                "{what}"
+            );
+            assert_eq!(
+                decide_on("wan0", &frame).2,
+                Reason::Malformed(why),
+                "{what}: even with default pass"
+            );
+        }
+    }
+
+    // Ref. "vlan: N matches the outermost tag, and tagged frames are classified on their inner
+    // headers".
+    #[test]
+    fn double_tagged_frames_match_the_outer_tag() {
+        let single = frame("tcp 198.18.0.1 -> 198.19.0.1:80 vlan 10");
+        let mut double = single[..12].to_vec();
+        double.extend([0x88, 0xa8, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x14]);
+        double.extend(&single[16..]);
+        assert_eq!(decide_on("lan0", &double), by_rule("vlan10"));
+        match parse(&double) {
+            Frame::Ip(packet) => assert_eq!(packet.vlan, Some(10)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_interface_is_an_error() {
+        let err =
+            classify(&rules(), "eth9", &frame("udp 198.18.0.1 -> 198.19.0.1:53")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "interface eth9 has no rules in this rule set"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! The validated, typed rule file: what `check`, `explain`, the compiler and the reference
+//! all start from.
+
+use std::{collections::BTreeMap, fmt, ops::RangeInclusive};
+
+use firewall_common::Verdict;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+pub use firewall_common::protocol;
+
+/// What a rule (or an interface's default) does with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Pass,
+    Drop,
+}
+
+impl Action {
+    pub const fn verdict(self) -> Verdict {
+        match self {
+            Action::Pass => Verdict::Pass,
+            Action::Drop => Verdict::Drop,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.verdict().label())
+    }
+}
+
+/// Which way a rule judges packets: as they arrive on its interface (XDP) or as they leave it
+/// (TC egress).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    In,
+    Out,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::In, Direction::Out];
+
+    /// `firewall_common::direction` of this direction.
+    pub const fn index(self) -> u32 {
+        match self {
+            Direction::In => firewall_common::direction::IN,
+            Direction::Out => firewall_common::direction::OUT,
+        }
+    }
+
+    /// The `direction` label value in metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// The IP version a rule is restricted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        })
+    }
+}
+
+/// An inclusive range of ports.
+pub type Ports = RangeInclusive<u16>;
+
+/// A validated rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSet {
+    pub interfaces: BTreeMap<String, Policy>,
+}
+
+/// One interface's ordered rules and what happens when none matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub default: Action,
+    /// What ARP and other frames that are neither IPv4 nor IPv6 get.
+    pub non_ip: Action,
+    pub rules: Vec<Rule>,
+}
+
+/// One validated rule. Every `Some` condition must match; `None` matches anything. Lists
+/// match when any element does; sets are already expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: String,
+    pub action: Action,
+    /// IP protocol number (IPv6: the upper-layer header after the extension headers).
+    pub protocol: Option<u8>,
+    /// Written, or implied by addresses that are all of one family.
+    pub family: Option<Family>,
+    pub src: Option<Vec<IpNet>>,
+    pub dst: Option<Vec<IpNet>>,
+    pub src_port: Option<Vec<Ports>>,
+    pub dst_port: Option<Vec<Ports>>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    /// The outermost 802.1Q/802.1ad tag's VLAN id.
+    pub vlan: Option<u16>,
+    /// `state: true`: a packet this (pass) rule passes opens a tracked flow.
+    pub state: bool,
+    pub direction: Direction,
+    /// `log: true`: the packets it drops are reported in the daemon's log (drop rules only).
+    pub log: bool,
+    /// Position of the rule's id in its file, for messages.
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for Rule {
+    /// One line, as `check` prints it: `id action [conditions]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.id, self.action)?;
+        if self.direction == Direction::Out {
+            write!(f, " out")?;
+        }
+        if let Some(vlan) = self.vlan {
+            write!(f, " vlan {vlan}")?;
+        }
+        if let Some(family) = self.family {
+            write!(f, " {family}")?;
+        }
+        match self.protocol {
+            Some(number) => match protocol::name(number) {
+                Some(name) => write!(f, " {name}")?,
+                None => write!(f, " protocol {number}")?,
+            },
+            None => write!(f, " any")?,
+        }
+        let join = |nets: &[IpNet]| {
+            nets.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if let Some(src) = &self.src {
+            write!(f, " src {}", join(src))?;
+        }
+        if let Some(dst) = &self.dst {
+            write!(f, " dst {}", join(dst))?;
+        }
+        if let Some(ports) = &self.src_port {
+            write!(f, " src_port {}", ports_text(ports))?;
+        }
+        if let Some(ports) = &self.dst_port {
+            write!(f, " dst_port {}", ports_text(ports))?;
+        }
+        if let Some(icmp_type) = self.icmp_type {
+            write!(f, " icmp_type {icmp_type}")?;
+        }
+        if let Some(icmp_code) = self.icmp_code {
+            write!(f, " icmp_code {icmp_code}")?;
+        }
+        if self.state {
+            write!(f, " state")?;
+        }
+        if self.log {
+            write!(f, " log")?;
+        }
+        Ok(())
+    }
+}
+
+/// `22,80-90` for a port list.
+pub fn ports_text(ports: &[Ports]) -> String {
+    ports
+        .iter()
+        .map(|p| {
+            if p.start() == p.end() {
+                p.start().to_string()
+            } else {
+                format!("{}-{}", p.start(), p.end())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,169 @@
+//! End to end (issue 8): the real daemon in the adapter namespace with "pass LAN → WAN with
+//! state enable" and everything from the WAN dropped. A real TCP connection (and a ping) from
+//! the LAN host to the WAN host works, a new connection from the WAN host is dropped, the
+//! conntrack metrics and `smf-firewall conntrack [flush]` see the flows (through the pins).
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use testbed::{LAN_HOST, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
+
+use crate::smf_firewall;
+
+const METRICS: &str = "127.0.0.1:9775";
+
+const RULES: &str = "version: 1
+interfaces:
+  lan0:
+    default: drop
+    rules:
+      - { id: lan-out, action: pass, src: 198.18.1.0/24, state: true }
+  wan0:
+    default: drop
+";
+
+fn start(adapter: &NetNs, config: &Path) -> Process {
+    testbed::start_daemon(adapter, smf_firewall(), config, METRICS.parse().unwrap()).unwrap()
+}
+
+fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = scrape(adapter, METRICS.parse().unwrap()).unwrap();
+    sample(&text, name, labels).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+}
+
+/// A TCP connection from `from` to `to_host:port` that carries one message to a listener in
+/// `to`; true when the message arrived.
+fn tcp(from: &NetNs, to: &NetNs, to_host: &str, port: u16) -> bool {
+    let listener = to
+        .run(move || TcpListener::bind(("0.0.0.0", port)))
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(false).unwrap();
+    let server = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().ok()?;
+        let mut message = String::new();
+        conn.read_to_string(&mut message).ok()?;
+        Some(message)
+    });
+    let addr: SocketAddr = format!("{to_host}:{port}").parse().unwrap();
+    let sent = from
+        .run(move || {
+            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            conn.write_all(b"stateful hello")
+        })
+        .unwrap();
+    if sent.is_err() {
+        // Unblock the listener so that its thread ends.
+        let _ = to.run(move || TcpStream::connect(("127.0.0.1", port)));
+    }
+    sent.is_ok() && server.join().unwrap().as_deref() == Some("stateful hello")
+}
+
+fn cli(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(smf_firewall())
+        .arg("conntrack")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn lan_connections_get_their_replies_and_the_wan_cannot_connect() {
+    if !testbed::require_root("conntrack_e2e::lan_out_state") {
+        return;
+    }
+    let site = Site::new().unwrap();
+    let dir = testbed::DaemonDir::new().unwrap();
+    let config = dir
+        .write(
+            "rules: rules.yaml\ninterfaces: [lan0, wan0]\nconntrack: {sweep: 200ms}\n",
+            RULES,
+        )
+        .unwrap();
+    let daemon = start(&site.adapter, &config);
+
+    assert!(
+        tcp(&site.lan, &site.wan, WAN_HOST, 8080),
+        "TCP from the LAN host to the WAN host must work: its replies are tracked"
+    );
+    assert!(
+        site.lan
+            .exec("ping", &["-c", "2", "-i", "0.2", "-W", "1", WAN_HOST])
+            .is_ok(),
+        "echo replies to the LAN host's pings are tracked"
+    );
+    let wan_drops = metric(
+        &site.adapter,
+        "smf_firewall_packets_total",
+        &[("interface", "wan0"), ("verdict", "drop")],
+    );
+    assert!(
+        !tcp(&site.wan, &site.lan, LAN_HOST, 8081),
+        "a new connection from the WAN host must be dropped"
+    );
+    assert!(
+        metric(
+            &site.adapter,
+            "smf_firewall_packets_total",
+            &[("interface", "wan0"), ("verdict", "drop")]
+        ) > wan_drops,
+        "the WAN host's SYNs were dropped on wan0"
+    );
+
+    // The replies came in on wan0 and were passed by the table.
+    let hits = metric(
+        &site.adapter,
+        "smf_firewall_conntrack_hits_total",
+        &[("interface", "wan0"), ("direction", "in")],
+    );
+    assert!(hits >= 3.0, "SYN-ACK, data ACKs and 2 echo replies: {hits}");
+    assert!(metric(&site.adapter, "smf_firewall_conntrack_created_total", &[]) >= 2.0);
+    assert_eq!(
+        metric(&site.adapter, "smf_firewall_conntrack_capacity", &[]),
+        65536.0
+    );
+    // The sweep (every 200 ms) counts the live flows.
+    assert!(
+        testbed::eventually(Duration::from_secs(5), || {
+            metric(&site.adapter, "smf_firewall_conntrack_entries", &[]) >= 2.0
+        }),
+        "entries never reached 2"
+    );
+    let text = scrape(&site.adapter, METRICS.parse().unwrap()).unwrap();
+    assert!(
+        !text
+            .lines()
+            .filter(|l| l.starts_with("smf_firewall_conntrack"))
+            .any(|l| l.contains(LAN_HOST) || l.contains(WAN_HOST)),
+        "no addresses in metrics (Art. 17)"
+    );
+
+    // The operator's view, then a flush.
+    let shown = cli(&config, &[]);
+    assert!(shown.contains("tcp "), "{shown}");
+    assert!(shown.contains("icmp "), "{shown}");
+    let flushed = cli(&config, &["flush"]);
+    let n: u64 = flushed
+        .trim()
+        .strip_prefix("flushed ")
+        .and_then(|rest| rest.strip_suffix(" flows"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{flushed}"));
+    assert!(n >= 2, "{flushed}");
+    assert!(cli(&config, &[]).starts_with("0 flows"));
+
+    daemon.signal(Signal::SIGTERM).unwrap();
+    let exit = daemon.wait().unwrap();
+    assert!(exit.status.success(), "{exit:?}");
+    assert!(!dir.pin_path().exists(), "the pins go with the daemon");
+}

@@ -11,7 +11,7 @@ use serde::{
 };
 use serde_saphyr::Spanned;
 
-use super::{Action, Direction, Family};
+use crate::ruleset::{Action, Direction, Family};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -22,6 +22,7 @@
 
 mod conntrack;
 mod drop_log;
+mod duration;
 mod metering;
 
 use std::{
@@ -35,6 +36,7 @@ use firewall_diagnostic::{Diagnostic, Diagnostics, parse_yaml};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use self::duration::duration;
 pub use self::{
     conntrack::ConntrackConfig,
     drop_log::DropLogConfig,
@@ -326,43 +328,6 @@ fn licensing(
         recheck,
         grace,
     })
-}
-
-/// A humantime duration such as `60s`, `5m` or `24h`, at least `minimum`.
-fn duration(
-    text: Option<Spanned<String>>,
-    key: &str,
-    default: Duration,
-    minimum: Duration,
-    problems: &mut Vec<Diagnostic>,
-) -> Duration {
-    let Some(text) = text else {
-        return default;
-    };
-    match humantime::parse_duration(&text.value) {
-        Ok(value) if value < minimum => {
-            problems.push(Diagnostic::at(
-                &text.referenced,
-                format!(
-                    "`{key}: {}` is too short: at least {}",
-                    text.value,
-                    humantime::format_duration(minimum)
-                ),
-            ));
-            default
-        }
-        Ok(value) => value,
-        Err(error) => {
-            problems.push(Diagnostic::at(
-                &text.referenced,
-                format!(
-                    "`{key}: {}` is not a duration ({error}); write e.g. 60s, 5m, 24h",
-                    text.value
-                ),
-            ));
-            default
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ mod check;
 mod demo;
 mod fuzz_dataplane;
 mod gen_rules;
+#[cfg(test)]
+mod module_graph;
 mod probe;
 mod setup;
 

@@ -3,6 +3,7 @@
 //! tree per IP family over them; `tree.rs` explains the trees.
 
 mod entries;
+mod error;
 mod tree;
 
 use std::collections::{HashMap, HashSet};
@@ -11,21 +12,8 @@ use firewall_common::{Entry, Node, Policy, TREES, Tree, VLAN_TREE, cond, directe
 
 use crate::ruleset::{self, Action, Direction, RuleSet};
 
+pub use error::CompileError;
 pub use tree::LEAF_TARGET;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CompileError {
-    #[error(
-        "{entries} rule entries overlap so much that a packet would be checked against all of them \
-         (at most {} can be); split the overlapping rules or make them more specific",
-        firewall_common::MAX_LEAF_ENTRIES
-    )]
-    Overlap { entries: usize },
-    #[error("more than {} rules with counters", firewall_common::MAX_RULE_COUNTERS)]
-    TooManyRules,
-    #[error("interface {0} is not in the rule file")]
-    NoRules(String),
-}
 
 /// One generation of the dataplane: the trees, leaf lists and entries of every interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

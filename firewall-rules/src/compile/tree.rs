@@ -16,7 +16,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use firewall_common::{Entry, LEAF, MAX_LEAF_ENTRIES, MAX_TREE_DEPTH, Node, cond, dim, family};
 
-use super::CompileError;
+use super::error::CompileError;
 
 /// Entries at or below which a node becomes a leaf.
 pub const LEAF_TARGET: usize = 8;

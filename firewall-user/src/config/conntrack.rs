@@ -18,7 +18,7 @@ use serde_saphyr::Spanned;
 use firewall_dataplane::conntrack::Timeouts;
 use firewall_diagnostic::Diagnostic;
 
-use super::duration;
+use super::duration::duration;
 
 /// The largest table the daemon accepts (the kernel would take more; memory grows ~linearly).
 pub const MAX_ENTRIES_LIMIT: u32 = 16_777_216;

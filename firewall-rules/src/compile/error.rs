@@ -1,0 +1,15 @@
+//! What can keep a valid rule set from compiling into the kernel's maps.
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "{entries} rule entries overlap so much that a packet would be checked against all of them \
+         (at most {} can be); split the overlapping rules or make them more specific",
+        firewall_common::MAX_LEAF_ENTRIES
+    )]
+    Overlap { entries: usize },
+    #[error("more than {} rules with counters", firewall_common::MAX_RULE_COUNTERS)]
+    TooManyRules,
+    #[error("interface {0} is not in the rule file")]
+    NoRules(String),
+}

@@ -397,13 +397,8 @@ impl Dataplane {
             .map_err(LoaderError::Program)
     }
 
-    /// Attaches the egress program to `interface` with TCX (a link the kernel detaches when the
-    /// dataplane is dropped). It runs before the qdisc, after other programs already attached.
-    pub fn attach_egress(&mut self, interface: &str) -> Result<(), LoaderError> {
-        self.attach_egress_link(interface)?;
-        Ok(())
-    }
-
+    /// Attaches the egress program to `interface` with TCX: it runs before the qdisc, after
+    /// other programs already attached.
     fn attach_egress_link(
         &mut self,
         interface: &str,
@@ -606,10 +601,6 @@ impl Dataplane {
     }
 
     /// Attaches in native (driver) mode, falling back to generic (skb) mode with a warning.
-    pub fn attach(&mut self, interface: &str) -> Result<XdpMode, LoaderError> {
-        Ok(self.attach_link(interface)?.0)
-    }
-
     fn attach_link(&mut self, interface: &str) -> Result<(XdpMode, XdpLinkId), LoaderError> {
         let program = self.program()?;
         match program.attach(interface, XdpMode::Driver) {

@@ -302,7 +302,7 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
     })
 }
 
-/// `log: true` is for drop rules: the log records what the firewall dropped (issue 9); a
+/// `log: true` is for drop rules: the log records what the firewall dropped (drop logs); a
 /// passed packet is the traffic itself and must not land in a log (Art. 17).
 fn drop_log(log: &Spanned<bool>, action: Action, problems: &mut Problems) -> bool {
     if log.value && action != Action::Drop {
@@ -924,7 +924,7 @@ mod tests {
         assert_eq!(lines, [FIRST, FIRST + 1, FIRST + 1], "{err}");
     }
 
-    // Each row: a rule and whether it logs (issue 9: `log`, default false, drop rules only).
+    // Each row: a rule and whether it logs (drop logs: `log`, default false, drop rules only).
     #[test]
     fn log_is_off_unless_written_and_allowed_on_drop_rules() {
         let cases = [

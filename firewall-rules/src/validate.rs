@@ -302,7 +302,7 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
     })
 }
 
-/// `log: true` is for drop rules: the log records what the firewall dropped (drop logs); a
+/// `log: true` is for drop rules: the drop log records what the firewall dropped; a
 /// passed packet is the traffic itself and must not land in a log (Art. 17).
 fn drop_log(log: &Spanned<bool>, action: Action, problems: &mut Problems) -> bool {
     if log.value && action != Action::Drop {

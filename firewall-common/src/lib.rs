@@ -11,6 +11,12 @@ pub mod protocol {
     pub const ICMPV6: u8 = 58;
     pub const SCTP: u8 = 132;
 
+    /// IPv6 extension headers the parser walks (no rule names them).
+    pub const IPV6_HOPOPTS: u8 = 0;
+    pub const IPV6_ROUTING: u8 = 43;
+    pub const IPV6_FRAGMENT: u8 = 44;
+    pub const IPV6_DSTOPTS: u8 = 60;
+
     pub const NAMES: [(&str, u8); 5] = [
         ("tcp", TCP),
         ("udp", UDP),

@@ -411,7 +411,7 @@ mod tests {
                     src_port: 40000,
                     dst_port: 9,
                     family: family::IPV4,
-                    protocol: 17,
+                    protocol: protocol::UDP,
                     l4: l4::PORTS,
                     ..DropEvent::default()
                 },
@@ -438,7 +438,7 @@ mod tests {
                     dst_port: 0,
                     vlan: 10,
                     family: family::IPV6,
-                    protocol: 58,
+                    protocol: protocol::ICMPV6,
                     l4: l4::ICMP,
                     ..DropEvent::default()
                 },

@@ -9,7 +9,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions},
 };
-use firewall_common::{DropEvent, DropLogControl, drop_log, family, l4};
+use firewall_common::{DropEvent, DropLogControl, drop_log, family, l4, protocol};
 use firewall_dataplane::loader::{Capacity, Dataplane};
 use firewall_rules::{
     RuleSet,
@@ -135,7 +135,7 @@ fn a_log_rule_sends_at_most_its_rate_and_counts_the_rest_as_suppressed() {
         dst_port: 9,
         vlan: 0,
         family: family::IPV4,
-        protocol: 17,
+        protocol: protocol::UDP,
         l4: l4::PORTS,
         _pad: [0; 7],
     };

@@ -17,6 +17,8 @@ use firewall_common::{
 
 use firewall_common::protocol;
 
+use crate::object::maps;
+
 /// Idle timeouts per state (SEIL's `state-ttl`), indexed by `conntrack::state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts(pub [Duration; state::COUNT]);
@@ -161,11 +163,6 @@ pub struct Pinned {
     flushed: Array<MapData, u64>,
 }
 
-/// The pinned maps' names (files in the maps directory).
-const FLOWS: &str = "CONNTRACK";
-const SETTINGS: &str = "CONNTRACK_SETTINGS";
-const FLUSHED: &str = "CONNTRACK_FLUSHED";
-
 impl Pinned {
     /// The maps in the newest maps directory under `pins` (after a start, the only one).
     pub fn open_current(pins: &crate::pins::Pins) -> Result<Pinned, ConntrackError> {
@@ -187,11 +184,16 @@ impl Pinned {
             let path = dir.join(file);
             move |error| ConntrackError::Map { path, error }
         };
-        let flows = HashMap::try_from(open(FLOWS)?).map_err(map_error(FLOWS))?;
+        let flows =
+            HashMap::try_from(open(maps::CONNTRACK)?).map_err(map_error(maps::CONNTRACK))?;
         let settings: Array<MapData, ConntrackSettings> =
-            Array::try_from(open(SETTINGS)?).map_err(map_error(SETTINGS))?;
-        let settings = settings.get(&0, 0).map_err(map_error(SETTINGS))?;
-        let flushed = Array::try_from(open(FLUSHED)?).map_err(map_error(FLUSHED))?;
+            Array::try_from(open(maps::CONNTRACK_SETTINGS)?)
+                .map_err(map_error(maps::CONNTRACK_SETTINGS))?;
+        let settings = settings
+            .get(&0, 0)
+            .map_err(map_error(maps::CONNTRACK_SETTINGS))?;
+        let flushed = Array::try_from(open(maps::CONNTRACK_FLUSHED)?)
+            .map_err(map_error(maps::CONNTRACK_FLUSHED))?;
         Ok(Pinned {
             dir: dir.to_path_buf(),
             flows,
@@ -213,7 +215,7 @@ impl Pinned {
                 deleted += 1;
             }
         }
-        let path = self.dir.join(FLUSHED);
+        let path = self.dir.join(maps::CONNTRACK_FLUSHED);
         let map_error = |error| ConntrackError::Map {
             path: path.clone(),
             error,

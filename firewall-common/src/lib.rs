@@ -443,6 +443,26 @@ pub mod conntrack {
     /// Entries of the table unless the daemon's config says otherwise (SEIL/x86 Fuji's limit).
     pub const DEFAULT_MAX_ENTRIES: u32 = 65_536;
 
+    /// Has a flow in `flow_state`, last seen at `last_seen`, been idle longer than its state's
+    /// timeout at `now` (nanoseconds, `Flow::last_seen`'s clock)? The one judgement both the
+    /// kernel (on lookup) and the daemon (sweep, census) make. A state with no timeout (not a
+    /// `state` value) is expired: a flow nothing says how long to keep is not kept (fail
+    /// closed). A clock that went backwards expires nothing. No floating point, no panic, a
+    /// bounds-checked index: fit for the packet path.
+    #[inline(always)]
+    pub fn expired(
+        flow_state: u8,
+        last_seen: u64,
+        now: u64,
+        timeouts_ns: &[u64; state::COUNT],
+    ) -> bool {
+        let timeout = match timeouts_ns.get(flow_state as usize) {
+            Some(&t) => t,
+            None => return true,
+        };
+        now > last_seen && now - last_seen > timeout
+    }
+
     /// `Flow::state` values. Each has its own timeout, `Settings::timeouts_ns[state]`.
     pub mod state {
         /// TCP: the originator's SYN was seen.
@@ -539,6 +559,14 @@ pub struct Flow {
     pub _pad: [u8; 5],
 }
 
+impl Flow {
+    /// `conntrack::expired` for this flow under `settings`' timeouts.
+    #[inline(always)]
+    pub fn expired(&self, settings: &ConntrackSettings, now: u64) -> bool {
+        conntrack::expired(self.state, self.last_seen, now, &settings.timeouts_ns)
+    }
+}
+
 /// The one entry of the `CONNTRACK_SETTINGS` array: what the daemon's config says about
 /// connection tracking.
 #[repr(C)]
@@ -590,7 +618,39 @@ map_types! {
 
 #[cfg(test)]
 mod tests {
-    use super::RateBucket;
+    use super::{
+        RateBucket,
+        conntrack::{expired, state},
+    };
+
+    #[test]
+    fn a_flow_expires_after_its_states_timeout_and_an_unknown_state_at_once() {
+        let mut timeouts = [0u64; state::COUNT];
+        for (i, t) in timeouts.iter_mut().enumerate() {
+            *t = 100 * (i as u64 + 1);
+        }
+        let udp = state::UDP_UNREPLIED;
+        let timeout = timeouts[udp as usize];
+        // Idle exactly the timeout is still live; one nanosecond more is expired.
+        assert!(!expired(udp, T, T + timeout, &timeouts));
+        assert!(expired(udp, T, T + timeout + 1, &timeouts));
+        // A clock behind the flow's last packet expires nothing.
+        assert!(!expired(udp, T, T - 1, &timeouts));
+        assert!(!expired(udp, u64::MAX, 0, &timeouts));
+        // Each state has its own timeout.
+        for s in 0..state::COUNT as u8 {
+            let t = timeouts[s as usize];
+            assert!(!expired(s, T, T + t, &timeouts), "state {s}");
+            assert!(expired(s, T, T + t + 1, &timeouts), "state {s}");
+        }
+        // Not a state: expired, whatever the clocks say (fail closed).
+        for s in [state::COUNT as u8, 200, u8::MAX] {
+            assert!(expired(s, T, T, &timeouts), "state {s}");
+            assert!(expired(s, T, 0, &timeouts), "state {s}");
+        }
+        // A timeout of u64::MAX never expires a known state.
+        assert!(!expired(udp, 0, u64::MAX, &[u64::MAX; state::COUNT]));
+    }
 
     const SECOND: u64 = 1_000_000_000;
     /// Some time after boot.

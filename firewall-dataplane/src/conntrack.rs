@@ -81,16 +81,6 @@ pub fn now_ns(settings: &ConntrackSettings) -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Has the flow been idle longer than its state's timeout?
-pub fn expired(flow: &Flow, settings: &ConntrackSettings, now: u64) -> bool {
-    let timeout = settings
-        .timeouts_ns
-        .get(usize::from(flow.state))
-        .copied()
-        .unwrap_or(0);
-    now > flow.last_seen && now - flow.last_seen > timeout
-}
-
 /// What a sweep found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -109,7 +99,7 @@ pub fn sweep<T: BorrowMut<MapData>>(
     let mut swept = Swept::default();
     let mut doomed = Vec::new();
     for (key, flow) in flows.iter().flatten() {
-        if expired(&flow, settings, now) {
+        if flow.expired(settings, now) {
             doomed.push(key);
         } else {
             swept.live += 1;
@@ -119,7 +109,7 @@ pub fn sweep<T: BorrowMut<MapData>>(
         // Looked up again: a packet may have revived it since.
         let still_expired = flows
             .get(&key, 0)
-            .is_ok_and(|flow| expired(&flow, settings, now));
+            .is_ok_and(|flow| flow.expired(settings, now));
         if still_expired && flows.remove(&key).is_ok() {
             swept.expired += 1;
         }
@@ -141,7 +131,7 @@ pub fn census<T: Borrow<MapData>>(
     let now = now_ns(settings);
     let mut census = Census::default();
     for (key, flow) in flows.iter().flatten() {
-        if expired(&flow, settings, now) {
+        if flow.expired(settings, now) {
             census.expired += 1;
             continue;
         }

@@ -96,7 +96,7 @@ pub fn track(packet: &Packet, quoted: Option<Quoted>, settings: &ConntrackSettin
     // the same flow from two CPUs may interleave, which costs at most one state step.
     let flow = unsafe { &mut *flow };
     let now = now(settings);
-    if expired(flow, settings, now) {
+    if flow.expired(settings, now) {
         return Track::Miss {
             replaces_expired: true,
         };
@@ -187,18 +187,9 @@ fn related(packet: &Packet, quoted: &Quoted, settings: &ConntrackSettings) -> Tr
     );
     match CONNTRACK.get_ptr(key) {
         // SAFETY: as in `track`; only read here.
-        Some(flow) if !expired(unsafe { &*flow }, settings, now(settings)) => Track::Hit,
+        Some(flow) if !unsafe { &*flow }.expired(settings, now(settings)) => Track::Hit,
         _ => miss,
     }
-}
-
-#[inline(always)]
-fn expired(flow: &Flow, settings: &ConntrackSettings, now: u64) -> bool {
-    let timeout = match settings.timeouts_ns.get(usize::from(flow.state)) {
-        Some(&t) => t,
-        None => return true,
-    };
-    now > flow.last_seen && now - flow.last_seen > timeout
 }
 
 /// The next state of a live flow after a packet from the originator (`from_origin`) or the

@@ -645,7 +645,7 @@ fn the_kernel_tracks_random_sequences_as_the_reference_does() {
             flows
                 .iter()
                 .flatten()
-                .filter(|(_, f)| !conntrack::expired(f, &at, now))
+                .filter(|(_, f)| !f.expired(&at, now))
                 .map(|(_, f)| f.state)
                 .collect()
         };

@@ -71,7 +71,7 @@ pub const UNCONFIGURED: u32 = 0;
 /// Levels of a classification tree the program walks before it must reach a leaf.
 pub const MAX_TREE_DEPTH: usize = 16;
 
-/// Entries one leaf may hold (`Node::mask` is a u16). The program checks a leaf under
+/// Entries one leaf may hold (`Node::leaf_count` is a u16). The program checks a leaf under
 /// `bpf_loop`, so the verifier does not bound it.
 pub const MAX_LEAF_ENTRIES: usize = u16::MAX as usize;
 
@@ -363,15 +363,57 @@ pub mod dim {
 pub const LEAF: u8 = 0xff;
 
 /// One node of a classification tree. An internal node sends a packet to child
-/// `first + ((key[dim] >> shift) & mask)`; a leaf lists `mask` entries (as indices into the
-/// generation's `ENTRIES`) from `first` in its `LEAF_ITEMS`, in rule order.
+/// `first + ((key[dim] >> shift) & child_mask)`; a leaf (`dim == LEAF`) lists `leaf_count`
+/// entries (as indices into the generation's `ENTRIES`) from `first` in `LEAVES`, in rule
+/// order. Build nodes with `internal` and `leaf`, read the shared field with `child_mask` and
+/// `leaf_count`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Node {
+    /// Internal: the index in `NODES` of child 0. Leaf: the index in `LEAVES` of its first
+    /// entry index.
     pub first: u32,
-    pub mask: u16,
+    /// Internal: the mask of the key bits that pick the child (children minus one). Leaf: the
+    /// number of entries it lists.
+    pub mask_or_count: u16,
+    /// The `dim` the node cuts on, or `LEAF`.
     pub dim: u8,
+    /// Internal: how far the key word is shifted right before the mask. Leaf: 0.
     pub shift: u8,
+}
+
+impl Node {
+    /// An internal node cutting on `dim`: child `first + ((key[dim] >> shift) & child_mask)`.
+    pub const fn internal(first: u32, dim: u8, shift: u8, child_mask: u16) -> Node {
+        Node {
+            first,
+            mask_or_count: child_mask,
+            dim,
+            shift,
+        }
+    }
+
+    /// A leaf listing `count` entry indices from `first` in `LEAVES`.
+    pub const fn leaf(first: u32, count: u16) -> Node {
+        Node {
+            first,
+            mask_or_count: count,
+            dim: LEAF,
+            shift: 0,
+        }
+    }
+
+    /// Internal node: the mask of the key bits that pick the child.
+    #[inline(always)]
+    pub const fn child_mask(&self) -> u16 {
+        self.mask_or_count
+    }
+
+    /// Leaf: the number of entries it lists.
+    #[inline(always)]
+    pub const fn leaf_count(&self) -> u16 {
+        self.mask_or_count
+    }
 }
 
 /// No tree: no entry can match.

@@ -282,7 +282,7 @@ fn depth(compiled: &compile::Compiled) -> usize {
         if node.dim == firewall_common::LEAF {
             return 1;
         }
-        1 + (0..=u32::from(node.mask))
+        1 + (0..=u32::from(node.child_mask()))
             .map(|c| walk(nodes, node.first + c))
             .max()
             .unwrap_or(0)

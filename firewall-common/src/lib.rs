@@ -121,8 +121,8 @@ pub const fn counter_index(slot: u32, verdict: Verdict) -> u32 {
     slot * Verdict::COUNT + verdict as u32
 }
 
-/// The `ENFORCE` map: one `u32` that says whether the rules' verdicts are applied (issue 6,
-/// licensing). The map starts zeroed, so a program that no licence decision has reached yet
+/// The `ENFORCE` map (licensing): one `u32` that says whether the rules' verdicts are
+/// applied. The map starts zeroed, so a program that no licence decision has reached yet
 /// never filters: it passes and meters every packet (metering is part of the base service,
 /// Art. 24; filtering needs the Ultra Firewall Option, Art. 2).
 pub mod enforce {
@@ -458,7 +458,7 @@ pub struct Policy {
     pub _pad: [u8; 2],
 }
 
-/// The directions a packet is judged in: arriving (XDP) or leaving (TC egress, issue 8).
+/// The directions a packet is judged in: arriving (XDP) or leaving (TC egress, `direction: out` rules).
 pub mod direction {
     pub const IN: u32 = 0;
     pub const OUT: u32 = 1;
@@ -468,9 +468,8 @@ pub mod direction {
 /// Slots of (interface, direction): counters, policies and conntrack hits are kept per slot.
 pub const MAX_SLOTS: u32 = MAX_INTERFACES * direction::COUNT;
 
-/// The slot of an interface's rules and counters in one direction: its `INTERFACES` slot for
-/// `direction::IN` (so ingress slots are what they always were), that plus `MAX_INTERFACES`
-/// for `direction::OUT`.
+/// The slot of an interface's rules and counters in one direction: its `INTERFACES` slot
+/// itself for `direction::IN`, that plus `MAX_INTERFACES` for `direction::OUT`.
 pub const fn directed_slot(slot: u32, direction: u32) -> u32 {
     direction * MAX_INTERFACES + slot
 }
@@ -480,7 +479,7 @@ pub const fn policy_index(generation: u32, slot: u32) -> u32 {
     generation * MAX_SLOTS + slot
 }
 
-/// Connection tracking (issue 8): the `CONNTRACK` LRU hash maps a [`FlowKey`] to a [`Flow`].
+/// Connection tracking: the `CONNTRACK` LRU hash maps a [`FlowKey`] to a [`Flow`].
 pub mod conntrack {
     /// Entries of the table unless the daemon's config says otherwise (SEIL/x86 Fuji's limit).
     pub const DEFAULT_MAX_ENTRIES: u32 = 65_536;
@@ -505,7 +504,7 @@ pub mod conntrack {
         now > last_seen && now - last_seen > timeout
     }
 
-    /// `Flow::state` values. Each has its own timeout, `Settings::timeouts_ns[state]`.
+    /// `Flow::state` values. Each has its own timeout, `ConntrackSettings::timeouts_ns[state]`.
     pub mod state {
         /// TCP: the originator's SYN was seen.
         pub const TCP_SYN_SENT: u8 = 0;
@@ -525,7 +524,7 @@ pub mod conntrack {
         pub const UDP_REPLIED: u8 = 7;
         /// ICMP or ICMPv6 echo: a request was seen.
         pub const ICMP_ECHO: u8 = 8;
-        /// Number of states (length of `Settings::timeouts_ns`).
+        /// Number of states (length of `ConntrackSettings::timeouts_ns`).
         pub const COUNT: usize = 9;
         /// Names as `smf-firewall conntrack` prints them and as config keys of timeouts.
         pub const NAMES: [&str; COUNT] = [

@@ -596,7 +596,7 @@ impl Dataplane {
         Ok((enforcing == enforce::RULES, at))
     }
 
-    /// Sets how many drop-log events per second each `log: true` rule may send (issue 9).
+    /// Sets how many drop-log events per second each `log: true` rule may send.
     pub fn set_drop_log(&mut self, control: DropLogControl) -> Result<(), LoaderError> {
         let mut config: Array<_, DropLogControl> = self.array_mut(maps::DROP_LOG_CONFIG)?;
         config

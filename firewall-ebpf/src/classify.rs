@@ -1,7 +1,7 @@
 //! Classification: the interface's live rule set (one of two generations), a walk down each
 //! decision tree of the packet's family to a leaf, and a check of the leaf's few entries in
 //! rule order; the lowest matching entry decides. The trees are built by the daemon
-//! (`firewall-user/src/rules/compile/tree.rs`); the cost per packet is the trees' depth plus
+//! (`firewall-rules/src/compile/tree.rs`); the cost per packet is the trees' depth plus
 //! one leaf each, whatever the number of rules.
 //!
 //! Both generations live in the same arrays at different offsets (the daemon writes indices

@@ -4,9 +4,10 @@
 //! RST; UDP and ICMP echo have idle timeouts; an ICMP error that quotes a tracked flow passes.
 //!
 //! Time is `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE). A flow whose idle time exceeds
-//! its state's timeout (`CONNTRACK_SETTINGS`, written by the daemon from its config) counts as
-//! absent; the daemon's sweep deletes such entries. The state
-//! machine is the reference classifier's (`firewall-user/src/reference/conntrack.rs`).
+//! its state's timeout (`CONNTRACK_SETTINGS`, written by the daemon from its config), or in no
+//! known state, counts as absent (`firewall_common::conntrack::expired`, which the daemon's
+//! sweep also uses to delete such entries). The state machine is the reference classifier's
+//! (`firewall-rules/src/reference/conntrack.rs`).
 
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_coarse_ns,

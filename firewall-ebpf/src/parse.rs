@@ -1,6 +1,6 @@
 //! Header parsing: Ethernet, up to two VLAN tags, IPv4 or IPv6 (walking extension headers),
 //! then the fields rules match in TCP, UDP, SCTP and ICMP. The rules for what is malformed are
-//! the reference classifier's (`firewall-user/src/reference.rs`), step for step. Every read
+//! the reference classifier's (`firewall-rules/src/reference.rs`), step for step. Every read
 //! goes through `ptr_at`, the one place that proves to the verifier that bytes lie in the frame.
 
 use core::mem;

@@ -1,4 +1,4 @@
-//! Drop logs in the real kernel (issue 9): frames run through the XDP program with
+//! Drop logs in the real kernel: frames run through the XDP program with
 //! BPF_PROG_TEST_RUN (as if they arrived on loopback, ifindex 1), events read back from the
 //! ring buffer. The program's clock is fixed through `DropLogControl::clock_ns`, so the rate
 //! limit is checked by counts alone, with no timing in any assertion.

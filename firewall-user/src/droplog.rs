@@ -1,5 +1,5 @@
-//! Drop logs (issue 9): the events the XDP program sends for packets dropped by rules with
-//! `log: true` (sampled per rule in the kernel, `firewall-ebpf/src/droplog.rs`), read from the
+//! Drop logs: the events the XDP program sends for packets dropped by rules with
+//! `log: true` (sampled per rule in the kernel, `firewall-ebpf/src/drop_log.rs`), read from the
 //! ring buffer as they come and written as structured log lines:
 //!
 //! ```text

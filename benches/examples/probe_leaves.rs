@@ -53,12 +53,18 @@ fn main() {
                 let mut node = c.nodes[tree.root as usize];
                 let mut path = Vec::new();
                 while node.dim != LEAF {
-                    path.push(format!("d{}>>{}&{:x}", node.dim, node.shift, node.mask));
+                    path.push(format!(
+                        "d{}>>{}&{:x}",
+                        node.dim,
+                        node.shift,
+                        node.child_mask()
+                    ));
                     let child = node.first
-                        + ((key[usize::from(node.dim)] >> node.shift) & u32::from(node.mask));
+                        + ((key[usize::from(node.dim)] >> node.shift)
+                            & u32::from(node.child_mask()));
                     node = c.nodes[child as usize];
                 }
-                let items = &c.leaves[node.first as usize..][..usize::from(node.mask)];
+                let items = &c.leaves[node.first as usize..][..usize::from(node.leaf_count())];
                 total += items.len();
                 // Classify items.
                 let mut kinds: HashMap<String, usize> = HashMap::new();

@@ -11,6 +11,12 @@ pub mod protocol {
     pub const ICMPV6: u8 = 58;
     pub const SCTP: u8 = 132;
 
+    /// IPv6 extension headers the parser walks (no rule names them).
+    pub const IPV6_HOPOPTS: u8 = 0;
+    pub const IPV6_ROUTING: u8 = 43;
+    pub const IPV6_FRAGMENT: u8 = 44;
+    pub const IPV6_DSTOPTS: u8 = 60;
+
     pub const NAMES: [(&str, u8); 5] = [
         ("tcp", TCP),
         ("udp", UDP),
@@ -65,7 +71,7 @@ pub const UNCONFIGURED: u32 = 0;
 /// Levels of a classification tree the program walks before it must reach a leaf.
 pub const MAX_TREE_DEPTH: usize = 16;
 
-/// Entries one leaf may hold (`Node::mask` is a u16). The program checks a leaf under
+/// Entries one leaf may hold (`Node::leaf_count` is a u16). The program checks a leaf under
 /// `bpf_loop`, so the verifier does not bound it.
 pub const MAX_LEAF_ENTRIES: usize = u16::MAX as usize;
 
@@ -115,8 +121,8 @@ pub const fn counter_index(slot: u32, verdict: Verdict) -> u32 {
     slot * Verdict::COUNT + verdict as u32
 }
 
-/// The `ENFORCE` map: one `u32` that says whether the rules' verdicts are applied (issue 6,
-/// licensing). The map starts zeroed, so a program that no licence decision has reached yet
+/// The `ENFORCE` map (licensing): one `u32` that says whether the rules' verdicts are
+/// applied. The map starts zeroed, so a program that no licence decision has reached yet
 /// never filters: it passes and meters every packet (metering is part of the base service,
 /// Art. 24; filtering needs the Ultra Firewall Option, Art. 2).
 pub mod enforce {
@@ -357,15 +363,57 @@ pub mod dim {
 pub const LEAF: u8 = 0xff;
 
 /// One node of a classification tree. An internal node sends a packet to child
-/// `first + ((key[dim] >> shift) & mask)`; a leaf lists `mask` entries (as indices into the
-/// generation's `ENTRIES`) from `first` in its `LEAF_ITEMS`, in rule order.
+/// `first + ((key[dim] >> shift) & child_mask)`; a leaf (`dim == LEAF`) lists `leaf_count`
+/// entries (as indices into the generation's `ENTRIES`) from `first` in `LEAVES`, in rule
+/// order. Build nodes with `internal` and `leaf`, read the shared field with `child_mask` and
+/// `leaf_count`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Node {
+    /// Internal: the index in `NODES` of child 0. Leaf: the index in `LEAVES` of its first
+    /// entry index.
     pub first: u32,
-    pub mask: u16,
+    /// Internal: the mask of the key bits that pick the child (children minus one). Leaf: the
+    /// number of entries it lists.
+    pub mask_or_count: u16,
+    /// The `dim` the node cuts on, or `LEAF`.
     pub dim: u8,
+    /// Internal: how far the key word is shifted right before the mask. Leaf: 0.
     pub shift: u8,
+}
+
+impl Node {
+    /// An internal node cutting on `dim`: child `first + ((key[dim] >> shift) & child_mask)`.
+    pub const fn internal(first: u32, dim: u8, shift: u8, child_mask: u16) -> Node {
+        Node {
+            first,
+            mask_or_count: child_mask,
+            dim,
+            shift,
+        }
+    }
+
+    /// A leaf listing `count` entry indices from `first` in `LEAVES`.
+    pub const fn leaf(first: u32, count: u16) -> Node {
+        Node {
+            first,
+            mask_or_count: count,
+            dim: LEAF,
+            shift: 0,
+        }
+    }
+
+    /// Internal node: the mask of the key bits that pick the child.
+    #[inline(always)]
+    pub const fn child_mask(&self) -> u16 {
+        self.mask_or_count
+    }
+
+    /// Leaf: the number of entries it lists.
+    #[inline(always)]
+    pub const fn leaf_count(&self) -> u16 {
+        self.mask_or_count
+    }
 }
 
 /// No tree: no entry can match.
@@ -410,7 +458,7 @@ pub struct Policy {
     pub _pad: [u8; 2],
 }
 
-/// The directions a packet is judged in: arriving (XDP) or leaving (TC egress, issue 8).
+/// The directions a packet is judged in: arriving (XDP) or leaving (TC egress, `direction: out` rules).
 pub mod direction {
     pub const IN: u32 = 0;
     pub const OUT: u32 = 1;
@@ -420,9 +468,8 @@ pub mod direction {
 /// Slots of (interface, direction): counters, policies and conntrack hits are kept per slot.
 pub const MAX_SLOTS: u32 = MAX_INTERFACES * direction::COUNT;
 
-/// The slot of an interface's rules and counters in one direction: its `INTERFACES` slot for
-/// `direction::IN` (so ingress slots are what they always were), that plus `MAX_INTERFACES`
-/// for `direction::OUT`.
+/// The slot of an interface's rules and counters in one direction: its `INTERFACES` slot
+/// itself for `direction::IN`, that plus `MAX_INTERFACES` for `direction::OUT`.
 pub const fn directed_slot(slot: u32, direction: u32) -> u32 {
     direction * MAX_INTERFACES + slot
 }
@@ -432,12 +479,32 @@ pub const fn policy_index(generation: u32, slot: u32) -> u32 {
     generation * MAX_SLOTS + slot
 }
 
-/// Connection tracking (issue 8): the `CONNTRACK` LRU hash maps a [`FlowKey`] to a [`Flow`].
+/// Connection tracking: the `CONNTRACK` LRU hash maps a [`FlowKey`] to a [`Flow`].
 pub mod conntrack {
     /// Entries of the table unless the daemon's config says otherwise (SEIL/x86 Fuji's limit).
     pub const DEFAULT_MAX_ENTRIES: u32 = 65_536;
 
-    /// `Flow::state` values. Each has its own timeout, `Settings::timeouts_ns[state]`.
+    /// Has a flow in `flow_state`, last seen at `last_seen`, been idle longer than its state's
+    /// timeout at `now` (nanoseconds, `Flow::last_seen`'s clock)? The one judgement both the
+    /// kernel (on lookup) and the daemon (sweep, census) make. A state with no timeout (not a
+    /// `state` value) is expired: a flow nothing says how long to keep is not kept (fail
+    /// closed). A clock that went backwards expires nothing. No floating point, no panic, a
+    /// bounds-checked index: fit for the packet path.
+    #[inline(always)]
+    pub fn expired(
+        flow_state: u8,
+        last_seen: u64,
+        now: u64,
+        timeouts_ns: &[u64; state::COUNT],
+    ) -> bool {
+        let timeout = match timeouts_ns.get(flow_state as usize) {
+            Some(&t) => t,
+            None => return true,
+        };
+        now > last_seen && now - last_seen > timeout
+    }
+
+    /// `Flow::state` values. Each has its own timeout, `ConntrackSettings::timeouts_ns[state]`.
     pub mod state {
         /// TCP: the originator's SYN was seen.
         pub const TCP_SYN_SENT: u8 = 0;
@@ -457,7 +524,7 @@ pub mod conntrack {
         pub const UDP_REPLIED: u8 = 7;
         /// ICMP or ICMPv6 echo: a request was seen.
         pub const ICMP_ECHO: u8 = 8;
-        /// Number of states (length of `Settings::timeouts_ns`).
+        /// Number of states (length of `ConntrackSettings::timeouts_ns`).
         pub const COUNT: usize = 9;
         /// Names as `smf-firewall conntrack` prints them and as config keys of timeouts.
         pub const NAMES: [&str; COUNT] = [
@@ -533,6 +600,14 @@ pub struct Flow {
     pub _pad: [u8; 5],
 }
 
+impl Flow {
+    /// `conntrack::expired` for this flow under `settings`' timeouts.
+    #[inline(always)]
+    pub fn expired(&self, settings: &ConntrackSettings, now: u64) -> bool {
+        conntrack::expired(self.state, self.last_seen, now, &settings.timeouts_ns)
+    }
+}
+
 /// The one entry of the `CONNTRACK_SETTINGS` array: what the daemon's config says about
 /// connection tracking.
 #[repr(C)]
@@ -584,7 +659,39 @@ map_types! {
 
 #[cfg(test)]
 mod tests {
-    use super::RateBucket;
+    use super::{
+        RateBucket,
+        conntrack::{expired, state},
+    };
+
+    #[test]
+    fn a_flow_expires_after_its_states_timeout_and_an_unknown_state_at_once() {
+        let mut timeouts = [0u64; state::COUNT];
+        for (i, t) in timeouts.iter_mut().enumerate() {
+            *t = 100 * (i as u64 + 1);
+        }
+        let udp = state::UDP_UNREPLIED;
+        let timeout = timeouts[udp as usize];
+        // Idle exactly the timeout is still live; one nanosecond more is expired.
+        assert!(!expired(udp, T, T + timeout, &timeouts));
+        assert!(expired(udp, T, T + timeout + 1, &timeouts));
+        // A clock behind the flow's last packet expires nothing.
+        assert!(!expired(udp, T, T - 1, &timeouts));
+        assert!(!expired(udp, u64::MAX, 0, &timeouts));
+        // Each state has its own timeout.
+        for s in 0..state::COUNT as u8 {
+            let t = timeouts[s as usize];
+            assert!(!expired(s, T, T + t, &timeouts), "state {s}");
+            assert!(expired(s, T, T + t + 1, &timeouts), "state {s}");
+        }
+        // Not a state: expired, whatever the clocks say (fail closed).
+        for s in [state::COUNT as u8, 200, u8::MAX] {
+            assert!(expired(s, T, T, &timeouts), "state {s}");
+            assert!(expired(s, T, 0, &timeouts), "state {s}");
+        }
+        // A timeout of u64::MAX never expires a known state.
+        assert!(!expired(udp, 0, u64::MAX, &[u64::MAX; state::COUNT]));
+    }
 
     const SECOND: u64 = 1_000_000_000;
     /// Some time after boot.

@@ -17,6 +17,8 @@ use firewall_common::{
 
 use firewall_common::protocol;
 
+use crate::object::maps;
+
 /// Idle timeouts per state (SEIL's `state-ttl`), indexed by `conntrack::state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts(pub [Duration; state::COUNT]);
@@ -79,16 +81,6 @@ pub fn now_ns(settings: &ConntrackSettings) -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Has the flow been idle longer than its state's timeout?
-pub fn expired(flow: &Flow, settings: &ConntrackSettings, now: u64) -> bool {
-    let timeout = settings
-        .timeouts_ns
-        .get(usize::from(flow.state))
-        .copied()
-        .unwrap_or(0);
-    now > flow.last_seen && now - flow.last_seen > timeout
-}
-
 /// What a sweep found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -107,7 +99,7 @@ pub fn sweep<T: BorrowMut<MapData>>(
     let mut swept = Swept::default();
     let mut doomed = Vec::new();
     for (key, flow) in flows.iter().flatten() {
-        if expired(&flow, settings, now) {
+        if flow.expired(settings, now) {
             doomed.push(key);
         } else {
             swept.live += 1;
@@ -117,7 +109,7 @@ pub fn sweep<T: BorrowMut<MapData>>(
         // Looked up again: a packet may have revived it since.
         let still_expired = flows
             .get(&key, 0)
-            .is_ok_and(|flow| expired(&flow, settings, now));
+            .is_ok_and(|flow| flow.expired(settings, now));
         if still_expired && flows.remove(&key).is_ok() {
             swept.expired += 1;
         }
@@ -139,7 +131,7 @@ pub fn census<T: Borrow<MapData>>(
     let now = now_ns(settings);
     let mut census = Census::default();
     for (key, flow) in flows.iter().flatten() {
-        if expired(&flow, settings, now) {
+        if flow.expired(settings, now) {
             census.expired += 1;
             continue;
         }
@@ -160,11 +152,6 @@ pub struct Pinned {
     pub settings: ConntrackSettings,
     flushed: Array<MapData, u64>,
 }
-
-/// The pinned maps' names (files in the maps directory).
-const FLOWS: &str = "CONNTRACK";
-const SETTINGS: &str = "CONNTRACK_SETTINGS";
-const FLUSHED: &str = "CONNTRACK_FLUSHED";
 
 impl Pinned {
     /// The maps in the newest maps directory under `pins` (after a start, the only one).
@@ -187,11 +174,16 @@ impl Pinned {
             let path = dir.join(file);
             move |error| ConntrackError::Map { path, error }
         };
-        let flows = HashMap::try_from(open(FLOWS)?).map_err(map_error(FLOWS))?;
+        let flows =
+            HashMap::try_from(open(maps::CONNTRACK)?).map_err(map_error(maps::CONNTRACK))?;
         let settings: Array<MapData, ConntrackSettings> =
-            Array::try_from(open(SETTINGS)?).map_err(map_error(SETTINGS))?;
-        let settings = settings.get(&0, 0).map_err(map_error(SETTINGS))?;
-        let flushed = Array::try_from(open(FLUSHED)?).map_err(map_error(FLUSHED))?;
+            Array::try_from(open(maps::CONNTRACK_SETTINGS)?)
+                .map_err(map_error(maps::CONNTRACK_SETTINGS))?;
+        let settings = settings
+            .get(&0, 0)
+            .map_err(map_error(maps::CONNTRACK_SETTINGS))?;
+        let flushed = Array::try_from(open(maps::CONNTRACK_FLUSHED)?)
+            .map_err(map_error(maps::CONNTRACK_FLUSHED))?;
         Ok(Pinned {
             dir: dir.to_path_buf(),
             flows,
@@ -213,7 +205,7 @@ impl Pinned {
                 deleted += 1;
             }
         }
-        let path = self.dir.join(FLUSHED);
+        let path = self.dir.join(maps::CONNTRACK_FLUSHED);
         let map_error = |error| ConntrackError::Map {
             path: path.clone(),
             error,

@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use firewall_rules::compile::Compiled;
 
-use crate::object::{EGRESS_PROGRAM, FIREWALL_OBJECT, PROGRAM};
+use crate::object::{EGRESS_PROGRAM, FIREWALL_OBJECT, PROGRAM, maps};
 
 /// How long a packet may still be reading the generation that was live before a flip; the
 /// daemon does not rewrite that generation sooner. XDP runs to completion within a NAPI poll,
@@ -267,25 +267,26 @@ impl Dataplane {
     ) -> Result<Self, LoaderError> {
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(CONNTRACK, flows.max(1))
-            .map_max_entries("NODES", GENERATIONS * capacity.nodes)
-            .map_max_entries("LEAVES", GENERATIONS * capacity.leaves)
-            .map_max_entries("ENTRIES", GENERATIONS * capacity.entries);
+            .map_max_entries(maps::CONNTRACK, flows.max(1))
+            .map_max_entries(maps::NODES, GENERATIONS * capacity.nodes)
+            .map_max_entries(maps::LEAVES, GENERATIONS * capacity.leaves)
+            .map_max_entries(maps::ENTRIES, GENERATIONS * capacity.entries);
         if let Some(dir) = pin_dir {
             for name in crate::object::pinned_maps() {
                 loader.map_pin_path(name, dir.join(name));
             }
         }
         let mut ebpf = loader.load(FIREWALL_OBJECT)?;
-        let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(map_error("STATS"))?;
-        let rule_stats = PerCpuArray::try_from(take(&mut ebpf, "RULE_STATS")?)
-            .map_err(map_error("RULE_STATS"))?;
-        let class_stats = PerCpuArray::try_from(take(&mut ebpf, "CLASS_STATS")?)
-            .map_err(map_error("CLASS_STATS"))?;
+        let stats =
+            PerCpuArray::try_from(take(&mut ebpf, maps::STATS)?).map_err(map_error(maps::STATS))?;
+        let rule_stats = PerCpuArray::try_from(take(&mut ebpf, maps::RULE_STATS)?)
+            .map_err(map_error(maps::RULE_STATS))?;
+        let class_stats = PerCpuArray::try_from(take(&mut ebpf, maps::CLASS_STATS)?)
+            .map_err(map_error(maps::CLASS_STATS))?;
         let tables = Tables {
-            nodes: array(&mut ebpf, "NODES")?,
-            leaves: array(&mut ebpf, "LEAVES")?,
-            entries: array(&mut ebpf, "ENTRIES")?,
+            nodes: array(&mut ebpf, maps::NODES)?,
+            leaves: array(&mut ebpf, maps::LEAVES)?,
+            entries: array(&mut ebpf, maps::ENTRIES)?,
         };
         let mut dataplane = Dataplane {
             ebpf,
@@ -328,25 +329,33 @@ impl Dataplane {
             let info = map.info().map_err(map_error(name))?;
             Ok(Some(info.max_entries() / GENERATIONS))
         };
-        Ok(match (size("NODES")?, size("LEAVES")?, size("ENTRIES")?) {
-            (Some(nodes), Some(leaves), Some(entries)) => Some(Capacity {
-                nodes,
-                leaves,
-                entries,
-            }),
-            _ => None,
-        })
+        Ok(
+            match (
+                size(maps::NODES)?,
+                size(maps::LEAVES)?,
+                size(maps::ENTRIES)?,
+            ) {
+                (Some(nodes), Some(leaves), Some(entries)) => Some(Capacity {
+                    nodes,
+                    leaves,
+                    entries,
+                }),
+                _ => None,
+            },
+        )
     }
 
     /// The size of the connection-tracking table pinned in `dir`, if there is one.
     pub fn pinned_flows(dir: &Path) -> Result<Option<u32>, LoaderError> {
-        let path = dir.join(CONNTRACK);
+        let path = dir.join(maps::CONNTRACK);
         if !path.exists() {
             return Ok(None);
         }
-        let map = MapData::from_pin(&path).map_err(map_error(CONNTRACK))?;
+        let map = MapData::from_pin(&path).map_err(map_error(maps::CONNTRACK))?;
         Ok(Some(
-            map.info().map_err(map_error(CONNTRACK))?.max_entries(),
+            map.info()
+                .map_err(map_error(maps::CONNTRACK))?
+                .max_entries(),
         ))
     }
 
@@ -356,8 +365,8 @@ impl Dataplane {
     }
 
     fn read_generation(&self) -> Result<u32, LoaderError> {
-        let generation: Array<_, u32> = self.array("GENERATION")?;
-        Ok(generation.get(&0, 0).map_err(map_error("GENERATION"))? & 1)
+        let generation: Array<_, u32> = self.array(maps::GENERATION)?;
+        Ok(generation.get(&0, 0).map_err(map_error(maps::GENERATION))? & 1)
     }
 
     pub fn capacity(&self) -> Capacity {
@@ -449,16 +458,16 @@ impl Dataplane {
         if ifindex >= MAX_IFINDEX {
             return Err(LoaderError::Ifindex(ifindex));
         }
-        let mut interfaces: Array<_, u32> = self.array_mut("INTERFACES")?;
+        let mut interfaces: Array<_, u32> = self.array_mut(maps::INTERFACES)?;
         interfaces
             .set(ifindex, slot + 1, 0)
-            .map_err(map_error("INTERFACES"))
+            .map_err(map_error(maps::INTERFACES))
     }
 
     /// Forgets every interface but those with these indexes: maps taken over from an earlier
     /// daemon may still bind interfaces that the configuration no longer names.
     pub fn unbind_others(&mut self, keep: &[u32]) -> Result<(), LoaderError> {
-        let mut interfaces: Array<_, u32> = self.array_mut("INTERFACES")?;
+        let mut interfaces: Array<_, u32> = self.array_mut(maps::INTERFACES)?;
         let bound: Vec<u32> = (0..MAX_IFINDEX)
             .filter(|ifindex| !keep.contains(ifindex))
             .filter(|ifindex| interfaces.get(ifindex, 0).is_ok_and(|v| v != UNCONFIGURED))
@@ -466,7 +475,7 @@ impl Dataplane {
         for ifindex in bound {
             interfaces
                 .set(ifindex, UNCONFIGURED, 0)
-                .map_err(map_error("INTERFACES"))?;
+                .map_err(map_error(maps::INTERFACES))?;
         }
         Ok(())
     }
@@ -494,23 +503,23 @@ impl Dataplane {
                 },
             ..*node
         });
-        Mapped::new::<Node>(&tables.nodes, "NODES", GENERATIONS * cap.nodes)?.write(
+        Mapped::new::<Node>(&tables.nodes, maps::NODES, GENERATIONS * cap.nodes)?.write(
             node_base as usize,
             cap.nodes as usize,
             nodes,
         )?;
         let leaves = compiled.leaves.iter().map(|entry| entry + entry_base);
-        Mapped::new::<u32>(&tables.leaves, "LEAVES", GENERATIONS * cap.leaves)?.write(
+        Mapped::new::<u32>(&tables.leaves, maps::LEAVES, GENERATIONS * cap.leaves)?.write(
             leaf_base as usize,
             cap.leaves as usize,
             leaves,
         )?;
-        Mapped::new::<Entry>(&tables.entries, "ENTRIES", GENERATIONS * cap.entries)?.write(
+        Mapped::new::<Entry>(&tables.entries, maps::ENTRIES, GENERATIONS * cap.entries)?.write(
             entry_base as usize,
             cap.entries as usize,
             compiled.entries.iter().copied(),
         )?;
-        let mut policies: Array<_, Policy> = self.array_mut("POLICIES")?;
+        let mut policies: Array<_, Policy> = self.array_mut(maps::POLICIES)?;
         for (slot, policy) in &compiled.policies {
             let mut policy = *policy;
             for tree in policy
@@ -524,12 +533,12 @@ impl Dataplane {
             }
             policies
                 .set(policy_index(next, *slot), policy, 0)
-                .map_err(map_error("POLICIES"))?;
+                .map_err(map_error(maps::POLICIES))?;
         }
-        let mut generation: Array<_, u32> = self.array_mut("GENERATION")?;
+        let mut generation: Array<_, u32> = self.array_mut(maps::GENERATION)?;
         generation
             .set(0, next, 0)
-            .map_err(map_error("GENERATION"))?;
+            .map_err(map_error(maps::GENERATION))?;
         self.live = next;
         self.last_flip = Some(Instant::now());
         Ok(())
@@ -543,7 +552,7 @@ impl Dataplane {
                 .map_err(LoaderError::Cpus)?;
             self.rule_stats
                 .set(slot, zero, 0)
-                .map_err(map_error("RULE_STATS"))?;
+                .map_err(map_error(maps::RULE_STATS))?;
         }
         Ok(())
     }
@@ -552,40 +561,42 @@ impl Dataplane {
     /// interfaces at once: one map update, so no packet sees a mix. A freshly loaded program
     /// passes everything until this is called (see `firewall_common::enforce`).
     pub fn set_enforcing(&mut self, enforcing: bool) -> Result<(), LoaderError> {
-        let mut flag: Array<_, u32> = self.array_mut("ENFORCE")?;
+        let mut flag: Array<_, u32> = self.array_mut(maps::ENFORCE)?;
         let value = if enforcing {
             enforce::RULES
         } else {
             enforce::PASS_ALL
         };
         flag.set(enforce::INDEX, value, 0)
-            .map_err(map_error("ENFORCE"))
+            .map_err(map_error(maps::ENFORCE))
     }
 
     /// Notes that the contract store answered at `unix_seconds` (see `enforce::DECIDED_AT`).
     pub fn note_decision(&mut self, unix_seconds: u32) -> Result<(), LoaderError> {
-        let mut flag: Array<_, u32> = self.array_mut("ENFORCE")?;
+        let mut flag: Array<_, u32> = self.array_mut(maps::ENFORCE)?;
         flag.set(enforce::DECIDED_AT, unix_seconds, 0)
-            .map_err(map_error("ENFORCE"))
+            .map_err(map_error(maps::ENFORCE))
     }
 
     /// What maps taken over from an earlier daemon say of the licence: enforcing, and when
     /// the store last answered (Unix seconds, 0 if never).
     pub fn noted_decision(&self) -> Result<(bool, u32), LoaderError> {
-        let flag: Array<_, u32> = self.array("ENFORCE")?;
-        let enforcing = flag.get(&enforce::INDEX, 0).map_err(map_error("ENFORCE"))?;
+        let flag: Array<_, u32> = self.array(maps::ENFORCE)?;
+        let enforcing = flag
+            .get(&enforce::INDEX, 0)
+            .map_err(map_error(maps::ENFORCE))?;
         let at = flag
             .get(&enforce::DECIDED_AT, 0)
-            .map_err(map_error("ENFORCE"))?;
+            .map_err(map_error(maps::ENFORCE))?;
         Ok((enforcing == enforce::RULES, at))
     }
 
-    /// Sets how many drop-log events per second each `log: true` rule may send (issue 9).
+    /// Sets how many drop-log events per second each `log: true` rule may send.
     pub fn set_drop_log(&mut self, control: DropLogControl) -> Result<(), LoaderError> {
-        let mut config: Array<_, DropLogControl> = self.array_mut("DROP_LOG_CONFIG")?;
+        let mut config: Array<_, DropLogControl> = self.array_mut(maps::DROP_LOG_CONFIG)?;
         config
             .set(0, control, 0)
-            .map_err(map_error("DROP_LOG_CONFIG"))
+            .map_err(map_error(maps::DROP_LOG_CONFIG))
     }
 
     /// The drop-log ring buffer and its per-CPU counters (`drop_log::SENT`, ...), for their
@@ -593,10 +604,10 @@ impl Dataplane {
     pub fn take_drop_log(
         &mut self,
     ) -> Result<(RingBuf<MapData>, PerCpuArray<MapData, u64>), LoaderError> {
-        let ring =
-            RingBuf::try_from(take(&mut self.ebpf, "DROP_LOG")?).map_err(map_error("DROP_LOG"))?;
-        let stats = PerCpuArray::try_from(take(&mut self.ebpf, "DROP_LOG_STATS")?)
-            .map_err(map_error("DROP_LOG_STATS"))?;
+        let ring = RingBuf::try_from(take(&mut self.ebpf, maps::DROP_LOG)?)
+            .map_err(map_error(maps::DROP_LOG))?;
+        let stats = PerCpuArray::try_from(take(&mut self.ebpf, maps::DROP_LOG_STATS)?)
+            .map_err(map_error(maps::DROP_LOG_STATS))?;
         Ok((ring, stats))
     }
 
@@ -654,7 +665,7 @@ impl Dataplane {
     /// Packets and bytes for a directed slot (`firewall_common::directed_slot`; an interface's
     /// ingress slot is its slot) and verdict, summed over CPUs.
     pub fn counter(&self, slot: u32, verdict: Verdict) -> Result<Counter, LoaderError> {
-        sum(&self.stats, counter_index(slot, verdict), "STATS")
+        sum(&self.stats, counter_index(slot, verdict), maps::STATS)
     }
 
     /// Packets and bytes of an interface slot's frames of a class, summed over CPUs.
@@ -662,63 +673,56 @@ impl Dataplane {
         sum(
             &self.class_stats,
             class_index(slot, class as u32),
-            "CLASS_STATS",
+            maps::CLASS_STATS,
         )
     }
 
     /// Packets and bytes decided by the rule with this counter slot, summed over CPUs.
     pub fn rule_counter(&self, slot: u32) -> Result<Counter, LoaderError> {
-        sum(&self.rule_stats, slot, "RULE_STATS")
+        sum(&self.rule_stats, slot, maps::RULE_STATS)
     }
 }
-
-/// The connection-tracking maps (issue 8).
-const CONNTRACK: &str = "CONNTRACK";
-const CONNTRACK_SETTINGS: &str = "CONNTRACK_SETTINGS";
-const CONNTRACK_EVENTS: &str = "CONNTRACK_EVENTS";
-const CONNTRACK_HITS: &str = "CONNTRACK_HITS";
-const CONNTRACK_FLUSHED: &str = "CONNTRACK_FLUSHED";
 
 impl Dataplane {
     /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by.
     pub fn set_conntrack(&mut self, settings: &ConntrackSettings) -> Result<(), LoaderError> {
-        let mut array: Array<_, ConntrackSettings> = self.array_mut(CONNTRACK_SETTINGS)?;
+        let mut array: Array<_, ConntrackSettings> = self.array_mut(maps::CONNTRACK_SETTINGS)?;
         array
             .set(0, settings, 0)
-            .map_err(map_error(CONNTRACK_SETTINGS))
+            .map_err(map_error(maps::CONNTRACK_SETTINGS))
     }
 
     /// The flow table.
     pub fn conntrack_flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, Flow>, LoaderError> {
         let map = self
             .ebpf
-            .map_mut(CONNTRACK)
-            .ok_or(LoaderError::Missing(CONNTRACK))?;
-        HashMap::try_from(map).map_err(map_error(CONNTRACK))
+            .map_mut(maps::CONNTRACK)
+            .ok_or(LoaderError::Missing(maps::CONNTRACK))?;
+        HashMap::try_from(map).map_err(map_error(maps::CONNTRACK))
     }
 
     /// Sum over CPUs of a `conntrack::event` count.
     pub fn conntrack_event(&self, event: u32) -> Result<u64, LoaderError> {
-        per_cpu_sum(&self.ebpf, CONNTRACK_EVENTS, event)
+        per_cpu_sum(&self.ebpf, maps::CONNTRACK_EVENTS, event)
     }
 
     /// Packets passed by tracked flows on an interface slot.
     pub fn conntrack_hits(&self, slot: u32) -> Result<u64, LoaderError> {
-        per_cpu_sum(&self.ebpf, CONNTRACK_HITS, slot)
+        per_cpu_sum(&self.ebpf, maps::CONNTRACK_HITS, slot)
     }
 
     /// Flows deleted by `smf-firewall conntrack flush` since load.
     pub fn conntrack_flushed(&self) -> Result<u64, LoaderError> {
-        let array: Array<_, u64> = self.array(CONNTRACK_FLUSHED)?;
+        let array: Array<_, u64> = self.array(maps::CONNTRACK_FLUSHED)?;
         array
             .get(&conntrack::flushed::FLOWS, 0)
-            .map_err(map_error(CONNTRACK_FLUSHED))
+            .map_err(map_error(maps::CONNTRACK_FLUSHED))
     }
 
     /// Kernel memory of the flow table in bytes, as the kernel accounts it (`memlock` in the
     /// map's fdinfo).
     pub fn conntrack_memory(&self) -> Option<u64> {
-        let map = self.ebpf.map(CONNTRACK)?;
+        let map = self.ebpf.map(maps::CONNTRACK)?;
         let fd = match map {
             Map::LruHashMap(data) => data.fd().as_fd().as_raw_fd(),
             _ => return None,

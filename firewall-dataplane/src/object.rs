@@ -17,6 +17,60 @@ pub const PROGRAM: &str = "smf_firewall";
 /// The TC egress program (`direction: out` rules), attached with TCX.
 pub const EGRESS_PROGRAM: &str = "smf_firewall_egress";
 
+/// The names of the maps the program declares with `#[map]`, each spelled once: userspace
+/// names a map only through these. A test checks them against the embedded object, so a map
+/// renamed, added or removed on one side only fails `cargo test`.
+pub mod maps {
+    macro_rules! names {
+        ($($(#[$doc:meta])* $name:ident,)*) => {
+            $($(#[$doc])* pub const $name: &str = stringify!($name);)*
+            /// Every map, sorted by name (as `super::pinned_maps` yields them).
+            pub const ALL: [&str; [$(stringify!($name)),*].len()] = [$($name),*];
+        };
+    }
+
+    names! {
+        /// Per-CPU packets and bytes of an interface slot's non-IP and malformed frames.
+        CLASS_STATS,
+        /// Connection tracking: the flow table (LRU hash, `FlowKey` to `Flow`).
+        CONNTRACK,
+        /// Per-CPU `conntrack::event` counts.
+        CONNTRACK_EVENTS,
+        /// Flows deleted by `smf-firewall conntrack flush`; written by userspace only.
+        CONNTRACK_FLUSHED,
+        /// Per-CPU packets passed by a tracked flow, per directed slot.
+        CONNTRACK_HITS,
+        /// The one `ConntrackSettings`.
+        CONNTRACK_SETTINGS,
+        /// Drop logs: the ring buffer of `DropEvent`s.
+        DROP_LOG,
+        /// Drop logs: a `RateBucket` per rule counter slot.
+        DROP_LOG_BUCKETS,
+        /// Drop logs: the one `DropLogControl`.
+        DROP_LOG_CONFIG,
+        /// Drop logs: per-CPU `drop_log` counters.
+        DROP_LOG_STATS,
+        /// Licensing: whether the rules' verdicts are applied (`firewall_common::enforce`).
+        ENFORCE,
+        /// The compiled rules of both generations.
+        ENTRIES,
+        /// The generation the program reads.
+        GENERATION,
+        /// Interface index to its slot plus one.
+        INTERFACES,
+        /// The entry indices the tree leaves list, of both generations.
+        LEAVES,
+        /// The tree nodes of both generations.
+        NODES,
+        /// A `Policy` per generation and directed slot.
+        POLICIES,
+        /// Per-CPU packets and bytes per rule counter slot.
+        RULE_STATS,
+        /// Per-CPU packets and bytes per directed slot and verdict.
+        STATS,
+    }
+}
+
 /// The maps of the embedded program object that the daemon pins, by name: those declared
 /// with `#[map]` (the object's `.rodata`/`.bss` sections are the program's own, not shared).
 /// Parsed once.
@@ -72,16 +126,16 @@ mod tests {
         assert_eq!(layout(), layout());
         assert_eq!(layout().len(), 16);
         let maps: Vec<&str> = pinned_maps().collect();
-        for name in [
-            "ENFORCE",
-            "ENTRIES",
-            "GENERATION",
-            "INTERFACES",
-            "RULE_STATS",
-            "STATS",
-        ] {
-            assert!(maps.contains(&name), "{name} in {maps:?}");
-        }
         assert!(maps.iter().all(|m| !m.starts_with('.')), "{maps:?}");
+    }
+
+    /// `maps::ALL` holds every constant of `maps` (the macro declares both), so this checks
+    /// both ways: every constant names a map the object declares, and every declared map has
+    /// a constant.
+    #[test]
+    fn the_map_names_are_exactly_the_declared_maps() {
+        let declared: Vec<&str> = pinned_maps().collect();
+        assert_eq!(maps::ALL.as_slice(), declared.as_slice());
+        assert!(maps::ALL.is_sorted(), "keep maps sorted: {:?}", maps::ALL);
     }
 }

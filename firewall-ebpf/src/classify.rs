@@ -1,7 +1,7 @@
 //! Classification: the interface's live rule set (one of two generations), a walk down each
 //! decision tree of the packet's family to a leaf, and a check of the leaf's few entries in
 //! rule order; the lowest matching entry decides. The trees are built by the daemon
-//! (`firewall-user/src/rules/compile/tree.rs`); the cost per packet is the trees' depth plus
+//! (`firewall-rules/src/compile/tree.rs`); the cost per packet is the trees' depth plus
 //! one leaf each, whatever the number of rules.
 //!
 //! Both generations live in the same arrays at different offsets (the daemon writes indices
@@ -79,7 +79,7 @@ pub fn first_match(policy: &Policy, packet: &Packet) -> Option<&'static Entry> {
         };
         scan.first = leaf.first;
         // The first entries inline: most leaves are that short, and a helper call is not free.
-        let count = u32::from(leaf.mask);
+        let count = u32::from(leaf.leaf_count());
         let mut stopped = false;
         for i in 0..INLINE_ENTRIES {
             if i >= count || stopped {
@@ -113,7 +113,8 @@ fn leaf(root: u32, key: &[u32; dim::COUNT]) -> Option<Node> {
             return Some(node);
         }
         let value = *key.get(usize::from(node.dim))?;
-        let child = node.first + (value.wrapping_shr(u32::from(node.shift)) & u32::from(node.mask));
+        let child =
+            node.first + (value.wrapping_shr(u32::from(node.shift)) & u32::from(node.child_mask()));
         node = *NODES.get(child)?;
     }
     (node.dim == LEAF).then_some(node)

@@ -4,9 +4,10 @@
 //! RST; UDP and ICMP echo have idle timeouts; an ICMP error that quotes a tracked flow passes.
 //!
 //! Time is `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE). A flow whose idle time exceeds
-//! its state's timeout (`CONNTRACK_SETTINGS`, written by the daemon from its config) counts as
-//! absent; the daemon's sweep deletes such entries. The state
-//! machine is the reference classifier's (`firewall-user/src/reference/conntrack.rs`).
+//! its state's timeout (`CONNTRACK_SETTINGS`, written by the daemon from its config), or in no
+//! known state, counts as absent (`firewall_common::conntrack::expired`, which the daemon's
+//! sweep also uses to delete such entries). The state machine is the reference classifier's
+//! (`firewall-rules/src/reference/conntrack.rs`).
 
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_coarse_ns,
@@ -16,7 +17,7 @@ use aya_ebpf::{
 use firewall_common::{
     ConntrackSettings, Flow, FlowKey, MAX_SLOTS,
     conntrack::{DEFAULT_MAX_ENTRIES, event, fin, origin, state},
-    family,
+    family, protocol,
 };
 
 use crate::parse::{L4, Packet, Quoted};
@@ -41,11 +42,6 @@ static CONNTRACK_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SLOT
 /// daemon (for `smf_firewall_conntrack_evicted_total`).
 #[map]
 static CONNTRACK_FLUSHED: Array<u64> = Array::with_max_entries(1, 0);
-
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -101,7 +97,7 @@ pub fn track(packet: &Packet, quoted: Option<Quoted>, settings: &ConntrackSettin
     // the same flow from two CPUs may interleave, which costs at most one state step.
     let flow = unsafe { &mut *flow };
     let now = now(settings);
-    if expired(flow, settings, now) {
+    if flow.expired(settings, now) {
         return Track::Miss {
             replaces_expired: true,
         };
@@ -125,11 +121,11 @@ pub fn open(packet: &Packet, replaces_expired: bool, settings: &ConntrackSetting
         return;
     };
     let state = match packet.protocol {
-        IPPROTO_TCP if packet.tcp_flags & TCP_RST != 0 => return,
-        IPPROTO_TCP if packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => state::TCP_SYN_SENT,
+        protocol::TCP if packet.tcp_flags & TCP_RST != 0 => return,
+        protocol::TCP if packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => state::TCP_SYN_SENT,
         // Picked up mid-stream (e.g. after a restart of the daemon).
-        IPPROTO_TCP => state::TCP_ESTABLISHED,
-        IPPROTO_UDP => state::UDP_UNREPLIED,
+        protocol::TCP => state::TCP_ESTABLISHED,
+        protocol::UDP => state::UDP_UNREPLIED,
         _ if echo_request(packet) => state::ICMP_ECHO,
         _ => return,
     };
@@ -177,9 +173,9 @@ fn related(packet: &Packet, quoted: &Quoted, settings: &ConntrackSettings) -> Tr
         return miss;
     }
     let (a, b) = match quoted.protocol {
-        IPPROTO_TCP | IPPROTO_UDP => (quoted.a, quoted.b),
+        protocol::TCP | protocol::UDP => (quoted.a, quoted.b),
         // Echo request (8, 128) or reply (0, 129): the flow's ports are the identifier.
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => (quoted.b, quoted.b),
+        protocol::ICMP | protocol::ICMPV6 => (quoted.b, quoted.b),
         _ => return miss,
     };
     let (key, _) = normalised(
@@ -192,18 +188,9 @@ fn related(packet: &Packet, quoted: &Quoted, settings: &ConntrackSettings) -> Tr
     );
     match CONNTRACK.get_ptr(key) {
         // SAFETY: as in `track`; only read here.
-        Some(flow) if !expired(unsafe { &*flow }, settings, now(settings)) => Track::Hit,
+        Some(flow) if !unsafe { &*flow }.expired(settings, now(settings)) => Track::Hit,
         _ => miss,
     }
-}
-
-#[inline(always)]
-fn expired(flow: &Flow, settings: &ConntrackSettings, now: u64) -> bool {
-    let timeout = match settings.timeouts_ns.get(usize::from(flow.state)) {
-        Some(&t) => t,
-        None => return true,
-    };
-    now > flow.last_seen && now - flow.last_seen > timeout
 }
 
 /// The next state of a live flow after a packet from the originator (`from_origin`) or the
@@ -211,7 +198,7 @@ fn expired(flow: &Flow, settings: &ConntrackSettings, now: u64) -> bool {
 #[inline(always)]
 fn advance(flow: &mut Flow, packet: &Packet, from_origin: bool) {
     match packet.protocol {
-        IPPROTO_TCP => {
+        protocol::TCP => {
             let flags = packet.tcp_flags;
             let syn_ack = flags & (TCP_SYN | TCP_ACK);
             if flags & TCP_RST != 0 {
@@ -242,7 +229,7 @@ fn advance(flow: &mut Flow, packet: &Packet, from_origin: bool) {
                 };
             }
         }
-        IPPROTO_UDP if !from_origin => flow.state = state::UDP_REPLIED,
+        protocol::UDP if !from_origin => flow.state = state::UDP_REPLIED,
         _ => {}
     }
 }
@@ -251,16 +238,16 @@ fn advance(flow: &mut Flow, packet: &Packet, from_origin: bool) {
 fn echo_request(packet: &Packet) -> bool {
     packet.l4 == L4::Icmp
         && packet.b == 0
-        && (packet.protocol == IPPROTO_ICMP && packet.a == 8
-            || packet.protocol == IPPROTO_ICMPV6 && packet.a == 128)
+        && (packet.protocol == protocol::ICMP && packet.a == 8
+            || packet.protocol == protocol::ICMPV6 && packet.a == 128)
 }
 
 #[inline(always)]
 fn echo_reply(packet: &Packet) -> bool {
     packet.l4 == L4::Icmp
         && packet.b == 0
-        && (packet.protocol == IPPROTO_ICMP && packet.a == 0
-            || packet.protocol == IPPROTO_ICMPV6 && packet.a == 129)
+        && (packet.protocol == protocol::ICMP && packet.a == 0
+            || packet.protocol == protocol::ICMPV6 && packet.a == 129)
 }
 
 /// Requests come from the originator, replies from the responder.
@@ -277,10 +264,10 @@ fn echo_fits(packet: &Packet, from_origin: bool) -> bool {
 #[inline(always)]
 pub fn is_icmp_error(packet: &Packet) -> bool {
     packet.l4 == L4::Icmp
-        && (packet.protocol == IPPROTO_ICMP
+        && (packet.protocol == protocol::ICMP
             && packet.family == family::IPV4
             && (packet.a == 3 || packet.a == 11 || packet.a == 12)
-            || packet.protocol == IPPROTO_ICMPV6
+            || packet.protocol == protocol::ICMPV6
                 && packet.family == family::IPV6
                 && (1..=4).contains(&packet.a))
 }
@@ -290,7 +277,7 @@ pub fn is_icmp_error(packet: &Packet) -> bool {
 #[inline(always)]
 fn key_of(packet: &Packet) -> Option<(FlowKey, u8)> {
     match packet.l4 {
-        L4::Ports if packet.protocol == IPPROTO_TCP || packet.protocol == IPPROTO_UDP => {
+        L4::Ports if packet.protocol == protocol::TCP || packet.protocol == protocol::UDP => {
             Some(normalised(
                 packet.family,
                 packet.protocol,

@@ -9,7 +9,7 @@
 mod classify;
 mod conntrack;
 mod context;
-mod droplog;
+mod drop_log;
 mod license;
 mod meter;
 mod parse;
@@ -64,7 +64,7 @@ fn firewall<C: Wire>(ctx: &C, direction: u32) -> Verdict {
         conntrack::count_hit(slot);
     }
     if let Ok(parse::Frame::Ip(packet)) = &frame {
-        droplog::report(ctx, slot, verdict, rule, judged.flags, packet);
+        drop_log::report(ctx, slot, verdict, rule, judged.flags, packet);
     }
     verdict
 }

@@ -1,11 +1,11 @@
 //! Header parsing: Ethernet, up to two VLAN tags, IPv4 or IPv6 (walking extension headers),
 //! then the fields rules match in TCP, UDP, SCTP and ICMP. The rules for what is malformed are
-//! the reference classifier's (`firewall-user/src/reference.rs`), step for step. Every read
+//! the reference classifier's (`firewall-rules/src/reference.rs`), step for step. Every read
 //! goes through `ptr_at`, the one place that proves to the verifier that bytes lie in the frame.
 
 use core::mem;
 
-use firewall_common::{MAX_IPV6_EXTENSIONS, MAX_VLAN_TAGS, family};
+use firewall_common::{MAX_IPV6_EXTENSIONS, MAX_VLAN_TAGS, ethertype, family, protocol};
 
 use crate::context::Wire;
 use network_types::{
@@ -68,22 +68,8 @@ pub struct Quoted {
     pub b: u16,
 }
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
 const VLAN_TAG_LEN: usize = 4;
 const VLAN_ID_MASK: u16 = 0x0fff;
-
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_DSTOPTS: u8 = 60;
-const IPPROTO_SCTP: u8 = 132;
 
 /// Fragment offset bits of the IPv4 flags/fragment field.
 const FRAG_OFFSET_MASK: u16 = 0x1fff;
@@ -125,7 +111,7 @@ pub fn headers<C: Wire>(ctx: &C) -> Result<Frame, Malformed> {
     let mut offset = EthHdr::LEN;
     let mut vlan = 0;
     for tag in 0..=MAX_VLAN_TAGS {
-        if ether_type != ETHERTYPE_VLAN && ether_type != ETHERTYPE_QINQ {
+        if ether_type != ethertype::VLAN && ether_type != ethertype::QINQ {
             break;
         }
         if tag == MAX_VLAN_TAGS {
@@ -139,8 +125,8 @@ pub fn headers<C: Wire>(ctx: &C) -> Result<Frame, Malformed> {
         offset += VLAN_TAG_LEN;
     }
     match ether_type {
-        ETHERTYPE_IPV4 => ipv4(ctx, offset, vlan).map(Frame::Ip),
-        ETHERTYPE_IPV6 => ipv6(ctx, offset, vlan).map(Frame::Ip),
+        ethertype::IPV4 => ipv4(ctx, offset, vlan).map(Frame::Ip),
+        ethertype::IPV6 => ipv6(ctx, offset, vlan).map(Frame::Ip),
         _ => Ok(Frame::NonIp),
     }
 }
@@ -212,7 +198,7 @@ fn ipv6<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed>
     let mut first_fragment = true;
     for _ in 0..=MAX_IPV6_EXTENSIONS {
         match next {
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+            protocol::IPV6_HOPOPTS | protocol::IPV6_ROUTING | protocol::IPV6_DSTOPTS => {
                 // Next header, then the length in 8-byte units, not counting the first 8.
                 let head: [u8; 2] = read(ctx, offset)?;
                 let len = (usize::from(head[1]) + 1) * 8;
@@ -222,7 +208,7 @@ fn ipv6<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed>
                 next = head[0];
                 offset += len;
             }
-            IPPROTO_FRAGMENT => {
+            protocol::IPV6_FRAGMENT => {
                 let fragment: [u8; 8] = read(ctx, offset)?;
                 first_fragment &= be16([fragment[2], fragment[3]]) >> 3 == 0;
                 next = fragment[0];
@@ -245,7 +231,7 @@ fn ipv6<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed>
 fn upper_layer<C: Wire>(ctx: &C, offset: usize, packet: &mut Packet) -> Result<(), Malformed> {
     packet.l4_offset = offset as u16;
     match packet.protocol {
-        IPPROTO_TCP => {
+        protocol::TCP => {
             // Ports, sequence, acknowledgement, the data offset in 32-bit words, the flags.
             let head: [u8; 14] = read(ctx, offset)?;
             let header_len = usize::from(head[12] >> 4) * 4;
@@ -255,15 +241,15 @@ fn upper_layer<C: Wire>(ctx: &C, offset: usize, packet: &mut Packet) -> Result<(
             ports(packet, head[0], head[1], head[2], head[3]);
             packet.tcp_flags = head[13];
         }
-        IPPROTO_UDP => {
+        protocol::UDP => {
             let head: [u8; 8] = read(ctx, offset)?;
             ports(packet, head[0], head[1], head[2], head[3]);
         }
-        IPPROTO_SCTP => {
+        protocol::SCTP => {
             let head: [u8; 12] = read(ctx, offset)?;
             ports(packet, head[0], head[1], head[2], head[3]);
         }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+        protocol::ICMP | protocol::ICMPV6 => {
             let head: [u8; 8] = read(ctx, offset)?;
             packet.l4 = L4::Icmp;
             packet.a = u16::from(head[0]);
@@ -326,9 +312,9 @@ pub fn quoted<C: Wire>(ctx: &C, packet: &Packet) -> Option<Quoted> {
     };
     let head: [u8; 8] = read(ctx, inner).ok()?;
     let (a, b) = match protocol {
-        IPPROTO_TCP | IPPROTO_UDP => (be16([head[0], head[1]]), be16([head[2], head[3]])),
+        protocol::TCP | protocol::UDP => (be16([head[0], head[1]]), be16([head[2], head[3]])),
         // An echo request or reply: its type, and its identifier.
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => (u16::from(head[0]), be16([head[4], head[5]])),
+        protocol::ICMP | protocol::ICMPV6 => (u16::from(head[0]), be16([head[4], head[5]])),
         _ => return None,
     };
     Some(Quoted {

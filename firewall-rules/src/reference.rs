@@ -9,6 +9,7 @@ use etherparse::{
     Ipv6FragmentHeaderSlice, Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice,
     TcpHeaderSlice, UdpHeaderSlice,
 };
+use firewall_common::ethertype;
 use serde::Serialize;
 
 use crate::{
@@ -24,11 +25,6 @@ pub const MAX_VLAN_TAGS: usize = 2;
 pub const MAX_IPV6_EXTENSIONS: usize = 8;
 /// The SCTP common header: ports, verification tag, checksum.
 const SCTP_HEADER_LEN: usize = 12;
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
 
 /// The fields of an IP packet that rules match on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +228,7 @@ pub fn parse_with_transport(frame: &[u8]) -> (Frame, &[u8]) {
     let mut offset = ethernet.slice().len();
     let mut vlan = None;
     let mut tags = 0;
-    while matches!(ether_type, ETHERTYPE_VLAN | ETHERTYPE_QINQ) {
+    while matches!(ether_type, ethertype::VLAN | ethertype::QINQ) {
         tags += 1;
         if tags > MAX_VLAN_TAGS {
             return (Frame::Malformed("more than two VLAN tags"), &[]);
@@ -246,8 +242,8 @@ pub fn parse_with_transport(frame: &[u8]) -> (Frame, &[u8]) {
     }
     let l3 = &frame[offset..];
     let parsed = match ether_type {
-        ETHERTYPE_IPV4 => ipv4(l3),
-        ETHERTYPE_IPV6 => ipv6(l3),
+        ethertype::IPV4 => ipv4(l3),
+        ethertype::IPV6 => ipv6(l3),
         _ => return (Frame::NonIp { vlan }, &[]),
     };
     match parsed {

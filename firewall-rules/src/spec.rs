@@ -10,6 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{IpFragOffset, IpNumber, Ipv4Header, Ipv6FragmentHeader, Ipv6Header, TcpHeader};
+use firewall_common::ethertype;
 
 use crate::ruleset::protocol;
 
@@ -146,10 +147,14 @@ impl PacketSpec {
         frame.extend_from_slice(&MAC_DST);
         frame.extend_from_slice(&MAC_SRC);
         if let Some(vlan) = self.vlan {
-            frame.extend_from_slice(&0x8100u16.to_be_bytes());
+            frame.extend_from_slice(&ethertype::VLAN.to_be_bytes());
             frame.extend_from_slice(&vlan.to_be_bytes());
         }
-        let ether_type: u16 = if self.src.is_ipv4() { 0x0800 } else { 0x86dd };
+        let ether_type = if self.src.is_ipv4() {
+            ethertype::IPV4
+        } else {
+            ethertype::IPV6
+        };
         frame.extend_from_slice(&ether_type.to_be_bytes());
         frame.append(&mut ip);
         frame.append(&mut l4);

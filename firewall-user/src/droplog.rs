@@ -1,5 +1,5 @@
-//! Drop logs (issue 9): the events the XDP program sends for packets dropped by rules with
-//! `log: true` (sampled per rule in the kernel, `firewall-ebpf/src/droplog.rs`), read from the
+//! Drop logs: the events the XDP program sends for packets dropped by rules with
+//! `log: true` (sampled per rule in the kernel, `firewall-ebpf/src/drop_log.rs`), read from the
 //! ring buffer as they come and written as structured log lines:
 //!
 //! ```text
@@ -411,7 +411,7 @@ mod tests {
                     src_port: 40000,
                     dst_port: 9,
                     family: family::IPV4,
-                    protocol: 17,
+                    protocol: protocol::UDP,
                     l4: l4::PORTS,
                     ..DropEvent::default()
                 },
@@ -438,7 +438,7 @@ mod tests {
                     dst_port: 0,
                     vlan: 10,
                     family: family::IPV6,
-                    protocol: 58,
+                    protocol: protocol::ICMPV6,
                     l4: l4::ICMP,
                     ..DropEvent::default()
                 },

@@ -12,7 +12,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use firewall_common::{
     ConntrackSettings, Verdict,
     conntrack::{event, state},
-    directed_slot, direction,
+    directed_slot, direction, protocol,
 };
 use firewall_dataplane::{
     conntrack::{self, Timeouts},
@@ -400,7 +400,7 @@ fn the_table_holds_a_million_flows() {
                 hi_addr: [u32::from_ne_bytes([198, 19, 0, 1]), 0, 0, 0],
                 lo_port: (i >> 16) as u16 + 1024,
                 hi_port: 53,
-                protocol: 17,
+                protocol: protocol::UDP,
                 family: 4,
                 _pad: [0; 2],
             };
@@ -645,7 +645,7 @@ fn the_kernel_tracks_random_sequences_as_the_reference_does() {
             flows
                 .iter()
                 .flatten()
-                .filter(|(_, f)| !conntrack::expired(f, &at, now))
+                .filter(|(_, f)| !f.expired(&at, now))
                 .map(|(_, f)| f.state)
                 .collect()
         };

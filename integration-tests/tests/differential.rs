@@ -9,7 +9,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use aya::programs::{TestRun, TestRunOptions};
-use firewall_common::Verdict;
+use firewall_common::{Verdict, ethertype};
 use firewall_dataplane::loader::{Capacity, Dataplane};
 use firewall_rules::{
     Action, RuleSet,
@@ -213,7 +213,7 @@ fn frame(rng: &mut ChaCha8Rng) -> Vec<u8> {
 /// Sometimes: IPv6 extension headers, extra VLAN tags, a non-IP ether type, a bad IPv4 header
 /// length, random truncation.
 fn alter(rng: &mut ChaCha8Rng, frame: &mut Vec<u8>, v6: bool) {
-    let tagged = frame[12..14] == [0x81, 0x00];
+    let tagged = frame[12..14] == ethertype::VLAN.to_be_bytes();
     let l3 = if tagged { 18 } else { 14 };
     match rng.random_range(0..12) {
         0 if v6 => {
@@ -282,7 +282,7 @@ fn depth(compiled: &compile::Compiled) -> usize {
         if node.dim == firewall_common::LEAF {
             return 1;
         }
-        1 + (0..=u32::from(node.mask))
+        1 + (0..=u32::from(node.child_mask()))
             .map(|c| walk(nodes, node.first + c))
             .max()
             .unwrap_or(0)

@@ -1,4 +1,4 @@
-//! Drop logs in the real kernel (issue 9): frames run through the XDP program with
+//! Drop logs in the real kernel: frames run through the XDP program with
 //! BPF_PROG_TEST_RUN (as if they arrived on loopback, ifindex 1), events read back from the
 //! ring buffer. The program's clock is fixed through `DropLogControl::clock_ns`, so the rate
 //! limit is checked by counts alone, with no timing in any assertion.
@@ -9,7 +9,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions},
 };
-use firewall_common::{DropEvent, DropLogControl, drop_log, family, l4};
+use firewall_common::{DropEvent, DropLogControl, drop_log, family, l4, protocol};
 use firewall_dataplane::loader::{Capacity, Dataplane};
 use firewall_rules::{
     RuleSet,
@@ -135,7 +135,7 @@ fn a_log_rule_sends_at_most_its_rate_and_counts_the_rest_as_suppressed() {
         dst_port: 9,
         vlan: 0,
         family: family::IPV4,
-        protocol: 17,
+        protocol: protocol::UDP,
         l4: l4::PORTS,
         _pad: [0; 7],
     };

@@ -33,7 +33,7 @@ impl Compiled {
         self.nodes
             .iter()
             .filter(|n| n.dim == firewall_common::LEAF)
-            .map(|n| usize::from(n.mask))
+            .map(|n| usize::from(n.leaf_count()))
             .max()
             .unwrap_or(0)
     }
@@ -533,11 +533,11 @@ mod tests {
             let mut node = compiled.nodes[tree.root as usize];
             while node.dim != LEAF {
                 let child = node.first
-                    + ((key[usize::from(node.dim)] >> node.shift) & u32::from(node.mask));
+                    + ((key[usize::from(node.dim)] >> node.shift) & u32::from(node.child_mask()));
                 node = compiled.nodes[child as usize];
             }
             out.extend_from_slice(
-                &compiled.leaves[node.first as usize..][..usize::from(node.mask)],
+                &compiled.leaves[node.first as usize..][..usize::from(node.leaf_count())],
             );
         }
         out

@@ -14,7 +14,7 @@
 
 use std::collections::{BinaryHeap, HashMap};
 
-use firewall_common::{Entry, LEAF, MAX_LEAF_ENTRIES, MAX_TREE_DEPTH, Node, cond, dim, family};
+use firewall_common::{Entry, MAX_LEAF_ENTRIES, MAX_TREE_DEPTH, Node, cond, dim, family};
 
 use super::error::CompileError;
 
@@ -132,12 +132,12 @@ impl<'a> Builder<'a> {
             let children = self.split(&node.members, &cut);
             let first = self.nodes.len();
             self.nodes.resize(first + children.len(), Node::default());
-            self.nodes[node.index] = Node {
-                first: first as u32,
-                mask: (children.len() - 1) as u16,
-                dim: cut.dim as u8,
-                shift: cut.shift as u8,
-            };
+            self.nodes[node.index] = Node::internal(
+                first as u32,
+                cut.dim as u8,
+                cut.shift as u8,
+                (children.len() - 1) as u16,
+            );
             spent += children.len() + cut.score.1.saturating_sub(node.members.len());
             for (i, child) in children.into_iter().enumerate() {
                 let region = node.region.with(cut.dim, cut.shift, cut.bits, i as u32);
@@ -193,12 +193,7 @@ impl<'a> Builder<'a> {
                 first
             }
         };
-        self.nodes[index] = Node {
-            first,
-            mask: count,
-            dim: LEAF,
-            shift: 0,
-        };
+        self.nodes[index] = Node::leaf(first, count);
         Ok(())
     }
 

@@ -177,8 +177,8 @@ fn key(packet: &Packet) -> [u32; dim::COUNT] {
         u32::from_be(packet.dst[1]),
         u32::from_be(packet.dst[2]),
         u32::from_be(packet.dst[3]),
-        u32::from(packet.b),
-        u32::from(packet.a),
+        u32::from(packet.dst_port_or_code),
+        u32::from(packet.src_port_or_type),
         u32::from(packet.protocol),
         u32::from(packet.vlan),
     ]
@@ -209,13 +209,19 @@ fn matches(entry: &Entry, packet: &Packet) -> bool {
     }
     let ports = packet.l4 == L4::Ports;
     if has(entry, cond::SRC_PORT)
-        && !(ports && entry.src_port_lo <= packet.a && packet.a <= entry.src_port_hi)
+        && !(ports
+            && entry.src_port_lo <= packet.src_port_or_type
+            && packet.src_port_or_type <= entry.src_port_hi)
         || has(entry, cond::DST_PORT)
-            && !(ports && entry.dst_port_lo <= packet.b && packet.b <= entry.dst_port_hi)
+            && !(ports
+                && entry.dst_port_lo <= packet.dst_port_or_code
+                && packet.dst_port_or_code <= entry.dst_port_hi)
     {
         return false;
     }
     let icmp = packet.l4 == L4::Icmp;
-    !(has(entry, cond::ICMP_TYPE) && !(icmp && u16::from(entry.icmp_type) == packet.a)
-        || has(entry, cond::ICMP_CODE) && !(icmp && u16::from(entry.icmp_code) == packet.b))
+    !(has(entry, cond::ICMP_TYPE)
+        && !(icmp && u16::from(entry.icmp_type) == packet.src_port_or_type)
+        || has(entry, cond::ICMP_CODE)
+            && !(icmp && u16::from(entry.icmp_code) == packet.dst_port_or_code))
 }

@@ -173,9 +173,9 @@ fn related(packet: &Packet, quoted: &Quoted, settings: &ConntrackSettings) -> Tr
         return miss;
     }
     let (a, b) = match quoted.protocol {
-        protocol::TCP | protocol::UDP => (quoted.a, quoted.b),
+        protocol::TCP | protocol::UDP => (quoted.src_port_or_type, quoted.dst_port_or_id),
         // Echo request (8, 128) or reply (0, 129): the flow's ports are the identifier.
-        protocol::ICMP | protocol::ICMPV6 => (quoted.b, quoted.b),
+        protocol::ICMP | protocol::ICMPV6 => (quoted.dst_port_or_id, quoted.dst_port_or_id),
         _ => return miss,
     };
     let (key, _) = normalised(
@@ -237,17 +237,17 @@ fn advance(flow: &mut Flow, packet: &Packet, from_origin: bool) {
 #[inline(always)]
 fn echo_request(packet: &Packet) -> bool {
     packet.l4 == L4::Icmp
-        && packet.b == 0
-        && (packet.protocol == protocol::ICMP && packet.a == 8
-            || packet.protocol == protocol::ICMPV6 && packet.a == 128)
+        && packet.dst_port_or_code == 0
+        && (packet.protocol == protocol::ICMP && packet.src_port_or_type == 8
+            || packet.protocol == protocol::ICMPV6 && packet.src_port_or_type == 128)
 }
 
 #[inline(always)]
 fn echo_reply(packet: &Packet) -> bool {
     packet.l4 == L4::Icmp
-        && packet.b == 0
-        && (packet.protocol == protocol::ICMP && packet.a == 0
-            || packet.protocol == protocol::ICMPV6 && packet.a == 129)
+        && packet.dst_port_or_code == 0
+        && (packet.protocol == protocol::ICMP && packet.src_port_or_type == 0
+            || packet.protocol == protocol::ICMPV6 && packet.src_port_or_type == 129)
 }
 
 /// Requests come from the originator, replies from the responder.
@@ -266,10 +266,12 @@ pub fn is_icmp_error(packet: &Packet) -> bool {
     packet.l4 == L4::Icmp
         && (packet.protocol == protocol::ICMP
             && packet.family == family::IPV4
-            && (packet.a == 3 || packet.a == 11 || packet.a == 12)
+            && (packet.src_port_or_type == 3
+                || packet.src_port_or_type == 11
+                || packet.src_port_or_type == 12)
             || packet.protocol == protocol::ICMPV6
                 && packet.family == family::IPV6
-                && (1..=4).contains(&packet.a))
+                && (1..=4).contains(&packet.src_port_or_type))
 }
 
 /// The packet's flow key and which endpoint of the key sent it (`origin::LO` or `HI`); `None`
@@ -283,8 +285,8 @@ fn key_of(packet: &Packet) -> Option<(FlowKey, u8)> {
                 packet.protocol,
                 &packet.src,
                 &packet.dst,
-                packet.a,
-                packet.b,
+                packet.src_port_or_type,
+                packet.dst_port_or_code,
             ))
         }
         L4::Icmp if echo_request(packet) || echo_reply(packet) => Some(normalised(

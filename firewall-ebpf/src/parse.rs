@@ -47,8 +47,10 @@ pub struct Packet {
     pub dst: [u32; 4],
     pub protocol: u8,
     pub l4: L4,
-    pub a: u16,
-    pub b: u16,
+    /// TCP, UDP, SCTP: the source port; ICMP: the type.
+    pub src_port_or_type: u16,
+    /// TCP, UDP, SCTP: the destination port; ICMP: the code.
+    pub dst_port_or_code: u16,
     /// TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10); else 0.
     pub tcp_flags: u8,
     /// ICMP: the echo identifier (bytes 4-5 of the header, meaningful for echo only).
@@ -64,8 +66,10 @@ pub struct Quoted {
     pub src: [u32; 4],
     pub dst: [u32; 4],
     pub protocol: u8,
-    pub a: u16,
-    pub b: u16,
+    /// TCP, UDP: the source port; ICMP echo: the type.
+    pub src_port_or_type: u16,
+    /// TCP, UDP: the destination port; ICMP echo: the identifier.
+    pub dst_port_or_id: u16,
 }
 
 const VLAN_TAG_LEN: usize = 4;
@@ -150,8 +154,8 @@ fn ipv4<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed>
         dst: [u32::from_ne_bytes(ip.dst_addr), 0, 0, 0],
         protocol: ip.proto,
         l4: L4::Fragment,
-        a: 0,
-        b: 0,
+        src_port_or_type: 0,
+        dst_port_or_code: 0,
         tcp_flags: 0,
         icmp_id: 0,
         l4_offset: 0,
@@ -187,8 +191,8 @@ fn ipv6<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed>
         dst: words(ip.dst_addr),
         protocol: ip.next_hdr,
         l4: L4::Fragment,
-        a: 0,
-        b: 0,
+        src_port_or_type: 0,
+        dst_port_or_code: 0,
         tcp_flags: 0,
         icmp_id: 0,
         l4_offset: 0,
@@ -252,8 +256,8 @@ fn upper_layer<C: Wire>(ctx: &C, offset: usize, packet: &mut Packet) -> Result<(
         protocol::ICMP | protocol::ICMPV6 => {
             let head: [u8; 8] = read(ctx, offset)?;
             packet.l4 = L4::Icmp;
-            packet.a = u16::from(head[0]);
-            packet.b = u16::from(head[1]);
+            packet.src_port_or_type = u16::from(head[0]);
+            packet.dst_port_or_code = u16::from(head[1]);
             packet.icmp_id = be16([head[4], head[5]]);
         }
         _ => packet.l4 = L4::Other,
@@ -264,8 +268,8 @@ fn upper_layer<C: Wire>(ctx: &C, offset: usize, packet: &mut Packet) -> Result<(
 #[inline(always)]
 fn ports(packet: &mut Packet, s0: u8, s1: u8, d0: u8, d1: u8) {
     packet.l4 = L4::Ports;
-    packet.a = be16([s0, s1]);
-    packet.b = be16([d0, d1]);
+    packet.src_port_or_type = be16([s0, s1]);
+    packet.dst_port_or_code = be16([d0, d1]);
 }
 
 /// The packet an ICMP error quotes (after the 8-byte ICMP header): its IP header, then the
@@ -311,7 +315,7 @@ pub fn quoted<C: Wire>(ctx: &C, packet: &Packet) -> Option<Quoted> {
         )
     };
     let head: [u8; 8] = read(ctx, inner).ok()?;
-    let (a, b) = match protocol {
+    let (src_port_or_type, dst_port_or_id) = match protocol {
         protocol::TCP | protocol::UDP => (be16([head[0], head[1]]), be16([head[2], head[3]])),
         // An echo request or reply: its type, and its identifier.
         protocol::ICMP | protocol::ICMPV6 => (u16::from(head[0]), be16([head[4], head[5]])),
@@ -321,7 +325,7 @@ pub fn quoted<C: Wire>(ctx: &C, packet: &Packet) -> Option<Quoted> {
         src,
         dst,
         protocol,
-        a,
-        b,
+        src_port_or_type,
+        dst_port_or_id,
     })
 }

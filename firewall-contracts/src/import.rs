@@ -173,6 +173,12 @@ pub async fn import(store: &Store, path: &Path, text: &str) -> Result<Imported, 
     Ok(imported)
 }
 
+/// Checks the whole file as `import` does before it writes anything, without a store: what a
+/// file can be refused for by itself.
+pub fn check(path: &Path, text: &str) -> Result<Imported, Diagnostics> {
+    plan(path, text).map(|(_, imported)| imported)
+}
+
 fn at(path: &Path, location: Location, message: String) -> Diagnostics {
     Diagnostics {
         file: path.display().to_string(),

@@ -3,7 +3,7 @@
 //! try a rule change on real traffic before deploying it; it is also the oracle check on
 //! traffic no one here wrote. Any disagreement is a bug in one of the two.
 
-use std::{collections::BTreeMap, fs::File, io::BufReader, path::Path};
+use std::{collections::BTreeMap, fs, path::Path};
 
 use aya::programs::{TestRun, TestRunOptions};
 use pcap_file::{
@@ -78,26 +78,27 @@ pub struct Report {
 /// The Ethernet frames of a pcap or pcapng file.
 pub fn read_frames(path: &Path) -> Result<Vec<Vec<u8>>, ReplayError> {
     let shown = path.display().to_string();
-    let open = || {
-        File::open(path)
-            .map(BufReader::new)
-            .map_err(|error| ReplayError::Read {
-                path: shown.clone(),
-                error,
-            })
-    };
-    let capture = |error| ReplayError::Capture {
+    let bytes = fs::read(path).map_err(|error| ReplayError::Read {
         path: shown.clone(),
+        error,
+    })?;
+    parse_frames(&shown, &bytes)
+}
+
+/// The Ethernet frames of a pcap or pcapng capture held in memory; `name` names it in errors.
+pub fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, ReplayError> {
+    let capture = |error| ReplayError::Capture {
+        path: name.to_string(),
         error,
     };
     let link = |link: DataLink| match link {
         DataLink::ETHERNET => Ok(()),
         link => Err(ReplayError::LinkType {
-            path: shown.clone(),
+            path: name.to_string(),
             link,
         }),
     };
-    if let Ok(mut reader) = PcapReader::new(open()?) {
+    if let Ok(mut reader) = PcapReader::new(bytes) {
         link(reader.header().datalink)?;
         let mut frames = Vec::new();
         while let Some(packet) = reader.next_packet() {
@@ -105,7 +106,7 @@ pub fn read_frames(path: &Path) -> Result<Vec<Vec<u8>>, ReplayError> {
         }
         return Ok(frames);
     }
-    let mut reader = PcapNgReader::new(open()?).map_err(capture)?;
+    let mut reader = PcapNgReader::new(bytes).map_err(capture)?;
     let mut frames = Vec::new();
     while let Some(block) = reader.next_block() {
         match block.map_err(capture)? {

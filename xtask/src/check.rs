@@ -62,7 +62,16 @@ fn steps() -> Vec<Step> {
             .env("SMF_FIREWALL_KERNEL_TESTS", "1")
             .env("SMF_FIREWALL_BIN", &smf_firewall_bin())
             .counting_tests(),
+        // Each fuzz target briefly, so that they keep compiling and their seeds stay clean.
+        Step::new("fuzz (each target 20 s)", xtask()).args(&["fuzz", "all", "--seconds", "20"]),
     ]
+}
+
+/// This xtask again, for a step that is one of its own commands.
+fn xtask() -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap_or_else(|_| "xtask".into()));
+    cmd.current_dir(workspace_root());
+    cmd
 }
 
 /// The debug `smf-firewall` that `cargo test --workspace` builds for the CLI's own tests.

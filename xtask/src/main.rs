@@ -9,6 +9,7 @@ mod bench;
 mod build;
 mod check;
 mod demo;
+mod fuzz;
 mod fuzz_dataplane;
 mod gen_rules;
 #[cfg(test)]
@@ -51,6 +52,7 @@ commands! {
     Test => check,
     Demo => demo,
     Bench => bench,
+    Fuzz => fuzz,
     FuzzDataplane => fuzz_dataplane,
     GenRules => gen_rules,
 }

@@ -59,6 +59,7 @@ pub fn ensure() -> Result<()> {
     components(Some("nightly"), NIGHTLY_COMPONENTS)?;
     components(None, STABLE_COMPONENTS)?;
     bpf_linker()?;
+    cargo_fuzz()?;
     bpffs()?;
     probe::check()?;
     println!("setup done in {:.1} s", start.elapsed().as_secs_f64());
@@ -176,6 +177,27 @@ fn bpf_linker() -> Result<()> {
         }
     }
     report("bpf-linker", missing);
+    Ok(())
+}
+
+/// cargo-fuzz runs the libFuzzer targets of `fuzz/` (`cargo xtask fuzz`).
+fn cargo_fuzz() -> Result<()> {
+    let present = || {
+        Command::new("cargo")
+            .args(["fuzz", "--version"])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    let missing = !present();
+    if missing {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+        if !present() {
+            bail!(
+                "cargo-fuzz was installed but `cargo fuzz --version` fails: is ~/.cargo/bin on PATH?"
+            );
+        }
+    }
+    report("cargo-fuzz", missing);
     Ok(())
 }
 

@@ -29,7 +29,10 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{Config, ConfigError},
-    control::{self, ControlError, Request},
+    control::{
+        self, Answer, ControlError, Request,
+        protocol::{self, Is},
+    },
     droplog::DropLog,
     file_watch::{FileWatch, WatchError},
     licensing::Licensing,
@@ -469,7 +472,7 @@ impl Operator {
                     trigger,
                     error: None,
                 });
-                serde_json::json!({ "ok": true, "summary": summary })
+                Answer::Reloaded(protocol::Reloaded { ok: Is, summary })
             }
             Err(error) => {
                 self.reloads.failed();
@@ -487,56 +490,58 @@ impl Operator {
     /// `smf-firewall status --json`, as one object.
     fn status(&self) -> control::Answer {
         let generation = lock(&self.dataplane).generation();
-        let interfaces: Vec<_> = self
+        let interfaces = self
             .attachments
             .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "name": a.interface,
-                    "ifindex": a.ifindex,
-                    "mode": mode_label(a.mode),
-                    "attached": loader::ifindex(&a.interface).ok() == Some(a.ifindex),
-                    "rules": a.rules,
-                })
+            .map(|a| protocol::InterfaceStatus {
+                attached: loader::ifindex(&a.interface).ok() == Some(a.ifindex),
+                ifindex: a.ifindex,
+                mode: mode_label(a.mode).to_string(),
+                name: a.interface.clone(),
+                rules: a.rules,
             })
             .collect();
-        let license = lock(&self.license).as_ref().map(
-            |applied| serde_json::json!({ "licensed": applied.licensed, "reason": applied.reason }),
-        );
-        let last_reload = self.last_reload.as_ref().map(|last| {
-            serde_json::json!({
-                "at": last.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "trigger": last.trigger,
-                "result": if last.error.is_none() { "success" } else { "error" },
-                "error": last.error,
-            })
+        let license = lock(&self.license)
+            .as_ref()
+            .map(|applied| protocol::LicenseStatus {
+                licensed: applied.licensed,
+                reason: applied.reason.to_string(),
+            });
+        let last_reload = self.last_reload.as_ref().map(|last| protocol::LastReload {
+            at: last.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            error: last.error.clone(),
+            result: match last.error {
+                None => protocol::ReloadResult::Success,
+                Some(_) => protocol::ReloadResult::Error,
+            },
+            trigger: last.trigger.to_string(),
         });
-        serde_json::json!({
-            "ok": true,
-            "version": env!("CARGO_PKG_VERSION"),
-            "pid": std::process::id(),
-            "uptime_seconds": self.started.elapsed().as_secs(),
-            "config": self.config_path,
-            "rules_file": self.rules_path,
-            "interfaces": interfaces,
-            "rules": self.attachments.iter().map(|a| a.rules).sum::<usize>(),
-            "generation": generation,
-            "last_reload": last_reload,
-            "reloads": {
-                "success": self.reloads.total.with_label_values(&["success"]).get(),
-                "error": self.reloads.total.with_label_values(&["error"]).get(),
+        Answer::Status(Box::new(protocol::Status {
+            config: self.config_path.clone(),
+            conntrack: protocol::ConntrackStatus {
+                capacity: self.flows.1,
+                entries: self.flows.0.live.load(std::sync::atomic::Ordering::Relaxed),
+                tracking: lock(&self.loaded).conntrack.tracking != 0,
             },
-            "license": license,
-            "conntrack": {
-                "entries": self.flows.0.live.load(std::sync::atomic::Ordering::Relaxed),
-                "capacity": self.flows.1,
-                "tracking": lock(&self.loaded).conntrack.tracking != 0,
+            generation,
+            interfaces,
+            keep_attached_on_exit: self.keep_attached_on_exit,
+            last_reload,
+            license,
+            maps: self.maps_dir.clone(),
+            ok: Is,
+            pid: std::process::id(),
+            pin_path: self.pins.root().to_path_buf(),
+            reloads: protocol::ReloadCounts {
+                error: self.reloads.total.with_label_values(&["error"]).get(),
+                success: self.reloads.total.with_label_values(&["success"]).get(),
             },
-            "pin_path": self.pins.root(),
-            "maps": self.maps_dir,
-            "watch": self.watch,
-            "keep_attached_on_exit": self.keep_attached_on_exit,
-        })
+            rules: self.attachments.iter().map(|a| a.rules).sum(),
+            rules_file: self.rules_path.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            watch: self.watch,
+        }))
     }
 
     /// After the dataplane handle is dropped: detach and unpin, or leave it all in place.

@@ -2,9 +2,11 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use anyhow::bail;
 use firewall_user::{
     config::DEFAULT_CONFIG,
-    control::{self, Request},
+    control::{self, Answer, Request},
+    reload::Summary,
 };
 
 /// A reload of 100,000 rules takes a few seconds.
@@ -26,54 +28,51 @@ pub struct Args {
 impl Args {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let socket = super::config(&self.config)?.operations.control_socket();
-        let answer = control::call(&socket, Request::Reload, RELOAD_TIMEOUT)?;
+        let reply = control::call(&socket, Request::Reload, RELOAD_TIMEOUT)?;
         if self.json {
-            println!("{answer}");
+            println!("{reply}");
         }
-        if answer["ok"] != true {
-            let error = answer["error"]
-                .as_str()
-                .unwrap_or("the daemon gave no reason");
-            eprintln!("error: reload failed; the rules in force are unchanged");
-            eprintln!("{error}");
-            return Ok(ExitCode::FAILURE);
-        }
-        if !self.json {
-            let summary = &answer["summary"];
-            for change in summary["interfaces"].as_array().into_iter().flatten() {
-                let ids = |key: &str| {
-                    let list: Vec<&str> = change[key]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|id| id.as_str())
-                        .collect();
-                    match list.len() {
-                        0 => "0".to_string(),
-                        n if n <= 5 => format!("{n} ({})", list.join(", ")),
-                        n => format!("{n} ({}, ...)", list[..5].join(", ")),
-                    }
-                };
-                println!(
-                    "{}: {} rules: added {}, removed {}, changed {}, unchanged {}{}",
-                    change["interface"].as_str().unwrap_or("?"),
-                    change["rules"],
-                    ids("added"),
-                    ids("removed"),
-                    ids("changed"),
-                    change["unchanged"],
-                    if change["reordered"] == true {
-                        ", order changed"
-                    } else {
-                        ""
-                    }
-                );
+        let summary = match reply.answer()? {
+            Answer::Reloaded(reloaded) => reloaded.summary,
+            Answer::Failed(failure) => {
+                eprintln!("error: reload failed; the rules in force are unchanged");
+                eprintln!("{}", failure.error);
+                return Ok(ExitCode::FAILURE);
             }
-            println!(
-                "reloaded: generation {} live after {} ms",
-                summary["generation"], summary["milliseconds"]
-            );
+            Answer::Status(_) => bail!("the daemon answered the reload with its status"),
+        };
+        if !self.json {
+            print_summary(&summary);
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Per interface what changed, then the generation now live.
+fn print_summary(summary: &Summary) {
+    let ids = |list: &[String]| match list.len() {
+        0 => "0".to_string(),
+        n if n <= 5 => format!("{n} ({})", list.join(", ")),
+        n => format!("{n} ({}, ...)", list[..5].join(", ")),
+    };
+    for change in &summary.interfaces {
+        println!(
+            "{}: {} rules: added {}, removed {}, changed {}, unchanged {}{}",
+            change.interface,
+            change.rules,
+            ids(&change.added),
+            ids(&change.removed),
+            ids(&change.changed),
+            change.unchanged,
+            if change.reordered {
+                ", order changed"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "reloaded: generation {} live after {} ms",
+        summary.generation, summary.milliseconds
+    );
 }

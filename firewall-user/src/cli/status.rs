@@ -2,9 +2,10 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use anyhow::bail;
 use firewall_user::{
     config::DEFAULT_CONFIG,
-    control::{self, Request},
+    control::{self, Answer, Request, protocol::Status},
 };
 
 /// Status is immediate.
@@ -25,88 +26,87 @@ pub struct Args {
 impl Args {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let socket = super::config(&self.config)?.operations.control_socket();
-        let answer = control::call(&socket, Request::Status, STATUS_TIMEOUT)?;
+        let reply = control::call(&socket, Request::Status, STATUS_TIMEOUT)?;
         if self.json {
-            println!("{answer}");
+            println!("{reply}");
             return Ok(ExitCode::SUCCESS);
         }
-        let text = |value: &serde_json::Value| match value {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        println!(
-            "smf-firewall {} running, pid {}, up {}",
-            text(&answer["version"]),
-            answer["pid"],
-            humantime::format_duration(Duration::from_secs(
-                answer["uptime_seconds"].as_u64().unwrap_or(0)
-            ))
-        );
-        println!(
-            "rules: {} from {}, generation {}",
-            answer["rules"],
-            text(&answer["rules_file"]),
-            answer["generation"]
-        );
-        for interface in answer["interfaces"].as_array().into_iter().flatten() {
-            let rules = interface["rules"].as_u64().unwrap_or(0);
-            println!(
-                "  {:<16} {:<7} {:<8} {rules} {}",
-                text(&interface["name"]),
-                text(&interface["mode"]),
-                if interface["attached"] == true {
-                    "attached"
-                } else {
-                    "GONE"
-                },
-                if rules == 1 { "rule" } else { "rules" }
-            );
+        match reply.answer()? {
+            Answer::Status(status) => print(&status),
+            Answer::Failed(failure) => bail!("the daemon cannot say: {}", failure.error),
+            Answer::Reloaded(_) => bail!("the daemon answered the status with a reload"),
         }
-        match &answer["last_reload"] {
-            serde_json::Value::Null => println!("last reload: none since start"),
-            last => println!(
-                "last reload: {} at {} ({}){}",
-                text(&last["result"]),
-                text(&last["at"]),
-                text(&last["trigger"]),
-                last["error"]
-                    .as_str()
-                    .map(|e| format!("\n  {e}"))
-                    .unwrap_or_default()
-            ),
-        }
-        println!(
-            "reloads: {} succeeded, {} failed",
-            answer["reloads"]["success"], answer["reloads"]["error"]
-        );
-        match &answer["license"] {
-            serde_json::Value::Null => println!("license: not decided yet"),
-            license => println!(
-                "license: {} ({})",
-                if license["licensed"] == true {
-                    "licensed, rules enforced"
-                } else {
-                    "NOT licensed, passing every packet"
-                },
-                text(&license["reason"])
-            ),
-        }
-        match &answer["conntrack"] {
-            serde_json::Value::Null => println!("conntrack: not in use"),
-            conntrack => println!(
-                "conntrack: {} of {} entries",
-                conntrack["entries"], conntrack["capacity"]
-            ),
-        }
-        println!(
-            "pinned under {}{}",
-            text(&answer["pin_path"]),
-            if answer["keep_attached_on_exit"] == true {
-                " (kept attached on exit)"
-            } else {
-                ""
-            }
-        );
         Ok(ExitCode::SUCCESS)
     }
+}
+
+fn print(status: &Status) {
+    println!(
+        "smf-firewall {} running, pid {}, up {}",
+        status.version,
+        status.pid,
+        humantime::format_duration(Duration::from_secs(status.uptime_seconds))
+    );
+    println!(
+        "rules: {} from {}, generation {}",
+        status.rules,
+        status.rules_file.display(),
+        status.generation
+    );
+    for interface in &status.interfaces {
+        let rules = interface.rules;
+        println!(
+            "  {:<16} {:<7} {:<8} {rules} {}",
+            interface.name,
+            interface.mode,
+            if interface.attached {
+                "attached"
+            } else {
+                "GONE"
+            },
+            if rules == 1 { "rule" } else { "rules" }
+        );
+    }
+    match &status.last_reload {
+        None => println!("last reload: none since start"),
+        Some(last) => println!(
+            "last reload: {} at {} ({}){}",
+            last.result,
+            last.at,
+            last.trigger,
+            last.error
+                .as_deref()
+                .map(|e| format!("\n  {e}"))
+                .unwrap_or_default()
+        ),
+    }
+    println!(
+        "reloads: {} succeeded, {} failed",
+        status.reloads.success, status.reloads.error
+    );
+    match &status.license {
+        None => println!("license: not decided yet"),
+        Some(license) => println!(
+            "license: {} ({})",
+            if license.licensed {
+                "licensed, rules enforced"
+            } else {
+                "NOT licensed, passing every packet"
+            },
+            license.reason
+        ),
+    }
+    println!(
+        "conntrack: {} of {} entries",
+        status.conntrack.entries, status.conntrack.capacity
+    );
+    println!(
+        "pinned under {}{}",
+        status.pin_path.display(),
+        if status.keep_attached_on_exit {
+            " (kept attached on exit)"
+        } else {
+            ""
+        }
+    );
 }

@@ -33,7 +33,7 @@ use crate::{
         self, Answer, ControlError, Request,
         protocol::{self, Is},
     },
-    droplog::DropLog,
+    drop_log::DropLog,
     file_watch::{FileWatch, WatchError},
     licensing::Licensing,
     metrics::{

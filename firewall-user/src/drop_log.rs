@@ -1,9 +1,9 @@
-//! Drop logs (issue 9): the events the XDP program sends for packets dropped by rules with
+//! Drop logs: the events the XDP program sends for packets dropped by rules with
 //! `log: true` (sampled per rule in the kernel, `firewall-ebpf/src/droplog.rs`), read from the
 //! ring buffer as they come and written as structured log lines:
 //!
 //! ```text
-//! INFO firewall_user::droplog: dropped packet interface=lan0 rule=no-discard protocol=udp
+//! INFO firewall_user::drop_log: dropped packet interface=lan0 rule=no-discard protocol=udp
 //!     src=198.18.1.2 dst=198.19.1.2 src_port=40000 dst_port=9 vlan=0 bytes=142
 //! ```
 //!

@@ -1,5 +1,8 @@
 //! The daemon's control socket (`runtime_dir/control.sock`, root only): one JSON request per
-//! connection, one JSON answer. `smf-firewall reload` and `status` are its clients.
+//! connection, one JSON answer ([`protocol`]). `smf-firewall reload` and `status` are its
+//! clients.
+
+pub mod protocol;
 
 use std::{
     fs, io,
@@ -10,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize as _;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt},
     net::UnixListener,
@@ -18,15 +21,7 @@ use tokio::{
 };
 use tracing::warn;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
-pub enum Request {
-    Reload,
-    Status,
-}
-
-/// `{"ok": true, ...}` with the answer's fields, or `{"ok": false, "error": "..."}`.
-pub type Answer = serde_json::Value;
+pub use protocol::{Answer, Request};
 
 /// A request and where its answer goes.
 pub type Call = (Request, oneshot::Sender<Answer>);
@@ -44,6 +39,11 @@ pub enum ControlError {
     Exchange { path: PathBuf, source: io::Error },
     #[error("the daemon at {} answered something that is not JSON: {source}", path.display())]
     Answer {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("the daemon at {} answered something this smf-firewall does not understand: {source}", path.display())]
+    Unknown {
         path: PathBuf,
         source: serde_json::Error,
     },
@@ -122,13 +122,37 @@ async fn answer(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -> io
     write.shutdown().await
 }
 
-/// `{"ok": false, "error": message}`.
+/// `{"error":message,"ok":false}`.
 pub fn failure(message: String) -> Answer {
-    serde_json::json!({ "ok": false, "error": message })
+    Answer::Failed(protocol::Failure::new(message))
+}
+
+/// A daemon's answer as it came: `--json` prints it as it is (so it shows what the daemon
+/// sent, even fields this version does not know); [`Reply::answer`] reads it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    json: serde_json::Value,
+    path: PathBuf,
+}
+
+impl Reply {
+    pub fn answer(&self) -> Result<Answer, ControlError> {
+        Answer::deserialize(&self.json).map_err(|source| ControlError::Unknown {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// The answer's JSON on one line.
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.json.fmt(f)
+    }
 }
 
 /// Sends one request to the daemon listening on `path` and returns its answer.
-pub fn call(path: &Path, request: Request, timeout: Duration) -> Result<Answer, ControlError> {
+pub fn call(path: &Path, request: Request, timeout: Duration) -> Result<Reply, ControlError> {
     let connect = |source| ControlError::Connect {
         path: path.to_path_buf(),
         source,
@@ -146,9 +170,13 @@ pub fn call(path: &Path, request: Request, timeout: Duration) -> Result<Answer, 
     BufReader::new(stream)
         .read_line(&mut line)
         .map_err(exchange)?;
-    serde_json::from_str(&line).map_err(|source| ControlError::Answer {
+    let json = serde_json::from_str(&line).map_err(|source| ControlError::Answer {
         path: path.to_path_buf(),
         source,
+    })?;
+    Ok(Reply {
+        json,
+        path: path.to_path_buf(),
     })
 }
 
@@ -167,20 +195,18 @@ mod tests {
         tokio::spawn(async move { server.serve(tx).await });
         tokio::spawn(async move {
             while let Some((request, reply)) = rx.recv().await {
-                let _ = reply.send(serde_json::json!({"ok": true, "echo": request}));
+                let _ = reply.send(failure(format!("asked {request:?}")));
             }
         });
         let client = path.clone();
-        let answer = tokio::task::spawn_blocking(move || {
+        let reply = tokio::task::spawn_blocking(move || {
             call(&client, Request::Status, Duration::from_secs(5))
         })
         .await
         .unwrap()
         .unwrap();
-        assert_eq!(
-            answer,
-            serde_json::json!({"ok": true, "echo": {"command": "status"}})
-        );
+        assert_eq!(reply.to_string(), r#"{"error":"asked Status","ok":false}"#);
+        assert_eq!(reply.answer().unwrap(), failure("asked Status".into()));
     }
 
     #[test]

@@ -22,15 +22,18 @@ use firewall_dataplane::{
 use firewall_rules::{RuleSet, RulesError, compile::Compiled};
 use prometheus::Registry;
 use tokio::{
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     sync::mpsc,
 };
 use tracing::{error, info, warn};
 
 use crate::{
     config::{Config, ConfigError},
-    control::{self, ControlError, Request},
-    droplog::DropLog,
+    control::{
+        self, Answer, ControlError, Request,
+        protocol::{self, Is},
+    },
+    drop_log::DropLog,
     file_watch::{FileWatch, WatchError},
     licensing::Licensing,
     metrics::{
@@ -85,6 +88,42 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
 }
 
 async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), DaemonError> {
+    let prepared = prepare(config_path, config, pins).await?;
+    let attached = attach(prepared, pins)?;
+    let metrics = register_metrics(&attached);
+    run_until_stopped(config_path, attached, metrics, pins).await
+}
+
+/// The signals that stop or reload the daemon.
+struct Signals {
+    sigterm: Signal,
+    sigint: Signal,
+    sighup: Signal,
+}
+
+/// Everything that can fail, done before the first attach: the rules read and compiled into
+/// the (taken over or new) maps, the sockets bound, the licence decided.
+struct Prepared {
+    started: Instant,
+    config: Config,
+    rules: RuleSet,
+    saved: Option<Saved>,
+    loaded: Loaded,
+    compiled: Compiled,
+    ifindexes: Vec<u32>,
+    endpoint: Endpoint,
+    control: control::Server,
+    signals: Signals,
+    changed: mpsc::UnboundedReceiver<()>,
+    watch: Option<FileWatch>,
+    adapter: AdapterMetrics,
+    licensing: Licensing,
+    dataplane: Dataplane,
+    maps_dir: PathBuf,
+    drop_log: DropLog,
+}
+
+async fn prepare(config_path: &Path, config: Config, pins: &Pins) -> Result<Prepared, DaemonError> {
     let started = Instant::now();
     let ops = config.operations.clone();
     let rules = RuleSet::load(&config.rules)?;
@@ -106,11 +145,11 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
         .collect::<Result<Vec<u32>, _>>()?;
     let endpoint = Endpoint::bind(&config.metrics).await?;
     let control = control::Server::bind(&ops.control_socket())?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let (changed_tx, mut changed) = mpsc::unbounded_channel();
-    let _watch = match ops.watch {
+    let sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let (changed_tx, changed) = mpsc::unbounded_channel();
+    let watch = match ops.watch {
         true => Some(FileWatch::new(&config.rules, changed_tx)?),
         false => None,
     };
@@ -142,6 +181,75 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
         generation = dataplane.generation(),
         "rules compiled and loaded"
     );
+    Ok(Prepared {
+        started,
+        config,
+        rules,
+        saved,
+        loaded,
+        compiled,
+        ifindexes,
+        endpoint,
+        control,
+        signals: Signals {
+            sigterm,
+            sigint,
+            sighup,
+        },
+        changed,
+        watch,
+        adapter,
+        licensing,
+        dataplane,
+        maps_dir,
+        drop_log,
+    })
+}
+
+/// The daemon enforcing its rules on every configured interface.
+struct Attached {
+    started: Instant,
+    config: Config,
+    loaded: Loaded,
+    endpoint: Endpoint,
+    control: control::Server,
+    signals: Signals,
+    changed: mpsc::UnboundedReceiver<()>,
+    /// Kept for as long as the daemon runs: dropping it stops the watch.
+    _watch: Option<FileWatch>,
+    adapter: AdapterMetrics,
+    licensing: Licensing,
+    dataplane: Arc<Mutex<Dataplane>>,
+    maps_dir: PathBuf,
+    drop_log: DropLog,
+    attachments: Vec<Attachment>,
+    /// Rules per interface as first loaded.
+    counts: Vec<(String, usize)>,
+}
+
+/// Attaches (or takes over) every interface, then retires what the config no longer names
+/// and saves the state.
+fn attach(prepared: Prepared, pins: &Pins) -> Result<Attached, DaemonError> {
+    let Prepared {
+        started,
+        config,
+        rules,
+        saved,
+        loaded,
+        compiled,
+        ifindexes,
+        endpoint,
+        control,
+        signals,
+        changed,
+        watch,
+        adapter,
+        licensing,
+        mut dataplane,
+        maps_dir,
+        drop_log,
+    } = prepared;
+    let ops = &config.operations;
     let attachments = attach_all(&mut dataplane, pins, &loaded, &ifindexes, saved.as_ref())?;
     let counts = loaded.rule_counts();
     dataplane.unbind_others(&ifindexes)?;
@@ -152,37 +260,113 @@ async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), Da
     drop(rules);
     release_freed_memory();
     let dataplane = Arc::new(Mutex::new(dataplane));
+    Ok(Attached {
+        started,
+        config,
+        loaded,
+        endpoint,
+        control,
+        signals,
+        changed,
+        _watch: watch,
+        adapter,
+        licensing,
+        dataplane,
+        maps_dir,
+        drop_log,
+        attachments,
+        counts,
+    })
+}
 
+/// The registry behind /metrics and what the running daemon updates in it.
+struct Metrics {
+    registry: Registry,
+    labels: RuleLabels,
+    reloads: Reloads,
+    sweeps: Arc<SweepTotals>,
+}
+
+fn register_metrics(attached: &Attached) -> Metrics {
+    let config = &attached.config;
     let registry = Registry::new();
-    let labels: RuleLabels = Arc::new(RwLock::new(loaded.rule_labels()));
+    let labels: RuleLabels = Arc::new(RwLock::new(attached.loaded.rule_labels()));
     registry
         .register(Box::new(DataplaneCollector::new(
-            Arc::clone(&dataplane),
+            Arc::clone(&attached.dataplane),
             config.interfaces.clone(),
             Arc::clone(&labels),
         )))
         .expect("metric names are registered once");
-    licensing
+    attached
+        .licensing
         .register(&registry)
         .expect("metric names are registered once");
-    adapter
+    attached
+        .adapter
         .register(&registry)
         .expect("metric names are registered once");
-    let reloads =
-        status::register(&registry, &attachments).expect("metric names are registered once");
-    reloads.succeeded(&counts, true);
+    let reloads = status::register(&registry, &attached.attachments)
+        .expect("metric names are registered once");
+    reloads.succeeded(&attached.counts, true);
     let sweeps = Arc::new(SweepTotals::default());
     registry
         .register(Box::new(ConntrackCollector::new(
-            Arc::clone(&dataplane),
+            Arc::clone(&attached.dataplane),
             Arc::clone(&sweeps),
             config.interfaces.clone(),
             config.conntrack.max_entries,
         )))
         .expect("metric names are registered once");
-    drop_log
+    attached
+        .drop_log
         .register(&registry)
         .expect("metric names are registered once");
+    Metrics {
+        registry,
+        labels,
+        reloads,
+        sweeps,
+    }
+}
+
+/// Serves metrics and the control socket, rechecks the licence, sweeps the flow table and
+/// reloads on request, until a signal stops it (or one of those fails); then stops.
+async fn run_until_stopped(
+    config_path: &Path,
+    attached: Attached,
+    metrics: Metrics,
+    pins: &Pins,
+) -> Result<(), DaemonError> {
+    let Attached {
+        started,
+        config,
+        loaded,
+        endpoint,
+        control,
+        signals:
+            Signals {
+                mut sigterm,
+                mut sigint,
+                mut sighup,
+            },
+        mut changed,
+        _watch,
+        adapter: _,
+        licensing,
+        dataplane,
+        maps_dir,
+        drop_log,
+        attachments,
+        counts: _,
+    } = attached;
+    let Metrics {
+        registry,
+        labels,
+        reloads,
+        sweeps,
+    } = metrics;
+    let ops = config.operations.clone();
     info!(
         listen = %config.metrics.listen,
         scheme = endpoint.scheme(),
@@ -469,7 +653,7 @@ impl Operator {
                     trigger,
                     error: None,
                 });
-                serde_json::json!({ "ok": true, "summary": summary })
+                Answer::Reloaded(protocol::Reloaded { ok: Is, summary })
             }
             Err(error) => {
                 self.reloads.failed();
@@ -487,56 +671,58 @@ impl Operator {
     /// `smf-firewall status --json`, as one object.
     fn status(&self) -> control::Answer {
         let generation = lock(&self.dataplane).generation();
-        let interfaces: Vec<_> = self
+        let interfaces = self
             .attachments
             .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "name": a.interface,
-                    "ifindex": a.ifindex,
-                    "mode": mode_label(a.mode),
-                    "attached": loader::ifindex(&a.interface).ok() == Some(a.ifindex),
-                    "rules": a.rules,
-                })
+            .map(|a| protocol::InterfaceStatus {
+                attached: loader::ifindex(&a.interface).ok() == Some(a.ifindex),
+                ifindex: a.ifindex,
+                mode: mode_label(a.mode).to_string(),
+                name: a.interface.clone(),
+                rules: a.rules,
             })
             .collect();
-        let license = lock(&self.license).as_ref().map(
-            |applied| serde_json::json!({ "licensed": applied.licensed, "reason": applied.reason }),
-        );
-        let last_reload = self.last_reload.as_ref().map(|last| {
-            serde_json::json!({
-                "at": last.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "trigger": last.trigger,
-                "result": if last.error.is_none() { "success" } else { "error" },
-                "error": last.error,
-            })
+        let license = lock(&self.license)
+            .as_ref()
+            .map(|applied| protocol::LicenseStatus {
+                licensed: applied.licensed,
+                reason: applied.reason.to_string(),
+            });
+        let last_reload = self.last_reload.as_ref().map(|last| protocol::LastReload {
+            at: last.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            error: last.error.clone(),
+            result: match last.error {
+                None => protocol::ReloadResult::Success,
+                Some(_) => protocol::ReloadResult::Error,
+            },
+            trigger: last.trigger.to_string(),
         });
-        serde_json::json!({
-            "ok": true,
-            "version": env!("CARGO_PKG_VERSION"),
-            "pid": std::process::id(),
-            "uptime_seconds": self.started.elapsed().as_secs(),
-            "config": self.config_path,
-            "rules_file": self.rules_path,
-            "interfaces": interfaces,
-            "rules": self.attachments.iter().map(|a| a.rules).sum::<usize>(),
-            "generation": generation,
-            "last_reload": last_reload,
-            "reloads": {
-                "success": self.reloads.total.with_label_values(&["success"]).get(),
-                "error": self.reloads.total.with_label_values(&["error"]).get(),
+        Answer::Status(Box::new(protocol::Status {
+            config: self.config_path.clone(),
+            conntrack: protocol::ConntrackStatus {
+                capacity: self.flows.1,
+                entries: self.flows.0.live.load(std::sync::atomic::Ordering::Relaxed),
+                tracking: lock(&self.loaded).conntrack.tracking != 0,
             },
-            "license": license,
-            "conntrack": {
-                "entries": self.flows.0.live.load(std::sync::atomic::Ordering::Relaxed),
-                "capacity": self.flows.1,
-                "tracking": lock(&self.loaded).conntrack.tracking != 0,
+            generation,
+            interfaces,
+            keep_attached_on_exit: self.keep_attached_on_exit,
+            last_reload,
+            license,
+            maps: self.maps_dir.clone(),
+            ok: Is,
+            pid: std::process::id(),
+            pin_path: self.pins.root().to_path_buf(),
+            reloads: protocol::ReloadCounts {
+                error: self.reloads.total.with_label_values(&["error"]).get(),
+                success: self.reloads.total.with_label_values(&["success"]).get(),
             },
-            "pin_path": self.pins.root(),
-            "maps": self.maps_dir,
-            "watch": self.watch,
-            "keep_attached_on_exit": self.keep_attached_on_exit,
-        })
+            rules: self.attachments.iter().map(|a| a.rules).sum(),
+            rules_file: self.rules_path.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            watch: self.watch,
+        }))
     }
 
     /// After the dataplane handle is dropped: detach and unpin, or leave it all in place.

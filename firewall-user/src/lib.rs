@@ -6,7 +6,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod droplog;
+pub mod drop_log;
 pub mod file_watch;
 pub mod licensing;
 pub mod metrics;

@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use firewall_common::ConntrackSettings;
 
@@ -41,19 +41,20 @@ pub enum ReloadError {
     Loader(#[from] LoaderError),
 }
 
-/// What a reload changed on one interface, by rule id.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// What a reload changed on one interface, by rule id. The fields are in alphabetical order,
+/// as the control socket sends them (see `control::protocol`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
-    pub interface: String,
     pub added: Vec<String>,
-    pub removed: Vec<String>,
     /// Same id, other conditions or action.
     pub changed: Vec<String>,
-    pub unchanged: usize,
+    pub interface: String,
+    pub removed: Vec<String>,
     /// The rules kept are in another order (first match may differ).
     pub reordered: bool,
     /// Rules now.
     pub rules: usize,
+    pub unchanged: usize,
 }
 
 impl Change {
@@ -65,12 +66,12 @@ impl Change {
     }
 }
 
-/// The result of a reload that took effect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The result of a reload that took effect (fields in alphabetical order, as for [`Change`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
-    pub interfaces: Vec<Change>,
     /// The generation now live.
     pub generation: u32,
+    pub interfaces: Vec<Change>,
     pub milliseconds: u64,
 }
 

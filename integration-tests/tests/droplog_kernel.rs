@@ -16,7 +16,7 @@ use firewall_rules::{
     compile::{self, RuleCounters},
     spec::PacketSpec,
 };
-use firewall_user::droplog::{self, DroppedPacket, Layer4, Names};
+use firewall_user::drop_log::{self as reader, DroppedPacket, Layer4, Names};
 
 const LOOPBACK: u32 = 1;
 const XDP_DROP: u32 = 1;
@@ -92,12 +92,12 @@ impl Fixture {
     }
 
     fn events(&mut self) -> Vec<DropEvent> {
-        droplog::drain(&mut self.ring)
+        reader::drain(&mut self.ring)
     }
 
     /// (sent, suppressed, lost) so far.
     fn totals(&self) -> (u64, u64, u64) {
-        let total = |index| droplog::total(&self.stats, index).unwrap();
+        let total = |index| reader::total(&self.stats, index).unwrap();
         (
             total(drop_log::SENT),
             total(drop_log::SUPPRESSED),

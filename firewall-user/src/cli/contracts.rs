@@ -1,6 +1,7 @@
-//! `smf-firewall contracts ...` and `smf-firewall license`: the binary's edge of the contract
-//! store (issue 6). Values are parsed here rather than by clap, so that a bad model, date or
-//! id is an ordinary error (exit 1) that names the flag, and nothing is written.
+//! `smf-firewall contracts ...`: the binary's edge of the contract store (licensing), and
+//! where `contracts` and `license` find it. Values are parsed here rather than by clap, so
+//! that a bad model, date or id is an ordinary error (exit 1) that names the flag, and
+//! nothing is written.
 
 use std::{
     path::{Path, PathBuf},
@@ -9,9 +10,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use chrono_tz::Tz;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use firewall_contracts::{
     Contract, Day, Model, NewAdapter, Role, Store, Suspension, TerminatedBy, Termination, import,
     license::{self, decision},
@@ -19,16 +20,12 @@ use firewall_contracts::{
     store::DEFAULT_URL,
 };
 use firewall_user::config::Config;
-use serde::Serialize;
 
 /// The daemon's config, whose `contracts.url` is the default store when it exists.
 const SYSTEM_CONFIG: &str = "/etc/smf-firewall/config.yaml";
 
-/// Exit code of `smf-firewall license` when the option is not licensed.
-const NOT_LICENSED: u8 = 4;
-
 /// Where the store is: `--db`, the config's `contracts.url`, or the default.
-#[derive(Args, Debug)]
+#[derive(clap::Args, Debug)]
 pub struct StoreArgs {
     /// The contract store: sqlite:PATH or postgres://USER@HOST/DB. Default: `contracts.url` of
     /// the config, else sqlite:/var/lib/smf-firewall/contracts.db.
@@ -40,8 +37,9 @@ pub struct StoreArgs {
     config: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
-pub struct ContractsArgs {
+/// Manage the contract store: management contracts, adapters, Ultra Firewall Options.
+#[derive(clap::Args, Debug)]
+pub struct Args {
     #[command(flatten)]
     store: StoreArgs,
     #[command(subcommand)]
@@ -162,79 +160,16 @@ enum OptionCommand {
     },
 }
 
-#[derive(Args, Debug)]
-pub struct LicenseArgs {
-    #[command(flatten)]
-    store: StoreArgs,
-    /// The adapter's serial number, exactly.
-    #[arg(long, value_name = "S")]
-    serial: String,
-    /// The instant to decide for [default: now].
-    #[arg(long, value_name = "RFC3339")]
-    at: Option<String>,
-    /// Print {"serial":S,"licensed":bool,"reason":"..."}.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `smf-firewall license`: exit 0 licensed, 4 not licensed, 1 on error.
-pub fn license(args: LicenseArgs) -> anyhow::Result<ExitCode> {
-    let at = match &args.at {
-        None => Utc::now(),
-        Some(text) => DateTime::parse_from_rfc3339(text)
-            .with_context(|| {
-                format!(
-                    "--at `{text}` is not an RFC 3339 instant such as 2025-04-01T09:00:00+09:00"
-                )
-            })?
-            .with_timezone(&Utc),
-    };
-    let url = args.store.url()?;
-    let check = runtime()?
-        .block_on(async {
-            let store = Store::open(&url).await?;
-            license::decide(&store, &args.serial, at).await
-        })
-        .context("cannot decide")?;
-    if args.json {
-        #[derive(Serialize)]
-        struct Json<'a> {
-            serial: &'a str,
-            licensed: bool,
-            reason: &'static str,
-        }
-        let json = Json {
-            serial: &check.serial,
-            licensed: check.decision.licensed,
-            reason: check.decision.reason.name(),
-        };
-        println!("{}", serde_json::to_string(&json)?);
-    } else {
-        let verdict = if check.decision.licensed {
-            "licensed"
-        } else {
-            "not licensed"
-        };
-        println!(
-            "{}: {verdict} ({}) on {} in {}",
-            check.serial, check.decision.reason, check.day, check.time_zone
-        );
+impl Args {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let url = self.store.url()?;
+        runtime()?.block_on(dispatch(&url, self.command))?;
+        Ok(ExitCode::SUCCESS)
     }
-    Ok(if check.decision.licensed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(NOT_LICENSED)
-    })
 }
 
-/// `smf-firewall contracts ...`.
-pub fn contracts(args: ContractsArgs) -> anyhow::Result<ExitCode> {
-    let url = args.store.url()?;
-    runtime()?.block_on(run(&url, args.command))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The runtime of the store's client: one thread is plenty.
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -242,7 +177,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 impl StoreArgs {
-    fn url(&self) -> anyhow::Result<String> {
+    pub(super) fn url(&self) -> anyhow::Result<String> {
         if let Some(url) = &self.db {
             return Ok(url.clone());
         }
@@ -261,7 +196,7 @@ impl StoreArgs {
     }
 }
 
-async fn run(url: &str, command: ContractsCommand) -> anyhow::Result<()> {
+async fn dispatch(url: &str, command: ContractsCommand) -> anyhow::Result<()> {
     match command {
         ContractsCommand::Init { time_zone } => init(url, time_zone.as_deref())
             .await

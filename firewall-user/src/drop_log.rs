@@ -3,7 +3,7 @@
 //! ring buffer as they come and written as structured log lines:
 //!
 //! ```text
-//! INFO firewall_user::droplog: dropped packet interface=lan0 rule=no-discard protocol=udp
+//! INFO firewall_user::drop_log: dropped packet interface=lan0 rule=no-discard protocol=udp
 //!     src=198.18.1.2 dst=198.19.1.2 src_port=40000 dst_port=9 vlan=0 bytes=142
 //! ```
 //!

@@ -1,0 +1,72 @@
+//! `smf-firewall check`: validate a rule file without touching the kernel.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use firewall_dataplane::loader::Capacity;
+use firewall_rules::{
+    Limits, RuleSet,
+    compile::{self, RuleCounters},
+    validate,
+};
+
+/// Validate a rule file without touching the kernel. Prints each interface's rules and any
+/// warnings and exits 0 when the file is valid; prints every error as
+/// FILE:LINE:COL: error: ... and exits 1 when it is not.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The YAML rule file.
+    file: PathBuf,
+    /// Warn when an interface has more rules than this.
+    #[arg(long, value_name = "N", default_value_t = validate::DEFAULT_RULES_WARNING)]
+    max_rules: usize,
+}
+
+impl Args {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let file = &self.file;
+        let limits = Limits {
+            rules_per_interface: self.max_rules,
+        };
+        let checked = RuleSet::load_checked(file, &limits)
+            .context("the rule file is not valid; nothing was loaded")?;
+        println!("{}: valid", file.display());
+        for (interface, policy) in &checked.rules.interfaces {
+            let count = policy.rules.len();
+            let noun = if count == 1 { "rule" } else { "rules" };
+            println!(
+                "{interface}: default {}, non-IP {}, {count} {noun} (first match wins)",
+                policy.default, policy.non_ip
+            );
+            for (position, rule) in policy.rules.iter().enumerate() {
+                println!("  {:>3}. {rule}", position + 1);
+            }
+        }
+        let slots: Vec<(String, u32)> = checked.rules.interfaces.keys().cloned().zip(0..).collect();
+        match compile::ruleset(&checked.rules, &slots, &mut RuleCounters::default()) {
+            Ok(compiled) => println!(
+                "dataplane: {} entries, {} tree nodes, {} leaf items, at most {} entries checked per tree, {:.1} MiB of kernel maps",
+                compiled.entries.len(),
+                compiled.nodes.len(),
+                compiled.leaves.len(),
+                compiled.longest_leaf(),
+                Capacity::for_compiled(&compiled).bytes() as f64 / f64::from(1 << 20),
+            ),
+            Err(error) => println!(
+                "{}: warning: the dataplane cannot load these rules: {error}",
+                file.display()
+            ),
+        }
+        for warning in &checked.warnings {
+            let w = &warning.0;
+            println!(
+                "{}:{}:{}: warning: {}",
+                file.display(),
+                w.line,
+                w.column,
+                w.message
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

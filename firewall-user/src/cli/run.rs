@@ -1,0 +1,27 @@
+//! `smf-firewall run`: the daemon (`firewall_user::daemon`) on a tokio runtime.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+
+/// Run the firewall: attach XDP (and the TC egress program) to the configured interfaces,
+/// enforce the rules, serve Prometheus metrics and the control socket; pins maps and links
+/// so that the kernel keeps enforcing if the daemon dies. SIGHUP reloads the rules.
+/// SIGINT or SIGTERM detach and unpin (unless `keep_attached_on_exit: true`).
+#[derive(clap::Args)]
+pub struct Args {
+    /// The daemon's YAML configuration (rules file, interfaces, metrics address).
+    #[arg(long, value_name = "FILE", default_value = firewall_user::config::DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+impl Args {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let config = self.config;
+        let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+        runtime
+            .block_on(firewall_user::daemon::run(&config))
+            .with_context(|| format!("while running with {}", config.display()))
+            .map(|()| ExitCode::SUCCESS)
+    }
+}

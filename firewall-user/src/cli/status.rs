@@ -1,0 +1,112 @@
+//! `smf-firewall status`: what the running daemon does, from its control socket.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::bail;
+use firewall_user::{
+    config::DEFAULT_CONFIG,
+    control::{self, Answer, Request, protocol::Status},
+};
+
+/// Status is immediate.
+pub(super) const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the running daemon does: interfaces and XDP mode, rules and generation, the last
+/// reload, the licence, connection tracking, uptime.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The daemon's configuration: says where its control socket is.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let socket = super::config(&self.config)?.operations.control_socket();
+        let reply = control::call(&socket, Request::Status, STATUS_TIMEOUT)?;
+        if self.json {
+            println!("{reply}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        match reply.answer()? {
+            Answer::Status(status) => print(&status),
+            Answer::Failed(failure) => bail!("the daemon cannot say: {}", failure.error),
+            Answer::Reloaded(_) => bail!("the daemon answered the status with a reload"),
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn print(status: &Status) {
+    println!(
+        "smf-firewall {} running, pid {}, up {}",
+        status.version,
+        status.pid,
+        humantime::format_duration(Duration::from_secs(status.uptime_seconds))
+    );
+    println!(
+        "rules: {} from {}, generation {}",
+        status.rules,
+        status.rules_file.display(),
+        status.generation
+    );
+    for interface in &status.interfaces {
+        let rules = interface.rules;
+        println!(
+            "  {:<16} {:<7} {:<8} {rules} {}",
+            interface.name,
+            interface.mode,
+            if interface.attached {
+                "attached"
+            } else {
+                "GONE"
+            },
+            if rules == 1 { "rule" } else { "rules" }
+        );
+    }
+    match &status.last_reload {
+        None => println!("last reload: none since start"),
+        Some(last) => println!(
+            "last reload: {} at {} ({}){}",
+            last.result,
+            last.at,
+            last.trigger,
+            last.error
+                .as_deref()
+                .map(|e| format!("\n  {e}"))
+                .unwrap_or_default()
+        ),
+    }
+    println!(
+        "reloads: {} succeeded, {} failed",
+        status.reloads.success, status.reloads.error
+    );
+    match &status.license {
+        None => println!("license: not decided yet"),
+        Some(license) => println!(
+            "license: {} ({})",
+            if license.licensed {
+                "licensed, rules enforced"
+            } else {
+                "NOT licensed, passing every packet"
+            },
+            license.reason
+        ),
+    }
+    println!(
+        "conntrack: {} of {} entries",
+        status.conntrack.entries, status.conntrack.capacity
+    );
+    println!(
+        "pinned under {}{}",
+        status.pin_path.display(),
+        if status.keep_attached_on_exit {
+            " (kept attached on exit)"
+        } else {
+            ""
+        }
+    );
+}

@@ -2,18 +2,17 @@
 //! traffic between a LAN host and a WAN host, counters read from `/metrics`.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
-    thread,
     time::Duration,
 };
 
-use testbed::{DaemonDir, LAN_HOST, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
+use testbed::{DaemonDir, LAN_HOST, NetNs, Signal, Site, WAN_HOST, sample};
 
-use crate::smf_firewall;
+use crate::{
+    common::{self, start},
+    smf_firewall,
+};
 
-const METRICS: &str = "127.0.0.1:9775";
 /// Ethernet 14 + IPv4 20 + UDP 8 + payload 100.
 const UDP_FRAME: u64 = 142;
 /// Ethernet 14 + IPv4 20 + ICMP 8 + ping's default 56 bytes of data.
@@ -37,12 +36,8 @@ fn files(config: &str, rules: &str) -> (DaemonDir, PathBuf) {
     (dir, path)
 }
 
-fn start(adapter: &NetNs, config: &Path) -> Process {
-    testbed::start_daemon(adapter, smf_firewall(), config, METRICS.parse().unwrap()).unwrap()
-}
-
 fn counter(adapter: &NetNs, name: &str, interface: &str, verdict: &str) -> u64 {
-    let text = scrape(adapter, METRICS.parse().unwrap()).unwrap();
+    let text = common::scrape(adapter);
     sample(
         &text,
         name,
@@ -53,26 +48,14 @@ fn counter(adapter: &NetNs, name: &str, interface: &str, verdict: &str) -> u64 {
 
 /// A TCP connection from the LAN host to the WAN host that carries one message.
 fn tcp_through(site: &Site) -> bool {
-    let listener = site
-        .wan
-        .run(|| TcpListener::bind("0.0.0.0:8080"))
-        .unwrap()
-        .unwrap();
-    let server = thread::spawn(move || {
-        let (mut conn, _) = listener.accept().ok()?;
-        let mut message = String::new();
-        conn.read_to_string(&mut message).ok()?;
-        Some(message)
-    });
-    let to: SocketAddr = format!("{WAN_HOST}:8080").parse().unwrap();
-    let sent = site
-        .lan
-        .run(move || {
-            let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
-            conn.write_all(b"hello through the firewall")
-        })
-        .unwrap();
-    sent.is_ok() && server.join().unwrap().as_deref() == Some("hello through the firewall")
+    testbed::tcp_message(
+        &site.lan,
+        &site.wan,
+        WAN_HOST,
+        8080,
+        "hello through the firewall",
+        Duration::from_secs(3),
+    )
 }
 
 fn pings_answered(site: &Site, count: u32) -> bool {

@@ -1,4 +1,4 @@
-//! Operating the daemon (issue 9), end to end in a small site: reloads (command, SIGHUP, file
+//! Operating the daemon, end to end in a small site: reloads (command, SIGHUP, file
 //! watch) with traffic running, a `kill -9` and a restart that takes over the pinned program,
 //! `keep_attached_on_exit` and `unload`, make-before-break into larger maps, `status`.
 
@@ -14,11 +14,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{DaemonDir, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
+use testbed::{DaemonDir, NetNs, Process, Signal, Site, WAN_HOST};
 
-use crate::smf_firewall;
+use crate::{
+    common::{metric, start},
+    smf_firewall,
+};
 
-const METRICS: &str = "127.0.0.1:9775";
 const CONFIG: &str = "rules: rules.yaml\ninterfaces: [lan0, wan0]\n";
 
 /// Port 9 is dropped by every rule set here; port 10 is passed by every one.
@@ -47,18 +49,6 @@ interfaces:
   wan0:
     default: pass
 ";
-
-fn start(adapter: &NetNs, config: &Path) -> Process {
-    testbed::start_daemon(adapter, smf_firewall(), config, METRICS.parse().unwrap()).unwrap()
-}
-
-fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    sample(
-        &scrape(adapter, METRICS.parse().unwrap()).unwrap(),
-        name,
-        labels,
-    )
-}
 
 fn rule_hits(adapter: &NetNs, rule: &str) -> u64 {
     metric(

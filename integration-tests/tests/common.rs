@@ -2,11 +2,14 @@
 //! and frames through the kernel programs of a `Dataplane` (firewall_dataplane's
 //! BPF_PROG_TEST_RUN harness), with every error a test failure.
 
-use std::{net::SocketAddr, path::Path};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use firewall_dataplane::loader::{Capacity, Dataplane};
 use firewall_rules::Direction;
-use testbed::{NetNs, Process, sample};
+use testbed::{DaemonDir, NetNs, Process, Site, sample};
 
 use crate::smf_firewall;
 
@@ -52,4 +55,17 @@ pub fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> Option<f6
 pub fn required_metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> f64 {
     let text = scrape(adapter);
     sample(&text, name, labels).unwrap_or_else(|| panic!("{name}{labels:?} missing from:\n{text}"))
+}
+
+/// The small site an end-to-end test runs in, or None (the test skips) without root.
+pub fn site(test: &str) -> Option<Site> {
+    testbed::require_root(test).then(|| Site::new().unwrap())
+}
+
+/// A config and rules file in a temporary directory, with pins of their own; returns the
+/// directory and the config's path.
+pub fn files(config: &str, rules: &str) -> (DaemonDir, PathBuf) {
+    let dir = DaemonDir::new().unwrap();
+    let path = dir.write(config, rules).unwrap();
+    (dir, path)
 }

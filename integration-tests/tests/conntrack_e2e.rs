@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use testbed::{LAN_HOST, NetNs, Signal, Site, WAN_HOST};
+use testbed::{LAN_HOST, NetNs, Signal, WAN_HOST};
 
 use crate::{
     common::{self, required_metric as metric, start},
@@ -49,17 +49,13 @@ fn cli(config: &Path, args: &[&str]) -> String {
 
 #[test]
 fn lan_connections_get_their_replies_and_the_wan_cannot_connect() {
-    if !testbed::require_root("conntrack_e2e::lan_out_state") {
+    let Some(site) = common::site("conntrack_e2e::lan_out_state") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = testbed::DaemonDir::new().unwrap();
-    let config = dir
-        .write(
-            "rules: rules.yaml\ninterfaces: [lan0, wan0]\nconntrack: {sweep: 200ms}\n",
-            RULES,
-        )
-        .unwrap();
+    };
+    let (dir, config) = common::files(
+        "rules: rules.yaml\ninterfaces: [lan0, wan0]\nconntrack: {sweep: 200ms}\n",
+        RULES,
+    );
     let daemon = start(&site.adapter, &config);
 
     assert!(

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{ADAPTER_LAN, ADAPTER_WAN, LAN_HOST, Signal, Site, WAN_HOST, sample};
+use testbed::{ADAPTER_LAN, ADAPTER_WAN, LAN_HOST, Signal, WAN_HOST, sample};
 
 use crate::common::{self, start};
 
@@ -46,10 +46,9 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
 
 #[test]
 fn a_log_rule_writes_sampled_log_lines_and_metrics_count_them_without_addresses() {
-    if !testbed::require_root("droplog_e2e::log_lines") {
+    let Some(site) = common::site("droplog_e2e::log_lines") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let (_dir, config) = files();
     let daemon = start(&site.adapter, &config);
     let metrics = || common::scrape(&site.adapter);

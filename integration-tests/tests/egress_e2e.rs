@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use testbed::{ADAPTER_WAN, NetNs, Signal, Site, WAN_HOST};
+use testbed::{ADAPTER_WAN, NetNs, Signal, WAN_HOST};
 
-use crate::common::{required_metric as metric, start};
+use crate::common::{self, required_metric as metric, start};
 
 const RULES: &str = "version: 1
 interfaces:
@@ -35,14 +35,10 @@ fn tcp(from: &NetNs, to: &NetNs, host: &str, port: u16) -> bool {
 
 #[test]
 fn out_rules_judge_what_the_adapter_itself_sends() {
-    if !testbed::require_root("egress_e2e::adapter_originated") {
+    let Some(site) = common::site("egress_e2e::adapter_originated") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = testbed::DaemonDir::new().unwrap();
-    let config = dir
-        .write("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", RULES)
-        .unwrap();
+    };
+    let (_dir, config) = common::files("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", RULES);
     let daemon = start(&site.adapter, &config);
 
     assert!(

@@ -147,10 +147,9 @@ fn counted(adapter: &NetNs, verdict: &str) -> f64 {
 
 #[test]
 fn terminating_the_option_stops_filtering_within_a_recheck_and_a_new_option_restores_it() {
-    if !testbed::require_root("license_e2e::terminate_and_readd") {
+    let Some(site) = common::site("license_e2e::terminate_and_readd") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let dir = testbed::DaemonDir::new().unwrap();
     let db = format!("sqlite:{}", dir.path().join("contracts.db").display());
     seed(&db);
@@ -338,10 +337,9 @@ fn an_unreachable_store_holds_the_last_decision_for_grace_then_passes_everything
 
 #[test]
 fn a_restart_while_the_store_is_unreachable_holds_the_licence_of_the_pinned_dataplane() {
-    if !testbed::require_root("license_e2e::restart_store_unreachable") {
+    let Some(site) = common::site("license_e2e::restart_store_unreachable") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let dir = testbed::DaemonDir::new().unwrap();
     let file = dir.path().join("contracts.db");
     let db = format!("sqlite:{}", file.display());

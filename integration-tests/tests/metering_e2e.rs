@@ -380,10 +380,9 @@ fn status(result: Result<(), TopError>) -> Option<u16> {
 
 #[test]
 fn tls_and_basic_auth_on_a_namespace_address_admit_only_the_right_password() {
-    if !testbed::require_root("metering_e2e::tls_and_basic_auth") {
+    let Some(site) = common::site("metering_e2e::tls_and_basic_auth") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let key = rcgen::generate_simple_self_signed(vec![ADAPTER_LAN.to_string()]).unwrap();
     let hash = bcrypt::hash("right-password", 4).unwrap();
     let (dir, config) = files(&format!(

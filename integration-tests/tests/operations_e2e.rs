@@ -14,10 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{DaemonDir, NetNs, Process, Signal, Site, WAN_HOST};
+use testbed::{NetNs, Process, Signal, Site, WAN_HOST};
 
 use crate::{
-    common::{metric, start},
+    common::{self, metric, start},
     smf_firewall,
 };
 
@@ -175,12 +175,10 @@ impl Traffic {
 
 #[test]
 fn reload_swaps_in_good_rules_refuses_bad_ones_and_keeps_counters_of_unchanged_rules() {
-    if !testbed::require_root("operations_e2e::reload") {
+    let Some(site) = common::site("operations_e2e::reload") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir.write(CONFIG, RULES_A).unwrap();
+    };
+    let (dir, config) = common::files(CONFIG, RULES_A);
     let daemon = start(&site.adapter, &config);
     assert_eq!(site.udp_through(DROPPED, 5).unwrap(), 0);
     assert_eq!(site.udp_through(7, 5).unwrap(), 5);
@@ -280,12 +278,10 @@ fn reload_swaps_in_good_rules_refuses_bad_ones_and_keeps_counters_of_unchanged_r
 
 #[test]
 fn no_packet_is_misjudged_while_rules_are_reloaded_over_and_over() {
-    if !testbed::require_root("operations_e2e::no_misjudged_packet") {
+    let Some(site) = common::site("operations_e2e::no_misjudged_packet") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir.write(CONFIG, RULES_A).unwrap();
+    };
+    let (dir, config) = common::files(CONFIG, RULES_A);
     let daemon = start(&site.adapter, &config);
     let traffic = Traffic::start(&site);
     for round in 0..20 {
@@ -303,14 +299,10 @@ fn no_packet_is_misjudged_while_rules_are_reloaded_over_and_over() {
 
 #[test]
 fn the_file_watch_reloads_a_saved_rules_file() {
-    if !testbed::require_root("operations_e2e::watch") {
+    let Some(site) = common::site("operations_e2e::watch") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir
-        .write(&format!("{CONFIG}watch: true\n"), RULES_A)
-        .unwrap();
+    };
+    let (dir, config) = common::files(&format!("{CONFIG}watch: true\n"), RULES_A);
     let daemon = start(&site.adapter, &config);
     assert_eq!(site.udp_through(7, 3).unwrap(), 3);
     // As an editor saves: a new file renamed over the old one.
@@ -333,12 +325,10 @@ fn the_file_watch_reloads_a_saved_rules_file() {
 
 #[test]
 fn after_kill_9_the_kernel_keeps_enforcing_and_a_restart_takes_over_without_a_gap() {
-    if !testbed::require_root("operations_e2e::kill_9") {
+    let Some(site) = common::site("operations_e2e::kill_9") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir.write(CONFIG, RULES_A).unwrap();
+    };
+    let (dir, config) = common::files(CONFIG, RULES_A);
     let daemon = start(&site.adapter, &config);
     let traffic = Traffic::start(&site);
     thread::sleep(Duration::from_millis(300));
@@ -367,14 +357,10 @@ fn after_kill_9_the_kernel_keeps_enforcing_and_a_restart_takes_over_without_a_ga
 
 #[test]
 fn keep_attached_on_exit_leaves_the_rules_enforced_until_unload() {
-    if !testbed::require_root("operations_e2e::keep_attached") {
+    let Some(site) = common::site("operations_e2e::keep_attached") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir
-        .write(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A)
-        .unwrap();
+    };
+    let (dir, config) = common::files(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A);
     let daemon = start(&site.adapter, &config);
     let out = cli(&site.adapter, &["unload"], &config);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -408,14 +394,10 @@ fn keep_attached_on_exit_leaves_the_rules_enforced_until_unload() {
 
 #[test]
 fn a_restart_with_rules_that_outgrow_the_maps_swaps_in_larger_ones_make_before_break() {
-    if !testbed::require_root("operations_e2e::make_before_break") {
+    let Some(site) = common::site("operations_e2e::make_before_break") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir
-        .write(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A)
-        .unwrap();
+    };
+    let (dir, config) = common::files(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A);
     let daemon = start(&site.adapter, &config);
     let first_maps: Vec<_> = maps_dirs(dir.pin_path());
     assert_eq!(first_maps.len(), 1, "{first_maps:?}");
@@ -451,14 +433,10 @@ fn a_restart_with_rules_that_outgrow_the_maps_swaps_in_larger_ones_make_before_b
 
 #[test]
 fn maps_of_another_layout_are_replaced_make_before_break() {
-    if !testbed::require_root("operations_e2e::other_layout") {
+    let Some(site) = common::site("operations_e2e::other_layout") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir
-        .write(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A)
-        .unwrap();
+    };
+    let (dir, config) = common::files(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A);
     let daemon = start(&site.adapter, &config);
     assert!(stop(daemon).status.success());
     // As an older binary would have left them: the same pins under another layout's name.

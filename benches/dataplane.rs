@@ -4,7 +4,7 @@
 //! pass/fail test. Needs root.
 //!
 //! Without a context the kernel runs a program as if the frame arrived on loopback
-//! (ifindex 1), so the rules are bound there.
+//! (ifindex 1), so the rules are bound there (`firewall_dataplane::test_run`).
 
 use std::{
     path::{Path, PathBuf},
@@ -12,17 +12,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{
-    Ebpf,
-    programs::{TestRun, TestRunOptions, Xdp},
-};
+use aya::{Ebpf, programs::Xdp};
 use firewall_benches::{REPEAT, Row, generate, print_table, write_json};
 use firewall_dataplane::{
     loader::{Capacity, Dataplane},
     object::XDP_PASS_OBJECT,
+    test_run,
 };
 use firewall_rules::{
-    RuleSet,
+    Direction, RuleSet,
     compile::{self, Compiled, RuleCounters},
     spec::PacketSpec,
 };
@@ -31,7 +29,6 @@ use testbed::{NetNs, Signal, sample, scrape};
 
 type Result<T> = std::result::Result<T, String>;
 
-const LOOPBACK: u32 = 1;
 const SIZES: [usize; 4] = [1, 1_000, 10_000, 100_000];
 /// The xdp-filter comparison: this many destination addresses and one UDP port.
 const PEER_ADDRESSES: usize = 1_000;
@@ -47,12 +44,8 @@ fn err(e: impl std::fmt::Display) -> String {
 fn time(program: &Xdp, frame: &[u8]) -> Result<f64> {
     let mut rounds = Vec::new();
     for _ in 0..3 {
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            repeat: REPEAT,
-            ..TestRunOptions::default()
-        };
-        rounds.push(program.test_run(options).map_err(err)?.duration.as_nanos() as f64);
+        let outcome = test_run::run(program, frame, REPEAT).map_err(err)?;
+        rounds.push(outcome.duration.as_nanos() as f64);
     }
     rounds.sort_by(f64::total_cmp);
     Ok(rounds[1])
@@ -86,9 +79,9 @@ fn load(text: &str) -> Result<(Dataplane, Compiled)> {
         .clone();
     let compiled =
         compile::ruleset(&rules, &[(interface, 0)], &mut RuleCounters::default()).map_err(err)?;
-    let mut dataplane = Dataplane::load(Capacity::for_compiled(&compiled)).map_err(err)?;
-    // Licensed: time the rules' path, not the pass-all one.
-    dataplane.set_enforcing(true).map_err(err)?;
+    // Licensed (time the rules' path, not the pass-all one) and bound to loopback.
+    let mut dataplane =
+        Dataplane::load_for_test_run(Capacity::for_compiled(&compiled)).map_err(err)?;
     // As the daemon: the table is looked up only when some rule has `state: true`.
     let mut settings = firewall_dataplane::conntrack::Timeouts::default().settings();
     settings.tracking = u64::from(
@@ -98,7 +91,6 @@ fn load(text: &str) -> Result<(Dataplane, Compiled)> {
             .any(|policy| policy.rules.iter().any(|rule| rule.state)),
     );
     dataplane.set_conntrack(&settings).map_err(err)?;
-    dataplane.bind(LOOPBACK, 0).map_err(err)?;
     dataplane.install(&compiled).map_err(err)?;
     Ok((dataplane, compiled))
 }
@@ -469,11 +461,10 @@ const NEW_FLOWS: usize = 50_000;
 fn time_each(program: &Xdp, frames: &[Vec<u8>]) -> Result<f64> {
     let mut total = 0.0;
     for frame in frames {
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
-        };
-        total += program.test_run(options).map_err(err)?.duration.as_nanos() as f64;
+        total += test_run::run(program, frame, 1)
+            .map_err(err)?
+            .duration
+            .as_nanos() as f64;
     }
     Ok(total / frames.len() as f64)
 }
@@ -503,17 +494,8 @@ fn conntrack_rows(trivial_ns: f64, rows: &mut Vec<Row>) -> Result<Vec<ConntrackM
     let syn = frame("tcp 198.18.7.1:40000 -> 198.19.200.1:443 flags SYN");
     let reply = frame("tcp 198.19.200.1:443 -> 198.18.7.1:40000 flags ACK");
     let (mut dataplane, _) = load(&stateful_rules())?;
-    let program = dataplane.program().map_err(err)?;
-    let options = TestRunOptions {
-        data_in: Some(&syn),
-        ..TestRunOptions::default()
-    };
-    program.test_run(options).map_err(err)?;
-    let options = TestRunOptions {
-        data_in: Some(&reply),
-        ..TestRunOptions::default()
-    };
-    program.test_run(options).map_err(err)?;
+    dataplane.run(&syn, Direction::In).map_err(err)?;
+    dataplane.run(&reply, Direction::In).map_err(err)?;
     if dataplane.conntrack_hits(0).map_err(err)? != 1 {
         return Err("the reply was not tracked: the established row would time the rules".into());
     }

@@ -5,7 +5,6 @@
 
 use std::{collections::BTreeMap, fs, path::Path};
 
-use aya::programs::{TestRun, TestRunOptions};
 use pcap_file::{
     DataLink,
     pcap::PcapReader,
@@ -13,17 +12,15 @@ use pcap_file::{
 };
 use serde::Serialize;
 
+use firewall_common::Verdict;
 use firewall_rules::{
-    Action, RuleSet,
+    Action, Direction, RuleSet,
     compile::{self, CompileError, RuleCounters},
     reference::{self, Reason},
 };
 
 use crate::loader::{Capacity, Dataplane, LoaderError};
 
-/// BPF_PROG_TEST_RUN runs a frame as if it arrived on loopback, where the rules are bound.
-const LOOPBACK: u32 = 1;
-const XDP_DROP: u32 = 1;
 /// The largest frame BPF_PROG_TEST_RUN takes for XDP without fragments (a page less the
 /// headroom and the shared info).
 const MAX_FRAME: usize = 3_500;
@@ -127,9 +124,8 @@ pub fn replay(rules: &RuleSet, interface: &str, frames: &[Vec<u8>]) -> Result<Re
     }
     let mut counters = RuleCounters::default();
     let compiled = compile::ruleset(rules, &[(interface.to_string(), 0)], &mut counters)?;
-    let mut dataplane = Dataplane::load(Capacity::for_compiled(&compiled))?;
-    dataplane.set_enforcing(true)?;
-    dataplane.bind(LOOPBACK, 0)?;
+    // BPF_PROG_TEST_RUN runs a frame as if it arrived on loopback, where the rules are bound.
+    let mut dataplane = Dataplane::load_for_test_run(Capacity::for_compiled(&compiled))?;
     dataplane.install(&compiled)?;
     let mut report = Report::default();
     for (i, frame) in frames.iter().enumerate() {
@@ -145,19 +141,9 @@ pub fn replay(rules: &RuleSet, interface: &str, frames: &[Vec<u8>]) -> Result<Re
             .as_deref()
             .and_then(|rule| counters.get(interface, rule));
         let before = slot.map(|s| dataplane.rule_counter(s)).transpose()?;
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
-        };
-        let action = dataplane
-            .program()?
-            .test_run(options)
-            .map_err(LoaderError::Program)?
-            .return_value;
-        let kernel = if action == XDP_DROP {
-            Action::Drop
-        } else {
-            Action::Pass
+        let kernel = match dataplane.run(frame, Direction::In)?.verdict() {
+            Verdict::Drop => Action::Drop,
+            Verdict::Pass => Action::Pass,
         };
         let rule_counted = match (slot, before) {
             (Some(s), Some(before)) => dataplane.rule_counter(s)?.packets == before.packets + 1,

@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use aya::programs::{TestRun, TestRunOptions};
 use firewall_common::{
     ConntrackSettings, Verdict,
     conntrack::{event, state},
@@ -17,6 +16,7 @@ use firewall_common::{
 use firewall_dataplane::{
     conntrack::{self, Timeouts},
     loader::{Capacity, Dataplane},
+    test_run::{LOOPBACK, TC_NEXT, XDP_DROP, XDP_PASS},
 };
 use firewall_rules::{
     Action, Direction, RuleSet,
@@ -27,9 +27,8 @@ use firewall_rules::{
 use rand::{Rng, SeedableRng, seq::IndexedRandom};
 use rand_chacha::ChaCha8Rng;
 
-const LOOPBACK: u32 = 1;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+use crate::common::{self, run, run_egress};
+
 const SECOND: u64 = 1_000_000_000;
 
 const RULES: &str = "
@@ -66,9 +65,7 @@ fn install(dataplane: &mut Dataplane, text: &str, counters: &mut RuleCounters) -
 
 /// A licensed dataplane on loopback with `text`, its clock fixed at 0.
 fn dataplane(text: &str, timeouts: &Timeouts) -> (Dataplane, RuleSet, RuleCounters) {
-    let mut dataplane = Dataplane::load(Capacity::default()).expect("the verifier accepts");
-    dataplane.set_enforcing(true).unwrap();
-    dataplane.bind(LOOPBACK, 0).unwrap();
+    let mut dataplane = common::dataplane();
     let mut counters = RuleCounters::default();
     let rules = install(&mut dataplane, text, &mut counters);
     set_clock(&mut dataplane, timeouts, 0);
@@ -85,35 +82,6 @@ fn settings(timeouts: &Timeouts, now: u64) -> ConntrackSettings {
 
 fn set_clock(dataplane: &mut Dataplane, timeouts: &Timeouts, now: u64) {
     dataplane.set_conntrack(&settings(timeouts, now)).unwrap();
-}
-
-fn run(dataplane: &mut Dataplane, frame: &[u8]) -> u32 {
-    let options = TestRunOptions {
-        data_in: Some(frame),
-        ..TestRunOptions::default()
-    };
-    dataplane
-        .program()
-        .unwrap()
-        .test_run(options)
-        .unwrap()
-        .return_value
-}
-
-/// TC_ACT_UNSPEC (TCX_NEXT): the egress program passes.
-const TC_NEXT: u32 = u32::MAX;
-
-fn run_egress(dataplane: &mut Dataplane, frame: &[u8]) -> u32 {
-    let options = TestRunOptions {
-        data_in: Some(frame),
-        ..TestRunOptions::default()
-    };
-    dataplane
-        .egress_program()
-        .unwrap()
-        .test_run(options)
-        .unwrap()
-        .return_value
 }
 
 fn frame(spec: &str) -> Vec<u8> {

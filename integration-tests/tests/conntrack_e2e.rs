@@ -1,22 +1,16 @@
-//! End to end (issue 8): the real daemon in the adapter namespace with "pass LAN → WAN with
+//! Connection tracking end to end: the real daemon in the adapter namespace with "pass LAN → WAN with
 //! state enable" and everything from the WAN dropped. A real TCP connection (and a ping) from
 //! the LAN host to the WAN host works, a new connection from the WAN host is dropped, the
 //! conntrack metrics and `smf-firewall conntrack [flush]` see the flows (through the pins).
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::Path,
-    process::Command,
-    thread,
-    time::Duration,
+use std::{path::Path, process::Command, time::Duration};
+
+use testbed::{LAN_HOST, NetNs, Signal, WAN_HOST};
+
+use crate::{
+    common::{self, required_metric as metric, start},
+    smf_firewall,
 };
-
-use testbed::{LAN_HOST, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
-
-use crate::smf_firewall;
-
-const METRICS: &str = "127.0.0.1:9775";
 
 const RULES: &str = "version: 1
 interfaces:
@@ -28,41 +22,17 @@ interfaces:
     default: drop
 ";
 
-fn start(adapter: &NetNs, config: &Path) -> Process {
-    testbed::start_daemon(adapter, smf_firewall(), config, METRICS.parse().unwrap()).unwrap()
-}
-
-fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = scrape(adapter, METRICS.parse().unwrap()).unwrap();
-    sample(&text, name, labels).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
-}
-
 /// A TCP connection from `from` to `to_host:port` that carries one message to a listener in
 /// `to`; true when the message arrived.
 fn tcp(from: &NetNs, to: &NetNs, to_host: &str, port: u16) -> bool {
-    let listener = to
-        .run(move || TcpListener::bind(("0.0.0.0", port)))
-        .unwrap()
-        .unwrap();
-    listener.set_nonblocking(false).unwrap();
-    let server = thread::spawn(move || {
-        let (mut conn, _) = listener.accept().ok()?;
-        let mut message = String::new();
-        conn.read_to_string(&mut message).ok()?;
-        Some(message)
-    });
-    let addr: SocketAddr = format!("{to_host}:{port}").parse().unwrap();
-    let sent = from
-        .run(move || {
-            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            conn.write_all(b"stateful hello")
-        })
-        .unwrap();
-    if sent.is_err() {
-        // Unblock the listener so that its thread ends.
-        let _ = to.run(move || TcpStream::connect(("127.0.0.1", port)));
-    }
-    sent.is_ok() && server.join().unwrap().as_deref() == Some("stateful hello")
+    testbed::tcp_message(
+        from,
+        to,
+        to_host,
+        port,
+        "stateful hello",
+        Duration::from_secs(2),
+    )
 }
 
 fn cli(config: &Path, args: &[&str]) -> String {
@@ -79,17 +49,13 @@ fn cli(config: &Path, args: &[&str]) -> String {
 
 #[test]
 fn lan_connections_get_their_replies_and_the_wan_cannot_connect() {
-    if !testbed::require_root("conntrack_e2e::lan_out_state") {
+    let Some(site) = common::site("conntrack_e2e::lan_out_state") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = testbed::DaemonDir::new().unwrap();
-    let config = dir
-        .write(
-            "rules: rules.yaml\ninterfaces: [lan0, wan0]\nconntrack: {sweep: 200ms}\n",
-            RULES,
-        )
-        .unwrap();
+    };
+    let (dir, config) = common::files(
+        "rules: rules.yaml\ninterfaces: [lan0, wan0]\nconntrack: {sweep: 200ms}\n",
+        RULES,
+    );
     let daemon = start(&site.adapter, &config);
 
     assert!(
@@ -139,7 +105,7 @@ fn lan_connections_get_their_replies_and_the_wan_cannot_connect() {
         }),
         "entries never reached 2"
     );
-    let text = scrape(&site.adapter, METRICS.parse().unwrap()).unwrap();
+    let text = common::scrape(&site.adapter);
     assert!(
         !text
             .lines()

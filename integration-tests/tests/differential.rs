@@ -8,11 +8,10 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use aya::programs::{TestRun, TestRunOptions};
 use firewall_common::{Verdict, ethertype};
-use firewall_dataplane::loader::{Capacity, Dataplane};
+use firewall_dataplane::loader::Dataplane;
 use firewall_rules::{
-    Action, RuleSet,
+    Action, Direction, RuleSet,
     compile::{self, RuleCounters},
     reference,
     spec::PacketSpec,
@@ -20,8 +19,8 @@ use firewall_rules::{
 use rand::{Rng, SeedableRng, seq::IndexedRandom};
 use rand_chacha::ChaCha8Rng;
 
-const LOOPBACK: u32 = 1;
-const XDP_DROP: u32 = 1;
+use crate::common;
+
 const FRAMES_PER_SET: usize = 2_000;
 
 const V4_NETS: [&str; 7] = [
@@ -254,21 +253,7 @@ fn alter(rng: &mut ChaCha8Rng, frame: &mut Vec<u8>, v6: bool) {
 }
 
 fn kernel_verdict(dataplane: &mut Dataplane, frame: &[u8]) -> Verdict {
-    let options = TestRunOptions {
-        data_in: Some(frame),
-        ..TestRunOptions::default()
-    };
-    let action = dataplane
-        .program()
-        .unwrap()
-        .test_run(options)
-        .unwrap()
-        .return_value;
-    if action == XDP_DROP {
-        Verdict::Drop
-    } else {
-        Verdict::Pass
-    }
+    dataplane.run(frame, Direction::In).unwrap().verdict()
 }
 
 fn hex(frame: &[u8]) -> String {
@@ -312,10 +297,8 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
         .unwrap_or(0x5eed);
     eprintln!("differential: seed {seed} (SMF_FIREWALL_DIFFERENTIAL_SEED reproduces a run)");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut dataplane = Dataplane::load(Capacity::default()).unwrap();
     // Licensed: the rules' verdicts apply (a fresh program passes everything).
-    dataplane.set_enforcing(true).unwrap();
-    dataplane.bind(LOOPBACK, 0).unwrap();
+    let mut dataplane = common::dataplane();
     let mut counters = RuleCounters::default();
     let (mut frames, mut sets, mut by_verdict, mut deepest) = (0, 0, [0u64; 2], 0);
     while frames < total {

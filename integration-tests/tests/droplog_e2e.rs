@@ -1,19 +1,16 @@
-//! Drop logs end to end (issue 9): the real daemon in the adapter namespace of a small site,
+//! Drop logs end to end: the real daemon in the adapter namespace of a small site,
 //! real traffic hitting a `log: true` rule, the log lines on the daemon's stderr, and the
 //! counts on `/metrics`, which carries no address.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
 
-use testbed::{ADAPTER_LAN, ADAPTER_WAN, LAN_HOST, NetNs, Process, Signal, Site, WAN_HOST};
-use testbed::{sample, scrape};
+use testbed::{ADAPTER_LAN, ADAPTER_WAN, LAN_HOST, Signal, WAN_HOST, sample};
 
-use crate::smf_firewall;
-
-const METRICS: &str = "127.0.0.1:9775";
+use crate::common::{self, start};
 
 const RULES: &str = "version: 1
 interfaces:
@@ -43,23 +40,18 @@ fn files() -> (testbed::DaemonDir, PathBuf) {
     (dir, path)
 }
 
-fn start(adapter: &NetNs, config: &Path) -> Process {
-    testbed::start_daemon(adapter, smf_firewall(), config, METRICS.parse().unwrap()).unwrap()
-}
-
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
     sample(text, name, labels).unwrap_or_else(|| panic!("{name} missing from:\n{text}")) as u64
 }
 
 #[test]
 fn a_log_rule_writes_sampled_log_lines_and_metrics_count_them_without_addresses() {
-    if !testbed::require_root("droplog_e2e::log_lines") {
+    let Some(site) = common::site("droplog_e2e::log_lines") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let (_dir, config) = files();
     let daemon = start(&site.adapter, &config);
-    let metrics = || scrape(&site.adapter, METRICS.parse().unwrap()).unwrap();
+    let metrics = || common::scrape(&site.adapter);
     let events = |text: &str| {
         metric(
             text,

@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
-use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::{TestRun, TestRunOptions},
-};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
 use firewall_common::{DropEvent, DropLogControl, drop_log, family, l4, protocol};
-use firewall_dataplane::loader::{Capacity, Dataplane};
+use firewall_dataplane::{
+    loader::Dataplane,
+    test_run::{LOOPBACK, XDP_DROP, XDP_PASS},
+};
+use firewall_rules::Direction;
 use firewall_rules::{
     RuleSet,
     compile::{self, RuleCounters},
@@ -18,9 +19,8 @@ use firewall_rules::{
 };
 use firewall_user::drop_log::{self as reader, DroppedPacket, Layer4, Names};
 
-const LOOPBACK: u32 = 1;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+use crate::common;
+
 const SECOND: u64 = 1_000_000_000;
 /// The program's fixed clock at the start of each test.
 const T: u64 = 5_000 * SECOND;
@@ -53,10 +53,7 @@ impl Fixture {
         let rules = RuleSet::parse(Path::new("droplog-test.yaml"), RULES).unwrap();
         let mut counters = RuleCounters::default();
         let compiled = compile::ruleset(&rules, &[("lo".to_string(), 0)], &mut counters).unwrap();
-        let mut dataplane =
-            Dataplane::load(Capacity::default()).expect("the verifier accepts the program");
-        dataplane.set_enforcing(true).unwrap();
-        dataplane.bind(LOOPBACK, 0).unwrap();
+        let mut dataplane = common::dataplane();
         dataplane.install(&compiled).unwrap();
         let (ring, stats) = dataplane.take_drop_log().unwrap();
         let mut fixture = Fixture {
@@ -82,13 +79,10 @@ impl Fixture {
     /// Runs `spec`'s frame `times` times in one BPF_PROG_TEST_RUN; returns the XDP action.
     fn run(&mut self, spec: &str, times: u32) -> u32 {
         let frame = PacketSpec::parse(spec).unwrap().frame();
-        let options = TestRunOptions {
-            data_in: Some(&frame),
-            repeat: times,
-            ..TestRunOptions::default()
-        };
-        let program = self.dataplane.program().unwrap();
-        program.test_run(options).unwrap().return_value
+        self.dataplane
+            .run_repeated(&frame, Direction::In, times)
+            .unwrap()
+            .action
     }
 
     fn events(&mut self) -> Vec<DropEvent> {

@@ -1,19 +1,15 @@
 //! End to end: the real `smf-firewall run` in the adapter namespace of a small site, real
 //! traffic between a LAN host and a WAN host, counters read from `/metrics`.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    thread,
-    time::Duration,
+use std::{path::Path, time::Duration};
+
+use testbed::{LAN_HOST, NetNs, Signal, Site, WAN_HOST, sample};
+
+use crate::{
+    common::{self, start},
+    smf_firewall,
 };
 
-use testbed::{DaemonDir, LAN_HOST, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
-
-use crate::smf_firewall;
-
-const METRICS: &str = "127.0.0.1:9775";
 /// Ethernet 14 + IPv4 20 + UDP 8 + payload 100.
 const UDP_FRAME: u64 = 142;
 /// Ethernet 14 + IPv4 20 + ICMP 8 + ping's default 56 bytes of data.
@@ -30,19 +26,8 @@ interfaces:
     default: pass
 ";
 
-/// A config and rules file in a temporary directory, with pins of their own.
-fn files(config: &str, rules: &str) -> (DaemonDir, PathBuf) {
-    let dir = DaemonDir::new().unwrap();
-    let path = dir.write(config, rules).unwrap();
-    (dir, path)
-}
-
-fn start(adapter: &NetNs, config: &Path) -> Process {
-    testbed::start_daemon(adapter, smf_firewall(), config, METRICS.parse().unwrap()).unwrap()
-}
-
 fn counter(adapter: &NetNs, name: &str, interface: &str, verdict: &str) -> u64 {
-    let text = scrape(adapter, METRICS.parse().unwrap()).unwrap();
+    let text = common::scrape(adapter);
     sample(
         &text,
         name,
@@ -53,26 +38,14 @@ fn counter(adapter: &NetNs, name: &str, interface: &str, verdict: &str) -> u64 {
 
 /// A TCP connection from the LAN host to the WAN host that carries one message.
 fn tcp_through(site: &Site) -> bool {
-    let listener = site
-        .wan
-        .run(|| TcpListener::bind("0.0.0.0:8080"))
-        .unwrap()
-        .unwrap();
-    let server = thread::spawn(move || {
-        let (mut conn, _) = listener.accept().ok()?;
-        let mut message = String::new();
-        conn.read_to_string(&mut message).ok()?;
-        Some(message)
-    });
-    let to: SocketAddr = format!("{WAN_HOST}:8080").parse().unwrap();
-    let sent = site
-        .lan
-        .run(move || {
-            let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
-            conn.write_all(b"hello through the firewall")
-        })
-        .unwrap();
-    sent.is_ok() && server.join().unwrap().as_deref() == Some("hello through the firewall")
+    testbed::tcp_message(
+        &site.lan,
+        &site.wan,
+        WAN_HOST,
+        8080,
+        "hello through the firewall",
+        Duration::from_secs(3),
+    )
 }
 
 fn pings_answered(site: &Site, count: u32) -> bool {
@@ -86,11 +59,10 @@ fn pings_answered(site: &Site, count: u32) -> bool {
 
 #[test]
 fn drops_what_the_rules_drop_passes_the_rest_counts_both_and_detaches_on_sigterm() {
-    if !testbed::require_root("e2e::drops_passes_counts_detaches") {
+    let Some(site) = common::site("e2e::drops_passes_counts_detaches") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let (_dir, config) = files("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", RULES);
+    };
+    let (_dir, config) = common::files("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", RULES);
     let daemon = start(&site.adapter, &config);
     assert!(site.adapter.has_xdp("lan0").unwrap() && site.adapter.has_xdp("wan0").unwrap());
 
@@ -162,12 +134,11 @@ fn run_to_exit(adapter: &NetNs, config: &Path) -> (Option<i32>, String) {
 
 #[test]
 fn a_missing_interface_is_exit_1_with_nothing_attached() {
-    if !testbed::require_root("e2e::missing_interface") {
+    let Some(site) = common::site("e2e::missing_interface") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let rules = format!("{RULES}  nosuch0:\n    default: drop\n");
-    let (dir, config) = files("rules: rules.yaml\ninterfaces: [lan0, nosuch0]\n", &rules);
+    let (dir, config) = common::files("rules: rules.yaml\ninterfaces: [lan0, nosuch0]\n", &rules);
     let (code, stderr) = run_to_exit(&site.adapter, &config);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -180,12 +151,11 @@ fn a_missing_interface_is_exit_1_with_nothing_attached() {
 
 #[test]
 fn a_bad_rule_file_is_exit_1_with_its_position_and_nothing_attached() {
-    if !testbed::require_root("e2e::bad_rules") {
+    let Some(site) = common::site("e2e::bad_rules") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let rules = RULES.replace("198.18.1.2/32", "198.18.1.2/33");
-    let (dir, config) = files("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", &rules);
+    let (dir, config) = common::files("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", &rules);
     let (code, stderr) = run_to_exit(&site.adapter, &config);
     assert_eq!(code, Some(1), "{stderr}");
     let expected = format!("{}:7:", dir.path().join("rules.yaml").display());
@@ -199,12 +169,11 @@ fn a_bad_rule_file_is_exit_1_with_its_position_and_nothing_attached() {
 
 #[test]
 fn a_config_interface_without_rules_is_exit_1() {
-    if !testbed::require_root("e2e::interface_without_rules") {
+    let Some(site) = common::site("e2e::interface_without_rules") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let rules = "version: 1\ninterfaces:\n  lan0: {default: pass}\n";
-    let (_dir, config) = files("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", rules);
+    let (_dir, config) = common::files("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", rules);
     let (code, stderr) = run_to_exit(&site.adapter, &config);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(

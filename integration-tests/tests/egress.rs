@@ -5,9 +5,8 @@
 
 use std::path::Path;
 
-use aya::programs::{TestRun, TestRunOptions};
 use firewall_common::{Verdict, directed_slot, direction};
-use firewall_dataplane::loader::{Capacity, Dataplane};
+use firewall_dataplane::test_run::{TC_NEXT, TC_SHOT, XDP_DROP, XDP_PASS};
 use firewall_rules::{
     Action, Direction, RuleSet,
     compile::{self, RuleCounters},
@@ -15,12 +14,7 @@ use firewall_rules::{
     spec::PacketSpec,
 };
 
-const LOOPBACK: u32 = 1;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-/// TC_ACT_UNSPEC (TCX_NEXT): pass on to later programs.
-const TC_NEXT: u32 = u32::MAX;
-const TC_SHOT: u32 = 2;
+use crate::common::{self, run, run_egress};
 
 const RULES: &str = "
 version: 1
@@ -38,13 +32,6 @@ fn frame(spec: &str) -> Vec<u8> {
     PacketSpec::parse(spec).unwrap().frame()
 }
 
-fn options(frame: &[u8]) -> TestRunOptions<'_> {
-    TestRunOptions {
-        data_in: Some(frame),
-        ..TestRunOptions::default()
-    }
-}
-
 #[test]
 fn out_rules_judge_leaving_packets_and_only_them() {
     if !testbed::require_root("egress::out_rules") {
@@ -53,9 +40,7 @@ fn out_rules_judge_leaving_packets_and_only_them() {
     let rules = RuleSet::parse(Path::new("egress.yaml"), RULES).unwrap();
     let mut counters = RuleCounters::default();
     let compiled = compile::ruleset(&rules, &[("lo".to_string(), 0)], &mut counters).unwrap();
-    let mut dp = Dataplane::load(Capacity::default()).expect("the verifier accepts both programs");
-    dp.set_enforcing(true).unwrap();
-    dp.bind(LOOPBACK, 0).unwrap();
+    let mut dp = common::dataplane();
     dp.install(&compiled).unwrap();
     let policy = &rules.interfaces["lo"];
 
@@ -73,17 +58,9 @@ fn out_rules_judge_leaving_packets_and_only_them() {
     ];
     for (spec, tc, xdp) in cases {
         let frame = frame(spec);
-        let got_tc = dp
-            .egress_program()
-            .unwrap()
-            .test_run(options(&frame))
-            .unwrap();
-        let got_xdp = dp.program().unwrap().test_run(options(&frame)).unwrap();
-        assert_eq!(
-            (got_tc.return_value, got_xdp.return_value),
-            (tc, xdp),
-            "{spec}"
-        );
+        let got_tc = run_egress(&mut dp, &frame);
+        let got_xdp = run(&mut dp, &frame);
+        assert_eq!((got_tc, got_xdp), (tc, xdp), "{spec}");
         // The reference agrees in both directions.
         let parsed = reference::parse(&frame);
         let out = reference::decide_direction(policy, &parsed, Direction::Out).action;
@@ -106,30 +83,9 @@ fn out_rules_judge_leaving_packets_and_only_them() {
     // A flow opened on the way out: its replies pass the XDP program despite `default: drop`.
     let syn = frame("tcp 198.18.1.1:40001 -> 198.19.1.2:22 flags SYN");
     let reply = frame("tcp 198.19.1.2:22 -> 198.18.1.1:40001 flags SYN,ACK");
-    assert_eq!(
-        dp.program()
-            .unwrap()
-            .test_run(options(&reply))
-            .unwrap()
-            .return_value,
-        XDP_DROP
-    );
-    assert_eq!(
-        dp.egress_program()
-            .unwrap()
-            .test_run(options(&syn))
-            .unwrap()
-            .return_value,
-        TC_NEXT
-    );
-    assert_eq!(
-        dp.program()
-            .unwrap()
-            .test_run(options(&reply))
-            .unwrap()
-            .return_value,
-        XDP_PASS
-    );
+    assert_eq!(run(&mut dp, &reply), XDP_DROP);
+    assert_eq!(run_egress(&mut dp, &syn), TC_NEXT);
+    assert_eq!(run(&mut dp, &reply), XDP_PASS);
     assert_eq!(
         dp.conntrack_hits(0).unwrap(),
         1,

@@ -1,22 +1,14 @@
-//! End to end (issue 8): `direction: out` rules on traffic the adapter itself originates. The
+//! Egress rules end to end: `direction: out` rules on traffic the adapter itself originates. The
 //! real daemon attaches the TC egress program (TCX) to `wan0`: the adapter's own pings to the
 //! WAN host are dropped on the way out, its own TCP connection (opened by a `state: true` out
 //! rule) gets its replies through `wan0`'s `default: drop`, and the WAN host cannot connect
 //! to the adapter. Counted with `direction="out"`.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::Path,
-    thread,
-    time::Duration,
-};
+use std::time::Duration;
 
-use testbed::{ADAPTER_WAN, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
+use testbed::{ADAPTER_WAN, NetNs, Signal, WAN_HOST};
 
-use crate::smf_firewall;
-
-const METRICS: &str = "127.0.0.1:9775";
+use crate::common::{self, required_metric as metric, start};
 
 const RULES: &str = "version: 1
 interfaces:
@@ -29,50 +21,24 @@ interfaces:
       - { id: adapter-tcp-out, action: pass, direction: out, protocol: tcp, state: true }
 ";
 
-fn start(adapter: &NetNs, config: &Path) -> Process {
-    testbed::start_daemon(adapter, smf_firewall(), config, METRICS.parse().unwrap()).unwrap()
-}
-
-fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = scrape(adapter, METRICS.parse().unwrap()).unwrap();
-    sample(&text, name, labels).unwrap_or_else(|| panic!("{name}{labels:?} missing from:\n{text}"))
-}
-
 /// A TCP connection from `from` to a listener in `to` on `host:port` carrying one message.
 fn tcp(from: &NetNs, to: &NetNs, host: &str, port: u16) -> bool {
-    let listener = to
-        .run(move || TcpListener::bind(("0.0.0.0", port)))
-        .unwrap()
-        .unwrap();
-    let server = thread::spawn(move || {
-        let (mut conn, _) = listener.accept().ok()?;
-        let mut message = String::new();
-        conn.read_to_string(&mut message).ok()?;
-        Some(message)
-    });
-    let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
-    let sent = from
-        .run(move || {
-            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            conn.write_all(b"from the adapter")
-        })
-        .unwrap();
-    if sent.is_err() {
-        let _ = to.run(move || TcpStream::connect(("127.0.0.1", port)));
-    }
-    sent.is_ok() && server.join().unwrap().as_deref() == Some("from the adapter")
+    testbed::tcp_message(
+        from,
+        to,
+        host,
+        port,
+        "from the adapter",
+        Duration::from_secs(2),
+    )
 }
 
 #[test]
 fn out_rules_judge_what_the_adapter_itself_sends() {
-    if !testbed::require_root("egress_e2e::adapter_originated") {
+    let Some(site) = common::site("egress_e2e::adapter_originated") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = testbed::DaemonDir::new().unwrap();
-    let config = dir
-        .write("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", RULES)
-        .unwrap();
+    };
+    let (_dir, config) = common::files("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", RULES);
     let daemon = start(&site.adapter, &config);
 
     assert!(

@@ -4,18 +4,18 @@
 
 use std::path::Path;
 
-use aya::programs::{TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
 use firewall_common::{FrameClass, Verdict};
-use firewall_dataplane::loader::{Capacity, Dataplane};
+use firewall_dataplane::{
+    loader::{Capacity, Dataplane},
+    test_run::{LOOPBACK, XDP_DROP, XDP_PASS},
+};
 use firewall_rules::{
     RuleSet,
     compile::{self, RuleCounters},
 };
 
-const LOOPBACK: u32 = 1;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+use crate::common::{self, run};
 
 const RULES: &str = "
 version: 1
@@ -87,21 +87,9 @@ fn install(dataplane: &mut Dataplane, text: &str) {
 }
 
 fn dataplane() -> Dataplane {
-    let mut dataplane =
-        Dataplane::load(Capacity::default()).expect("the verifier accepts the program");
-    dataplane.set_enforcing(true).unwrap();
-    dataplane.bind(LOOPBACK, 0).unwrap();
+    let mut dataplane = common::dataplane();
     install(&mut dataplane, RULES);
     dataplane
-}
-
-fn run(dataplane: &mut Dataplane, frame: &[u8]) -> u32 {
-    let options = TestRunOptions {
-        data_in: Some(frame),
-        ..TestRunOptions::default()
-    };
-    let program = dataplane.program().unwrap();
-    program.test_run(options).unwrap().return_value
 }
 
 #[test]

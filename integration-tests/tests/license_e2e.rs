@@ -1,4 +1,4 @@
-//! Licensing end to end (issue 6): the real daemon in the adapter namespace of a small site,
+//! Licensing end to end: the real daemon in the adapter namespace of a small site,
 //! its contract store changed with the real `smf-firewall contracts` commands while it runs,
 //! real traffic through it, and the licence metrics read from `/metrics`.
 
@@ -9,11 +9,13 @@ use std::{
 };
 
 use chrono::{Days, Utc};
-use testbed::{NetNs, Process, Signal, Site, sample, scrape};
+use testbed::{NetNs, Process, Signal, Site};
 
-use crate::smf_firewall;
+use crate::{
+    common::{self, metric},
+    smf_firewall,
+};
 
-const METRICS: &str = "127.0.0.1:9775";
 const SERIAL: &str = "FUJI-0001";
 
 const RULES: &str = "version: 1
@@ -108,12 +110,7 @@ fn start(adapter: &NetNs, dir: &testbed::DaemonDir, db: &str, grace: &str) -> Pr
             RULES,
         )
         .unwrap();
-    testbed::start_daemon(adapter, smf_firewall(), &config, METRICS.parse().unwrap()).unwrap()
-}
-
-fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = scrape(adapter, METRICS.parse().unwrap()).unwrap();
-    sample(&text, name, labels)
+    testbed::start_daemon(adapter, smf_firewall(), &config, common::metrics_address()).unwrap()
 }
 
 /// Waits (at most `limit`) until `smf_firewall_license_licensed` is `value`.
@@ -150,10 +147,9 @@ fn counted(adapter: &NetNs, verdict: &str) -> f64 {
 
 #[test]
 fn terminating_the_option_stops_filtering_within_a_recheck_and_a_new_option_restores_it() {
-    if !testbed::require_root("license_e2e::terminate_and_readd") {
+    let Some(site) = common::site("license_e2e::terminate_and_readd") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let dir = testbed::DaemonDir::new().unwrap();
     let db = format!("sqlite:{}", dir.path().join("contracts.db").display());
     seed(&db);
@@ -341,10 +337,9 @@ fn an_unreachable_store_holds_the_last_decision_for_grace_then_passes_everything
 
 #[test]
 fn a_restart_while_the_store_is_unreachable_holds_the_licence_of_the_pinned_dataplane() {
-    if !testbed::require_root("license_e2e::restart_store_unreachable") {
+    let Some(site) = common::site("license_e2e::restart_store_unreachable") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let dir = testbed::DaemonDir::new().unwrap();
     let file = dir.path().join("contracts.db");
     let db = format!("sqlite:{}", file.display());

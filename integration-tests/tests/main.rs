@@ -6,6 +6,7 @@
 
 use std::{path::PathBuf, sync::OnceLock};
 
+mod common;
 mod conntrack;
 mod conntrack_e2e;
 mod differential;

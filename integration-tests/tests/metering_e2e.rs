@@ -1,4 +1,4 @@
-//! Metering end to end (issue 7): the real daemon in the adapter namespace of a small site,
+//! Metering end to end: the real daemon in the adapter namespace of a small site,
 //! real traffic, and a real Prometheus server (Debian's) scraping it and evaluating
 //! deploy/prometheus/rules.yml; TLS and basic auth on a namespace address; and no address or
 //! flow in any label (Art. 17).
@@ -23,9 +23,8 @@ use testbed::{
     ADAPTER_LAN, LAN_HOST, NetNs, Process, Prometheus, Signal, Site, WAN_HOST, sample, scrape,
 };
 
-use crate::smf_firewall;
+use crate::{common, smf_firewall};
 
-const METRICS: &str = "127.0.0.1:9775";
 const SERIAL: &str = "X1-0001";
 /// The test's rated capacity of an x1, far below any real one so that a few hundred packets a
 /// second make pressure.
@@ -94,7 +93,7 @@ fn start(adapter: &NetNs, config: &Path, ready: impl Fn() -> bool) -> Process {
 }
 
 fn metrics(adapter: &NetNs) -> String {
-    scrape(adapter, METRICS.parse().unwrap()).unwrap()
+    common::scrape(adapter)
 }
 
 /// Sends `per_second` datagrams of `payload` bytes from `ns` to `to` on a fixed schedule until
@@ -191,7 +190,7 @@ fn prometheus_scrapes_the_daemon_and_records_utilization_of_known_traffic() {
     let site = Site::new().unwrap();
     let (_dir, config) = files("");
     let daemon = start(&site.adapter, &config, || {
-        scrape(&site.adapter, METRICS.parse().unwrap()).is_ok_and(|m| {
+        scrape(&site.adapter, common::metrics_address()).is_ok_and(|m| {
             sample(&m, "smf_firewall_adapter_capacity_bits_per_second", &[]).is_some()
         })
     });
@@ -215,7 +214,7 @@ fn prometheus_scrapes_the_daemon_and_records_utilization_of_known_traffic() {
         let prometheus = Prometheus::start(
             &site.adapter,
             "127.0.0.1:9090".parse().unwrap(),
-            METRICS.parse().unwrap(),
+            common::metrics_address(),
             Duration::from_secs(1),
             &[&rules_file()],
         )
@@ -381,10 +380,9 @@ fn status(result: Result<(), TopError>) -> Option<u16> {
 
 #[test]
 fn tls_and_basic_auth_on_a_namespace_address_admit_only_the_right_password() {
-    if !testbed::require_root("metering_e2e::tls_and_basic_auth") {
+    let Some(site) = common::site("metering_e2e::tls_and_basic_auth") else {
         return;
-    }
-    let site = Site::new().unwrap();
+    };
     let key = rcgen::generate_simple_self_signed(vec![ADAPTER_LAN.to_string()]).unwrap();
     let hash = bcrypt::hash("right-password", 4).unwrap();
     let (dir, config) = files(&format!(
@@ -481,7 +479,7 @@ const AGGREGATE_LABELS: &[&str] = &[
     "result",
     "version",
     "mode",
-    // `in` or `out` (issue 8): which way packets crossed an interface, never which flow.
+    // `in` or `out` (egress rules): which way packets crossed an interface, never which flow.
     "direction",
 ];
 
@@ -555,7 +553,7 @@ fn no_label_carries_an_address_a_port_or_a_flow_after_varied_traffic() {
     let site = Site::new().unwrap();
     let (_dir, config) = files("");
     let daemon = start(&site.adapter, &config, || {
-        scrape(&site.adapter, METRICS.parse().unwrap()).is_ok_and(|m| {
+        scrape(&site.adapter, common::metrics_address()).is_ok_and(|m| {
             sample(
                 &m,
                 "smf_firewall_adapter_info",
@@ -610,7 +608,7 @@ fn no_label_carries_an_address_a_port_or_a_flow_after_varied_traffic() {
         );
     }
     // Prometheus' own linter has nothing to say about the exposition, but for one name: it
-    // wants bytes where issue 7 names the capacity in bits per second, as link and model
+    // wants bytes where metering names the capacity in bits per second, as link and model
     // capacities are rated.
     let mut lint = Command::new("promtool")
         .args(["check", "metrics"])

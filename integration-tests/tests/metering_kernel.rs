@@ -1,4 +1,4 @@
-//! Counters are monotonic across a rule change (issue 7): what Prometheus reads from the
+//! Counters are monotonic across a rule change (metering): what Prometheus reads from the
 //! kernel after a new rule set is installed is never less than before. Interface counters run
 //! on, a rule that stays keeps its counter, a new rule starts from 0.
 
@@ -7,10 +7,9 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
-use aya::programs::{TestRun, TestRunOptions};
-use firewall_dataplane::loader::{Capacity, Dataplane};
+use firewall_dataplane::loader::Dataplane;
 use firewall_rules::{
-    RuleSet,
+    Direction, RuleSet,
     compile::{self, Compiled, RuleCounters},
     spec::PacketSpec,
 };
@@ -18,7 +17,7 @@ use firewall_user::metrics::DataplaneCollector;
 use prometheus::{Encoder, Registry, TextEncoder};
 use testbed::sample;
 
-const LOOPBACK: u32 = 1;
+use crate::common;
 
 fn compile(rules: &str, counters: &mut RuleCounters) -> Compiled {
     let text = format!("version: 1\ninterfaces:\n  lo:\n    default: pass\n    rules:\n{rules}");
@@ -31,13 +30,10 @@ fn udp(dataplane: &Mutex<Dataplane>, port: u16, count: u32) {
     let frame = PacketSpec::parse(&format!("udp 198.18.0.1:5000 -> 198.19.0.1:{port}"))
         .unwrap()
         .frame();
-    let options = TestRunOptions {
-        data_in: Some(&frame),
-        repeat: count,
-        ..TestRunOptions::default()
-    };
     let mut dataplane = dataplane.lock().unwrap();
-    dataplane.program().unwrap().test_run(options).unwrap();
+    dataplane
+        .run_repeated(&frame, Direction::In, count)
+        .unwrap();
 }
 
 /// What a scrape shows, as Prometheus' text format.
@@ -74,9 +70,7 @@ fn counters_run_on_across_a_rule_change() {
          - { id: gone, action: drop, protocol: udp, dst_port: 10 }\n",
         &mut counters,
     );
-    let mut dataplane = Dataplane::load(Capacity::default()).unwrap();
-    dataplane.set_enforcing(true).unwrap();
-    dataplane.bind(LOOPBACK, 0).unwrap();
+    let mut dataplane = common::dataplane();
     dataplane
         .reset_rule_counters(&first.fresh_counters)
         .unwrap();

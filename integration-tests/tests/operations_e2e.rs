@@ -1,4 +1,4 @@
-//! Operating the daemon (issue 9), end to end in a small site: reloads (command, SIGHUP, file
+//! Operating the daemon, end to end in a small site: reloads (command, SIGHUP, file
 //! watch) with traffic running, a `kill -9` and a restart that takes over the pinned program,
 //! `keep_attached_on_exit` and `unload`, make-before-break into larger maps, `status`.
 
@@ -14,11 +14,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{DaemonDir, NetNs, Process, Signal, Site, WAN_HOST, sample, scrape};
+use testbed::{NetNs, Process, Signal, Site, WAN_HOST};
 
-use crate::smf_firewall;
+use crate::{
+    common::{self, metric, start},
+    smf_firewall,
+};
 
-const METRICS: &str = "127.0.0.1:9775";
 const CONFIG: &str = "rules: rules.yaml\ninterfaces: [lan0, wan0]\n";
 
 /// Port 9 is dropped by every rule set here; port 10 is passed by every one.
@@ -47,18 +49,6 @@ interfaces:
   wan0:
     default: pass
 ";
-
-fn start(adapter: &NetNs, config: &Path) -> Process {
-    testbed::start_daemon(adapter, smf_firewall(), config, METRICS.parse().unwrap()).unwrap()
-}
-
-fn metric(adapter: &NetNs, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    sample(
-        &scrape(adapter, METRICS.parse().unwrap()).unwrap(),
-        name,
-        labels,
-    )
-}
 
 fn rule_hits(adapter: &NetNs, rule: &str) -> u64 {
     metric(
@@ -185,12 +175,10 @@ impl Traffic {
 
 #[test]
 fn reload_swaps_in_good_rules_refuses_bad_ones_and_keeps_counters_of_unchanged_rules() {
-    if !testbed::require_root("operations_e2e::reload") {
+    let Some(site) = common::site("operations_e2e::reload") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir.write(CONFIG, RULES_A).unwrap();
+    };
+    let (dir, config) = common::files(CONFIG, RULES_A);
     let daemon = start(&site.adapter, &config);
     assert_eq!(site.udp_through(DROPPED, 5).unwrap(), 0);
     assert_eq!(site.udp_through(7, 5).unwrap(), 5);
@@ -290,12 +278,10 @@ fn reload_swaps_in_good_rules_refuses_bad_ones_and_keeps_counters_of_unchanged_r
 
 #[test]
 fn no_packet_is_misjudged_while_rules_are_reloaded_over_and_over() {
-    if !testbed::require_root("operations_e2e::no_misjudged_packet") {
+    let Some(site) = common::site("operations_e2e::no_misjudged_packet") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir.write(CONFIG, RULES_A).unwrap();
+    };
+    let (dir, config) = common::files(CONFIG, RULES_A);
     let daemon = start(&site.adapter, &config);
     let traffic = Traffic::start(&site);
     for round in 0..20 {
@@ -313,14 +299,10 @@ fn no_packet_is_misjudged_while_rules_are_reloaded_over_and_over() {
 
 #[test]
 fn the_file_watch_reloads_a_saved_rules_file() {
-    if !testbed::require_root("operations_e2e::watch") {
+    let Some(site) = common::site("operations_e2e::watch") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir
-        .write(&format!("{CONFIG}watch: true\n"), RULES_A)
-        .unwrap();
+    };
+    let (dir, config) = common::files(&format!("{CONFIG}watch: true\n"), RULES_A);
     let daemon = start(&site.adapter, &config);
     assert_eq!(site.udp_through(7, 3).unwrap(), 3);
     // As an editor saves: a new file renamed over the old one.
@@ -343,12 +325,10 @@ fn the_file_watch_reloads_a_saved_rules_file() {
 
 #[test]
 fn after_kill_9_the_kernel_keeps_enforcing_and_a_restart_takes_over_without_a_gap() {
-    if !testbed::require_root("operations_e2e::kill_9") {
+    let Some(site) = common::site("operations_e2e::kill_9") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir.write(CONFIG, RULES_A).unwrap();
+    };
+    let (dir, config) = common::files(CONFIG, RULES_A);
     let daemon = start(&site.adapter, &config);
     let traffic = Traffic::start(&site);
     thread::sleep(Duration::from_millis(300));
@@ -377,14 +357,10 @@ fn after_kill_9_the_kernel_keeps_enforcing_and_a_restart_takes_over_without_a_ga
 
 #[test]
 fn keep_attached_on_exit_leaves_the_rules_enforced_until_unload() {
-    if !testbed::require_root("operations_e2e::keep_attached") {
+    let Some(site) = common::site("operations_e2e::keep_attached") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir
-        .write(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A)
-        .unwrap();
+    };
+    let (dir, config) = common::files(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A);
     let daemon = start(&site.adapter, &config);
     let out = cli(&site.adapter, &["unload"], &config);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -418,14 +394,10 @@ fn keep_attached_on_exit_leaves_the_rules_enforced_until_unload() {
 
 #[test]
 fn a_restart_with_rules_that_outgrow_the_maps_swaps_in_larger_ones_make_before_break() {
-    if !testbed::require_root("operations_e2e::make_before_break") {
+    let Some(site) = common::site("operations_e2e::make_before_break") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir
-        .write(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A)
-        .unwrap();
+    };
+    let (dir, config) = common::files(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A);
     let daemon = start(&site.adapter, &config);
     let first_maps: Vec<_> = maps_dirs(dir.pin_path());
     assert_eq!(first_maps.len(), 1, "{first_maps:?}");
@@ -461,14 +433,10 @@ fn a_restart_with_rules_that_outgrow_the_maps_swaps_in_larger_ones_make_before_b
 
 #[test]
 fn maps_of_another_layout_are_replaced_make_before_break() {
-    if !testbed::require_root("operations_e2e::other_layout") {
+    let Some(site) = common::site("operations_e2e::other_layout") else {
         return;
-    }
-    let site = Site::new().unwrap();
-    let dir = DaemonDir::new().unwrap();
-    let config = dir
-        .write(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A)
-        .unwrap();
+    };
+    let (dir, config) = common::files(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A);
     let daemon = start(&site.adapter, &config);
     assert!(stop(daemon).status.success());
     // As an older binary would have left them: the same pins under another layout's name.

@@ -26,7 +26,7 @@ pub use nix::sys::signal::Signal;
 pub use postgres::{Postgres, require_postgres};
 pub use prometheus::{Prometheus, require_prometheus};
 pub use scrape::{http_get, sample, scrape};
-pub use site::{ADAPTER_LAN, ADAPTER_WAN, LAN_HOST, Site, WAN_HOST};
+pub use site::{ADAPTER_LAN, ADAPTER_WAN, LAN_HOST, Site, WAN_HOST, tcp_message};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 

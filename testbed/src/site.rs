@@ -6,8 +6,9 @@
 //! ```
 
 use std::{
-    io,
-    net::{SocketAddr, UdpSocket},
+    io::{self, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    thread,
     time::Duration,
 };
 
@@ -71,4 +72,39 @@ impl Site {
         let mut buf = [0; 200];
         Ok((0..count).take_while(|_| rx.recv(&mut buf).is_ok()).count())
     }
+}
+
+/// A TCP connection from `from` to `host:port`, a listener in `to`, that carries `message`
+/// (connecting for at most `timeout`); true when the message arrived whole.
+pub fn tcp_message(
+    from: &NetNs,
+    to: &NetNs,
+    host: &str,
+    port: u16,
+    message: &'static str,
+    timeout: Duration,
+) -> bool {
+    let listener = to
+        .run(move || TcpListener::bind(("0.0.0.0", port)))
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(false).unwrap();
+    let server = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().ok()?;
+        let mut received = String::new();
+        conn.read_to_string(&mut received).ok()?;
+        Some(received)
+    });
+    let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
+    let sent = from
+        .run(move || {
+            let mut conn = TcpStream::connect_timeout(&addr, timeout)?;
+            conn.write_all(message.as_bytes())
+        })
+        .unwrap();
+    if sent.is_err() {
+        // Unblock the listener so that its thread ends.
+        let _ = to.run(move || TcpStream::connect(("127.0.0.1", port)));
+    }
+    sent.is_ok() && server.join().unwrap().as_deref() == Some(message)
 }

@@ -19,7 +19,7 @@ use firewall_dataplane::{
     object,
     pins::{PinError, Pins},
 };
-use firewall_rules::{RuleSet, RulesError, compile::Compiled};
+use firewall_rules::{RulesError, compile::Compiled};
 use prometheus::Registry;
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -87,7 +87,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
 async fn serve(config_path: &Path, config: Config, pins: &Pins) -> Result<(), DaemonError> {
     let started = Instant::now();
     let ops = config.operations.clone();
-    let rules = RuleSet::load(&config.rules)?;
+    let rules = config.load_rules()?;
     info!(config = %config_path.display(), rules = %config.rules.display(), "loaded configuration");
 
     pins.prepare()?;

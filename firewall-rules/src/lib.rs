@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod compile;
 pub mod interface;
 pub mod reference;
@@ -42,10 +43,11 @@ impl RuleSet {
 
     /// Like [`RuleSet::load`], with the warnings.
     pub fn load_checked(path: &Path, limits: &Limits) -> Result<Checked, RulesError> {
-        let text = fs::read_to_string(path).map_err(|error| RulesError::Read {
+        let bytes = fs::read(path).map_err(|error| RulesError::Read {
             path: path.to_path_buf(),
             error,
         })?;
+        let text = firewall_diagnostic::decode(path, bytes)?;
         Ok(Self::parse_checked(path, &text, limits)?)
     }
 

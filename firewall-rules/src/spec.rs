@@ -270,14 +270,14 @@ fn number(text: &str, max: u32) -> Result<u32, String> {
 
 /// `198.18.0.1`, `198.18.0.1:80`, `2001:2::1`, `[2001:2::1]:443`.
 fn endpoint(text: &str) -> Result<(IpAddr, Option<u16>), String> {
-    if let Ok(addr) = text.parse::<IpAddr>() {
+    if let Some(addr) = crate::address::parse_addr(text) {
         return Ok((addr, None));
     }
     if let Ok(socket) = text.parse::<SocketAddr>() {
         return Ok((socket.ip(), Some(socket.port())));
     }
     let bare = text.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<IpAddr>()
+    crate::address::parse_addr(bare)
         .map(|addr| (addr, None))
-        .map_err(|_| format!("`{text}` is not an address or address:port"))
+        .ok_or_else(|| format!("`{text}` is not an address or address:port"))
 }

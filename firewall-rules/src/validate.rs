@@ -13,7 +13,7 @@ use serde_saphyr::{Location, Spanned};
 use firewall_diagnostic::Diagnostic;
 
 use crate::{
-    interface,
+    address, interface,
     ruleset::{Action, Family, Policy, Ports, Rule, RuleSet, protocol},
     schema::{RawInterface, RawList, RawRule, RawRules, Scalar},
 };
@@ -34,19 +34,40 @@ pub const DEFAULT_RULES_WARNING: usize = 2048;
 /// Shadowing is checked pairwise, so it is skipped on interfaces with more rules than this.
 pub const SHADOW_CHECK_MAX_RULES: usize = 4096;
 
-/// Thresholds for warnings.
+/// Entries one rule may expand to by default: what one leaf of a decision tree can hold
+/// (`firewall_common::MAX_LEAF_ENTRIES`), so that no single rule can overflow a leaf.
+pub const DEFAULT_ENTRIES_PER_RULE: u64 = firewall_common::MAX_LEAF_ENTRIES as u64;
+
+/// Thresholds for warnings, and the caps above which a file is an error because the
+/// dataplane could not hold it (checked arithmetically, before anything is expanded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Warn when an interface has more rules than this.
     pub rules_per_interface: usize,
+    /// Rules in the whole file, over all interfaces: each needs a counter slot.
+    pub rules: usize,
+    /// Kernel entries one rule may expand to (sources × destinations × ports ...).
+    pub entries_per_rule: u64,
+    /// Kernel entries the whole file may expand to.
+    pub entries: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             rules_per_interface: DEFAULT_RULES_WARNING,
+            rules: firewall_common::MAX_RULE_COUNTERS as usize,
+            entries_per_rule: DEFAULT_ENTRIES_PER_RULE,
+            entries: crate::compile::MAX_ENTRIES,
         }
     }
+}
+
+/// What the rules so far add up to, against the file's caps.
+struct Totals<'a> {
+    limits: &'a Limits,
+    rules: usize,
+    entries: u64,
 }
 
 /// Something legal but probably not meant, at a position in the file.
@@ -90,11 +111,16 @@ pub fn validate(raw: RawRules, limits: &Limits) -> Result<Checked, Vec<Diagnosti
         .collect();
     let mut interfaces = BTreeMap::new();
     let mut warnings = Vec::new();
+    let mut totals = Totals {
+        limits,
+        rules: 0,
+        entries: 0,
+    };
     for (name, interface) in &raw.interfaces {
         if let Some(problem) = interface::name_problem(name) {
             problems.push(&interface.referenced, problem);
         }
-        let policy = policy(name, &interface.value, &sets, &mut problems);
+        let policy = policy(name, &interface.value, &sets, &mut totals, &mut problems);
         warnings.extend(policy_warnings(
             name,
             &policy,
@@ -207,6 +233,7 @@ fn policy(
     name: &str,
     raw: &RawInterface,
     sets: &HashMap<String, Set>,
+    totals: &mut Totals,
     problems: &mut Problems,
 ) -> Policy {
     let mut ids = HashSet::new();
@@ -222,7 +249,21 @@ fn policy(
                 ),
             );
         }
-        if let Some(rule) = rule(raw_rule, sets, problems) {
+        totals.rules += 1;
+        if totals.rules == totals.limits.rules + 1 {
+            problems.push(
+                &raw_rule.id.referenced,
+                format!(
+                    "rule `{}` on {name} is rule {} of the file; the dataplane counts at most {} rules",
+                    raw_rule.id.value,
+                    totals.rules,
+                    totals.limits.rules
+                ),
+            );
+        }
+        if let Some(rule) = rule(raw_rule, sets, problems)
+            && expansion(name, &rule, &raw_rule.id.referenced, totals, problems)
+        {
             rules.push(rule);
         }
     }
@@ -300,6 +341,43 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         line: u32::try_from(id.referenced.line()).unwrap_or(u32::MAX),
         column: u32::try_from(id.referenced.column()).unwrap_or(u32::MAX),
     })
+}
+
+/// Checks the entries `rule` expands to against the caps, counted from its lists (nothing is
+/// expanded); false if the rule alone is over its cap.
+fn expansion(
+    interface: &str,
+    rule: &Rule,
+    at: &Location,
+    totals: &mut Totals,
+    problems: &mut Problems,
+) -> bool {
+    let expansion = crate::compile::Expansion::of(rule);
+    let entries = expansion.entries();
+    let limits = totals.limits;
+    if entries > limits.entries_per_rule {
+        problems.push(
+            at,
+            format!(
+                "rule `{}` expands to {entries} entries ({expansion}); at most {} per rule: \
+                 use port ranges or wider networks, or split the rule",
+                rule.id, limits.entries_per_rule
+            ),
+        );
+        return false;
+    }
+    let before = totals.entries;
+    totals.entries = before.saturating_add(entries);
+    if before <= limits.entries && totals.entries > limits.entries {
+        problems.push(
+            at,
+            format!(
+                "rule `{}` on {interface} brings the file to {} entries; at most {} in one file",
+                rule.id, totals.entries, limits.entries
+            ),
+        );
+    }
+    true
 }
 
 /// `log: true` is for drop rules: the drop log records what the firewall dropped; a
@@ -529,15 +607,13 @@ pub fn family_of(addr: IpAddr) -> Family {
 fn network(item: &Scalar, at: &Location, problems: &mut Problems) -> Option<IpNet> {
     let text = item.to_string();
     let value = text.trim();
-    let parsed = if value.contains('/') {
-        value.parse::<IpNet>().ok()
-    } else {
-        value.parse::<IpAddr>().ok().map(IpNet::from)
-    };
-    let Some(net) = parsed else {
+    let Some(net) = address::parse_net(value) else {
         problems.push(
             at,
-            format!("`{value}` is not an IP address or CIDR (like 198.18.0.0/15 or 2001:2::/48)"),
+            format!(
+                "`{value}` is not an IP address or CIDR (like 198.18.0.0/15 or 2001:2::/48; \
+                 no leading zeros)"
+            ),
         );
         return None;
     };
@@ -850,6 +926,37 @@ mod tests {
                 "{ id: a, action: drop, state: true }",
                 "`state: true` needs `action: pass`",
             ),
+            // Never fall open: no leading zeros, no YAML 1.1 booleans.
+            (
+                "{ id: a, action: drop, src: 198.18.010.0/24 }",
+                "`198.18.010.0/24` is not an IP address or CIDR",
+            ),
+            (
+                "{ id: a, action: drop, dst: 198.18.0.0/016 }",
+                "`198.18.0.0/016` is not an IP address or CIDR",
+            ),
+            (
+                "{ id: a, action: drop, src: [198.18.0.0/24, 198.18.1.01] }",
+                "no leading zeros",
+            ),
+            (
+                "{ id: a, action: pass, state: yes }",
+                "expected true or false",
+            ),
+            (
+                "{ id: a, action: pass, state: \"y\" }",
+                "expected true or false",
+            ),
+            (
+                "{ id: a, action: drop, log: 'yes' }",
+                "expected true or false",
+            ),
+            ("{ id: a, action: drop, log: on }", "expected true or false"),
+            (
+                "{ id: a, action: pass, state: off }",
+                "expected true or false",
+            ),
+            ("{ id: a, action: drop, log: no }", "expected true or false"),
         ];
         for (text, fragment) in cases {
             let err = parse(&format!("      - {text}\n")).unwrap_err();
@@ -1002,6 +1109,155 @@ mod tests {
         }
     }
 
+    /// One rule of `sources` x `destinations` x `ports`, as in the issue (13 KB at 64 x 64 x
+    /// 2,000).
+    fn bomb(sources: usize, destinations: usize, ports: usize) -> String {
+        let src: Vec<String> = (0..sources).map(|i| format!("198.18.{i}.0/24")).collect();
+        let dst: Vec<String> = (0..destinations)
+            .map(|i| format!("198.19.{i}.0/24"))
+            .collect();
+        let ports: Vec<String> = (0..ports).map(|i| (1000 + i).to_string()).collect();
+        format!(
+            "      - id: bomb\n        action: drop\n        protocol: tcp\n        src: [{}]\n        dst: [{}]\n        dst_port: [{}]\n",
+            src.join(", "),
+            dst.join(", "),
+            ports.join(", ")
+        )
+    }
+
+    #[test]
+    fn a_rule_that_expands_beyond_its_cap_is_an_error_at_the_rule() {
+        let text = format!("{HEAD}{}", bomb(64, 64, 2000));
+        assert!(text.len() < 16 * 1024, "{} bytes", text.len());
+        let started = std::time::Instant::now();
+        let err =
+            RuleSet::parse_checked(Path::new("r.yaml"), &text, &Limits::default()).unwrap_err();
+        println!("validated {} bytes in {:?}", text.len(), started.elapsed());
+        assert_eq!(err.items.len(), 1, "{err}");
+        assert_eq!(
+            (err.items[0].line, err.items[0].column),
+            (FIRST, 13),
+            "{err}"
+        );
+        assert_eq!(
+            err.items[0].message,
+            "rule `bomb` expands to 8192000 entries (64 sources x 64 destinations x 2000 \
+             destination ports); at most 65535 per rule: use port ranges or wider networks, \
+             or split the rule"
+        );
+    }
+
+    // Each row: a rule, the entries it expands to (counted, and as built by compile).
+    #[test]
+    fn expansion_is_counted_as_compile_builds_it() {
+        let cases = [
+            ("{ id: a, action: drop }", 1),
+            ("{ id: a, action: drop, src: $mgmt }", 3),
+            ("{ id: a, action: drop, protocol: tcp, dst_port: $web }", 3),
+            (
+                "{ id: a, action: drop, protocol: tcp, src: $mgmt, src_port: [1, 2], dst_port: $web }",
+                18,
+            ),
+            // Two IPv4 sources x one IPv4 destination, one IPv6 x one IPv6.
+            (
+                "{ id: a, action: drop, src: $mgmt, dst: [198.19.0.1, \"2001:2::1\"] }",
+                3,
+            ),
+            (
+                "{ id: a, action: drop, src: 198.18.0.0/24, dst: [198.19.0.1, \"2001:2::1\"] }",
+                1,
+            ),
+        ];
+        for (text, entries) in cases {
+            let set = parse(&format!("      - {text}\n")).unwrap().rules;
+            let expansion = crate::compile::Expansion::of(&set.interfaces["lan0"].rules[0]);
+            assert_eq!(expansion.entries(), entries, "{text}");
+            let compiled = crate::compile::ruleset(
+                &set,
+                &[("lan0".to_string(), 0)],
+                &mut crate::compile::RuleCounters::default(),
+            )
+            .unwrap();
+            assert_eq!(compiled.entries.len() as u64, entries, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_file_beyond_its_entry_or_rule_cap_is_an_error_at_the_first_rule_over() {
+        let rules = "      - { id: a, action: drop, src: $mgmt }\n      \
+                     - { id: b, action: drop, protocol: tcp, dst_port: $web }\n      \
+                     - { id: c, action: drop }\n";
+        let text = format!("{HEAD}{rules}");
+        let capped = |limits: Limits| {
+            RuleSet::parse_checked(Path::new("r.yaml"), &text, &limits).map(|_| ())
+        };
+        // a: 3 entries, b: 3, c: 1.
+        let err = capped(Limits {
+            entries: 5,
+            ..Limits::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.items.len(), 1, "{err}");
+        assert_eq!(err.items[0].line, FIRST + 1, "{err}");
+        assert!(
+            err.items[0]
+                .message
+                .contains("rule `b` on lan0 brings the file to 6 entries; at most 5 in one file"),
+            "{err}"
+        );
+        assert!(
+            capped(Limits {
+                entries: 7,
+                ..Limits::default()
+            })
+            .is_ok()
+        );
+        let err = capped(Limits {
+            rules: 2,
+            ..Limits::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.items.len(), 1, "{err}");
+        assert_eq!(err.items[0].line, FIRST + 2, "{err}");
+        assert!(
+            err.items[0]
+                .message
+                .contains("rule `c` on lan0 is rule 3 of the file; the dataplane counts at most 2"),
+            "{err}"
+        );
+        let err = capped(Limits {
+            entries_per_rule: 2,
+            ..Limits::default()
+        })
+        .unwrap_err();
+        let lines: Vec<u32> = err.items.iter().map(|d| d.line).collect();
+        assert_eq!(lines, [FIRST, FIRST + 1], "{err}");
+    }
+
+    #[test]
+    fn compile_refuses_more_entries_than_the_dataplane_holds_before_building_them() {
+        // Validation was told to allow it; compile still refuses, without allocating 8M entries.
+        let text = format!("{HEAD}{}", bomb(64, 64, 2000));
+        let limits = Limits {
+            entries_per_rule: u64::MAX,
+            entries: u64::MAX,
+            ..Limits::default()
+        };
+        let set = RuleSet::parse_checked(Path::new("r.yaml"), &text, &limits)
+            .unwrap()
+            .rules;
+        let err = crate::compile::ruleset(
+            &set,
+            &[("lan0".to_string(), 0)],
+            &mut crate::compile::RuleCounters::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            crate::compile::CompileError::TooManyEntries { entries: 8_192_000 }
+        );
+    }
+
     #[test]
     fn too_many_rules_is_a_warning_at_a_configurable_limit() {
         let rules: String = (0..5)
@@ -1015,6 +1271,7 @@ mod tests {
         let text = format!("{HEAD}{rules}");
         let limits = Limits {
             rules_per_interface: 4,
+            ..Limits::default()
         };
         let checked = RuleSet::parse_checked(Path::new("r.yaml"), &text, &limits).unwrap();
         assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
@@ -1026,6 +1283,7 @@ mod tests {
         );
         let relaxed = Limits {
             rules_per_interface: 5,
+            ..Limits::default()
         };
         assert!(
             RuleSet::parse_checked(Path::new("r.yaml"), &text, &relaxed)

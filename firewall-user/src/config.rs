@@ -32,9 +32,10 @@ use std::{
     time::Duration,
 };
 
-use firewall_diagnostic::{Diagnostic, Diagnostics, parse_yaml};
+use firewall_diagnostic::{Diagnostic, Diagnostics, decode, parse_yaml};
+use firewall_rules::{RuleSet, RulesError};
 use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use self::duration::duration;
 pub use self::{
@@ -52,6 +53,8 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Invalid(#[from] Diagnostics),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
 }
 
 /// A validated configuration.
@@ -71,6 +74,17 @@ pub struct Config {
     pub drop_log: DropLogConfig,
     /// The connection-tracking table (issue 8).
     pub conntrack: ConntrackConfig,
+    /// Where this came from, for errors found once the rule file is read.
+    pub written: Written,
+}
+
+/// The config file and where in it `rules` and each of `interfaces` were written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub file: PathBuf,
+    pub rules: Location,
+    /// In the order of `Config::interfaces`.
+    pub interfaces: Vec<Location>,
 }
 
 /// How the daemon is operated: reloads, pins, the control socket.
@@ -131,7 +145,7 @@ pub struct LicensingConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    rules: PathBuf,
+    rules: Spanned<PathBuf>,
     interfaces: Spanned<Vec<Spanned<String>>>,
     metrics: Option<Spanned<metering::RawMetrics>>,
     models: Option<BTreeMap<String, Spanned<metering::RawModel>>>,
@@ -169,11 +183,63 @@ struct RawLicense {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Config::parse(path, &text)?)
+        Ok(Config::parse(path, &decode(path, bytes)?)?)
+    }
+
+    /// Reads and validates the rule file named by `rules:`, and checks that it has rules for
+    /// every interface in `interfaces:`. A `rules:` that names no file, or an interface the
+    /// file lacks, is an error at its position in the config.
+    pub fn load_rules(&self) -> Result<RuleSet, ConfigError> {
+        let at = |location: &Location, message: String| Diagnostics {
+            file: self.written.file.display().to_string(),
+            items: vec![Diagnostic::at(location, message)],
+        };
+        let shown = self.rules.display();
+        match fs::metadata(&self.rules) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                return Err(at(
+                    &self.written.rules,
+                    format!("`rules`: {shown} is not a file"),
+                )
+                .into());
+            }
+            Err(error) => {
+                return Err(at(
+                    &self.written.rules,
+                    format!("`rules`: cannot read {shown}: {error}"),
+                )
+                .into());
+            }
+        }
+        let rules = RuleSet::load(&self.rules)?;
+        let items: Vec<Diagnostic> = self
+            .interfaces
+            .iter()
+            .zip(&self.written.interfaces)
+            .filter(|(name, _)| !rules.interfaces.contains_key(*name))
+            .map(|(name, location)| {
+                Diagnostic::at(
+                    location,
+                    format!(
+                        "interface `{name}` has no rules in {shown}: add it under that file's \
+                         `interfaces:`"
+                    ),
+                )
+            })
+            .collect();
+        if !items.is_empty() {
+            return Err(Diagnostics {
+                file: self.written.file.display().to_string(),
+                items,
+            }
+            .into());
+        }
+        Ok(rules)
     }
 
     /// Parses and validates `text`, read from `path` (used for positions and relative paths).
@@ -187,6 +253,7 @@ impl Config {
             ));
         }
         let mut interfaces: Vec<String> = Vec::new();
+        let mut interface_locations = Vec::new();
         for name in &raw.interfaces.value {
             if let Some(problem) = firewall_rules::interface::name_problem(&name.value) {
                 problems.push(Diagnostic::at(&name.referenced, problem));
@@ -197,6 +264,7 @@ impl Config {
                 ));
             } else {
                 interfaces.push(name.value.clone());
+                interface_locations.push(name.referenced);
             }
         }
         if interfaces.len() > firewall_common::MAX_INTERFACES as usize {
@@ -244,7 +312,7 @@ impl Config {
             });
         }
         Ok(Config {
-            rules: base.join(raw.rules),
+            rules: base.join(raw.rules.value),
             interfaces,
             metrics,
             licensing,
@@ -252,6 +320,11 @@ impl Config {
             operations,
             drop_log,
             conntrack,
+            written: Written {
+                file: path.to_path_buf(),
+                rules: raw.rules.referenced,
+                interfaces: interface_locations,
+            },
         })
     }
 }
@@ -452,6 +525,107 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    // Each row: a config line (line 3), and a fragment of its one error: YAML 1.1's booleans
+    // are not booleans, quoted or not.
+    #[test]
+    fn only_true_and_false_are_booleans() {
+        for line in [
+            "watch: yes",
+            "watch: \"yes\"",
+            "keep_attached_on_exit: on",
+            "keep_attached_on_exit: 'off'",
+            "watch: n",
+        ] {
+            let err = parse(&format!("rules: r.yaml\ninterfaces: [lan0]\n{line}\n")).unwrap_err();
+            assert_eq!(err.items.len(), 1, "{line}: {err}");
+            assert_eq!(err.items[0].line, 3, "{line}: {err}");
+            assert!(
+                err.to_string().contains("expected true or false"),
+                "{line}: {err}"
+            );
+        }
+        assert!(
+            parse("rules: r.yaml\ninterfaces: [lan0]\nwatch: true\n")
+                .unwrap()
+                .operations
+                .watch
+        );
+    }
+
+    /// A config in a fresh directory next to a rule file for `lan0` (`rules.yaml`) and a
+    /// directory (`dir`).
+    fn files(config: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("rules.yaml"),
+            "version: 1\ninterfaces: {lan0: {default: pass}}\n",
+        )
+        .unwrap();
+        fs::create_dir(dir.path().join("dir")).unwrap();
+        let path = dir.path().join("config.yaml");
+        fs::write(&path, config).unwrap();
+        (dir, path)
+    }
+
+    // Each row: a config, and the LINE:COL and a fragment of its first error, found when the
+    // rule file is read.
+    #[test]
+    fn rule_file_errors_point_into_the_config() {
+        let cases = [
+            (
+                "rules: missing.yaml\ninterfaces: [lan0]\n",
+                (1, 8),
+                "`rules`: cannot read",
+            ),
+            ("rules: dir\ninterfaces: [lan0]\n", (1, 8), "is not a file"),
+            (
+                "rules: rules.yaml\ninterfaces: [lan0, wan0]\n",
+                (2, 20),
+                "interface `wan0` has no rules in",
+            ),
+        ];
+        for (text, (line, column), fragment) in cases {
+            let (_dir, path) = files(text.as_bytes());
+            let config = Config::load(&path).unwrap();
+            let err = config.load_rules().unwrap_err();
+            let ConfigError::Invalid(diagnostics) = &err else {
+                panic!("{text}: {err}");
+            };
+            let first = &diagnostics.items[0];
+            assert_eq!((first.line, first.column), (line, column), "{text}: {err}");
+            assert!(err.to_string().contains(fragment), "{text}: {err}");
+            assert!(
+                err.to_string().starts_with(&format!("{}:", path.display())),
+                "{err}"
+            );
+        }
+        let (_dir, path) = files(b"rules: rules.yaml\ninterfaces: [lan0]\n");
+        let rules = Config::load(&path).unwrap().load_rules().unwrap();
+        assert!(rules.interfaces.contains_key("lan0"));
+    }
+
+    #[test]
+    fn invalid_utf8_in_the_config_or_its_rules_is_an_error_at_its_byte() {
+        let (dir, path) = files(b"rules: rules.yaml\ninterfaces: [l\xffan0]\n");
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}:2:15: error: invalid UTF-8 at byte 32: the file must be UTF-8 text",
+                path.display()
+            )
+        );
+        fs::write(dir.path().join("rules.yaml"), b"version: 1\n# \xe9\n").unwrap();
+        fs::write(&path, "rules: rules.yaml\ninterfaces: [lan0]\n").unwrap();
+        let err = Config::load(&path).unwrap().load_rules().unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "rules.yaml:2:3: error: invalid UTF-8 at byte 13: the file must be UTF-8 text"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

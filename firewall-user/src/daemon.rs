@@ -126,7 +126,7 @@ struct Prepared {
 async fn prepare(config_path: &Path, config: Config, pins: &Pins) -> Result<Prepared, DaemonError> {
     let started = Instant::now();
     let ops = config.operations.clone();
-    let rules = RuleSet::load(&config.rules)?;
+    let rules = config.load_rules()?;
     info!(config = %config_path.display(), rules = %config.rules.display(), "loaded configuration");
 
     pins.prepare()?;

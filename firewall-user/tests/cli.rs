@@ -167,3 +167,96 @@ fn explain_judges_each_direction_by_its_own_rules() {
         "{stderr}"
     );
 }
+
+/// A rule file in a fresh directory.
+fn rule_file(text: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(&file, text).unwrap();
+    (dir, file)
+}
+
+/// Never fall open: a 13 KB rule of 64 sources x 64 destinations x 2,000 ports is refused
+/// by validation at the rule, before anything is expanded (it used to be "valid" after
+/// minutes and gigabytes).
+#[test]
+fn check_refuses_a_rule_that_expands_beyond_the_cap_at_its_position() {
+    let list = |n: usize, f: &dyn Fn(usize) -> String| (0..n).map(f).collect::<Vec<_>>().join(", ");
+    let text = format!(
+        "version: 1\ninterfaces:\n  lan0:\n    default: drop\n    rules:\n      - id: bomb\n        action: drop\n        protocol: tcp\n        src: [{}]\n        dst: [{}]\n        dst_port: [{}]\n",
+        list(64, &|i| format!("198.18.{i}.0/24")),
+        list(64, &|i| format!("198.19.{i}.0/24")),
+        list(2000, &|i| (1000 + i).to_string()),
+    );
+    let (_dir, file) = rule_file(text.as_bytes());
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = check(&file);
+    println!("check of {} bytes took {:?}", text.len(), started.elapsed());
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:6:13: error: rule `bomb` expands to 8192000 entries (64 sources x 64 destinations x 2000 destination ports); at most 65535 per rule",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("valid"), "{stdout}");
+}
+
+/// More rules than the kernel has counter slots for is an error (exit 1), not "valid" with
+/// a warning.
+#[test]
+fn check_refuses_more_rules_than_the_dataplane_counts() {
+    let mut text =
+        String::from("version: 1\ninterfaces:\n  lan0:\n    default: drop\n    rules:\n");
+    for i in 0..=262_144 {
+        text.push_str(&format!("      - {{id: r{i}, action: drop}}\n"));
+    }
+    let (_dir, file) = rule_file(text.as_bytes());
+    let (code, stdout, stderr) = check(&file);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:262150:14: error: rule `r262144` on lan0 is rule 262145 of the file; the dataplane counts at most 262144 rules",
+            file.display()
+        )),
+        "{stderr}"
+    );
+}
+
+// Each row: a rule file's bytes, and the error `check` reports (after the file name).
+#[test]
+fn check_refuses_unclean_input_with_positions() {
+    let head = "version: 1\ninterfaces:\n  lan0:\n    default: drop\n    rules:\n";
+    let cases: [(Vec<u8>, &str); 4] = [
+        (
+            format!("{head}      - {{ id: a, action: drop, src: 198.18.010.0/24 }}\n").into_bytes(),
+            ":6:37: error: `198.18.010.0/24` is not an IP address or CIDR",
+        ),
+        (
+            format!("{head}      - {{ id: a, action: pass, state: yes }}\n").into_bytes(),
+            ":6:39: error: expected true or false",
+        ),
+        (
+            format!("{head}# caf\u{e9}\n      - {{ id: a, action: drop }}\n")
+                .into_bytes()
+                .into_iter()
+                .map(|b| if b == 0xa9 { 0x28 } else { b })
+                .collect(),
+            ":6:6: error: invalid UTF-8 at byte 65",
+        ),
+        (
+            b"version: 1\ninterfaces:\n  \"lan\\0\": {default: drop}\n".to_vec(),
+            ":3:12: error: `lan\\0` is not a valid interface name",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let (_dir, file) = rule_file(&bytes);
+        let (code, _, stderr) = check(&file);
+        assert_eq!(code, Some(1), "{want}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}{want}", file.display())),
+            "{want}: {stderr}"
+        );
+    }
+}

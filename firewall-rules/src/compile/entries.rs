@@ -10,6 +10,82 @@ use crate::{
     validate::family_of,
 };
 
+/// The factors of a rule's expansion into entries, counted from its lists without building
+/// any entry (validation and `ruleset` bound the expansion before anything is allocated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expansion {
+    /// Lengths of the written lists; `None` where a field is absent (it matches anything and
+    /// multiplies by one).
+    pub sources: Option<u64>,
+    pub destinations: Option<u64>,
+    pub src_ports: Option<u64>,
+    pub dst_ports: Option<u64>,
+    /// Source × destination pairs of one family: the product, unless both lists are written
+    /// and mix families.
+    pub pairs: u64,
+}
+
+impl Expansion {
+    pub fn of(rule: &Rule) -> Expansion {
+        let len = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let count_v4 = |nets: &[IpNet]| len(nets.iter().filter(|n| n.addr().is_ipv4()).count());
+        let pairs = match (&rule.src, &rule.dst) {
+            (Some(src), Some(dst)) => {
+                let (src4, dst4) = (count_v4(src), count_v4(dst));
+                let (src6, dst6) = (len(src.len()) - src4, len(dst.len()) - dst4);
+                src4.saturating_mul(dst4)
+                    .saturating_add(src6.saturating_mul(dst6))
+            }
+            (Some(one), None) | (None, Some(one)) => len(one.len()),
+            (None, None) => 1,
+        };
+        Expansion {
+            sources: rule.src.as_ref().map(|l| len(l.len())),
+            destinations: rule.dst.as_ref().map(|l| len(l.len())),
+            src_ports: rule.src_port.as_ref().map(|l| len(l.len())),
+            dst_ports: rule.dst_port.as_ref().map(|l| len(l.len())),
+            pairs,
+        }
+    }
+
+    /// The number of entries `of_rule` makes (saturating, never overflowing).
+    pub fn entries(&self) -> u64 {
+        self.pairs
+            .saturating_mul(self.src_ports.unwrap_or(1))
+            .saturating_mul(self.dst_ports.unwrap_or(1))
+    }
+}
+
+/// `64 sources x 64 destinations x 2000 destination ports`: the written factors.
+impl std::fmt::Display for Expansion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut factors = Vec::new();
+        let both = self.sources.zip(self.destinations);
+        if let Some((s, d)) = both
+            && s.saturating_mul(d) != self.pairs
+        {
+            factors.push(format!(
+                "{} source/destination pairs of one family ({s} sources, {d} destinations)",
+                self.pairs
+            ));
+        } else {
+            for (count, noun) in [
+                (self.sources, "sources"),
+                (self.destinations, "destinations"),
+            ] {
+                factors.extend(count.map(|n| format!("{n} {noun}")));
+            }
+        }
+        for (count, noun) in [
+            (self.src_ports, "source ports"),
+            (self.dst_ports, "destination ports"),
+        ] {
+            factors.extend(count.map(|n| format!("{n} {noun}")));
+        }
+        f.write_str(&factors.join(" x "))
+    }
+}
+
 pub fn of_rule(rule: &Rule, counter: u32) -> Vec<Entry> {
     let nets = |list: &Option<Vec<IpNet>>| {
         list.as_ref()

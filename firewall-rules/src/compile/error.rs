@@ -10,6 +10,11 @@ pub enum CompileError {
     Overlap { entries: usize },
     #[error("more than {} rules with counters", firewall_common::MAX_RULE_COUNTERS)]
     TooManyRules,
+    #[error(
+        "the rules expand to {entries} entries; the dataplane holds at most {}",
+        super::MAX_ENTRIES
+    )]
+    TooManyEntries { entries: u64 },
     #[error("interface {0} is not in the rule file")]
     NoRules(String),
 }

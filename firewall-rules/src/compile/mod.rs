@@ -12,8 +12,15 @@ use firewall_common::{Entry, Node, Policy, TREES, Tree, VLAN_TREE, cond, directe
 
 use crate::ruleset::{self, Action, Direction, RuleSet};
 
+pub use entries::Expansion;
 pub use error::CompileError;
 pub use tree::LEAF_TARGET;
+
+/// Entries one generation may hold, over all interfaces (4 per rule counter slot,
+/// `firewall_common::MAX_RULE_COUNTERS`): 176 MiB of the entry map for both generations,
+/// and the trees' budget is linear in it. `ruleset` refuses more before building any entry,
+/// whatever the `Limits` validation was given; validation's default is the same.
+pub const MAX_ENTRIES: u64 = 4 * firewall_common::MAX_RULE_COUNTERS as u64;
 
 /// One generation of the dataplane: the trees, leaf lists and entries of every interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -160,6 +167,15 @@ pub fn ruleset(
     interfaces: &[(String, u32)],
     counters: &mut RuleCounters,
 ) -> Result<Compiled, CompileError> {
+    let entries: u64 = interfaces
+        .iter()
+        .filter_map(|(name, _)| rules.interfaces.get(name))
+        .flat_map(|policy| &policy.rules)
+        .map(|rule| Expansion::of(rule).entries())
+        .fold(0, u64::saturating_add);
+    if entries > MAX_ENTRIES {
+        return Err(CompileError::TooManyEntries { entries });
+    }
     counters.retain(rules);
     let mut compiled = Compiled::default();
     let mut shared_leaves = HashMap::new();

@@ -27,8 +27,19 @@ impl Args {
         let file = &self.file;
         let limits = Limits {
             rules_per_interface: self.max_rules,
+            ..Limits::default()
         };
         let checked = RuleSet::load_checked(file, &limits)
+            .context("the rule file is not valid; nothing was loaded")?;
+        // What the daemon could not load is an error here too, never "valid" with a warning.
+        let slots: Vec<(String, u32)> = checked.rules.interfaces.keys().cloned().zip(0..).collect();
+        let compiled = compile::ruleset(&checked.rules, &slots, &mut RuleCounters::default())
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "{}: error: the dataplane cannot load these rules: {error}",
+                    file.display()
+                )
+            })
             .context("the rule file is not valid; nothing was loaded")?;
         println!("{}: valid", file.display());
         for (interface, policy) in &checked.rules.interfaces {
@@ -42,21 +53,14 @@ impl Args {
                 println!("  {:>3}. {rule}", position + 1);
             }
         }
-        let slots: Vec<(String, u32)> = checked.rules.interfaces.keys().cloned().zip(0..).collect();
-        match compile::ruleset(&checked.rules, &slots, &mut RuleCounters::default()) {
-            Ok(compiled) => println!(
-                "dataplane: {} entries, {} tree nodes, {} leaf items, at most {} entries checked per tree, {:.1} MiB of kernel maps",
-                compiled.entries.len(),
-                compiled.nodes.len(),
-                compiled.leaves.len(),
-                compiled.longest_leaf(),
-                Capacity::for_compiled(&compiled).bytes() as f64 / f64::from(1 << 20),
-            ),
-            Err(error) => println!(
-                "{}: warning: the dataplane cannot load these rules: {error}",
-                file.display()
-            ),
-        }
+        println!(
+            "dataplane: {} entries, {} tree nodes, {} leaf items, at most {} entries checked per tree, {:.1} MiB of kernel maps",
+            compiled.entries.len(),
+            compiled.nodes.len(),
+            compiled.leaves.len(),
+            compiled.longest_leaf(),
+            Capacity::for_compiled(&compiled).bytes() as f64 / f64::from(1 << 20),
+        );
         for warning in &checked.warnings {
             let w = &warning.0;
             println!(

@@ -78,6 +78,10 @@ pub const MAX_LEAF_ENTRIES: usize = u16::MAX as usize;
 /// Per-rule counter slots (rules across all interfaces).
 pub const MAX_RULE_COUNTERS: u32 = 1 << 18;
 
+/// Entries one generation may hold, over all interfaces (4 per rule counter slot): 176 MiB
+/// of the entry map for both generations, and the trees' budget is linear in it.
+pub const MAX_ENTRIES: u64 = 4 * MAX_RULE_COUNTERS as u64;
+
 /// Rule sets held at once: the live one and the one being written.
 pub const GENERATIONS: u32 = 2;
 

@@ -12,10 +12,7 @@ use etherparse::{
 use firewall_common::ethertype;
 use serde::Serialize;
 
-use crate::{
-    ruleset::{Action, Direction, Policy, Ports, Rule, RuleSet, protocol},
-    validate::family_of,
-};
+use crate::ruleset::{Action, Direction, Policy, Ports, Rule, RuleSet, family_of, protocol};
 
 pub mod conntrack;
 

@@ -1,7 +1,7 @@
 //! The validated, typed rule file: what `check`, `explain`, the compiler and the reference
 //! all start from.
 
-use std::{collections::BTreeMap, fmt, ops::RangeInclusive};
+use std::{collections::BTreeMap, fmt, net::IpAddr, ops::RangeInclusive};
 
 use firewall_common::Verdict;
 use ipnet::IpNet;
@@ -76,6 +76,14 @@ impl fmt::Display for Family {
             Family::Ipv4 => "ipv4",
             Family::Ipv6 => "ipv6",
         })
+    }
+}
+
+/// The family of an address.
+pub fn family_of(addr: IpAddr) -> Family {
+    match addr {
+        IpAddr::V4(_) => Family::Ipv4,
+        IpAddr::V6(_) => Family::Ipv6,
     }
 }
 

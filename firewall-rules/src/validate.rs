@@ -2,10 +2,7 @@
 //! are collected, so the operator sees them at once; any error rejects the whole file.
 //! Warnings (a rule that can never match, a very long rule list) do not.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    net::IpAddr,
-};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ipnet::IpNet;
 use serde_saphyr::{Location, Spanned};
@@ -14,7 +11,7 @@ use firewall_diagnostic::Diagnostic;
 
 use crate::{
     address, interface,
-    ruleset::{Action, Family, Policy, Ports, Rule, RuleSet, protocol},
+    ruleset::{Action, Family, Policy, Ports, Rule, RuleSet, family_of, protocol},
     schema::{RawInterface, RawList, RawRule, RawRules, Scalar},
 };
 
@@ -594,13 +591,6 @@ fn family(
         );
     }
     implied
-}
-
-pub fn family_of(addr: IpAddr) -> Family {
-    match addr {
-        IpAddr::V4(_) => Family::Ipv4,
-        IpAddr::V6(_) => Family::Ipv6,
-    }
 }
 
 /// An address (a /32 or /128) or a CIDR whose host bits are zero.

@@ -9,7 +9,11 @@ use std::{
     sync::atomic::Ordering,
 };
 
-use crate::{NEXT_ID, NetNs, Process, scrape};
+use crate::{
+    netns::{NEXT_ID, NetNs},
+    process::Process,
+    scrape,
+};
 
 pub struct DaemonDir {
     dir: tempfile::TempDir,

@@ -14,7 +14,7 @@ use std::{
     },
 };
 
-use crate::checked;
+use crate::process::checked;
 
 /// Debian installs each major version's server binaries here.
 const DEBIAN_BINARIES: &str = "/usr/lib/postgresql";

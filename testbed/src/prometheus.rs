@@ -18,7 +18,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{NetNs, Process, http_get};
+use crate::{netns::NetNs, process::Process, scrape::http_get};
 
 const BINARY: &str = "prometheus";
 

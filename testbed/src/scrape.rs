@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use crate::NetNs;
+use crate::netns::NetNs;
 
 /// `GET /metrics` from `address` as seen inside `ns`; returns the body.
 pub fn scrape(ns: &NetNs, address: SocketAddr) -> io::Result<String> {

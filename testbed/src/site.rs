@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{NetNs, veth};
+use crate::netns::{NetNs, veth};
 
 pub const LAN_HOST: &str = "198.18.1.2";
 pub const ADAPTER_LAN: &str = "198.18.1.1";

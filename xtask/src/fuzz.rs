@@ -13,10 +13,16 @@ use anyhow::{Context, Result, bail};
 use crate::{nightly_cargo, run, setup, workspace_root};
 
 /// The targets, each what smf-firewall reads from outside.
-pub const TARGETS: [&str; 4] = ["rule_file", "daemon_config", "contract_import", "capture"];
+pub const TARGETS: [&str; 5] = [
+    "rule_file",
+    "daemon_config",
+    "contract_import",
+    "control_request",
+    "capture",
+];
 
 /// Run one fuzz target (or `all`, one after the other) for a while: rule_file, daemon_config,
-/// contract_import, capture. Needs cargo-fuzz (`cargo xtask setup`).
+/// contract_import, control_request, capture. Needs cargo-fuzz (`cargo xtask setup`).
 #[derive(clap::Args)]
 pub struct Args {
     /// The target, or `all`.
@@ -87,6 +93,11 @@ fn seed(target: &str, corpus: &Path) -> Result<()> {
 /// Seeds that no file in the repository holds.
 fn built_seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
     match target {
+        "control_request" => vec![
+            ("status", br#"{"command":"status"}"#.to_vec()),
+            ("reload", br#"{"command":"reload"}"#.to_vec()),
+            ("failed", br#"{"ok":false,"error":"no"}"#.to_vec()),
+        ],
         "capture" => vec![("udp.pcap", udp_capture())],
         _ => Vec::new(),
     }

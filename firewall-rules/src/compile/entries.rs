@@ -5,10 +5,7 @@
 use firewall_common::{Entry, cond, entry_flag, family};
 use ipnet::IpNet;
 
-use crate::{
-    ruleset::{Family, Ports, Rule},
-    validate::family_of,
-};
+use crate::ruleset::{Family, Ports, Rule, family_of};
 
 /// The factors of a rule's expansion into entries, counted from its lists without building
 /// any entry (validation and `ruleset` bound the expansion before anything is allocated).

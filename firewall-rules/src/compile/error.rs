@@ -12,7 +12,7 @@ pub enum CompileError {
     TooManyRules,
     #[error(
         "the rules expand to {entries} entries; the dataplane holds at most {}",
-        super::MAX_ENTRIES
+        firewall_common::MAX_ENTRIES
     )]
     TooManyEntries { entries: u64 },
     #[error("interface {0} is not in the rule file")]

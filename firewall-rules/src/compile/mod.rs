@@ -16,11 +16,9 @@ pub use entries::Expansion;
 pub use error::CompileError;
 pub use tree::LEAF_TARGET;
 
-/// Entries one generation may hold, over all interfaces (4 per rule counter slot,
-/// `firewall_common::MAX_RULE_COUNTERS`): 176 MiB of the entry map for both generations,
-/// and the trees' budget is linear in it. `ruleset` refuses more before building any entry,
-/// whatever the `Limits` validation was given; validation's default is the same.
-pub const MAX_ENTRIES: u64 = 4 * firewall_common::MAX_RULE_COUNTERS as u64;
+/// `ruleset` refuses more entries than this before building any, whatever the `Limits`
+/// validation was given; validation's default is the same.
+pub use firewall_common::MAX_ENTRIES;
 
 /// One generation of the dataplane: the trees, leaf lists and entries of every interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

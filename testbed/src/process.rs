@@ -1,0 +1,73 @@
+//! Child processes, killed and reaped on drop, and commands whose failure is an error.
+
+use std::{
+    io,
+    process::{Child, Command, Output, Stdio},
+};
+
+/// A child process, killed and reaped on drop unless it was waited for.
+#[derive(Debug)]
+pub struct Process {
+    child: Option<Child>,
+}
+
+impl Process {
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal (e.g. `SIGTERM`) to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> io::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(self.id() as i32);
+        nix::sys::signal::kill(pid, signal).map_err(io::Error::from)
+    }
+
+    /// Waits for the process to exit and returns its status and output.
+    pub fn wait(mut self) -> io::Result<Output> {
+        let child = self
+            .child
+            .take()
+            .ok_or_else(|| io::Error::other("already waited"))?;
+        child.wait_with_output()
+    }
+
+    /// Has the process exited already (without reaping its output)?
+    pub fn exited(&mut self) -> io::Result<bool> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?.is_some()),
+            None => Ok(true),
+        }
+    }
+}
+
+impl From<Child> for Process {
+    fn from(child: Child) -> Self {
+        Process { child: Some(child) }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub(crate) fn command(program: &str, args: &[&str]) -> io::Result<Output> {
+    checked(Command::new(program).args(args))
+}
+
+pub(crate) fn checked(cmd: &mut Command) -> io::Result<Output> {
+    let output = cmd.stdin(Stdio::null()).output()?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(io::Error::other(format!(
+            "{cmd:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}

@@ -824,7 +824,7 @@ mod tests {
         );
     }
 
-    // Each row: one rule (on line FIRST) and a fragment of the error (issue "Validation").
+    // Each row: one rule (on line FIRST) and a fragment of the error.
     #[test]
     fn each_mistake_is_an_error_at_its_position() {
         let cases = [

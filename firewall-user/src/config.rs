@@ -5,18 +5,18 @@
 //! interfaces: [lan0, wan0]         # XDP is attached to each
 //! metrics:
 //!   listen: 127.0.0.1:9775         # the default; elsewhere needs tls and basic_auth_users
-//! models:                          # rated capacity per adapter model (metering, issue 7)
+//! models:                          # rated capacity per adapter model (metering)
 //!   x86-fuji: {capacity_bps: 10000000000}
-//! # Licensing (issue 6); without `adapter` and `contracts` the rules are enforced unchecked.
+//! # Licensing; without `adapter` and `contracts` the rules are enforced unchecked.
 //! adapter: {serial: FUJI-0001}     # this adapter's serial, exactly as in the store
 //! contracts: {url: "sqlite:/var/lib/smf-firewall/contracts.db"}
 //! license: {recheck: 60s, grace: 24h}  # the defaults
-//! # Operations (issue 9); the defaults:
+//! # Operations; the defaults:
 //! watch: false                     # reload when the rules file changes
 //! keep_attached_on_exit: false     # SIGTERM detaches and unpins unless true (upgrades)
 //! pin_path: /sys/fs/bpf/smf-firewall   # on a BPF filesystem
 //! runtime_dir: /run/smf-firewall   # control.sock (root only) and state.json
-//! drop_log: {rate_per_second: 10}  # events per second per `log: true` rule (issue 9)
+//! drop_log: {rate_per_second: 10}  # events per second per `log: true` rule
 //! conntrack: {max_entries: 65536, timeouts: {udp: 30s}, sweep: 10s}  # see config/conntrack.rs
 //! ```
 
@@ -70,9 +70,9 @@ pub struct Config {
     /// Rated capacity per adapter model, for utilization (Art. 24).
     pub models: Models,
     pub operations: Operations,
-    /// Sampling of drop logs (issue 9).
+    /// Sampling of drop logs.
     pub drop_log: DropLogConfig,
-    /// The connection-tracking table (issue 8).
+    /// The connection-tracking table.
     pub conntrack: ConntrackConfig,
     /// Where this came from, for errors found once the rule file is read.
     pub written: Written,

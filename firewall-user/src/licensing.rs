@@ -115,7 +115,7 @@ struct Metrics {
     info: IntGaugeVec,
     store_up: IntGauge,
     checks: IntCounterVec,
-    /// The adapter's capacity and info follow the model the checks find (issue 7).
+    /// The adapter's capacity and info follow the model the checks find (metering).
     adapter: AdapterMetrics,
     /// The decision shown, for `smf-firewall status`.
     shown: Arc<Mutex<Option<Applied>>>,

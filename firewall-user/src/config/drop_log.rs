@@ -1,4 +1,4 @@
-//! `drop_log:` in the daemon's configuration (issue 9): how many events per second each rule
+//! `drop_log:` in the daemon's configuration: how many events per second each rule
 //! with `log: true` may send.
 //!
 //! ```yaml

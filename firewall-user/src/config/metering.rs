@@ -1,4 +1,4 @@
-//! The metering parts of the daemon's configuration (issue 7): where and how `/metrics` is
+//! The metering parts of the daemon's configuration: where and how `/metrics` is
 //! served (`metrics:`), and each adapter model's rated capacity (`models:`).
 //!
 //! ```yaml

@@ -1,4 +1,4 @@
-//! Connection-tracking metrics (issue 8), aggregates only, never a flow (Art. 17):
+//! Connection-tracking metrics, aggregates only, never a flow (Art. 17):
 //! `smf_firewall_conntrack_{entries,capacity}` (gauges),
 //! `smf_firewall_conntrack_{created,expired,evicted}_total` and
 //! `smf_firewall_conntrack_hits_total{interface,direction}` (packets passed by a tracked flow; they are

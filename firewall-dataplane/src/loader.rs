@@ -600,7 +600,7 @@ impl Dataplane {
     }
 
     /// The drop-log ring buffer and its per-CPU counters (`drop_log::SENT`, ...), for their
-    /// one reader (`droplog::DropLog`); missing the second time.
+    /// one reader (`firewall_user::drop_log::DropLog`); missing the second time.
     pub fn take_drop_log(
         &mut self,
     ) -> Result<(RingBuf<MapData>, PerCpuArray<MapData, u64>), LoaderError> {

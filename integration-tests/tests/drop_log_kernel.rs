@@ -50,7 +50,7 @@ impl Fixture {
     /// The program with RULES on `lo`, enforcing, at `rate` events per second and the clock
     /// at T.
     fn new(rate: u32) -> Fixture {
-        let rules = RuleSet::parse(Path::new("droplog-test.yaml"), RULES).unwrap();
+        let rules = RuleSet::parse(Path::new("drop-log-test.yaml"), RULES).unwrap();
         let mut counters = RuleCounters::default();
         let compiled = compile::ruleset(&rules, &[("lo".to_string(), 0)], &mut counters).unwrap();
         let mut dataplane = common::dataplane();
@@ -106,7 +106,7 @@ impl Fixture {
 
 #[test]
 fn a_log_rule_sends_at_most_its_rate_and_counts_the_rest_as_suppressed() {
-    if !testbed::require_root("droplog_kernel::rate") {
+    if !testbed::require_root("drop_log_kernel::rate") {
         return;
     }
     let mut f = Fixture::new(10);
@@ -200,7 +200,7 @@ fn a_log_rule_sends_at_most_its_rate_and_counts_the_rest_as_suppressed() {
 
 #[test]
 fn rules_have_a_bucket_each_and_ipv6_vlan_fields_are_reported() {
-    if !testbed::require_root("droplog_kernel::ipv6") {
+    if !testbed::require_root("drop_log_kernel::ipv6") {
         return;
     }
     let mut f = Fixture::new(3);
@@ -247,7 +247,7 @@ fn rules_have_a_bucket_each_and_ipv6_vlan_fields_are_reported() {
 
 #[test]
 fn an_unlicensed_adapter_drops_nothing_and_so_logs_nothing() {
-    if !testbed::require_root("droplog_kernel::unlicensed") {
+    if !testbed::require_root("drop_log_kernel::unlicensed") {
         return;
     }
     let mut f = Fixture::new(10);
@@ -261,7 +261,7 @@ fn an_unlicensed_adapter_drops_nothing_and_so_logs_nothing() {
 /// counted as lost, exactly, and the ring holds what was sent.
 #[test]
 fn a_full_ring_counts_lost_events() {
-    if !testbed::require_root("droplog_kernel::lost") {
+    if !testbed::require_root("drop_log_kernel::lost") {
         return;
     }
     let mut f = Fixture::new(u32::MAX);

@@ -46,7 +46,7 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
 
 #[test]
 fn a_log_rule_writes_sampled_log_lines_and_metrics_count_them_without_addresses() {
-    let Some(site) = common::site("droplog_e2e::log_lines") else {
+    let Some(site) = common::site("drop_log_e2e::log_lines") else {
         return;
     };
     let (_dir, config) = files();

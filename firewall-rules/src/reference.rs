@@ -578,6 +578,76 @@ interfaces:
         }
     }
 
+    /// What decides a frame: the action, the rule, the reason.
+    type Decided = (Action, Option<String>, Reason);
+
+    fn malformed(why: &'static str) -> Decided {
+        (Action::Drop, None, Reason::Malformed(why))
+    }
+
+    /// UDP/IPv6 to port 53 after destination-options headers of `units` 8-byte units each
+    /// beyond their first 8 (the length byte: 0-255, at most 2,048 bytes a header).
+    fn udp6_after(units: &[u8]) -> Vec<u8> {
+        let mut frame = frame("udp [2001:2::1]:9 -> [2001:2::2]:53");
+        let udp = frame.split_off(14 + 40);
+        for (i, &n) in units.iter().enumerate() {
+            let next = if i + 1 == units.len() { 17 } else { 60 };
+            frame.extend([next, n]);
+            frame.extend(vec![0; 6 + 8 * usize::from(n)]);
+        }
+        frame[14 + 6] = if units.is_empty() { 17 } else { 60 };
+        let payload = (frame.len() - 54 + udp.len()) as u16;
+        frame[18..20].copy_from_slice(&payload.to_be_bytes());
+        frame.extend(udp);
+        frame
+    }
+
+    // Ref. "IPv6 extension headers ... are walked to the upper-layer header, at most 8 of
+    // them": wherever the upper-layer header lies (the dataplane once gave up past byte
+    // 1,024). Each row: the extension headers' length bytes, where UDP starts, the decision.
+    #[test]
+    fn ipv6_headers_are_walked_wherever_they_end() {
+        let cases: Vec<(Vec<u8>, usize, Decided)> = vec![
+            (vec![], 54, by_rule("dns")),
+            (vec![120], 1022, by_rule("dns")),
+            (vec![121], 1030, by_rule("dns")),
+            (vec![255], 2102, by_rule("dns")),
+            (vec![255, 255], 4150, by_rule("dns")),
+            (vec![255; 8], 16438, by_rule("dns")),
+            (vec![0, 0, 0, 0, 0, 0, 0, 255], 2158, by_rule("dns")),
+            (
+                vec![255; 9],
+                18486,
+                malformed("IPv6 extension header chain too long"),
+            ),
+            (
+                vec![0; 9],
+                126,
+                malformed("IPv6 extension header chain too long"),
+            ),
+        ];
+        for (units, udp_at, expected) in cases {
+            let frame = udp6_after(&units);
+            // UDP, then 8 bytes of payload.
+            assert_eq!(frame.len(), udp_at + 16, "{units:?}: the frame as built");
+            assert_eq!(decide_on("lan0", &frame), expected, "{units:?}");
+            let mut cut = frame.clone();
+            cut.truncate(udp_at + 7);
+            let why = if units.len() > MAX_IPV6_EXTENSIONS {
+                "IPv6 extension header chain too long"
+            } else {
+                "UDP header cut short"
+            };
+            assert_eq!(decide_on("wan0", &cut), malformed(why), "{units:?}, cut");
+            if let Some(&last) = units.last().filter(|_| units.len() <= 8) {
+                let mut cut = frame.clone();
+                cut.truncate(udp_at - 1);
+                let why = "IPv6 extension header cut short";
+                assert_eq!(decide_on("wan0", &cut), malformed(why), "{units:?}/{last}");
+            }
+        }
+    }
+
     // Ref. "vlan: N matches the outermost tag, and tagged frames are classified on their inner
     // headers".
     #[test]

@@ -265,6 +265,10 @@ type Parsed<'a> = Result<(IpAddr, IpAddr, u8, L4, &'a [u8]), &'static str>;
 
 fn ipv4(l3: &[u8]) -> Parsed<'_> {
     let header = Ipv4HeaderSlice::from_slice(l3).map_err(|_| "bad or cut IPv4 header")?;
+    // etherparse checks the header length against the slice, not against the total length.
+    if usize::from(header.total_len()) < header.slice().len() {
+        return Err("IPv4 total length below its header length");
+    }
     let protocol = header.protocol().0;
     let (l4, transport) = if header.fragments_offset().value() != 0 {
         (L4::Fragment, &[][..])
@@ -583,6 +587,105 @@ interfaces:
 
     fn malformed(why: &'static str) -> Decided {
         (Action::Drop, None, Reason::Malformed(why))
+    }
+
+    /// UDP/IPv4 to port 53 (rule `dns` on lan0) with header length `ihl` (options of NOPs),
+    /// total length `total`, then `extra` bytes after the UDP header; `cut` bytes removed
+    /// from the end.
+    fn udp4(ihl: u8, total: impl Fn(usize, usize) -> usize, extra: usize, cut: usize) -> Vec<u8> {
+        let mut frame = PacketSpec::parse("udp 198.18.0.1:9 -> 198.19.0.1:53")
+            .unwrap()
+            .frame_with_payload(&vec![0; extra]);
+        let header = usize::from(ihl) * 4;
+        frame.splice(34..34, vec![1; header.saturating_sub(20)]);
+        frame[14] = 0x40 | ihl;
+        let l3_len = frame.len() - 14;
+        let total = total(header, l3_len) as u16;
+        frame[16..18].copy_from_slice(&total.to_be_bytes());
+        frame.truncate(frame.len() - cut);
+        frame
+    }
+
+    // Ref. "IPv4: ... header length (IHL) below 20 bytes, total length below the header
+    // length, or the header cut short" and "the IPv4 total length may be shorter than the
+    // frame". Each row: IHL, total length (from the header length and the bytes from the IP
+    // header on), bytes after UDP, bytes cut from the end, and the decision on lan0.
+    #[test]
+    fn ipv4_total_length_against_header_and_frame_length() {
+        type Total = fn(usize, usize) -> usize;
+        let exact: Total = |_, l3| l3;
+        let cases: Vec<(u8, Total, usize, usize, Decided)> = vec![
+            (5, exact, 0, 0, by_rule("dns")),
+            (
+                5,
+                |h, _| h - 1,
+                0,
+                0,
+                malformed("IPv4 total length below its header length"),
+            ),
+            (
+                5,
+                |_, _| 0,
+                0,
+                0,
+                malformed("IPv4 total length below its header length"),
+            ),
+            // Equal to the header length: the UDP header is in what would be padding; the
+            // bytes after the IP header are read from the frame, not bounded by the length.
+            (5, |h, _| h, 0, 0, by_rule("dns")),
+            (5, |h, _| h + 1, 0, 0, by_rule("dns")),
+            (5, |_, l3| l3 - 1, 0, 0, by_rule("dns")),
+            // Longer than the frame: not checked (bytes after the headers never are).
+            (5, |_, l3| l3 + 1, 0, 0, by_rule("dns")),
+            (5, |_, _| 0xffff, 0, 0, by_rule("dns")),
+            // Shorter than the frame: Ethernet padding to 60 bytes.
+            (5, |_, l3| l3, 18, 0, by_rule("dns")),
+            (6, exact, 0, 0, by_rule("dns")),
+            (
+                6,
+                |h, _| h - 1,
+                0,
+                0,
+                malformed("IPv4 total length below its header length"),
+            ),
+            (6, |h, _| h, 0, 0, by_rule("dns")),
+            (
+                10,
+                |h, _| h - 1,
+                0,
+                0,
+                malformed("IPv4 total length below its header length"),
+            ),
+            (10, |h, _| h, 0, 0, by_rule("dns")),
+            (15, exact, 0, 0, by_rule("dns")),
+            (
+                15,
+                |h, _| h - 1,
+                0,
+                0,
+                malformed("IPv4 total length below its header length"),
+            ),
+            (15, |h, _| h, 0, 0, by_rule("dns")),
+            (15, |_, l3| l3 + 1, 0, 0, by_rule("dns")),
+            // 60 bytes of header, then 7 of UDP; then the header itself cut by one byte.
+            (15, exact, 0, 1, malformed("UDP header cut short")),
+            (15, exact, 0, 9, malformed("bad or cut IPv4 header")),
+            (5, exact, 0, 9, malformed("bad or cut IPv4 header")),
+            (4, exact, 0, 0, malformed("bad or cut IPv4 header")),
+            (0, exact, 0, 0, malformed("bad or cut IPv4 header")),
+        ];
+        for (ihl, total, extra, cut, expected) in cases {
+            let frame = udp4(ihl, total, extra, cut);
+            let what = format!("IHL {ihl}, total length {:?}", &frame[16..18]);
+            assert_eq!(decide_on("lan0", &frame), expected, "{what}");
+            if expected.2 != Reason::Rule {
+                assert_eq!(
+                    decide_on("wan0", &frame).2,
+                    expected.2,
+                    "{what}, default pass"
+                );
+            }
+        }
     }
 
     /// UDP/IPv6 to port 53 after destination-options headers of `units` 8-byte units each

@@ -5,9 +5,8 @@
 use std::net::IpAddr;
 
 use etherparse::{
-    Ethernet2HeaderSlice, Icmpv4Slice, Icmpv6Slice, IpNumber, Ipv4HeaderSlice,
-    Ipv6FragmentHeaderSlice, Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice,
-    TcpHeaderSlice, UdpHeaderSlice,
+    Ethernet2HeaderSlice, Icmpv6Slice, IpNumber, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice,
+    Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 use firewall_common::ethertype;
 use serde::Serialize;
@@ -25,6 +24,8 @@ pub const MAX_VLAN_TAGS: usize = 2;
 pub const MAX_IPV6_EXTENSIONS: usize = 8;
 /// The SCTP common header: ports, verification tag, checksum.
 const SCTP_HEADER_LEN: usize = 12;
+/// The ICMP header: type, code, checksum, then 4 bytes that depend on the type.
+const ICMP_HEADER_LEN: usize = 8;
 
 /// The fields of an IP packet that rules match on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,13 +351,17 @@ fn upper_layer(protocol_number: u8, payload: &[u8]) -> Result<L4, &'static str> 
             }),
             _ => Err("SCTP header cut short"),
         },
-        protocol::ICMP => {
-            let icmp = Icmpv4Slice::from_slice(payload).map_err(|_| "ICMP header cut short")?;
-            Ok(L4::Icmp {
-                icmp_type: icmp.type_u8(),
-                code: icmp.code_u8(),
-            })
-        }
+        // Not etherparse's `Icmpv4Slice`: it refuses a timestamp (request or reply) whose
+        // slice is not exactly 20 bytes, and the slice here runs to the end of the frame
+        // (Ethernet padding included). Rules read the type and code; the body is not checked,
+        // for timestamps as for every other type (`rules/README.md`).
+        protocol::ICMP => match payload {
+            [icmp_type, code, ..] if payload.len() >= ICMP_HEADER_LEN => Ok(L4::Icmp {
+                icmp_type: *icmp_type,
+                code: *code,
+            }),
+            _ => Err("ICMP header cut short"),
+        },
         protocol::ICMPV6 => {
             let icmp = Icmpv6Slice::from_slice(payload).map_err(|_| "ICMPv6 header cut short")?;
             Ok(L4::Icmp {
@@ -585,6 +590,8 @@ interfaces:
     /// What decides a frame: the action, the rule, the reason.
     type Decided = (Action, Option<String>, Reason);
 
+    const PASS_DEFAULT: Decided = (Action::Pass, None, Reason::Default);
+
     fn malformed(why: &'static str) -> Decided {
         (Action::Drop, None, Reason::Malformed(why))
     }
@@ -748,6 +755,61 @@ interfaces:
                 let why = "IPv6 extension header cut short";
                 assert_eq!(decide_on("wan0", &cut), malformed(why), "{units:?}/{last}");
             }
+        }
+    }
+
+    /// An ICMP message of `len` bytes (8 of header, then the body), `pad` bytes of Ethernet
+    /// padding after it; the IPv4 total length counts the message only.
+    fn icmp4(icmp_type: u8, code: u8, len: usize, pad: usize) -> Vec<u8> {
+        let spec = format!("icmp 198.18.0.1 -> 198.19.0.1 type {icmp_type} code {code}");
+        let mut frame = PacketSpec::parse(&spec)
+            .unwrap()
+            .frame_with_payload(&vec![0; len.saturating_sub(8)]);
+        frame.truncate(14 + 20 + len);
+        frame.extend(vec![0; pad]);
+        frame
+    }
+
+    // ICMP timestamp request (13) and reply (14): RFC 792 gives them a 20-byte format, but
+    // a firewall reads the type and code only, like every other ICMP message, and never
+    // checks the body (ref. "Bytes after the headers are not checked"): 8 bytes of header
+    // are enough, and 20-byte timestamps with Ethernet padding are not dropped. Each row:
+    // type, code, ICMP length, padding, the decision on wan0 (default pass).
+    #[test]
+    fn icmp_timestamps_of_any_length_are_classified() {
+        let cases = [
+            (13, 0, 20, 0, PASS_DEFAULT),
+            (13, 0, 20, 6, PASS_DEFAULT), // padded to 60 bytes on the wire
+            (14, 0, 20, 6, PASS_DEFAULT),
+            (13, 0, 8, 0, PASS_DEFAULT),
+            (13, 0, 12, 0, PASS_DEFAULT),
+            (13, 0, 19, 0, PASS_DEFAULT),
+            (13, 0, 21, 0, PASS_DEFAULT),
+            (14, 0, 19, 0, PASS_DEFAULT),
+            (14, 0, 21, 0, PASS_DEFAULT),
+            (14, 0, 64, 0, PASS_DEFAULT),
+            (13, 1, 9, 0, PASS_DEFAULT),
+            (8, 0, 8, 0, PASS_DEFAULT),
+            (13, 0, 7, 0, malformed("ICMP header cut short")),
+            (14, 0, 7, 0, malformed("ICMP header cut short")),
+            (14, 0, 0, 0, malformed("ICMP header cut short")),
+        ];
+        for (icmp_type, code, len, pad, expected) in cases {
+            let frame = icmp4(icmp_type, code, len, pad);
+            let what = format!("type {icmp_type} code {code}, {len} bytes, {pad} padding");
+            assert_eq!(decide_on("wan0", &frame), expected, "{what}");
+            if expected.2 == Reason::Default {
+                match parse(&frame) {
+                    Frame::Ip(packet) => {
+                        assert_eq!(packet.l4, L4::Icmp { icmp_type, code }, "{what}")
+                    }
+                    other => panic!("{what}: {other:?}"),
+                }
+            }
+        }
+        // Echo requests of any length still meet the ping rule.
+        for len in [8, 19, 20, 21] {
+            assert_eq!(decide_on("lan0", &icmp4(8, 0, len, 0)), by_rule("ping"));
         }
     }
 

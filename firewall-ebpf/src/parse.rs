@@ -77,8 +77,23 @@ const VLAN_ID_MASK: u16 = 0x0fff;
 
 /// Fragment offset bits of the IPv4 flags/fragment field.
 const FRAG_OFFSET_MASK: u16 = 0x1fff;
-/// No header we walk starts beyond this offset; keeps offsets bounded for the verifier.
-const MAX_OFFSET: usize = 1024;
+/// The longest IPv6 extension header: its length byte counts 8-byte units beyond the first 8.
+const MAX_EXTENSION_LEN: usize = (255 + 1) * 8;
+/// Where the deepest read of any frame can start: after Ethernet, the VLAN tags, an IPv6
+/// header and the longest chain of extension headers walked, the 8-byte ICMPv6 header and
+/// the IP header an ICMP error quotes (IPv4: at most 60 bytes).
+const DEEPEST_READ: usize = EthHdr::LEN
+    + MAX_VLAN_TAGS * VLAN_TAG_LEN
+    + Ipv6Hdr::LEN
+    + MAX_IPV6_EXTENSIONS * MAX_EXTENSION_LEN
+    + 8
+    + 60;
+/// Offsets are checked against this only so that the verifier sees them bounded (a packet
+/// pointer's variable offset must stay below 64 KiB). No parse reaches it: it lies beyond
+/// `DEEPEST_READ`, so the limits that decide are the documented ones (tags, extension
+/// headers), never the offset of a header.
+const MAX_OFFSET: usize = 1 << 15;
+const _: () = assert!(DEEPEST_READ < MAX_OFFSET && MAX_EXTENSION_LEN < MAX_OFFSET);
 
 #[inline(always)]
 fn ptr_at<T, C: Wire>(ctx: &C, offset: usize) -> Result<*const T, Malformed> {

@@ -5,9 +5,8 @@
 use std::net::IpAddr;
 
 use etherparse::{
-    Ethernet2HeaderSlice, Icmpv4Slice, Icmpv6Slice, IpNumber, Ipv4HeaderSlice,
-    Ipv6FragmentHeaderSlice, Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice,
-    TcpHeaderSlice, UdpHeaderSlice,
+    Ethernet2HeaderSlice, Icmpv6Slice, IpNumber, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice,
+    Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 use firewall_common::ethertype;
 use serde::Serialize;
@@ -22,6 +21,8 @@ pub const MAX_VLAN_TAGS: usize = 2;
 pub const MAX_IPV6_EXTENSIONS: usize = 8;
 /// The SCTP common header: ports, verification tag, checksum.
 const SCTP_HEADER_LEN: usize = 12;
+/// The ICMP header: type, code, checksum, then 4 bytes that depend on the type.
+const ICMP_HEADER_LEN: usize = 8;
 
 /// The fields of an IP packet that rules match on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +263,10 @@ type Parsed<'a> = Result<(IpAddr, IpAddr, u8, L4, &'a [u8]), &'static str>;
 
 fn ipv4(l3: &[u8]) -> Parsed<'_> {
     let header = Ipv4HeaderSlice::from_slice(l3).map_err(|_| "bad or cut IPv4 header")?;
+    // etherparse checks the header length against the slice, not against the total length.
+    if usize::from(header.total_len()) < header.slice().len() {
+        return Err("IPv4 total length below its header length");
+    }
     let protocol = header.protocol().0;
     let (l4, transport) = if header.fragments_offset().value() != 0 {
         (L4::Fragment, &[][..])
@@ -343,13 +348,17 @@ fn upper_layer(protocol_number: u8, payload: &[u8]) -> Result<L4, &'static str> 
             }),
             _ => Err("SCTP header cut short"),
         },
-        protocol::ICMP => {
-            let icmp = Icmpv4Slice::from_slice(payload).map_err(|_| "ICMP header cut short")?;
-            Ok(L4::Icmp {
-                icmp_type: icmp.type_u8(),
-                code: icmp.code_u8(),
-            })
-        }
+        // Not etherparse's `Icmpv4Slice`: it refuses a timestamp (request or reply) whose
+        // slice is not exactly 20 bytes, and the slice here runs to the end of the frame
+        // (Ethernet padding included). Rules read the type and code; the body is not checked,
+        // for timestamps as for every other type (`rules/README.md`).
+        protocol::ICMP => match payload {
+            [icmp_type, code, ..] if payload.len() >= ICMP_HEADER_LEN => Ok(L4::Icmp {
+                icmp_type: *icmp_type,
+                code: *code,
+            }),
+            _ => Err("ICMP header cut short"),
+        },
         protocol::ICMPV6 => {
             let icmp = Icmpv6Slice::from_slice(payload).map_err(|_| "ICMPv6 header cut short")?;
             Ok(L4::Icmp {
@@ -572,6 +581,232 @@ interfaces:
                 Reason::Malformed(why),
                 "{what}: even with default pass"
             );
+        }
+    }
+
+    /// What decides a frame: the action, the rule, the reason.
+    type Decided = (Action, Option<String>, Reason);
+
+    const PASS_DEFAULT: Decided = (Action::Pass, None, Reason::Default);
+
+    fn malformed(why: &'static str) -> Decided {
+        (Action::Drop, None, Reason::Malformed(why))
+    }
+
+    /// UDP/IPv4 to port 53 (rule `dns` on lan0) with header length `ihl` (options of NOPs),
+    /// total length `total`, then `extra` bytes after the UDP header; `cut` bytes removed
+    /// from the end.
+    fn udp4(ihl: u8, total: impl Fn(usize, usize) -> usize, extra: usize, cut: usize) -> Vec<u8> {
+        let mut frame = PacketSpec::parse("udp 198.18.0.1:9 -> 198.19.0.1:53")
+            .unwrap()
+            .frame_with_payload(&vec![0; extra]);
+        let header = usize::from(ihl) * 4;
+        frame.splice(34..34, vec![1; header.saturating_sub(20)]);
+        frame[14] = 0x40 | ihl;
+        let l3_len = frame.len() - 14;
+        let total = total(header, l3_len) as u16;
+        frame[16..18].copy_from_slice(&total.to_be_bytes());
+        frame.truncate(frame.len() - cut);
+        frame
+    }
+
+    // Ref. "IPv4: ... header length (IHL) below 20 bytes, total length below the header
+    // length, or the header cut short" and "the IPv4 total length may be shorter than the
+    // frame". Each row: IHL, total length (from the header length and the bytes from the IP
+    // header on), bytes after UDP, bytes cut from the end, and the decision on lan0.
+    #[test]
+    fn ipv4_total_length_against_header_and_frame_length() {
+        type Total = fn(usize, usize) -> usize;
+        let exact: Total = |_, l3| l3;
+        let cases: Vec<(u8, Total, usize, usize, Decided)> = vec![
+            (5, exact, 0, 0, by_rule("dns")),
+            (
+                5,
+                |h, _| h - 1,
+                0,
+                0,
+                malformed("IPv4 total length below its header length"),
+            ),
+            (
+                5,
+                |_, _| 0,
+                0,
+                0,
+                malformed("IPv4 total length below its header length"),
+            ),
+            // Equal to the header length: the UDP header is in what would be padding; the
+            // bytes after the IP header are read from the frame, not bounded by the length.
+            (5, |h, _| h, 0, 0, by_rule("dns")),
+            (5, |h, _| h + 1, 0, 0, by_rule("dns")),
+            (5, |_, l3| l3 - 1, 0, 0, by_rule("dns")),
+            // Longer than the frame: not checked (bytes after the headers never are).
+            (5, |_, l3| l3 + 1, 0, 0, by_rule("dns")),
+            (5, |_, _| 0xffff, 0, 0, by_rule("dns")),
+            // Shorter than the frame: Ethernet padding to 60 bytes.
+            (5, |_, l3| l3, 18, 0, by_rule("dns")),
+            (6, exact, 0, 0, by_rule("dns")),
+            (
+                6,
+                |h, _| h - 1,
+                0,
+                0,
+                malformed("IPv4 total length below its header length"),
+            ),
+            (6, |h, _| h, 0, 0, by_rule("dns")),
+            (
+                10,
+                |h, _| h - 1,
+                0,
+                0,
+                malformed("IPv4 total length below its header length"),
+            ),
+            (10, |h, _| h, 0, 0, by_rule("dns")),
+            (15, exact, 0, 0, by_rule("dns")),
+            (
+                15,
+                |h, _| h - 1,
+                0,
+                0,
+                malformed("IPv4 total length below its header length"),
+            ),
+            (15, |h, _| h, 0, 0, by_rule("dns")),
+            (15, |_, l3| l3 + 1, 0, 0, by_rule("dns")),
+            // 60 bytes of header, then 7 of UDP; then the header itself cut by one byte.
+            (15, exact, 0, 1, malformed("UDP header cut short")),
+            (15, exact, 0, 9, malformed("bad or cut IPv4 header")),
+            (5, exact, 0, 9, malformed("bad or cut IPv4 header")),
+            (4, exact, 0, 0, malformed("bad or cut IPv4 header")),
+            (0, exact, 0, 0, malformed("bad or cut IPv4 header")),
+        ];
+        for (ihl, total, extra, cut, expected) in cases {
+            let frame = udp4(ihl, total, extra, cut);
+            let what = format!("IHL {ihl}, total length {:?}", &frame[16..18]);
+            assert_eq!(decide_on("lan0", &frame), expected, "{what}");
+            if expected.2 != Reason::Rule {
+                assert_eq!(
+                    decide_on("wan0", &frame).2,
+                    expected.2,
+                    "{what}, default pass"
+                );
+            }
+        }
+    }
+
+    /// UDP/IPv6 to port 53 after destination-options headers of `units` 8-byte units each
+    /// beyond their first 8 (the length byte: 0-255, at most 2,048 bytes a header).
+    fn udp6_after(units: &[u8]) -> Vec<u8> {
+        let mut frame = frame("udp [2001:2::1]:9 -> [2001:2::2]:53");
+        let udp = frame.split_off(14 + 40);
+        for (i, &n) in units.iter().enumerate() {
+            let next = if i + 1 == units.len() { 17 } else { 60 };
+            frame.extend([next, n]);
+            frame.extend(vec![0; 6 + 8 * usize::from(n)]);
+        }
+        frame[14 + 6] = if units.is_empty() { 17 } else { 60 };
+        let payload = (frame.len() - 54 + udp.len()) as u16;
+        frame[18..20].copy_from_slice(&payload.to_be_bytes());
+        frame.extend(udp);
+        frame
+    }
+
+    // Ref. "IPv6 extension headers ... are walked to the upper-layer header, at most 8 of
+    // them": wherever the upper-layer header lies (the dataplane once gave up past byte
+    // 1,024). Each row: the extension headers' length bytes, where UDP starts, the decision.
+    #[test]
+    fn ipv6_headers_are_walked_wherever_they_end() {
+        let cases: Vec<(Vec<u8>, usize, Decided)> = vec![
+            (vec![], 54, by_rule("dns")),
+            (vec![120], 1022, by_rule("dns")),
+            (vec![121], 1030, by_rule("dns")),
+            (vec![255], 2102, by_rule("dns")),
+            (vec![255, 255], 4150, by_rule("dns")),
+            (vec![255; 8], 16438, by_rule("dns")),
+            (vec![0, 0, 0, 0, 0, 0, 0, 255], 2158, by_rule("dns")),
+            (
+                vec![255; 9],
+                18486,
+                malformed("IPv6 extension header chain too long"),
+            ),
+            (
+                vec![0; 9],
+                126,
+                malformed("IPv6 extension header chain too long"),
+            ),
+        ];
+        for (units, udp_at, expected) in cases {
+            let frame = udp6_after(&units);
+            // UDP, then 8 bytes of payload.
+            assert_eq!(frame.len(), udp_at + 16, "{units:?}: the frame as built");
+            assert_eq!(decide_on("lan0", &frame), expected, "{units:?}");
+            let mut cut = frame.clone();
+            cut.truncate(udp_at + 7);
+            let why = if units.len() > MAX_IPV6_EXTENSIONS {
+                "IPv6 extension header chain too long"
+            } else {
+                "UDP header cut short"
+            };
+            assert_eq!(decide_on("wan0", &cut), malformed(why), "{units:?}, cut");
+            if let Some(&last) = units.last().filter(|_| units.len() <= 8) {
+                let mut cut = frame.clone();
+                cut.truncate(udp_at - 1);
+                let why = "IPv6 extension header cut short";
+                assert_eq!(decide_on("wan0", &cut), malformed(why), "{units:?}/{last}");
+            }
+        }
+    }
+
+    /// An ICMP message of `len` bytes (8 of header, then the body), `pad` bytes of Ethernet
+    /// padding after it; the IPv4 total length counts the message only.
+    fn icmp4(icmp_type: u8, code: u8, len: usize, pad: usize) -> Vec<u8> {
+        let spec = format!("icmp 198.18.0.1 -> 198.19.0.1 type {icmp_type} code {code}");
+        let mut frame = PacketSpec::parse(&spec)
+            .unwrap()
+            .frame_with_payload(&vec![0; len.saturating_sub(8)]);
+        frame.truncate(14 + 20 + len);
+        frame.extend(vec![0; pad]);
+        frame
+    }
+
+    // ICMP timestamp request (13) and reply (14): RFC 792 gives them a 20-byte format, but
+    // a firewall reads the type and code only, like every other ICMP message, and never
+    // checks the body (ref. "Bytes after the headers are not checked"): 8 bytes of header
+    // are enough, and 20-byte timestamps with Ethernet padding are not dropped. Each row:
+    // type, code, ICMP length, padding, the decision on wan0 (default pass).
+    #[test]
+    fn icmp_timestamps_of_any_length_are_classified() {
+        let cases = [
+            (13, 0, 20, 0, PASS_DEFAULT),
+            (13, 0, 20, 6, PASS_DEFAULT), // padded to 60 bytes on the wire
+            (14, 0, 20, 6, PASS_DEFAULT),
+            (13, 0, 8, 0, PASS_DEFAULT),
+            (13, 0, 12, 0, PASS_DEFAULT),
+            (13, 0, 19, 0, PASS_DEFAULT),
+            (13, 0, 21, 0, PASS_DEFAULT),
+            (14, 0, 19, 0, PASS_DEFAULT),
+            (14, 0, 21, 0, PASS_DEFAULT),
+            (14, 0, 64, 0, PASS_DEFAULT),
+            (13, 1, 9, 0, PASS_DEFAULT),
+            (8, 0, 8, 0, PASS_DEFAULT),
+            (13, 0, 7, 0, malformed("ICMP header cut short")),
+            (14, 0, 7, 0, malformed("ICMP header cut short")),
+            (14, 0, 0, 0, malformed("ICMP header cut short")),
+        ];
+        for (icmp_type, code, len, pad, expected) in cases {
+            let frame = icmp4(icmp_type, code, len, pad);
+            let what = format!("type {icmp_type} code {code}, {len} bytes, {pad} padding");
+            assert_eq!(decide_on("wan0", &frame), expected, "{what}");
+            if expected.2 == Reason::Default {
+                match parse(&frame) {
+                    Frame::Ip(packet) => {
+                        assert_eq!(packet.l4, L4::Icmp { icmp_type, code }, "{what}")
+                    }
+                    other => panic!("{what}: {other:?}"),
+                }
+            }
+        }
+        // Echo requests of any length still meet the ping rule.
+        for len in [8, 19, 20, 21] {
+            assert_eq!(decide_on("lan0", &icmp4(8, 0, len, 0)), by_rule("ping"));
         }
     }
 

@@ -1,6 +1,7 @@
 //! The kernel program against the reference classifier: random rule sets and random frames
-//! biased to the edges (CIDR and port-range boundaries, VLAN tags, IPv6 extension headers,
-//! fragments, truncation), each frame through BPF_PROG_TEST_RUN and through
+//! biased to the edges (CIDR and port-range boundaries, VLAN tags, IPv4 options and lengths,
+//! IPv6 extension headers and lengths, fragments, truncation, ICMP timestamps, padding; see
+//! `alter`), each frame through BPF_PROG_TEST_RUN and through
 //! `reference::classify`. Verdicts must agree, and the counters must add up to the frames run.
 //! `SMF_FIREWALL_DIFFERENTIAL_FRAMES` sets the number of frames (default 120,000) and
 //! `SMF_FIREWALL_DIFFERENTIAL_SEED` the seed (default fixed); `cargo xtask fuzz-dataplane`
@@ -62,7 +63,8 @@ const V6_HOSTS: [&str; 7] = [
 ];
 const PORTS: [&str; 7] = ["22", "53", "80", "1024-65535", "80-90", "65535", "1-1023"];
 const FRAME_PORTS: [u16; 10] = [22, 53, 79, 80, 90, 91, 1023, 1024, 65535, 1];
-const ICMP_TYPES: [u8; 5] = [0, 3, 8, 128, 135];
+// 13 and 14: timestamp request and reply, whose body is 12 bytes.
+const ICMP_TYPES: [u8; 7] = [0, 3, 8, 13, 14, 128, 135];
 
 fn pick<'a, T: ?Sized>(rng: &mut ChaCha8Rng, items: &'a [&'a T]) -> &'a T {
     items.choose(rng).expect("non-empty")
@@ -162,7 +164,7 @@ fn rule_set(rng: &mut ChaCha8Rng) -> String {
 fn frame(rng: &mut ChaCha8Rng) -> Vec<u8> {
     let v6 = rng.random_bool(0.4);
     let hosts: &[&str] = if v6 { &V6_HOSTS } else { &V4_HOSTS };
-    let protocol = *["tcp", "udp", "sctp", "icmp", "47"]
+    let protocol = *["tcp", "udp", "sctp", "icmp", "icmp", "47"]
         .choose(rng)
         .expect("non-empty");
     let protocol = if protocol == "icmp" && v6 {
@@ -202,52 +204,176 @@ fn frame(rng: &mut ChaCha8Rng) -> Vec<u8> {
     if rng.random_bool(0.1) {
         spec.push_str(" frag");
     }
+    // The bytes after the L4 header: none, a few, or (ICMP) around the 12 a timestamp's
+    // body has, so that timestamps of 20 bytes and of every length near it come up.
+    let payload_len = match rng.random_range(0..5) {
+        0 => 0,
+        1 => rng.random_range(1..=16),
+        2 => rng.random_range(10..=14),
+        3 => 12,
+        _ => 8,
+    };
+    let payload: Vec<u8> = (0..payload_len).map(|_| rng.random()).collect();
     let mut frame = PacketSpec::parse(&spec)
         .unwrap_or_else(|e| panic!("{spec}: {e}"))
-        .frame();
-    alter(rng, &mut frame, v6);
+        .frame_with_payload(&payload);
+    alter(rng, &mut frame, v6, payload_len);
     frame
 }
 
-/// Sometimes: IPv6 extension headers, extra VLAN tags, a non-IP ether type, a bad IPv4 header
-/// length, random truncation.
-fn alter(rng: &mut ChaCha8Rng, frame: &mut Vec<u8>, v6: bool) {
-    let tagged = frame[12..14] == ethertype::VLAN.to_be_bytes();
-    let l3 = if tagged { 18 } else { 14 };
-    match rng.random_range(0..12) {
-        0 if v6 => {
-            let count = rng.random_range(1..=10);
-            let upper = frame[l3 + 6];
-            let tail = frame.split_off(l3 + 40);
-            for i in 0..count {
-                let next = if i + 1 == count {
-                    upper
+/// BPF_PROG_TEST_RUN takes an XDP frame of at most a page less headroom and tail room
+/// (3,520 bytes with 4 KiB pages); extension headers are sized to stay below this.
+const MAX_FRAME: usize = 3_400;
+
+/// Where the IP header starts: after Ethernet and every VLAN tag.
+fn l3_offset(frame: &[u8]) -> usize {
+    let mut offset = 12;
+    while frame.len() >= offset + 4
+        && matches!(
+            u16::from_be_bytes([frame[offset], frame[offset + 1]]),
+            ethertype::VLAN | ethertype::QINQ
+        )
+    {
+        offset += 4;
+    }
+    offset + 2
+}
+
+fn set_be16(frame: &mut [u8], at: usize, value: u16) {
+    frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
+}
+
+/// Often, and independently: IPv4 options (IHL 5-15), IPv6 extension header chains up to and
+/// past the limit (some long enough to push the upper-layer header past byte 1,024), VLAN
+/// tags up to and past the limit, IPv4 total length and IPv6 payload length at and around
+/// the header and frame lengths, a non-IP ether type, a bad version or IHL, truncation (often
+/// inside the L4 header) and Ethernet padding. `tail` is how many bytes follow the L4 header.
+fn alter(rng: &mut ChaCha8Rng, frame: &mut Vec<u8>, v6: bool, tail: usize) {
+    let l3 = l3_offset(frame);
+    if !v6 && rng.random_bool(0.2) {
+        let ihl = rng.random_range(5..=15u8);
+        let options: Vec<u8> = (0..(usize::from(ihl) - 5) * 4)
+            .map(|_| {
+                if rng.random_bool(0.7) {
+                    1
                 } else {
-                    [0u8, 43, 60][i % 3]
+                    rng.random()
+                }
+            })
+            .collect();
+        frame.splice(l3 + 20..l3 + 20, options);
+        frame[l3] = 0x40 | ihl;
+        let total = (frame.len() - l3) as u16;
+        set_be16(frame, l3 + 2, total);
+    }
+    if v6 && rng.random_bool(0.3) {
+        // Up to and past MAX_IPV6_EXTENSIONS (8), most often right at it.
+        let count = *[1, 2, 3, 7, 8, 8, 9, 10].choose(rng).expect("non-empty");
+        let long = rng.random_bool(0.5);
+        let rest = frame.split_off(l3 + 40);
+        // Each header as its kind and its bytes after the next-header byte.
+        let mut headers: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut room = MAX_FRAME - l3 - 40 - rest.len() - 8 * count;
+        for _ in 0..count {
+            let kind = *[0u8, 43, 60, 60, 44].choose(rng).expect("non-empty");
+            let body = if kind == 44 {
+                // Mostly a first fragment (offset 0), sometimes a later one.
+                let offset: u16 = if rng.random_bool(0.8) { 0 } else { 185 << 3 };
+                let mut body = vec![0];
+                body.extend(offset.to_be_bytes());
+                body.extend([0, 0, 0, 1]);
+                body
+            } else {
+                let units = if long && rng.random_bool(0.5) {
+                    rng.random_range(0..=255usize).min(room / 8)
+                } else {
+                    rng.random_range(0..=2usize).min(room / 8)
                 };
-                frame.extend([next, 0, 0, 0, 0, 0, 0, 0]);
-            }
-            frame[l3 + 6] = if count > 0 { 60 } else { upper };
-            frame.extend(tail);
+                room -= units * 8;
+                let mut body = vec![units as u8];
+                body.extend((0..6 + units * 8).map(|_| rng.random::<u8>()));
+                body
+            };
+            headers.push((kind, body));
         }
-        1 => {
-            let tag = [0x81, 0x00, 0x00, 0x1e];
-            frame.splice(
-                12..12,
-                tag.iter().copied().chain(if rng.random_bool(0.5) {
-                    tag
-                } else {
-                    [0x88, 0xa8, 0, 10]
-                }),
-            );
+        let mut chain = Vec::new();
+        let upper = frame[l3 + 6];
+        for (i, (_, body)) in headers.iter().enumerate() {
+            chain.push(headers.get(i + 1).map_or(upper, |(kind, _)| *kind));
+            chain.extend(body);
         }
-        2 => frame[12..14].copy_from_slice(&[0x08, 0x06]),
-        3 if !v6 => frame[l3] = 0x40 | rng.random_range(0..6),
-        // XDP never sees less than an Ethernet header (and BPF_PROG_TEST_RUN refuses it).
-        4 | 5 => {
+        frame[l3 + 6] = headers[0].0;
+        frame.extend(chain);
+        frame.extend(rest);
+        let payload = (frame.len() - l3 - 40) as u16;
+        set_be16(frame, l3 + 4, payload);
+    }
+    if rng.random_bool(0.15) {
+        // Up to and past MAX_VLAN_TAGS (2), counting a tag the frame may already have.
+        for _ in 0..rng.random_range(1..=3) {
+            let kind = if rng.random_bool(0.5) {
+                ethertype::VLAN
+            } else {
+                ethertype::QINQ
+            };
+            let id: u16 = rng.random_range(0..4096);
+            let mut tag = kind.to_be_bytes().to_vec();
+            tag.extend(id.to_be_bytes());
+            frame.splice(12..12, tag);
+        }
+    }
+    let l3 = l3_offset(frame);
+    if frame.len() >= l3 + 20 && rng.random_bool(0.25) {
+        let l3_len = frame.len() - l3;
+        if v6 {
+            let payload = l3_len.saturating_sub(40);
+            let value = match rng.random_range(0..5) {
+                0 => 0,
+                1 => payload.saturating_sub(1),
+                2 => payload + 1,
+                3 => 0xffff,
+                _ => usize::from(rng.random::<u16>()),
+            };
+            set_be16(frame, l3 + 4, value as u16);
+        } else {
+            let header = usize::from(frame[l3] & 0x0f) * 4;
+            let value = match rng.random_range(0..8) {
+                0 => header.saturating_sub(1),
+                1 => header,
+                2 => header + 1,
+                3 => l3_len - 1,
+                4 => l3_len + 1,
+                5 => 0,
+                6 => rng.random_range(0..header.max(1)),
+                _ => rng.random_range(0..=0xffff),
+            };
+            set_be16(frame, l3 + 2, value as u16);
+        }
+    }
+    match rng.random_range(0..40) {
+        0 | 1 => frame[12..14].copy_from_slice(&[0x08, 0x06]),
+        2 | 3 if !v6 => frame[l3] = 0x40 | rng.random_range(0..6),
+        4 if frame.len() > l3 => frame[l3] = (frame[l3] & 0x0f) | rng.random::<u8>() & 0xf0,
+        _ => {}
+    }
+    // XDP never sees less than an Ethernet header (and BPF_PROG_TEST_RUN refuses it).
+    match rng.random_range(0..10) {
+        0 => {
             let cut = rng.random_range(14..frame.len());
             frame.truncate(cut);
         }
+        // Inside or at the end of the L4 header (or of the IP header just before it).
+        1 | 2 => {
+            let end = frame.len() - tail;
+            let cut = end.saturating_sub(rng.random_range(0..=24)).max(14);
+            frame.truncate(cut);
+        }
+        _ => {}
+    }
+    match rng.random_range(0..5) {
+        // Ethernet padding to the 60-byte minimum, as on the wire.
+        0 if frame.len() < 60 => frame.resize(60, 0),
+        1 => frame.extend((0..rng.random_range(1..=16)).map(|_| rng.random::<u8>())),
         _ => {}
     }
 }
@@ -370,4 +496,75 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
         by_verdict[0] > 0 && by_verdict[1] > 0,
         "both verdicts must be exercised"
     );
+}
+
+/// The generator, without the kernel: over the differential test's 120,000 frames, every
+/// class of frame at a parser limit comes up many times.
+#[test]
+fn the_generator_reaches_every_limit_many_times() {
+    use std::collections::BTreeMap;
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+    let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+    let mut hit = |class: String| *hits.entry(class).or_default() += 1;
+    for _ in 0..120_000 / FRAMES_PER_SET {
+        let _ = rule_set(&mut rng);
+        for _ in 0..FRAMES_PER_SET {
+            let frame = frame(&mut rng);
+            let (parsed, transport) = reference::parse_with_transport(&frame);
+            let l3 = l3_offset(&frame);
+            if frame.len() > l3 && frame[l3 - 2..l3] == ethertype::IPV4.to_be_bytes() {
+                hit(format!("IPv4 IHL {}", frame[l3] & 0x0f));
+            }
+            match parsed {
+                reference::Frame::Malformed(why) => hit(format!("malformed: {why}")),
+                reference::Frame::Ip(packet) => {
+                    let l4 = frame.len() - transport.len();
+                    if !transport.is_empty() && l4 > 1024 {
+                        hit("classified, upper-layer header past byte 1,024".into());
+                    }
+                    if packet.protocol == 1
+                        && matches!(
+                            packet.l4,
+                            reference::L4::Icmp {
+                                icmp_type: 13 | 14,
+                                ..
+                            }
+                        )
+                    {
+                        let exact = if transport.len() == 20 { "" } else { " not" };
+                        hit(format!("classified, ICMP timestamp{exact} 20 bytes"));
+                    }
+                }
+                reference::Frame::NonIp { .. } => hit("non-IP".into()),
+            }
+        }
+    }
+    let report: String = hits.iter().map(|(k, v)| format!("{v:>7}  {k}\n")).collect();
+    eprintln!("{report}");
+    let mut wanted: Vec<String> = (5..=15).map(|ihl| format!("IPv4 IHL {ihl}")).collect();
+    wanted.extend(
+        [
+            "classified, upper-layer header past byte 1,024",
+            "classified, ICMP timestamp 20 bytes",
+            "classified, ICMP timestamp not 20 bytes",
+            "malformed: IPv4 total length below its header length",
+            "malformed: bad or cut IPv4 header",
+            "malformed: more than two VLAN tags",
+            "malformed: VLAN tag cut short",
+            "malformed: IPv6 extension header chain too long",
+            "malformed: IPv6 extension header cut short",
+            "malformed: bad or cut IPv6 header",
+            "malformed: bad or cut TCP header",
+            "malformed: UDP header cut short",
+            "malformed: SCTP header cut short",
+            "malformed: ICMP header cut short",
+            "malformed: ICMPv6 header cut short",
+            "non-IP",
+        ]
+        .map(String::from),
+    );
+    for class in wanted {
+        let n = hits.get(&class).copied().unwrap_or(0);
+        assert!(n >= 200, "{class}: {n} frames of 120,000\n{report}");
+    }
 }

@@ -84,12 +84,7 @@ fn load(text: &str) -> Result<(Dataplane, Compiled)> {
         Dataplane::load_for_test_run(Capacity::for_compiled(&compiled)).map_err(err)?;
     // As the daemon: the table is looked up only when some rule has `state: true`.
     let mut settings = firewall_dataplane::conntrack::Timeouts::default().settings();
-    settings.tracking = u64::from(
-        rules
-            .interfaces
-            .values()
-            .any(|policy| policy.rules.iter().any(|rule| rule.state)),
-    );
+    settings.tracking = u64::from(rules.stateful());
     dataplane.set_conntrack(&settings).map_err(err)?;
     dataplane.install(&compiled).map_err(err)?;
     Ok((dataplane, compiled))

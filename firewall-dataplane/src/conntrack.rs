@@ -43,7 +43,9 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
-    /// What the kernel is given: nanoseconds, the real clock, tracking on.
+    /// What the kernel is given: nanoseconds, the real clock, tracking off. The daemon turns
+    /// tracking on when a rule has `state: true` (a rule set without one pays nothing for the
+    /// flow table), and keeps it on for the flows already tracked.
     pub fn settings(&self) -> ConntrackSettings {
         ConntrackSettings {
             timeouts_ns: self
@@ -51,7 +53,7 @@ impl Timeouts {
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             fixed_clock: 0,
             fixed_now_ns: 0,
-            tracking: 1,
+            tracking: 0,
         }
     }
 }
@@ -194,6 +196,11 @@ impl Pinned {
 
     pub fn census(&self) -> Census {
         census(&self.flows, &self.settings)
+    }
+
+    /// Does the kernel look packets up in the flow table (the daemon's setting)?
+    pub fn tracking(&self) -> bool {
+        self.settings.tracking != 0
     }
 
     /// Deletes every flow and adds their number to the daemon's flush counter; returns it.

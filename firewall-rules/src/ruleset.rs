@@ -96,6 +96,16 @@ pub struct RuleSet {
     pub interfaces: BTreeMap<String, Policy>,
 }
 
+impl RuleSet {
+    /// Does any rule track connections (`state: true`)? Only then does the kernel look
+    /// packets up in the flow table.
+    pub fn stateful(&self) -> bool {
+        self.interfaces
+            .values()
+            .any(|policy| policy.rules.iter().any(|rule| rule.state))
+    }
+}
+
 /// One interface's ordered rules and what happens when none matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {

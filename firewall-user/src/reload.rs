@@ -119,11 +119,7 @@ impl Loaded {
                 error,
             }
         })?;
-        let stateful = rules
-            .interfaces
-            .values()
-            .any(|policy| policy.rules.iter().any(|rule| rule.state));
-        conntrack.tracking |= u64::from(stateful);
+        conntrack.tracking |= u64::from(rules.stateful());
         let logged = rules
             .interfaces
             .iter()

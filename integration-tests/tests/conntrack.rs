@@ -72,10 +72,12 @@ fn dataplane(text: &str, timeouts: &Timeouts) -> (Dataplane, RuleSet, RuleCounte
     (dataplane, rules, counters)
 }
 
+/// The daemon's settings for a rule set with `state: true`, on a clock the test steps.
 fn settings(timeouts: &Timeouts, now: u64) -> ConntrackSettings {
     ConntrackSettings {
         fixed_clock: 1,
         fixed_now_ns: now,
+        tracking: 1,
         ..timeouts.settings()
     }
 }

@@ -3,8 +3,10 @@
 //! the LAN host to the WAN host works, a new connection from the WAN host is dropped, the
 //! conntrack metrics and `smf-firewall conntrack [flush]` see the flows (through the pins).
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{fs, path::Path, process::Command, time::Duration};
 
+use firewall_dataplane::{conntrack::Pinned, pins::Pins};
+use firewall_user::config::Config;
 use testbed::{LAN_HOST, NetNs, Signal, WAN_HOST};
 
 use crate::{
@@ -132,4 +134,41 @@ fn lan_connections_get_their_replies_and_the_wan_cannot_connect() {
     let exit = daemon.wait().unwrap();
     assert!(exit.status.success(), "{exit:?}");
     assert!(!dir.pin_path().exists(), "the pins go with the daemon");
+}
+
+/// The daemon's own setting, read back from the kernel's settings map: no packet looks the
+/// flow table up while no rule has `state: true`, and a reload that brings the first such rule
+/// turns the lookups on.
+#[test]
+fn the_flow_table_is_consulted_only_once_a_rule_has_state() {
+    let Some(site) = common::site("conntrack_e2e::tracking_setting") else {
+        return;
+    };
+    let stateless = RULES.replace(", state: true", "");
+    assert_ne!(stateless, RULES);
+    let (dir, config) = common::files("rules: rules.yaml\ninterfaces: [lan0, wan0]\n", &stateless);
+    let daemon = start(&site.adapter, &config);
+    let pins = Pins::new(Config::load(&config).unwrap().operations.pin_path);
+    let tracking = || Pinned::open_current(&pins).unwrap().tracking();
+    assert!(
+        !tracking(),
+        "no rule has state: true, so the table must not be consulted"
+    );
+
+    fs::write(config.with_file_name("rules.yaml"), RULES).unwrap();
+    let out = Command::new(smf_firewall())
+        .arg("reload")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        tracking(),
+        "a state: true rule is loaded: the table must be consulted"
+    );
+
+    daemon.signal(Signal::SIGTERM).unwrap();
+    assert!(daemon.wait().unwrap().status.success());
+    drop(dir);
 }

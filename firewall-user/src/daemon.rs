@@ -35,6 +35,7 @@ use crate::{
     },
     drop_log::DropLog,
     file_watch::{FileWatch, WatchError},
+    instance_lock::{InstanceLock, LockError},
     licensing::Licensing,
     metrics::{
         self, DataplaneCollector, RuleLabels,
@@ -61,6 +62,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Pins(#[from] PinError),
     #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
     Control(#[from] ControlError),
     #[error(transparent)]
     Watch(#[from] WatchError),
@@ -79,10 +82,20 @@ pub enum DaemonError {
 
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(config_path)?;
+    // Before any pin is touched, and held until the process ends: a second daemon on this
+    // runtime_dir or pin_path is refused here, having changed nothing.
+    let mut lock = InstanceLock::acquire(&config.operations)?;
     let pins = Pins::new(&config.operations.pin_path);
-    let result = serve(config_path, config, &pins).await;
+    let result = match pins.prepare() {
+        Ok(made) => {
+            lock.made(made);
+            serve(config_path, config, &pins).await
+        }
+        Err(error) => Err(error.into()),
+    };
     if result.is_err() {
-        pins.remove_if_empty();
+        // Still under the lock: only the empty directories this process made.
+        lock.remove_created();
     }
     result
 }
@@ -129,7 +142,6 @@ async fn prepare(config_path: &Path, config: Config, pins: &Pins) -> Result<Prep
     let rules = config.load_rules()?;
     info!(config = %config_path.display(), rules = %config.rules.display(), "loaded configuration");
 
-    pins.prepare()?;
     let saved = Saved::read(&ops.state_file());
     let slots: Vec<(String, u32)> = config.interfaces.iter().cloned().zip(0..).collect();
     let counters = saved

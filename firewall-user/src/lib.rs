@@ -8,6 +8,7 @@ pub mod control;
 pub mod daemon;
 pub mod drop_log;
 pub mod file_watch;
+pub mod instance_lock;
 pub mod licensing;
 pub mod metrics;
 pub mod reload;

@@ -225,6 +225,12 @@ struct Tables {
     entries: MapData,
 }
 
+/// A pinned link taken over (`attach_pinned`, `attach_egress_pinned`).
+enum Adopted {
+    Xdp(XdpLinkId),
+    Egress(aya::programs::tc::SchedClassifierLinkId),
+}
+
 /// The loaded program and its maps. Dropping it detaches from every interface.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -236,8 +242,10 @@ pub struct Dataplane {
     live: u32,
     last_flip: Option<Instant>,
     capacity: Capacity,
-    /// Pinned links this dataplane made; closed (not detached) on drop.
-    held_links: Vec<FdLink>,
+    /// Pinned links this dataplane made, by interface; closed (not detached) on drop.
+    held_links: Vec<(String, FdLink)>,
+    /// Pinned links taken over, by interface: the programs hold them.
+    adopted: Vec<(String, Adopted)>,
 }
 
 impl Dataplane {
@@ -298,6 +306,7 @@ impl Dataplane {
             last_flip: None,
             capacity,
             held_links: Vec::new(),
+            adopted: Vec::new(),
         };
         // Maps taken over from a running dataplane: a packet may be reading the live
         // generation right now.
@@ -436,9 +445,12 @@ impl Dataplane {
     ) -> Result<(), LoaderError> {
         if path.exists() {
             let link: SchedClassifierLink = pinned_link(path)?;
-            self.egress_program()?
+            let id = self
+                .egress_program()?
                 .attach_to_link(link)
                 .map_err(|e| adopt_error(path, e))?;
+            self.adopted
+                .push((interface.to_string(), Adopted::Egress(id)));
             info!(interface, pin = %path.display(), "took over the pinned TC egress link");
             return Ok(());
         }
@@ -447,7 +459,28 @@ impl Dataplane {
             .egress_program()?
             .take_link(id)
             .map_err(|e| pin_error(interface, e))?;
-        self.held_links.push(pin_link(link, interface, path)?);
+        self.held_links
+            .push((interface.to_string(), pin_link(link, interface, path)?));
+        Ok(())
+    }
+
+    /// Lets go of the links of `interface` (made or taken over) without detaching anything:
+    /// for an interface that went away, whose links the kernel detached, once their pins
+    /// are removed (`Pins::unpin_link`). The kernel frees them when the last holder lets go.
+    pub fn release_links(&mut self, interface: &str) -> Result<(), LoaderError> {
+        self.held_links.retain(|(name, _)| name != interface);
+        let (ours, others) = std::mem::take(&mut self.adopted)
+            .into_iter()
+            .partition(|(name, _)| name == interface);
+        self.adopted = others;
+        for (_, adopted) in ours {
+            // Closes our file descriptor of the link; a pinned or still attached link stays.
+            match adopted {
+                Adopted::Xdp(id) => self.program()?.detach(id),
+                Adopted::Egress(id) => self.egress_program()?.detach(id),
+            }
+            .map_err(LoaderError::Program)?;
+        }
         Ok(())
     }
 
@@ -461,6 +494,18 @@ impl Dataplane {
         let mut interfaces: Array<_, u32> = self.array_mut(maps::INTERFACES)?;
         interfaces
             .set(ifindex, slot + 1, 0)
+            .map_err(map_error(maps::INTERFACES))
+    }
+
+    /// Forgets the interface with this index: its packets are no longer judged by any
+    /// slot's rules (an index the kernel may give to another device).
+    pub fn unbind(&mut self, ifindex: u32) -> Result<(), LoaderError> {
+        if ifindex >= MAX_IFINDEX {
+            return Ok(());
+        }
+        let mut interfaces: Array<_, u32> = self.array_mut(maps::INTERFACES)?;
+        interfaces
+            .set(ifindex, UNCONFIGURED, 0)
             .map_err(map_error(maps::INTERFACES))
     }
 
@@ -646,9 +691,11 @@ impl Dataplane {
     ) -> Result<Option<XdpMode>, LoaderError> {
         if path.exists() {
             let link: XdpLink = pinned_link(path)?;
-            self.program()?
+            let id = self
+                .program()?
                 .attach_to_link(link)
                 .map_err(|e| adopt_error(path, e))?;
+            self.adopted.push((interface.to_string(), Adopted::Xdp(id)));
             info!(interface, pin = %path.display(), "took over the pinned XDP link");
             return Ok(None);
         }
@@ -658,7 +705,8 @@ impl Dataplane {
             .take_link(id)
             .map_err(|e| pin_error(interface, e))?;
         // Held while we run, as the program holds the links it made.
-        self.held_links.push(pin_link(link, interface, path)?);
+        self.held_links
+            .push((interface.to_string(), pin_link(link, interface, path)?));
         Ok(Some(mode))
     }
 
@@ -808,4 +856,82 @@ pub fn ifindex(name: &str) -> Result<u32, LoaderError> {
         0 => Err(LoaderError::UnknownInterface(name.to_string())),
         index => Ok(index),
     }
+}
+
+/// The interface a pinned XDP or TCX link is attached to: `Some(0)` once the kernel detached
+/// it (its device went away), `None` if nothing is pinned at `path`. An interface deleted
+/// and re-created under the same name is a new device that such a link is not on.
+pub fn pinned_link_ifindex(path: &Path) -> Result<Option<u32>, LoaderError> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return Err(adopt_error(path, "the path has a NUL byte"));
+    };
+    // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags, path_fd.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    let attr = ObjGet {
+        pathname: c_path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: `attr` is a valid BPF_OBJ_GET attribute whose pathname points to `c_path`,
+    // alive for the call; the kernel only reads it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            7, // BPF_OBJ_GET
+            &attr as *const ObjGet,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() == std::io::ErrorKind::NotFound {
+            return Ok(None);
+        }
+        return Err(adopt_error(path, error));
+    }
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id, then a union whose xdp and tcx members both
+    // start with the ifindex, at offset 16.
+    let mut info = [0u64; 32];
+    #[repr(C)]
+    struct GetInfo {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = GetInfo {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: `info` is a writable buffer of `info_len` bytes, alive for the call; the
+    // kernel writes at most that many bytes into it and updates `info_len`.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            15, // BPF_OBJ_GET_INFO_BY_FD
+            &mut attr as *mut GetInfo,
+            std::mem::size_of::<GetInfo>(),
+        )
+    };
+    if result < 0 {
+        return Err(adopt_error(path, std::io::Error::last_os_error()));
+    }
+    drop(fd);
+    let bytes = info[2].to_ne_bytes();
+    Ok(Some(u32::from_ne_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3],
+    ])))
 }

@@ -66,8 +66,9 @@ impl Pins {
     }
 
     /// Creates the directories, after checking that they are on a BPF filesystem (pins
-    /// anywhere else would fail, or vanish with a mount namespace).
-    pub fn prepare(&self) -> Result<(), PinError> {
+    /// anywhere else would fail, or vanish with a mount namespace). Returns those it made,
+    /// outermost first, so that a failed start can remove what it made and nothing else.
+    pub fn prepare(&self) -> Result<Vec<PathBuf>, PinError> {
         let mut existing = self.root.as_path();
         while !existing.exists() {
             existing = existing.parent().unwrap_or(Path::new("/"));
@@ -75,11 +76,18 @@ impl Pins {
         if !on_bpffs(existing) {
             return Err(PinError::NotBpffs(self.root.clone()));
         }
-        for dir in [LINKS, EGRESS] {
-            let path = self.root.join(dir);
-            fs::create_dir_all(&path).map_err(at(&path))?;
+        let mut made = Vec::new();
+        for path in [
+            self.root.clone(),
+            self.root.join(LINKS),
+            self.root.join(EGRESS),
+        ] {
+            if !path.exists() {
+                fs::create_dir_all(&path).map_err(at(&path))?;
+                made.push(path);
+            }
         }
-        Ok(())
+        Ok(made)
     }
 
     pub fn link(&self, interface: &str) -> PathBuf {
@@ -164,17 +172,6 @@ impl Pins {
         }
         fs::remove_dir(&self.root).map_err(at(&self.root))?;
         Ok(removed)
-    }
-}
-
-impl Pins {
-    /// Removes the directories `prepare` made if nothing was pinned in them: a daemon that
-    /// failed to start leaves nothing behind.
-    pub fn remove_if_empty(&self) {
-        for dir in [LINKS, EGRESS] {
-            let _ = fs::remove_dir(self.root.join(dir));
-        }
-        let _ = fs::remove_dir(&self.root);
     }
 }
 

@@ -35,6 +35,8 @@ use crate::{
     },
     drop_log::DropLog,
     file_watch::{FileWatch, WatchError},
+    instance_lock::{InstanceLock, LockError},
+    interfaces::{self, Interfaces},
     licensing::Licensing,
     metrics::{
         self, DataplaneCollector, RuleLabels,
@@ -42,7 +44,7 @@ use crate::{
         conntrack::{ConntrackCollector, SweepTotals, sweeper},
         release_freed_memory,
         server::{Endpoint, ServeError},
-        status::{self, Attachment, Reloads, mode_label},
+        status::{self, Attachment, Reloads, SharedAttachments, mode_label},
     },
     reload::{Loaded, ReloadError, Summary},
     state::Saved,
@@ -60,6 +62,8 @@ pub enum DaemonError {
     Loader(#[from] LoaderError),
     #[error(transparent)]
     Pins(#[from] PinError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error(transparent)]
@@ -79,10 +83,20 @@ pub enum DaemonError {
 
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(config_path)?;
+    // Before any pin is touched, and held until the process ends: a second daemon on this
+    // runtime_dir or pin_path is refused here, having changed nothing.
+    let mut lock = InstanceLock::acquire(&config.operations)?;
     let pins = Pins::new(&config.operations.pin_path);
-    let result = serve(config_path, config, &pins).await;
+    let result = match pins.prepare() {
+        Ok(made) => {
+            lock.made(made);
+            serve(config_path, config, &pins).await
+        }
+        Err(error) => Err(error.into()),
+    };
     if result.is_err() {
-        pins.remove_if_empty();
+        // Still under the lock: only the empty directories this process made.
+        lock.remove_created();
     }
     result
 }
@@ -129,7 +143,6 @@ async fn prepare(config_path: &Path, config: Config, pins: &Pins) -> Result<Prep
     let rules = config.load_rules()?;
     info!(config = %config_path.display(), rules = %config.rules.display(), "loaded configuration");
 
-    pins.prepare()?;
     let saved = Saved::read(&ops.state_file());
     let slots: Vec<(String, u32)> = config.interfaces.iter().cloned().zip(0..).collect();
     let counters = saved
@@ -223,6 +236,8 @@ struct Attached {
     maps_dir: PathBuf,
     drop_log: DropLog,
     attachments: Vec<Attachment>,
+    /// The attachments as the metrics see them, kept up to date by `Interfaces`.
+    shared: SharedAttachments,
     /// Rules per interface as first loaded.
     counts: Vec<(String, usize)>,
 }
@@ -260,6 +275,7 @@ fn attach(prepared: Prepared, pins: &Pins) -> Result<Attached, DaemonError> {
     drop(rules);
     release_freed_memory();
     let dataplane = Arc::new(Mutex::new(dataplane));
+    let shared = interfaces::share(&attachments);
     Ok(Attached {
         started,
         config,
@@ -275,6 +291,7 @@ fn attach(prepared: Prepared, pins: &Pins) -> Result<Attached, DaemonError> {
         maps_dir,
         drop_log,
         attachments,
+        shared,
         counts,
     })
 }
@@ -306,8 +323,8 @@ fn register_metrics(attached: &Attached) -> Metrics {
         .adapter
         .register(&registry)
         .expect("metric names are registered once");
-    let reloads = status::register(&registry, &attached.attachments)
-        .expect("metric names are registered once");
+    let reloads =
+        status::register(&registry, &attached.shared).expect("metric names are registered once");
     reloads.succeeded(&attached.counts, true);
     let sweeps = Arc::new(SweepTotals::default());
     registry
@@ -358,6 +375,7 @@ async fn run_until_stopped(
         maps_dir,
         drop_log,
         attachments,
+        shared,
         counts: _,
     } = attached;
     let Metrics {
@@ -376,6 +394,10 @@ async fn run_until_stopped(
     info!(socket = %ops.control_socket().display(), watch = ops.watch, "ready: `smf-firewall reload`, SIGHUP{} reload the rules", if ops.watch { " and saving the rules file" } else { "" });
     notify_systemd(&[sd_notify::NotifyState::Ready]);
 
+    let interfaces = Interfaces::new(pins.clone(), loaded.slots().to_vec(), shared);
+    let mut links = interfaces::watch();
+    let mut recheck_links = tokio::time::interval(interfaces::PERIOD);
+    recheck_links.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut operator = Operator {
         config_path: config_path.to_path_buf(),
         rules_path: config.rules.clone(),
@@ -394,6 +416,7 @@ async fn run_until_stopped(
         watch: ops.watch,
         drop_log,
         flows: (Arc::clone(&sweeps), config.conntrack.max_entries),
+        interfaces,
     };
     let (calls_tx, mut calls) = mpsc::channel(8);
     let serve_metrics = metrics::serve(endpoint, registry);
@@ -426,6 +449,12 @@ async fn run_until_stopped(
             _ = sigint.recv() => break "SIGINT",
             _ = sighup.recv() => { operator.reload("SIGHUP").await; }
             Some(()) = changed.recv() => { operator.reload("file watch").await; }
+            Some(interfaces::LinkEvent) = links.recv() => {
+                // One reconcile for a burst of events.
+                while links.try_recv().is_ok() {}
+                operator.reconcile();
+            }
+            _ = recheck_links.tick() => operator.reconcile(),
             Some((request, reply)) = calls.recv() => {
                 let answer = match request {
                     Request::Reload => operator.reload("reload command").await,
@@ -507,6 +536,7 @@ fn attach_all(
         .zip(loaded.rule_counts())
     {
         dataplane.bind(*ifindex, *slot)?;
+        unpin_stale_links(pins, name, *ifindex)?;
         let mode = match dataplane.attach_pinned(name, &pins.link(name))? {
             Some(mode) => mode,
             None => saved_mode(saved, name),
@@ -518,9 +548,26 @@ fn attach_all(
             ifindex: *ifindex,
             mode,
             rules,
+            attached: true,
         });
     }
     Ok(attachments)
+}
+
+/// Links pinned by an earlier daemon on a device that has gone since (the interface was
+/// re-created while no daemon ran): the kernel detached them, they cannot be taken over and
+/// filter nothing. Unpinned, so that the interface is attached anew.
+fn unpin_stale_links(pins: &Pins, name: &str, ifindex: u32) -> Result<(), DaemonError> {
+    for path in [pins.link(name), pins.egress_link(name)] {
+        match loader::pinned_link_ifindex(&path)? {
+            Some(on) if on != ifindex => {
+                warn!(interface = %name, pin = %path.display(), ifindex, pinned_on = on, "the pinned link is not on this device (the interface was re-created): attaching anew");
+                pins.unpin_link(name)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Once every configured interface runs our program: detaches interfaces that the config no
@@ -600,9 +647,27 @@ struct Operator {
     drop_log: DropLog,
     /// The flow table's fill as of the last sweep, and its size.
     flows: (Arc<SweepTotals>, u32),
+    /// Re-attaches interfaces that went away and came back.
+    interfaces: Interfaces,
 }
 
 impl Operator {
+    /// After a link event, or every second: every configured interface attached, or a
+    /// loud warning that it is not (`interfaces`).
+    fn reconcile(&mut self) {
+        if self
+            .interfaces
+            .reconcile(&self.dataplane, &mut self.attachments)
+        {
+            save(
+                &self.state_file,
+                &self.maps_dir,
+                &lock(&self.loaded),
+                &self.attachments,
+            );
+        }
+    }
+
     /// Reads, validates, compiles and swaps in the rules file, or changes nothing; logs and
     /// counts either way and answers as the control socket does.
     async fn reload(&mut self, trigger: &'static str) -> control::Answer {
@@ -675,7 +740,7 @@ impl Operator {
             .attachments
             .iter()
             .map(|a| protocol::InterfaceStatus {
-                attached: loader::ifindex(&a.interface).ok() == Some(a.ifindex),
+                attached: a.enforcing(),
                 ifindex: a.ifindex,
                 mode: mode_label(a.mode).to_string(),
                 name: a.interface.clone(),

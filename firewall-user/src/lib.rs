@@ -8,6 +8,8 @@ pub mod control;
 pub mod daemon;
 pub mod drop_log;
 pub mod file_watch;
+pub mod instance_lock;
+pub mod interfaces;
 pub mod licensing;
 pub mod metrics;
 pub mod reload;

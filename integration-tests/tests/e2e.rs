@@ -177,7 +177,7 @@ fn a_config_interface_without_rules_is_exit_1() {
     let (code, stderr) = run_to_exit(&site.adapter, &config);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("interface wan0 is in the config but has no rules"),
+        stderr.contains("interface `wan0` has no rules in"),
         "{stderr}"
     );
     assert!(!site.adapter.has_xdp("lan0").unwrap());

@@ -15,6 +15,8 @@ mod drop_log_kernel;
 mod e2e;
 mod egress;
 mod egress_e2e;
+mod instances_e2e;
+mod interfaces_e2e;
 mod kernel;
 mod license_e2e;
 mod metering_e2e;

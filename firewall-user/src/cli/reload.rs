@@ -44,7 +44,12 @@ impl Args {
         if !self.json {
             print_summary(&summary);
         }
-        Ok(ExitCode::SUCCESS)
+        // The rules are in force only where the program is attached.
+        match control::call(&socket, Request::Status, super::status::STATUS_TIMEOUT)?.answer()? {
+            Answer::Status(status) => Ok(super::status::report_unattached(&status)),
+            Answer::Failed(failure) => bail!("the daemon cannot say: {}", failure.error),
+            Answer::Reloaded(_) => bail!("the daemon answered the status with a reload"),
+        }
     }
 }
 

@@ -29,14 +29,40 @@ impl Args {
         let reply = control::call(&socket, Request::Status, STATUS_TIMEOUT)?;
         if self.json {
             println!("{reply}");
-            return Ok(ExitCode::SUCCESS);
         }
-        match reply.answer()? {
-            Answer::Status(status) => print(&status),
+        let status = match reply.answer()? {
+            Answer::Status(status) => status,
+            Answer::Failed(failure) if self.json => {
+                eprintln!("error: the daemon cannot say: {}", failure.error);
+                return Ok(ExitCode::FAILURE);
+            }
             Answer::Failed(failure) => bail!("the daemon cannot say: {}", failure.error),
             Answer::Reloaded(_) => bail!("the daemon answered the status with a reload"),
+        };
+        if !self.json {
+            print(&status);
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(report_unattached(&status))
+    }
+}
+
+/// A configured interface without our program lets all its traffic through: an error on
+/// stderr and exit 1, for `status` and `reload` alike.
+pub(super) fn report_unattached(status: &Status) -> ExitCode {
+    let unattached: Vec<&str> = status
+        .interfaces
+        .iter()
+        .filter(|i| !i.attached)
+        .map(|i| i.name.as_str())
+        .collect();
+    for name in &unattached {
+        eprintln!(
+            "error: {name} is configured but not attached: its traffic is NOT filtered (the interface is gone; the daemon attaches again as soon as it is back)"
+        );
+    }
+    match unattached.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
     }
 }
 

@@ -10,6 +10,7 @@ use firewall_dataplane::pins::Pins;
 use firewall_user::{
     config::{DEFAULT_CONFIG, Operations},
     control::{self, Request},
+    instance_lock::{InstanceLock, LockError},
 };
 
 use super::status::STATUS_TIMEOUT;
@@ -41,6 +42,15 @@ impl Args {
                 socket.display()
             );
         }
+        // The lock is the authority: a daemon that does not answer (busy, or its socket
+        // removed) still holds it, and so does one still starting.
+        let _lock = match InstanceLock::acquire_existing(&ops) {
+            Ok(lock) => lock,
+            Err(error @ LockError::Held { .. }) => {
+                anyhow::bail!("the daemon is running: {error}")
+            }
+            Err(error) => return Err(error.into()),
+        };
         let pins = Pins::new(&ops.pin_path);
         let removed = pins
             .remove_all()

@@ -22,7 +22,21 @@ pub struct Attachment {
     pub mode: XdpMode,
     /// Rules of this interface in the live rule set.
     pub rules: usize,
+    /// Our XDP and TC programs are on `ifindex`: false from when the interface vanished
+    /// until it is back and attached again (`crate::interfaces`).
+    pub attached: bool,
 }
+
+impl Attachment {
+    /// Attached, and the interface of that name still has the index we attached to.
+    pub fn enforcing(&self) -> bool {
+        self.attached && loader::ifindex(&self.interface).ok() == Some(self.ifindex)
+    }
+}
+
+/// The attachments as `smf_firewall_xdp_attached` reports them, kept up to date by the
+/// interface watch.
+pub type SharedAttachments = std::sync::Arc<std::sync::RwLock<Vec<Attachment>>>;
 
 /// The `mode` label, in `ip link`'s words for the two modes the loader uses.
 pub fn mode_label(mode: XdpMode) -> &'static str {
@@ -72,7 +86,10 @@ impl Reloads {
 }
 
 /// Registers the build, rules, reload, attachment and process metrics.
-pub fn register(registry: &Registry, attachments: &[Attachment]) -> prometheus::Result<Reloads> {
+pub fn register(
+    registry: &Registry,
+    attachments: &SharedAttachments,
+) -> prometheus::Result<Reloads> {
     let build = gauge_vec(
         "smf_firewall_build_info",
         "The running smf-firewall's version (value 1).",
@@ -85,7 +102,7 @@ pub fn register(registry: &Registry, attachments: &[Attachment]) -> prometheus::
         "Rules of each interface in the live rule set.",
         &["interface"],
     );
-    for attachment in attachments {
+    for attachment in attachments.read().unwrap_or_else(|p| p.into_inner()).iter() {
         rules
             .with_label_values(&[attachment.interface.as_str()])
             .set(i64::try_from(attachment.rules).unwrap_or(i64::MAX));
@@ -110,7 +127,9 @@ pub fn register(registry: &Registry, attachments: &[Attachment]) -> prometheus::
     )
     .expect("valid metric definition");
     registry.register(Box::new(last_success.clone()))?;
-    registry.register(Box::new(AttachedCollector::new(attachments.to_vec())))?;
+    registry.register(Box::new(AttachedCollector::new(std::sync::Arc::clone(
+        attachments,
+    ))))?;
     registry.register(Box::new(ProcessCollector::for_self()))?;
     Ok(Reloads {
         rules_loaded: rules,
@@ -121,14 +140,15 @@ pub fn register(registry: &Registry, attachments: &[Attachment]) -> prometheus::
 
 /// `smf_firewall_xdp_attached`, checked at scrape time: the daemon holds the XDP links for as
 /// long as it runs, so the program stays on an interface until that interface goes away
-/// (deleted, or replaced by a new device of the same name).
+/// (deleted, or replaced by a new device of the same name), and is back on it once the
+/// interface watch has attached to the new device.
 struct AttachedCollector {
-    attachments: Vec<Attachment>,
+    attachments: SharedAttachments,
     attached: IntGaugeVec,
 }
 
 impl AttachedCollector {
-    fn new(attachments: Vec<Attachment>) -> Self {
+    fn new(attachments: SharedAttachments) -> Self {
         Self {
             attachments,
             attached: gauge_vec(
@@ -146,8 +166,11 @@ impl Collector for AttachedCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        for attachment in &self.attachments {
-            let present = loader::ifindex(&attachment.interface).ok() == Some(attachment.ifindex);
+        // A re-attach may have changed the mode: only the current one is reported.
+        self.attached.reset();
+        let attachments = self.attachments.read().unwrap_or_else(|p| p.into_inner());
+        for attachment in attachments.iter() {
+            let present = attachment.enforcing();
             self.attached
                 .with_label_values(&[attachment.interface.as_str(), mode_label(attachment.mode)])
                 .set(i64::from(present));

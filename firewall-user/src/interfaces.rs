@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 
 use firewall_dataplane::{
     loader::{self, Dataplane, LoaderError},
-    pins::Pins,
+    pins::{PinError, Pins},
 };
 
 use crate::metrics::status::{Attachment, SharedAttachments, mode_label};
@@ -214,7 +214,7 @@ impl Interfaces {
         &self,
         dataplane: &mut Dataplane,
         attachment: &Attachment,
-    ) -> Result<(), crate::daemon::DaemonError> {
+    ) -> Result<(), ForgetError> {
         dataplane.unbind(attachment.ifindex)?;
         self.pins.unpin_link(&attachment.interface)?;
         dataplane.release_links(&attachment.interface)?;
@@ -236,6 +236,15 @@ impl Interfaces {
         dataplane.attach_egress_pinned(name, &self.pins.egress_link(name))?;
         Ok(mode)
     }
+}
+
+/// Why the links of a vanished interface could not all be dropped.
+#[derive(Debug, thiserror::Error)]
+enum ForgetError {
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error(transparent)]
+    Pins(#[from] PinError),
 }
 
 /// Shares `attachments` for the metrics.

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod drop_log;
 pub mod file_watch;
 pub mod licensing;
+pub mod logging;
 pub mod metrics;
 pub mod reload;
 pub mod state;

@@ -15,7 +15,7 @@ use std::{
 
 use serde::Deserialize as _;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt},
     net::UnixListener,
     sync::{mpsc, oneshot},
 };
@@ -80,10 +80,19 @@ impl Server {
         })
     }
 
-    /// Accepts connections forever, handing each request to `calls`.
+    /// Accepts connections forever, handing each request to `calls`. An accept() error (out
+    /// of file descriptors, a connection aborted) is logged and retried after
+    /// [`ACCEPT_BACKOFF`]: it never stops the daemon.
     pub async fn serve(&self, calls: mpsc::Sender<Call>) -> io::Result<()> {
         loop {
-            let (stream, _) = self.listener.accept().await?;
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    warn!(%error, "cannot accept a control connection; retrying");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
             let calls = calls.clone();
             tokio::spawn(async move {
                 if let Err(error) = answer(stream, calls).await {
@@ -94,6 +103,13 @@ impl Server {
     }
 }
 
+/// The longest request line the daemon reads; a longer one is answered with an error.
+pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+/// How long a client may take to send its request line.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause after an accept() error before the next accept().
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
@@ -102,9 +118,7 @@ impl Drop for Server {
 
 async fn answer(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    tokio::io::BufReader::new(read).read_line(&mut line).await?;
-    let answer = match serde_json::from_str::<Request>(&line) {
+    let answer = match read_request(read).await {
         Ok(request) => {
             let (tx, rx) = oneshot::channel();
             calls
@@ -114,12 +128,30 @@ async fn answer(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -> io
             rx.await
                 .map_err(|_| io::Error::other("the daemon is stopping"))?
         }
-        Err(error) => failure(format!("not a request: {error}")),
+        Err(message) => failure(message),
     };
     let mut text = serde_json::to_vec(&answer)?;
     text.push(b'\n');
     write.write_all(&text).await?;
     write.shutdown().await
+}
+
+/// One request line: at most [`MAX_REQUEST_BYTES`], within [`READ_TIMEOUT`]; else what was
+/// wrong, for the answer.
+async fn read_request(read: impl tokio::io::AsyncRead + Unpin) -> Result<Request, String> {
+    let mut line = Vec::new();
+    let mut limited = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES));
+    match tokio::time::timeout(READ_TIMEOUT, limited.read_until(b'\n', &mut line)).await {
+        Err(_) => return Err(format!("no request within {} s", READ_TIMEOUT.as_secs())),
+        Ok(Err(error)) => return Err(format!("cannot read the request: {error}")),
+        Ok(Ok(_)) => {}
+    }
+    if !line.ends_with(b"\n") && line.len() as u64 >= MAX_REQUEST_BYTES {
+        return Err(format!(
+            "the request is longer than {MAX_REQUEST_BYTES} bytes"
+        ));
+    }
+    serde_json::from_slice::<Request>(&line).map_err(|error| format!("not a request: {error}"))
 }
 
 /// `{"error":message,"ok":false}`.
@@ -207,6 +239,33 @@ mod tests {
         .unwrap();
         assert_eq!(reply.to_string(), r#"{"error":"asked Status","ok":false}"#);
         assert_eq!(reply.answer().unwrap(), failure("asked Status".into()));
+    }
+
+    /// A line longer than the limit is refused once the limit is read, not buffered to its end.
+    #[tokio::test]
+    async fn an_oversized_or_missing_request_is_refused_without_reading_it_all() {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let writer = tokio::spawn(async move {
+            // 10 MB without a newline: the reader stops at the limit, so this blocks and
+            // fails once the server side is gone.
+            let chunk = vec![b'x'; 1 << 16];
+            for _ in 0..160 {
+                if client.write_all(&chunk).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        let refused = read_request(server).await.unwrap_err();
+        assert!(refused.contains("longer than 65536 bytes"), "{refused}");
+        assert!(!writer.await.unwrap(), "the whole line was read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_answered_after_the_read_timeout() {
+        let (_client, server) = tokio::io::duplex(64);
+        let refused = read_request(server).await.unwrap_err();
+        assert_eq!(refused, "no request within 5 s");
     }
 
     #[test]

@@ -8,8 +8,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
-    time::Instant,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use aya::programs::XdpMode;
@@ -23,7 +26,7 @@ use firewall_rules::{RuleSet, RulesError, compile::Compiled};
 use prometheus::Registry;
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
 };
 use tracing::{error, info, warn};
 
@@ -398,6 +401,10 @@ async fn run_until_stopped(
     let mut links = interfaces::watch();
     let mut recheck_links = tokio::time::interval(interfaces::PERIOD);
     recheck_links.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (generation, tracking) = (
+        lock(&dataplane).generation(),
+        loaded.conntrack.tracking != 0,
+    );
     let mut operator = Operator {
         config_path: config_path.to_path_buf(),
         rules_path: config.rules.clone(),
@@ -417,18 +424,29 @@ async fn run_until_stopped(
         drop_log,
         flows: (Arc::clone(&sweeps), config.conntrack.max_entries),
         interfaces,
+        generation,
+        tracking,
+        reading: Arc::new(AtomicBool::new(false)),
     };
     let (calls_tx, mut calls) = mpsc::channel(8);
     let serve_metrics = metrics::serve(endpoint, registry);
     let serve_control = control.serve(calls_tx);
-    let recheck = licensing.run(Arc::clone(&dataplane));
-    let sweep = sweeper(
+    // Their own tasks: they take the dataplane lock, which a reload holds while it swaps.
+    let mut recheck = AbortOnDrop(tokio::spawn(licensing.run(Arc::clone(&dataplane))));
+    let mut sweep = AbortOnDrop(tokio::spawn(sweeper(
         Arc::clone(&dataplane),
         config.conntrack.timeouts.settings(),
         config.conntrack.sweep,
         sweeps,
-    );
-    tokio::pin!(serve_metrics, serve_control, recheck, sweep);
+    )));
+    // A reload runs off this loop (see `Operator::start_reload`): one at a time, and its
+    // outcome comes back here. Meanwhile the loop answers metrics, `status` and signals; a
+    // `reload` or SIGHUP is refused, a change seen by the file watch is queued (one reload
+    // after this one).
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let mut reloading: Option<Reloading> = None;
+    let mut watch_queued = false;
+    tokio::pin!(serve_metrics, serve_control);
     let signal = loop {
         tokio::select! {
             served = &mut serve_metrics => {
@@ -441,32 +459,90 @@ async fn run_until_stopped(
                 let source = served.err().unwrap_or_else(|| std::io::Error::other("stopped"));
                 return Err(ControlError::Bind { path: ops.control_socket(), source }.into());
             }
-            failed = &mut recheck => {
-                return Err(DaemonError::Loader(match failed { Err(error) => error }));
+            failed = &mut recheck.0 => {
+                return Err(DaemonError::Loader(match failed {
+                    Ok(Err(error)) => error,
+                    Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+                }));
             }
-            () = &mut sweep => unreachable!("the sweeper runs forever"),
+            _ = &mut sweep.0 => unreachable!("the sweeper runs forever"),
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
-            _ = sighup.recv() => { operator.reload("SIGHUP").await; }
-            Some(()) = changed.recv() => { operator.reload("file watch").await; }
             Some(interfaces::LinkEvent) = links.recv() => {
                 // One reconcile for a burst of events.
                 while links.try_recv().is_ok() {}
                 operator.reconcile();
             }
             _ = recheck_links.tick() => operator.reconcile(),
-            Some((request, reply)) = calls.recv() => {
-                let answer = match request {
-                    Request::Reload => operator.reload("reload command").await,
-                    Request::Status => operator.status(),
+            _ = sighup.recv() => {
+                operator.begin_reload("SIGHUP", None, &mut reloading, &done_tx);
+            }
+            Some(()) = changed.recv() => {
+                if reloading.is_some() {
+                    watch_queued = true;
+                } else {
+                    operator.begin_reload("file watch", None, &mut reloading, &done_tx);
+                }
+            }
+            Some((request, reply)) = calls.recv() => match request {
+                Request::Reload => {
+                    operator.begin_reload("reload command", Some(reply), &mut reloading, &done_tx);
+                }
+                Request::Status => {
+                    let _ = reply.send(operator.status());
+                }
+            },
+            Some(outcome) = done.recv() => {
+                let Some(Reloading { trigger, reply, .. }) = reloading.take() else {
+                    continue;
                 };
-                let _ = reply.send(answer);
+                let answer = operator.finish_reload(trigger, outcome);
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                }
+                if std::mem::take(&mut watch_queued) {
+                    operator.begin_reload("file watch", None, &mut reloading, &done_tx);
+                }
             }
         }
     };
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    // A reload still reading is abandoned (its outcome is never applied); one swapping rules
+    // in holds the dataplane lock: wait for it, so that nothing writes maps while they go.
+    drop(reloading);
+    drop((recheck, sweep));
+    drop(lock(&dataplane));
     drop(dataplane);
     operator.stop(signal)
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long a reload may take to read and compile the rules file before it is given up.
+pub const RELOAD_READ_LIMIT: Duration = Duration::from_secs(30);
+
+/// The reload under way: what started it, who waits for its answer, and its task.
+struct Reloading {
+    trigger: &'static str,
+    reply: Option<oneshot::Sender<Answer>>,
+    _task: AbortOnDrop<()>,
+}
+
+/// What a reload that took effect changed, for the loop to publish.
+struct Reloaded {
+    summary: Summary,
+    labels: Vec<(String, String, u32)>,
+    counts: Vec<(String, usize)>,
+    logged: Vec<(u32, String)>,
+    generation: u32,
+    tracking: bool,
 }
 
 /// Takes over the newest pinned maps of this binary's layout that can hold `compiled`, or
@@ -649,6 +725,13 @@ struct Operator {
     flows: (Arc<SweepTotals>, u32),
     /// Re-attaches interfaces that went away and came back.
     interfaces: Interfaces,
+    /// The live generation and whether flows are tracked, as of the last swap: `status`
+    /// answers without the locks a reload holds.
+    generation: u32,
+    tracking: bool,
+    /// Whether a reload's read of the rules file has not returned yet, also one given up on
+    /// (a hung mount): no second read is started behind it.
+    reading: Arc<AtomicBool>,
 }
 
 impl Operator {
@@ -668,34 +751,72 @@ impl Operator {
         }
     }
 
-    /// Reads, validates, compiles and swaps in the rules file, or changes nothing; logs and
-    /// counts either way and answers as the control socket does.
-    async fn reload(&mut self, trigger: &'static str) -> control::Answer {
+    /// Starts a reload, unless one runs (then `reply` gets an error at once: refused, not
+    /// queued) or an earlier read of the rules file has still not returned.
+    fn begin_reload(
+        &mut self,
+        trigger: &'static str,
+        reply: Option<oneshot::Sender<Answer>>,
+        reloading: &mut Option<Reloading>,
+        done: &mpsc::UnboundedSender<Result<Reloaded, ReloadError>>,
+    ) {
+        let busy = match (&*reloading, self.reading.load(Ordering::Acquire)) {
+            (Some(running), _) => Some(format!(
+                "a reload ({}) is already running; try again when it is done",
+                running.trigger
+            )),
+            (None, true) => Some(format!(
+                "an earlier reload's read of {} has not returned yet (a hung mount?); try again later",
+                self.rules_path.display()
+            )),
+            (None, false) => None,
+        };
+        if let Some(message) = busy {
+            warn!(trigger, "reload refused: {message}");
+            if let Some(reply) = reply {
+                let _ = reply.send(control::failure(message));
+            }
+            return;
+        }
         notify_systemd(&[sd_notify::NotifyState::Reloading]);
         info!(trigger, rules = %self.rules_path.display(), "reloading the rules");
-        let loaded = Arc::clone(&self.loaded);
-        let dataplane = Arc::clone(&self.dataplane);
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut loaded = lock(&loaded);
-            let outcome = loaded.reload(&dataplane).map(|summary| {
-                (
-                    summary,
-                    loaded.rule_labels(),
-                    loaded.rule_counts(),
-                    loaded.logged.clone(),
-                )
-            });
-            drop(loaded);
-            outcome
-        })
-        .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        let task = tokio::spawn(reload(
+            Arc::clone(&self.loaded),
+            Arc::clone(&self.dataplane),
+            Arc::clone(&self.reading),
+            self.rules_path.clone(),
+            done.clone(),
+        ));
+        *reloading = Some(Reloading {
+            trigger,
+            reply,
+            _task: AbortOnDrop(task),
+        });
+    }
+
+    /// Publishes a reload's outcome; logs and counts either way and answers as the control
+    /// socket does.
+    fn finish_reload(
+        &mut self,
+        trigger: &'static str,
+        outcome: Result<Reloaded, ReloadError>,
+    ) -> control::Answer {
         notify_systemd(&[sd_notify::NotifyState::Ready]);
         let at = chrono::Utc::now();
         match outcome {
-            Ok((summary, labels, counts, logged)) => {
+            Ok(Reloaded {
+                summary,
+                labels,
+                counts,
+                logged,
+                generation,
+                tracking,
+            }) => {
                 *self.labels.write().unwrap_or_else(|p| p.into_inner()) = labels;
-                self.drop_log.rename(lock(&self.loaded).slots(), &logged);
+                self.generation = generation;
+                self.tracking = tracking;
+                let loaded = lock(&self.loaded).clone();
+                self.drop_log.rename(loaded.slots(), &logged);
                 self.reloads.succeeded(&counts, false);
                 for attachment in &mut self.attachments {
                     if let Some((_, count)) =
@@ -704,12 +825,8 @@ impl Operator {
                         attachment.rules = *count;
                     }
                 }
-                save(
-                    &self.state_file,
-                    &self.maps_dir,
-                    &lock(&self.loaded),
-                    &self.attachments,
-                );
+                save(&self.state_file, &self.maps_dir, &loaded, &self.attachments);
+                drop(loaded);
                 // As after the first load: the parse and compile peak goes back to the system.
                 release_freed_memory();
                 log_summary(trigger, &summary);
@@ -735,7 +852,7 @@ impl Operator {
 
     /// `smf-firewall status --json`, as one object.
     fn status(&self) -> control::Answer {
-        let generation = lock(&self.dataplane).generation();
+        let generation = self.generation;
         let interfaces = self
             .attachments
             .iter()
@@ -767,7 +884,7 @@ impl Operator {
             conntrack: protocol::ConntrackStatus {
                 capacity: self.flows.1,
                 entries: self.flows.0.live.load(std::sync::atomic::Ordering::Relaxed),
-                tracking: lock(&self.loaded).conntrack.tracking != 0,
+                tracking: self.tracking,
             },
             generation,
             interfaces,
@@ -812,6 +929,55 @@ impl Operator {
         info!(interfaces = ?removed.links, "stopped");
         Ok(())
     }
+}
+
+/// One reload, off the event loop: reads and compiles a copy of the loaded state on a blocking
+/// thread within [`RELOAD_READ_LIMIT`] (past it the read is abandoned and its result, should
+/// it ever come, dropped), then swaps the result in on another; sends the outcome to `done`.
+async fn reload(
+    loaded: Arc<Mutex<Loaded>>,
+    dataplane: Arc<Mutex<Dataplane>>,
+    reading: Arc<AtomicBool>,
+    rules: PathBuf,
+    done: mpsc::UnboundedSender<Result<Reloaded, ReloadError>>,
+) {
+    let started = Instant::now();
+    let current = lock(&loaded).clone();
+    reading.store(true, Ordering::Release);
+    let read = tokio::task::spawn_blocking(move || {
+        let prepared = current.prepare();
+        reading.store(false, Ordering::Release);
+        prepared
+    });
+    let outcome = match tokio::time::timeout(RELOAD_READ_LIMIT, read).await {
+        Err(_) => Err(ReloadError::TimedOut {
+            rules,
+            seconds: RELOAD_READ_LIMIT.as_secs(),
+        }),
+        Ok(joined) => match joined {
+            Ok(prepared) => prepared,
+            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+        },
+    };
+    let outcome = match outcome {
+        Err(error) => Err(error),
+        Ok((next, compiled)) => tokio::task::spawn_blocking(move || {
+            let mut loaded = lock(&loaded);
+            let summary = loaded.apply(next, &compiled, started, &dataplane)?;
+            drop(compiled);
+            Ok(Reloaded {
+                generation: summary.generation,
+                summary,
+                labels: loaded.rule_labels(),
+                counts: loaded.rule_counts(),
+                logged: loaded.logged.clone(),
+                tracking: loaded.conntrack.tracking != 0,
+            })
+        })
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic())),
+    };
+    let _ = done.send(outcome);
 }
 
 fn log_summary(trigger: &str, summary: &Summary) {

@@ -11,6 +11,7 @@ pub mod file_watch;
 pub mod instance_lock;
 pub mod interfaces;
 pub mod licensing;
+pub mod logging;
 pub mod metrics;
 pub mod reload;
 pub mod state;

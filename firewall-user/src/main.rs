@@ -4,7 +4,10 @@
 
 mod cli;
 
-use std::{io::IsTerminal, process::ExitCode};
+use std::{
+    io::{IsTerminal, Write as _},
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand};
 use cli::{
@@ -58,17 +61,26 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_env("SMF_FIREWALL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(firewall_user::logging::Stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match Cli::parse().command.run() {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // A command's output into a closed pipe (`| head -1`) ends it quietly, as for other
+        // Unix tools (exit 141 in the shell). Not the daemon: it ignores SIGPIPE and gets
+        // EPIPE from a write, so that a lost log reader or client never stops it.
+        // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match cli.command.run() {
         Ok(code) => code,
         Err(error) => {
             // Our errors' messages already carry their causes: print the context, then the
             // cause, so that each `FILE:LINE:COL: error: ...` starts its own line.
-            eprintln!("error: {error}");
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "error: {error}");
             if let Some(cause) = error.chain().nth(1) {
-                eprintln!("{cause}");
+                let _ = writeln!(stderr, "{cause}");
             }
             ExitCode::FAILURE
         }

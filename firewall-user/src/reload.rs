@@ -39,6 +39,16 @@ pub enum ReloadError {
     },
     #[error(transparent)]
     Loader(#[from] LoaderError),
+    #[error(
+        "{}: not a regular file but {kind}; the rules must be a regular file (a FIFO or a device could block the daemon)",
+        rules.display()
+    )]
+    NotAFile { rules: PathBuf, kind: &'static str },
+    #[error(
+        "{}: reading and compiling the rules took more than {seconds} s (a hung mount?); gave up, the rules in force are unchanged",
+        rules.display()
+    )]
+    TimedOut { rules: PathBuf, seconds: u64 },
 }
 
 /// What a reload changed on one interface, by rule id. The fields are in alphabetical order,
@@ -172,26 +182,44 @@ impl Loaded {
         dataplane: &std::sync::Mutex<Dataplane>,
     ) -> Result<Summary, ReloadError> {
         let started = Instant::now();
-        let rules = RuleSet::load(&self.rules_path)?;
-        let (next, compiled) = Loaded::compile(
+        let (next, compiled) = self.prepare()?;
+        self.apply(next, &compiled, started, dataplane)
+    }
+
+    /// The first half of a reload, which touches nothing: reads the rule file again (see
+    /// [`read_rules`]) and compiles it. The daemon runs it on a blocking thread with a time
+    /// limit, on a copy of `self`.
+    pub fn prepare(&self) -> Result<(Loaded, Compiled), ReloadError> {
+        let rules = read_rules(&self.rules_path)?;
+        Loaded::compile(
             &self.rules_path,
             &rules,
             self.slots.clone(),
             self.counters.clone(),
             self.conntrack,
-        )?;
-        drop(rules);
+        )
+    }
+
+    /// The second half: swaps what [`Loaded::prepare`] made into the dataplane, or changes
+    /// nothing (it does not fit).
+    pub fn apply(
+        &mut self,
+        next: Loaded,
+        compiled: &Compiled,
+        started: Instant,
+        dataplane: &std::sync::Mutex<Dataplane>,
+    ) -> Result<Summary, ReloadError> {
         let mut dataplane = match dataplane.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        self.fits(&compiled, dataplane.capacity())?;
+        self.fits(compiled, dataplane.capacity())?;
         if next.conntrack != self.conntrack {
             // Before the rules that open flows, so that their replies are looked up.
             dataplane.set_conntrack(&next.conntrack)?;
         }
         dataplane.reset_rule_counters(&compiled.fresh_counters)?;
-        dataplane.install(&compiled)?;
+        dataplane.install(compiled)?;
         let generation = dataplane.generation();
         drop(dataplane);
         let names = ids_by_slot([&self.counters, &next.counters]);
@@ -225,6 +253,44 @@ impl Loaded {
         }
         Ok(())
     }
+}
+
+/// Reads, parses and validates the rule file, refusing anything but a regular file: it is
+/// opened with O_NONBLOCK (opening a FIFO that no one writes to does not wait) and checked
+/// with fstat before a byte is read, so a FIFO or a device is an error at once.
+pub fn read_rules(path: &Path) -> Result<RuleSet, ReloadError> {
+    use std::{
+        io::Read as _,
+        os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
+    };
+    let read = |error| RulesError::Read {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read)?;
+    let kind = file.metadata().map_err(read)?.file_type();
+    if !kind.is_file() {
+        let kind = match () {
+            () if kind.is_fifo() => "a FIFO",
+            () if kind.is_char_device() => "a character device",
+            () if kind.is_block_device() => "a block device",
+            () if kind.is_socket() => "a socket",
+            () if kind.is_dir() => "a directory",
+            () => "not a file",
+        };
+        return Err(ReloadError::NotAFile {
+            rules: path.to_path_buf(),
+            kind,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(read)?;
+    let text = firewall_diagnostic::decode(path, bytes).map_err(RulesError::from)?;
+    Ok(RuleSet::parse(path, &text).map_err(RulesError::from)?)
 }
 
 fn fingerprints(
@@ -407,6 +473,26 @@ mod tests {
             assert_eq!(got.unchanged, unchanged, "{got:?}");
             assert_eq!(got.reordered, reordered, "{got:?}");
         }
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_at_once_and_a_regular_file_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("rules.yaml");
+        // SAFETY: the path is a valid NUL-terminated string for the call.
+        let made = unsafe {
+            let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            libc::mkfifo(path.as_ptr(), 0o600)
+        };
+        assert_eq!(made, 0, "{}", std::io::Error::last_os_error());
+        // No writer: a plain open would wait here forever.
+        let error = read_rules(&fifo).unwrap_err().to_string();
+        assert!(error.contains("not a regular file but a FIFO"), "{error}");
+        let error = read_rules(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(error.contains("a character device"), "{error}");
+        let file = dir.path().join("good.yaml");
+        std::fs::write(&file, BEFORE).unwrap();
+        assert_eq!(read_rules(&file).unwrap().interfaces["lan0"].rules.len(), 3);
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod metering_e2e;
 mod metering_kernel;
 mod operations_e2e;
 mod replay;
+mod resilience_e2e;
 mod swap;
 
 /// The `smf-firewall` binary under test: `SMF_FIREWALL_BIN` (set by `cargo xtask test`, which

@@ -1,6 +1,10 @@
 //! `smf-firewall check`: validate a rule file without touching the kernel.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use anyhow::Context as _;
 use firewall_dataplane::loader::Capacity;
@@ -41,35 +45,47 @@ impl Args {
                 )
             })
             .context("the rule file is not valid; nothing was loaded")?;
-        println!("{}: valid", file.display());
-        for (interface, policy) in &checked.rules.interfaces {
-            let count = policy.rules.len();
-            let noun = if count == 1 { "rule" } else { "rules" };
-            println!(
-                "{interface}: default {}, non-IP {}, {count} {noun} (first match wins)",
-                policy.default, policy.non_ip
-            );
-            for (position, rule) in policy.rules.iter().enumerate() {
-                println!("  {:>3}. {rule}", position + 1);
+        // Through fallible writes: output into a full disk is an error of one line, not a
+        // panic (a closed pipe ends the command by SIGPIPE first, see main).
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        let written = (|| -> io::Result<()> {
+            writeln!(out, "{}: valid", file.display())?;
+            for (interface, policy) in &checked.rules.interfaces {
+                let count = policy.rules.len();
+                let noun = if count == 1 { "rule" } else { "rules" };
+                writeln!(
+                    out,
+                    "{interface}: default {}, non-IP {}, {count} {noun} (first match wins)",
+                    policy.default, policy.non_ip
+                )?;
+                for (position, rule) in policy.rules.iter().enumerate() {
+                    writeln!(out, "  {:>3}. {rule}", position + 1)?;
+                }
             }
-        }
-        println!(
-            "dataplane: {} entries, {} tree nodes, {} leaf items, at most {} entries checked per tree, {:.1} MiB of kernel maps",
-            compiled.entries.len(),
-            compiled.nodes.len(),
-            compiled.leaves.len(),
-            compiled.longest_leaf(),
-            Capacity::for_compiled(&compiled).bytes() as f64 / f64::from(1 << 20),
-        );
-        for warning in &checked.warnings {
-            let w = &warning.0;
-            println!(
-                "{}:{}:{}: warning: {}",
-                file.display(),
-                w.line,
-                w.column,
-                w.message
-            );
+            writeln!(
+                out,
+                "dataplane: {} entries, {} tree nodes, {} leaf items, at most {} entries checked per tree, {:.1} MiB of kernel maps",
+                compiled.entries.len(),
+                compiled.nodes.len(),
+                compiled.leaves.len(),
+                compiled.longest_leaf(),
+                Capacity::for_compiled(&compiled).bytes() as f64 / f64::from(1 << 20),
+            )?;
+            for warning in &checked.warnings {
+                let w = &warning.0;
+                writeln!(
+                    out,
+                    "{}:{}:{}: warning: {}",
+                    file.display(),
+                    w.line,
+                    w.column,
+                    w.message
+                )?;
+            }
+            out.flush()
+        })();
+        if let Err(error) = written {
+            anyhow::bail!("cannot write the output: {error}");
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -1,6 +1,6 @@
 //! `smf-firewall run`: the daemon (`firewall_user::daemon`) on a tokio runtime.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 
@@ -19,8 +19,11 @@ impl Args {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let config = self.config;
         let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-        runtime
-            .block_on(firewall_user::daemon::run(&config))
+        let result = runtime.block_on(firewall_user::daemon::run(&config));
+        // Dropping the runtime would wait for every blocking task, also a reload's read that
+        // never returns (a hung mount): the daemon has cleaned up, so it does not wait long.
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        result
             .with_context(|| format!("while running with {}", config.display()))
             .map(|()| ExitCode::SUCCESS)
     }

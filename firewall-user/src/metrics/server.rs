@@ -2,7 +2,7 @@
 //! against bcrypt hashes when configured, as in Prometheus' exporter-toolkit web config. The
 //! config refuses a non-loopback address without both (Art. 17).
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -16,6 +16,11 @@ use axum::{
 };
 use axum_server::tls_rustls::RustlsConfig;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::config::{MetricsConfig, TlsFiles};
@@ -79,6 +84,13 @@ impl Endpoint {
     }
 
     /// Serves `app` until the task is dropped, behind basic auth when users are configured.
+    ///
+    /// One client never stops the server: at most [`MAX_CONNECTIONS`] connections are served
+    /// at once and the ones beyond are closed as soon as they are accepted (not queued); a
+    /// connection that sends no complete request head within [`HEADER_READ_TIMEOUT`] (also
+    /// between the requests of a kept-alive connection) or lives longer than
+    /// [`CONNECTION_LIFETIME`] is closed; an accept() error (out of file descriptors, a
+    /// connection aborted) is logged and retried after [`ACCEPT_BACKOFF`].
     pub async fn serve(self, app: Router) -> Result<(), ServeError> {
         let app = if self.users.0.is_empty() {
             app
@@ -90,22 +102,70 @@ impl Endpoint {
         };
         let address = self.address;
         let io = |source| ServeError::Io { address, source };
-        let service = app.into_make_service();
-        match self.tls {
-            Some(tls) => {
-                axum_server::tls_rustls::from_tcp_rustls(self.listener, tls)
-                    .map_err(io)?
-                    .serve(service)
-                    .await
-            }
-            None => {
-                axum_server::from_tcp(self.listener)
-                    .map_err(io)?
-                    .serve(service)
-                    .await
-            }
+        let listener = tokio::net::TcpListener::from_std(self.listener).map_err(io)?;
+        let tls = self
+            .tls
+            .map(|config| tokio_rustls::TlsAcceptor::from(config.get_inner()));
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    warn!(%error, "cannot accept a metrics connection; retrying");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                debug!(
+                    limit = MAX_CONNECTIONS,
+                    "too many metrics connections: closed a new one"
+                );
+                drop(stream);
+                continue;
+            };
+            let (app, tls) = (app.clone(), tls.clone());
+            tokio::spawn(async move {
+                let served = tokio::time::timeout(CONNECTION_LIFETIME, async move {
+                    match tls {
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => serve_connection(stream, app).await,
+                            Err(error) => debug!(%error, "TLS handshake failed"),
+                        },
+                        None => serve_connection(stream, app).await,
+                    }
+                })
+                .await;
+                if served.is_err() {
+                    debug!("closed a metrics connection open too long");
+                }
+                drop(slot);
+            });
         }
-        .map_err(io)
+    }
+}
+
+/// Connections served at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a connection may take to send a request's head, and stay idle between requests.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connection may stay open, whatever it does (a client reading slowly).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// The pause after an accept() error (EMFILE, ENFILE, ECONNABORTED, ...) before the next one.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One HTTP/1 connection, with the header-read (and keep-alive idle) timeout.
+async fn serve_connection<S>(stream: S, app: Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+        .await;
+    if let Err(error) = served {
+        debug!(%error, "metrics connection ended");
     }
 }
 

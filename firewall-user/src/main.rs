@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         // EPIPE from a write, so that a lost log reader or client never stops it.
         // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        quiet_output_errors();
     }
     match cli.command.run() {
         Ok(code) => code,
@@ -85,4 +86,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `println!` panics when stdout cannot be written (a full disk): a command's output that
+/// cannot be written ends it with one line of error and exit 1, not a panic and a backtrace.
+/// (`check` writes through fallible writes; this covers every other command's output.)
+fn quiet_output_errors() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if let Some(reason) = message.strip_prefix("failed printing to stdout: ") {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot write the output: {reason}"
+            );
+            std::process::exit(1);
+        }
+        default(info);
+    }));
 }

@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use firewall_common::{Verdict, directed_slot, direction};
-use firewall_dataplane::test_run::{TC_NEXT, TC_SHOT, XDP_DROP, XDP_PASS};
+use firewall_dataplane::{
+    conntrack::Timeouts,
+    test_run::{TC_NEXT, TC_SHOT, XDP_DROP, XDP_PASS},
+};
 use firewall_rules::{
     Action, Direction, RuleSet,
     compile::{self, RuleCounters},
@@ -41,6 +44,10 @@ fn out_rules_judge_leaving_packets_and_only_them() {
     let mut counters = RuleCounters::default();
     let compiled = compile::ruleset(&rules, &[("lo".to_string(), 0)], &mut counters).unwrap();
     let mut dp = common::dataplane();
+    // As the daemon sets it: the ssh-out rule has `state: true`, so the flow table is used.
+    let mut settings = Timeouts::default().settings();
+    settings.tracking = u64::from(rules.stateful());
+    dp.set_conntrack(&settings).unwrap();
     dp.install(&compiled).unwrap();
     let policy = &rules.interfaces["lo"];
 

@@ -272,6 +272,32 @@ fn check_into_a_closed_pipe_or_a_full_disk_ends_quietly() {
         stderr.starts_with("error: cannot write the output: No space left on device"),
         "{stderr}"
     );
+
+    // Every other command's output likewise (`explain` prints with `println!`).
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(smf_firewall())
+        .arg("explain")
+        .arg(&rules)
+        .args([
+            "--interface",
+            "lan0",
+            "--packet",
+            "udp 198.18.1.2:40000 -> 198.19.1.2:9",
+        ])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot write the output: No space left on device"),
+        "{stderr}"
+    );
 }
 
 #[test]

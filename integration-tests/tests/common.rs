@@ -5,6 +5,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    process::Output,
 };
 
 use firewall_dataplane::loader::{Capacity, Dataplane};
@@ -12,6 +13,25 @@ use firewall_rules::Direction;
 use testbed::{DaemonDir, NetNs, Process, Site, sample};
 
 use crate::smf_firewall;
+
+/// The daemon's config of most end-to-end tests: these rules on both of the adapter's
+/// interfaces (and the pins and runtime dir `files` adds).
+pub const CONFIG: &str = "rules: rules.yaml\ninterfaces: [lan0, wan0]\n";
+
+/// lan0 drops UDP to the discard port (`DROPPED`) and passes the rest; wan0 passes all.
+pub const DISCARD_RULES: &str = "version: 1
+interfaces:
+  lan0:
+    default: pass
+    rules:
+      - { id: no-discard, action: drop, protocol: udp, dst_port: 9 }
+  wan0:
+    default: pass
+";
+
+/// The UDP ports the tests send to through `DISCARD_RULES`: one dropped, one passed.
+pub const DROPPED: u16 = 9;
+pub const PASSED: u16 = 10;
 
 /// Where every end-to-end daemon serves `/metrics`, inside the adapter namespace.
 pub const METRICS: &str = "127.0.0.1:9775";
@@ -68,4 +88,19 @@ pub fn files(config: &str, rules: &str) -> (DaemonDir, PathBuf) {
     let dir = DaemonDir::new().unwrap();
     let path = dir.write(config, rules).unwrap();
     (dir, path)
+}
+
+/// `smf-firewall ARGS --config CONFIG` in `adapter`.
+pub fn cli(adapter: &NetNs, args: &[&str], config: &Path) -> Output {
+    adapter
+        .command(smf_firewall())
+        .args(args)
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+/// Process output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

@@ -15,28 +15,9 @@ use std::{
 use testbed::{NetNs, Process, Signal, Site};
 
 use crate::{
-    common::{self, metric},
+    common::{self, CONFIG, DISCARD_RULES, DROPPED, PASSED, metric, text},
     smf_firewall,
 };
-
-const CONFIG: &str = "rules: rules.yaml\ninterfaces: [lan0, wan0]\n";
-
-const RULES: &str = "version: 1
-interfaces:
-  lan0:
-    default: pass
-    rules:
-      - { id: no-discard, action: drop, protocol: udp, dst_port: 9 }
-  wan0:
-    default: pass
-";
-
-const DROPPED: u16 = 9;
-const PASSED: u16 = 10;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn spawn(adapter: &NetNs, config: &Path) -> Process {
     adapter
@@ -111,7 +92,7 @@ fn of_two_daemons_started_at_once_one_runs_and_the_other_names_it() {
     let Some(site) = common::site("instances_e2e::two_at_once") else {
         return;
     };
-    let (dir, config) = common::files(CONFIG, RULES);
+    let (dir, config) = common::files(CONFIG, DISCARD_RULES);
     let barrier = Arc::new(Barrier::new(2));
     let [mut a, mut b] = thread::scope(|scope| {
         let started = [0, 1].map(|_| {
@@ -173,7 +154,7 @@ fn a_second_daemon_on_the_same_pin_path_is_refused_and_changes_nothing() {
     let Some(site) = common::site("instances_e2e::same_pin_path") else {
         return;
     };
-    let (dir, config) = common::files(CONFIG, RULES);
+    let (dir, config) = common::files(CONFIG, DISCARD_RULES);
     let first = common::start(&site.adapter, &config);
     assert!(enforcing(&site));
     assert_eq!(hits(&site.adapter), 3.0);
@@ -181,7 +162,7 @@ fn a_second_daemon_on_the_same_pin_path_is_refused_and_changes_nothing() {
 
     // Its own runtime_dir and metrics port, the first one's pin_path.
     let other = tempfile::tempdir().unwrap();
-    std::fs::write(other.path().join("rules.yaml"), RULES).unwrap();
+    std::fs::write(other.path().join("rules.yaml"), DISCARD_RULES).unwrap();
     let second_config = other.path().join("config.yaml");
     std::fs::write(
         &second_config,
@@ -227,7 +208,7 @@ fn unload_refuses_while_a_daemon_holds_the_lock_even_if_its_socket_is_gone() {
     let Some(site) = common::site("instances_e2e::unload_locked") else {
         return;
     };
-    let (dir, config) = common::files(CONFIG, RULES);
+    let (dir, config) = common::files(CONFIG, DISCARD_RULES);
     let daemon = common::start(&site.adapter, &config);
     // The socket removed (by hand, or a tmpfiles cleaner): the daemon cannot be asked.
     std::fs::remove_file(dir.path().join("run/control.sock")).unwrap();

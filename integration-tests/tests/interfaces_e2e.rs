@@ -17,38 +17,7 @@ use std::{
 
 use testbed::{ADAPTER_LAN, LAN_HOST, NetNs, Signal, Site, WAN_HOST};
 
-use crate::{
-    common::{self, metric, start},
-    smf_firewall,
-};
-
-const CONFIG: &str = "rules: rules.yaml\ninterfaces: [lan0, wan0]\n";
-
-const RULES: &str = "version: 1
-interfaces:
-  lan0:
-    default: pass
-    rules:
-      - { id: no-discard, action: drop, protocol: udp, dst_port: 9 }
-  wan0:
-    default: pass
-";
-
-const DROPPED: u16 = 9;
-const PASSED: u16 = 10;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn cli(adapter: &NetNs, args: &[&str], config: &Path) -> Output {
-    adapter
-        .command(smf_firewall())
-        .args(args)
-        .args(["--config", config.to_str().unwrap()])
-        .output()
-        .unwrap()
-}
+use crate::common::{self, CONFIG, DISCARD_RULES, DROPPED, PASSED, cli, metric, start, text};
 
 fn status(adapter: &NetNs, config: &Path) -> (Output, serde_json::Value) {
     let out = cli(adapter, &["status", "--json"], config);
@@ -195,7 +164,7 @@ fn a_re_created_interface_is_attached_again_and_never_falls_open() {
     let Some(site) = common::site("interfaces_e2e::re_created") else {
         return;
     };
-    let (_dir, config) = common::files(CONFIG, RULES);
+    let (_dir, config) = common::files(CONFIG, DISCARD_RULES);
     let daemon = start(&site.adapter, &config);
     let (out, before) = status(&site.adapter, &config);
     assert!(out.status.success(), "{out:?}");

@@ -12,21 +12,11 @@ use chrono::{Days, Utc};
 use testbed::{NetNs, Process, Signal, Site};
 
 use crate::{
-    common::{self, metric},
+    common::{self, DISCARD_RULES, metric},
     smf_firewall,
 };
 
 const SERIAL: &str = "FUJI-0001";
-
-const RULES: &str = "version: 1
-interfaces:
-  lan0:
-    default: pass
-    rules:
-      - { id: no-discard, action: drop, protocol: udp, dst_port: 9 }
-  wan0:
-    default: pass
-";
 
 /// `smf-firewall ARGS --db DB`, which must succeed.
 fn contracts(db: &str, args: &[&str]) {
@@ -107,7 +97,7 @@ fn start(adapter: &NetNs, dir: &testbed::DaemonDir, db: &str, grace: &str) -> Pr
                 "rules: rules.yaml\ninterfaces: [lan0, wan0]\nadapter: {{serial: {SERIAL}}}\n\
                  contracts: {{url: \"{db}\"}}\nlicense: {{recheck: 1s, grace: {grace}}}\n"
             ),
-            RULES,
+            DISCARD_RULES,
         )
         .unwrap();
     testbed::start_daemon(adapter, smf_firewall(), &config, common::metrics_address()).unwrap()

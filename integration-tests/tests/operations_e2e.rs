@@ -17,27 +17,12 @@ use std::{
 use testbed::{NetNs, Process, Signal, Site, WAN_HOST};
 
 use crate::{
-    common::{self, metric, start},
+    common::{self, CONFIG, DISCARD_RULES, DROPPED, PASSED, cli, metric, start, text},
     smf_firewall,
 };
 
-const CONFIG: &str = "rules: rules.yaml\ninterfaces: [lan0, wan0]\n";
-
 /// Port 9 is dropped by every rule set here; port 10 is passed by every one.
-const DROPPED: u16 = 9;
-const PASSED: u16 = 10;
-
-const RULES_A: &str = "version: 1
-interfaces:
-  lan0:
-    default: pass
-    rules:
-      - { id: no-discard, action: drop, protocol: udp, dst_port: 9 }
-  wan0:
-    default: pass
-";
-
-/// RULES_A plus a rule for port 7, and another order of things before it.
+/// DISCARD_RULES plus a rule for port 7, and another order of things before it.
 const RULES_B: &str = "version: 1
 interfaces:
   lan0:
@@ -60,19 +45,6 @@ fn rule_hits(adapter: &NetNs, rule: &str) -> u64 {
 }
 
 /// `smf-firewall ARGS --config CONFIG` from the adapter's namespace.
-fn cli(adapter: &NetNs, args: &[&str], config: &Path) -> Output {
-    adapter
-        .command(smf_firewall())
-        .args(args)
-        .args(["--config", config.to_str().unwrap()])
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn stop(daemon: Process) -> Output {
     daemon.signal(Signal::SIGTERM).unwrap();
     daemon.wait().unwrap()
@@ -178,7 +150,7 @@ fn reload_swaps_in_good_rules_refuses_bad_ones_and_keeps_counters_of_unchanged_r
     let Some(site) = common::site("operations_e2e::reload") else {
         return;
     };
-    let (dir, config) = common::files(CONFIG, RULES_A);
+    let (dir, config) = common::files(CONFIG, DISCARD_RULES);
     let daemon = start(&site.adapter, &config);
     assert_eq!(site.udp_through(DROPPED, 5).unwrap(), 0);
     assert_eq!(site.udp_through(7, 5).unwrap(), 5);
@@ -209,7 +181,7 @@ fn reload_swaps_in_good_rules_refuses_bad_ones_and_keeps_counters_of_unchanged_r
     // A bad file: the error with its position, and nothing changes in the kernel.
     std::fs::write(
         dir.path().join("rules.yaml"),
-        RULES_A.replace("dst_port: 9 }", "dst_port: 70000 }"),
+        DISCARD_RULES.replace("dst_port: 9 }", "dst_port: 70000 }"),
     )
     .unwrap();
     let out = cli(&site.adapter, &["reload"], &config);
@@ -234,7 +206,7 @@ fn reload_swaps_in_good_rules_refuses_bad_ones_and_keeps_counters_of_unchanged_r
     );
 
     // SIGHUP does the same as the command: back to A, and port 7 passes again.
-    std::fs::write(dir.path().join("rules.yaml"), RULES_A).unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), DISCARD_RULES).unwrap();
     daemon.signal(Signal::SIGHUP).unwrap();
     testbed::eventually(Duration::from_secs(10), || reloads("success") == Some(2.0));
     assert_eq!(reloads("success"), Some(2.0));
@@ -281,11 +253,15 @@ fn no_packet_is_misjudged_while_rules_are_reloaded_over_and_over() {
     let Some(site) = common::site("operations_e2e::no_misjudged_packet") else {
         return;
     };
-    let (dir, config) = common::files(CONFIG, RULES_A);
+    let (dir, config) = common::files(CONFIG, DISCARD_RULES);
     let daemon = start(&site.adapter, &config);
     let traffic = Traffic::start(&site);
     for round in 0..20 {
-        let rules = if round % 2 == 0 { RULES_B } else { RULES_A };
+        let rules = if round % 2 == 0 {
+            RULES_B
+        } else {
+            DISCARD_RULES
+        };
         std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
         let out = cli(&site.adapter, &["reload"], &config);
         assert!(out.status.success(), "{out:?}");
@@ -302,7 +278,7 @@ fn the_file_watch_reloads_a_saved_rules_file() {
     let Some(site) = common::site("operations_e2e::watch") else {
         return;
     };
-    let (dir, config) = common::files(&format!("{CONFIG}watch: true\n"), RULES_A);
+    let (dir, config) = common::files(&format!("{CONFIG}watch: true\n"), DISCARD_RULES);
     let daemon = start(&site.adapter, &config);
     assert_eq!(site.udp_through(7, 3).unwrap(), 3);
     // As an editor saves: a new file renamed over the old one.
@@ -328,7 +304,7 @@ fn after_kill_9_the_kernel_keeps_enforcing_and_a_restart_takes_over_without_a_ga
     let Some(site) = common::site("operations_e2e::kill_9") else {
         return;
     };
-    let (dir, config) = common::files(CONFIG, RULES_A);
+    let (dir, config) = common::files(CONFIG, DISCARD_RULES);
     let daemon = start(&site.adapter, &config);
     let traffic = Traffic::start(&site);
     thread::sleep(Duration::from_millis(300));
@@ -360,7 +336,10 @@ fn keep_attached_on_exit_leaves_the_rules_enforced_until_unload() {
     let Some(site) = common::site("operations_e2e::keep_attached") else {
         return;
     };
-    let (dir, config) = common::files(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A);
+    let (dir, config) = common::files(
+        &format!("{CONFIG}keep_attached_on_exit: true\n"),
+        DISCARD_RULES,
+    );
     let daemon = start(&site.adapter, &config);
     let out = cli(&site.adapter, &["unload"], &config);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -397,7 +376,10 @@ fn a_restart_with_rules_that_outgrow_the_maps_swaps_in_larger_ones_make_before_b
     let Some(site) = common::site("operations_e2e::make_before_break") else {
         return;
     };
-    let (dir, config) = common::files(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A);
+    let (dir, config) = common::files(
+        &format!("{CONFIG}keep_attached_on_exit: true\n"),
+        DISCARD_RULES,
+    );
     let daemon = start(&site.adapter, &config);
     let first_maps: Vec<_> = maps_dirs(dir.pin_path());
     assert_eq!(first_maps.len(), 1, "{first_maps:?}");
@@ -413,7 +395,7 @@ fn a_restart_with_rules_that_outgrow_the_maps_swaps_in_larger_ones_make_before_b
             )
         })
         .collect();
-    let rules = RULES_A.replace("  wan0:\n", &format!("{extra}  wan0:\n"));
+    let rules = DISCARD_RULES.replace("  wan0:\n", &format!("{extra}  wan0:\n"));
     std::fs::write(dir.path().join("rules.yaml"), &rules).unwrap();
     let daemon = start(&site.adapter, &config);
     thread::sleep(Duration::from_millis(300));
@@ -436,7 +418,10 @@ fn maps_of_another_layout_are_replaced_make_before_break() {
     let Some(site) = common::site("operations_e2e::other_layout") else {
         return;
     };
-    let (dir, config) = common::files(&format!("{CONFIG}keep_attached_on_exit: true\n"), RULES_A);
+    let (dir, config) = common::files(
+        &format!("{CONFIG}keep_attached_on_exit: true\n"),
+        DISCARD_RULES,
+    );
     let daemon = start(&site.adapter, &config);
     assert!(stop(daemon).status.success());
     // As an older binary would have left them: the same pins under another layout's name.

@@ -17,21 +17,9 @@ use std::{
 use testbed::{NetNs, Process, Signal};
 
 use crate::{
-    common::{self, metrics_address},
+    common::{self, CONFIG, DISCARD_RULES, metrics_address, text},
     smf_firewall,
 };
-
-const CONFIG: &str = "rules: rules.yaml\ninterfaces: [lan0, wan0]\n";
-
-const RULES: &str = "version: 1
-interfaces:
-  lan0:
-    default: pass
-    rules:
-      - { id: no-discard, action: drop, protocol: udp, dst_port: 9 }
-  wan0:
-    default: pass
-";
 
 /// `smf-firewall ARGS --config CONFIG` in the adapter's namespace, killed after 20 s (a
 /// daemon that stopped answering must fail the test, not hang it).
@@ -44,10 +32,6 @@ fn cli(adapter: &NetNs, args: &[&str], config: &Path) -> Output {
         .args(["--config", config.to_str().unwrap()])
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `smf-firewall status` succeeds, and how long it took.
@@ -103,7 +87,7 @@ fn idle_connections_and_huge_control_requests_leave_metrics_and_status_answering
     let Some(site) = common::site("resilience_e2e::idle_connections") else {
         return;
     };
-    let (dir, config) = common::files(CONFIG, RULES);
+    let (dir, config) = common::files(CONFIG, DISCARD_RULES);
     // As under systemd without LimitNOFILE: 1,024 descriptors.
     let mut daemon = site
         .adapter
@@ -200,7 +184,7 @@ fn a_lost_log_reader_does_not_stop_the_daemon() {
     let Some(site) = common::site("resilience_e2e::lost_log_reader") else {
         return;
     };
-    let (_dir, config) = common::files(CONFIG, RULES);
+    let (_dir, config) = common::files(CONFIG, DISCARD_RULES);
     let mut child = site
         .adapter
         .command(smf_firewall())
@@ -242,7 +226,7 @@ fn a_lost_log_reader_does_not_stop_the_daemon() {
 fn check_into_a_closed_pipe_or_a_full_disk_ends_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.yaml");
-    std::fs::write(&rules, RULES).unwrap();
+    std::fs::write(&rules, DISCARD_RULES).unwrap();
     let check = || {
         let mut command = Command::new(smf_firewall());
         command.arg("check").arg(&rules).stderr(Stdio::piped());
@@ -305,7 +289,7 @@ fn a_rules_path_that_is_a_fifo_fails_the_reload_at_once_and_nothing_stops_answer
     let Some(site) = common::site("resilience_e2e::fifo") else {
         return;
     };
-    let (dir, config) = common::files(CONFIG, RULES);
+    let (dir, config) = common::files(CONFIG, DISCARD_RULES);
     let mut daemon = common::start(&site.adapter, &config);
     assert_eq!(site.udp_through(9, 3).unwrap(), 0);
 

@@ -1,6 +1,7 @@
-//! The contracts as the service terms describe them: management contracts, the adapters
-//! registered under them, and Ultra Firewall Option contracts. Plain data with the calendar
-//! rules that need no database.
+//! The contracts as the service terms describe them: customers, management contracts with their
+//! Entry/Standby counts, the adapters registered under them, adapter rental contracts, Ultra
+//! Firewall Option contracts and outages of the management service. Plain data with the
+//! calendar rules that need no database; `Book` is what billing reads.
 
 use std::{fmt, str::FromStr};
 
@@ -42,10 +43,27 @@ impl Model {
         }
     }
 
-    /// Table 1: the Ultra Firewall Option exists only for SEIL/Turbo, X1, X2, x86 Fuji and
-    /// BPV4; SEIL/neu 2FE Plus and SEIL/B1 can be rented but get no option.
+    /// Table 1, the models the provider designates for the Ultra Firewall Option: SEIL/Turbo,
+    /// X1, X2, x86 Fuji and BPV4. SEIL/neu 2FE Plus and SEIL/B1 can be rented but get no
+    /// option. This and [`Model::rentable`] are the only places the lists are written.
     pub const fn option_eligible(self) -> bool {
         !matches!(self, Model::Neu2FePlus | Model::B1)
+    }
+
+    /// Table 1, the models of Adapter Rental: SEIL/neu 2FE Plus, Turbo, X1, X2, B1 and BPV4.
+    /// SEIL/x86 Fuji gets the option but is not rented.
+    pub const fn rentable(self) -> bool {
+        !matches!(self, Model::X86Fuji)
+    }
+
+    /// The short names of the models for which `keep` holds, for messages.
+    pub fn names_where(keep: fn(Model) -> bool) -> String {
+        Model::ALL
+            .into_iter()
+            .filter(|m| keep(*m))
+            .map(Model::name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -127,27 +145,49 @@ pub enum TerminatedBy {
     Customer,
     /// Art. 21-23: effective on the date given.
     Provider,
+    /// Art. 22: the provider abolishes the service, with written notice at least 3 months
+    /// before the last day.
+    Abolition,
     /// Art. 23-3: an option ended because its adapter's management contract ended.
     ManagementEnded,
+    /// Art. 23-3: an option ended because its adapter's rental contract ended.
+    RentalEnded,
 }
 
 impl TerminatedBy {
+    const ALL: [TerminatedBy; 5] = [
+        TerminatedBy::Customer,
+        TerminatedBy::Provider,
+        TerminatedBy::Abolition,
+        TerminatedBy::ManagementEnded,
+        TerminatedBy::RentalEnded,
+    ];
+
     pub const fn name(self) -> &'static str {
         match self {
             TerminatedBy::Customer => "customer",
             TerminatedBy::Provider => "provider",
+            TerminatedBy::Abolition => "abolition",
             TerminatedBy::ManagementEnded => "management",
+            TerminatedBy::RentalEnded => "rental",
         }
     }
 
     pub fn from_name(text: &str) -> Option<Self> {
-        [
-            TerminatedBy::Customer,
-            TerminatedBy::Provider,
-            TerminatedBy::ManagementEnded,
-        ]
-        .into_iter()
-        .find(|by| by.name() == text)
+        TerminatedBy::ALL.into_iter().find(|by| by.name() == text)
+    }
+
+    /// What an operator may give as `--by` / `by:`; the others are the store's own (Art. 23-3).
+    pub fn from_operator(text: &str) -> Option<Self> {
+        Self::from_name(text).filter(|by| !by.is_cascade())
+    }
+
+    /// Art. 23-3: recorded by the store when the covering contract ends.
+    pub const fn is_cascade(self) -> bool {
+        matches!(
+            self,
+            TerminatedBy::ManagementEnded | TerminatedBy::RentalEnded
+        )
     }
 }
 
@@ -160,14 +200,41 @@ impl fmt::Display for TerminatedBy {
 /// Calendar days in the provider's time zone, written `YYYY-MM-DD`.
 pub type Day = NaiveDate;
 
-/// Parses `YYYY-MM-DD`.
+/// The first and last days the store can hold: years 0001-9999, written with four digits.
+pub const FIRST_DAY: Day = NaiveDate::from_ymd_opt(1, 1, 1).expect("a valid day");
+pub const LAST_DAY: Day = NaiveDate::from_ymd_opt(9999, 12, 31).expect("a valid day");
+
+/// Parses exactly `YYYY-MM-DD`: zero-padded, years 0001-9999, no sign, no spaces, a day that
+/// exists. Anything else is refused, so that every stored day sorts as it compares.
 pub fn parse_day(text: &str) -> Result<Day, BadDate> {
-    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| BadDate(text.to_string()))
+    let bad = || BadDate(text.to_string());
+    let bytes = text.as_bytes();
+    let shape = bytes.len() == 10
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if !shape {
+        return Err(bad());
+    }
+    let number = |range: std::ops::Range<usize>| text[range].parse::<u32>().map_err(|_| bad());
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    if year == 0 {
+        return Err(bad());
+    }
+    let year = i32::try_from(year).map_err(|_| bad())?;
+    NaiveDate::from_ymd_opt(year, month, day).ok_or_else(bad)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a date; write YYYY-MM-DD, e.g. 2025-04-01")]
+#[error("`{0}` is not a date; write YYYY-MM-DD with a year from 0001 to 9999, e.g. 2025-04-01")]
 pub struct BadDate(pub String);
+
+/// `day` + `days`, or None past [`LAST_DAY`].
+pub fn add_days(day: Day, days: u64) -> Option<Day> {
+    day.checked_add_days(chrono::Days::new(days))
+        .filter(|d| *d <= LAST_DAY)
+}
 
 /// Art. 21: suspended from `from` through `to` (both whole days); open-ended without `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,12 +257,15 @@ pub struct Termination {
     pub notice: Option<Day>,
 }
 
-/// Which kind of contract an id names.
+/// Which kind of contract an id names. Management, option and rental contracts share one id
+/// space, so that `suspend` and `terminate` name any of them by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContractKind {
     Management,
     /// An Ultra Firewall Option contract.
     Option,
+    /// An Adapter Rental contract (Art. 4-1).
+    Rental,
 }
 
 impl ContractKind {
@@ -203,16 +273,26 @@ impl ContractKind {
         match self {
             ContractKind::Management => "management",
             ContractKind::Option => "option",
+            ContractKind::Rental => "rental",
+        }
+    }
+
+    /// Art. 16-1: the minimum term in months, counted from the billing start day.
+    pub const fn minimum_term_months(self) -> u32 {
+        match self {
+            ContractKind::Management | ContractKind::Option => 1,
+            ContractKind::Rental => 12,
         }
     }
 }
 
-/// A management or option contract with its life: start, suspensions, termination.
+/// A management, option or rental contract with its life: start, suspensions, termination. A
+/// termination before the start is an option cancelled before it started (Art. 23-3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contract {
     pub id: String,
     pub kind: ContractKind,
-    /// Also the billing start date from which Art. 16's minimum term runs.
+    /// The first day of service (the licence decision's start).
     pub start: Day,
     pub suspensions: Vec<Suspension>,
     pub termination: Option<Termination>,
@@ -224,6 +304,8 @@ pub enum ContractState {
     NotStarted,
     Suspended,
     Terminated,
+    /// Art. 23-3: its covering contract ended before it started; it never runs.
+    CancelledBeforeStart,
     Active,
 }
 
@@ -233,6 +315,7 @@ impl ContractState {
             ContractState::NotStarted => "not started",
             ContractState::Suspended => "suspended",
             ContractState::Terminated => "terminated",
+            ContractState::CancelledBeforeStart => "cancelled before start",
             ContractState::Active => "active",
         }
     }
@@ -240,7 +323,16 @@ impl ContractState {
 
 impl Contract {
     /// Active from the start of its start day through the end of its termination day.
+    /// One cancelled before its start is not started through the cancellation day, then
+    /// cancelled before start for good.
     pub fn state_on(&self, day: Day) -> ContractState {
+        if let Some(cancelled) = self.cancelled_before_start() {
+            return if day <= cancelled {
+                ContractState::NotStarted
+            } else {
+                ContractState::CancelledBeforeStart
+            };
+        }
         if day < self.start {
             ContractState::NotStarted
         } else if self.suspensions.iter().any(|s| s.covers(day)) {
@@ -252,15 +344,20 @@ impl Contract {
         }
     }
 
+    /// The day its covering contract ended, when that was before its start (Art. 23-3).
+    pub fn cancelled_before_start(&self) -> Option<Day> {
+        self.termination.map(|t| t.on).filter(|on| *on < self.start)
+    }
+
     /// The last day the contract can run, if it is terminated.
     pub fn end(&self) -> Option<Day> {
         self.termination.map(|t| t.on)
     }
 
     /// Art. 16: the last day of the minimum term (1 month for management and option
-    /// contracts), counted from the start (billing start) day.
-    pub fn minimum_term_end(&self) -> Day {
-        minimum_term_end(self.start, 1)
+    /// contracts, 1 year for rentals), counted from `billing_start`.
+    pub fn minimum_term_end(&self, billing_start: Day) -> Day {
+        minimum_term_end(billing_start, self.kind.minimum_term_months())
     }
 }
 
@@ -293,6 +390,8 @@ pub struct Adapter {
     pub model: Model,
     /// The management contract the adapter is registered under.
     pub management: String,
+    /// The adapter rental contract it is rented under, if it is rented.
+    pub rental: Option<String>,
     pub roles: Vec<RoleChange>,
 }
 
@@ -312,8 +411,200 @@ impl Adapter {
 pub struct AdapterFacts {
     pub adapter: Adapter,
     pub management: Contract,
+    /// Its adapter rental contract, if it is rented.
+    pub rental: Option<Contract>,
     /// Its option contracts, by start day.
     pub options: Vec<Contract>,
+}
+
+/// A customer, the party to management and rental contracts (Art. 7: the rights cannot be
+/// passed on, so a contract's customer never changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    pub id: String,
+    pub name: String,
+    /// Art. 14: where the invoice goes when the customer designated someone else, free text.
+    pub bill_to: Option<String>,
+}
+
+/// Art. 15-2, 15-3: the day the provider accepted the application (the initial fee accrues)
+/// and the billing start day of the acceptance letter (the monthly fee and Art. 16's minimum
+/// term run from it). Both default to the contract's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BillingDays {
+    pub accepted: Day,
+    pub billing_start: Day,
+}
+
+impl BillingDays {
+    /// The defaults: both on `start`.
+    pub const fn from_start(start: Day) -> Self {
+        Self {
+            accepted: start,
+            billing_start: start,
+        }
+    }
+}
+
+/// Art. 5-1: from `from` on (until the next entry), the management contract is for `entries`
+/// Entry and `standbys` Standby adapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub from: Day,
+    pub entries: u32,
+    pub standbys: u32,
+}
+
+impl Counts {
+    pub const fn of(self, role: Role) -> u32 {
+        match role {
+            Role::Entry => self.entries,
+            Role::Standby => self.standbys,
+        }
+    }
+}
+
+/// The counts in force on `day` (`history` sorted by day), or None before the first entry.
+pub fn counts_on(history: &[Counts], day: Day) -> Option<Counts> {
+    history.iter().rev().find(|c| c.from <= day).copied()
+}
+
+/// A day on which more adapters are registered in a role than the counts allow (Art. 5-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Excess {
+    pub day: Day,
+    pub role: Role,
+    pub registered: u32,
+    pub count: u32,
+}
+
+/// Art. 5-1: the first day on which the registered Entry (Standby) adapters exceed that day's
+/// count. Days before the first counts entry are not checked (no count was contracted).
+/// Only days on which something changes need a look: the counts' days and the role days.
+pub fn first_excess(history: &[Counts], adapters: &[Adapter]) -> Option<Excess> {
+    let mut days: Vec<Day> = history.iter().map(|c| c.from).collect();
+    days.extend(
+        adapters
+            .iter()
+            .flat_map(|a| a.roles.iter().map(|r| r.since)),
+    );
+    days.sort_unstable();
+    days.dedup();
+    days.into_iter().find_map(|day| {
+        let counts = counts_on(history, day)?;
+        [Role::Entry, Role::Standby].into_iter().find_map(|role| {
+            let registered = adapters
+                .iter()
+                .filter(|a| a.role_on(day) == Some(role))
+                .count();
+            let registered = u32::try_from(registered).unwrap_or(u32::MAX);
+            (registered > counts.of(role)).then_some(Excess {
+                day,
+                role,
+                registered,
+                count: counts.of(role),
+            })
+        })
+    })
+}
+
+/// From `on`, the rented adapter is this model (Art. 16-3 bills an early end at the model of
+/// the first entry, the model at contract time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelChange {
+    pub on: Day,
+    pub model: Model,
+}
+
+/// An Adapter Rental contract (Art. 4-1, 9, 16-3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rental {
+    /// Kind [`ContractKind::Rental`]; its minimum term is 1 year (Art. 16-1).
+    pub contract: Contract,
+    pub customer: String,
+    /// The rented adapter's serial.
+    pub serial: String,
+    /// The model at contract time first, then each change, by day.
+    pub models: Vec<ModelChange>,
+    pub days: BillingDays,
+    /// Art. 9-3: the day the adapter came back (due within 30 days after the end).
+    pub returned: Option<Day>,
+}
+
+impl Rental {
+    /// The model registered at contract time (Art. 16-3).
+    pub fn model_at_contract(&self) -> Model {
+        self.models[0].model
+    }
+
+    pub fn model_on(&self, day: Day) -> Model {
+        self.models
+            .iter()
+            .rev()
+            .find(|c| c.on <= day)
+            .map_or(self.model_at_contract(), |c| c.model)
+    }
+
+    /// Art. 9-3: the last day on which the adapter may come back, once the rental ended.
+    pub fn return_due(&self) -> Option<Day> {
+        self.contract
+            .end()
+            .map(|end| add_days(end, RETURN_DAYS).unwrap_or(LAST_DAY))
+    }
+}
+
+/// Art. 9-3: a rented adapter is returned within this many days after the rental ends.
+pub const RETURN_DAYS: u64 = 30;
+
+/// An outage of the management service (Art. 26): from `from` to `to`, instants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    pub management: String,
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// Wholly unusable, or as good as (Art. 26-1's "全く利用し得ない状態と同じ程度").
+    pub wholly_unusable: bool,
+    /// Caused by something the provider is responsible for.
+    pub provider_fault: bool,
+    /// The day the customer claimed the reduction.
+    pub claimed: Option<Day>,
+}
+
+/// A management contract as billing reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookManagement {
+    pub contract: Contract,
+    pub customer: String,
+    pub days: BillingDays,
+    /// Art. 5-1, by day; empty when no counts were recorded.
+    pub counts: Vec<Counts>,
+}
+
+/// An option contract as billing reads it, with its adapter's model (the monthly fee depends
+/// on it, table 1) and the customer of its adapter's management contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookOption {
+    pub contract: Contract,
+    pub customer: String,
+    pub serial: String,
+    pub model: Model,
+    pub management: String,
+    pub days: BillingDays,
+}
+
+/// Everything billing needs for the days `from` through `to`, plain data: every customer, and
+/// every contract and outage that can bear on those days (see `Store::billing_book`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Book {
+    pub from: Day,
+    pub to: Day,
+    /// The provider's time zone, in which days and outage instants are taken.
+    pub time_zone: chrono_tz::Tz,
+    pub customers: Vec<Customer>,
+    pub managements: Vec<BookManagement>,
+    pub options: Vec<BookOption>,
+    pub rentals: Vec<Rental>,
+    pub outages: Vec<Outage>,
 }
 
 #[cfg(test)]

@@ -2,9 +2,25 @@
 //! (`postgres://...`), reached through sqlx's `Any` driver with runtime queries. Every change
 //! goes through [`Changes`], one transaction that checks the terms' rules before it writes;
 //! the schema backs the rules that a database can hold (Art. 5-2, 23-2, the models).
+//! `Store::billing_book` (in `book`) is what billing reads.
 
-use std::{borrow::Cow, future::Future, path::Path, pin::Pin, str::FromStr, time::Duration};
+mod book;
 
+use std::{
+    borrow::Cow,
+    collections::{BTreeSet, HashMap, HashSet},
+    future::Future,
+    path::Path,
+    pin::Pin,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Months, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use sqlx::{
     Any, AnyConnection, AnyPool, Row, Transaction,
@@ -13,9 +29,12 @@ use sqlx::{
     migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator},
 };
 
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 use super::model::{
-    Adapter, AdapterFacts, Contract, ContractKind, Day, Model, Role, RoleChange, Suspension,
-    TerminatedBy, Termination, parse_day,
+    Adapter, AdapterFacts, BillingDays, Contract, ContractKind, Counts, Customer, Day, FIRST_DAY,
+    Model, ModelChange, Outage, Rental, Role, RoleChange, Suspension, TerminatedBy, Termination,
+    add_days, first_excess, parse_day,
 };
 
 /// Where the store is unless `--db` or the config's `contracts.url` says otherwise.
@@ -27,6 +46,17 @@ pub const DEFAULT_TIME_ZONE: Tz = chrono_tz::Asia::Tokyo;
 /// Art. 23-2: a customer's termination takes effect this many days after the notice at the
 /// earliest (the day on which 30 days have passed, the notice day not counted).
 pub const CUSTOMER_NOTICE_DAYS: u64 = 30;
+
+/// Art. 22: the provider gives written notice of an abolition this many months ahead.
+pub const ABOLITION_NOTICE_MONTHS: u32 = 3;
+
+/// The customer of management contracts made without one: those of stores from before
+/// customers existed, and `management add` / `import` entries without `customer`.
+pub const DEFAULT_CUSTOMER: &str = "default";
+pub const DEFAULT_CUSTOMER_NAME: &str = "Default customer";
+
+/// The longest id or serial, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,23 +87,40 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error(
-        "`{0}` is not a valid id or serial: it must be non-empty, without spaces (Art. 8-1(4): serials are matched exactly)"
+        "`{}` is not a valid id or serial: 1 to 64 characters without spaces, control or format characters (NUL, ESC, zero-width, bidi) (Art. 8-1(4): serials are matched exactly)",
+        .0.escape_debug()
     )]
     BadName(String),
+    #[error(
+        "serial `{serial}` differs from the existing adapter `{existing}` only by case; serials are matched exactly (Art. 8-3), so a second one that reads the same is refused"
+    )]
+    SerialCase { serial: String, existing: String },
     #[error("there is no contract `{0}`")]
     UnknownContract(String),
     #[error("there is no management contract `{0}`")]
     UnknownManagement(String),
     #[error("there is no adapter with serial `{0}`")]
     UnknownAdapter(String),
+    #[error("there is no customer `{0}`")]
+    UnknownCustomer(String),
+    #[error("there is no adapter rental contract `{0}`")]
+    UnknownRental(String),
     #[error("contract `{0}` already exists")]
     DuplicateContract(String),
     #[error("adapter `{0}` already exists")]
     DuplicateAdapter(String),
+    #[error("customer `{0}` already exists")]
+    DuplicateCustomer(String),
     #[error(
-        "table 1: adapter `{serial}` is a {model}, which cannot have an Ultra Firewall Option; eligible models: turbo, x1, x2, x86-fuji, bpv4"
+        "table 1: adapter `{serial}` is a {model}, which cannot have an Ultra Firewall Option; eligible models: {}",
+        Model::names_where(Model::option_eligible)
     )]
     NotEligible { serial: String, model: Model },
+    #[error(
+        "table 1: {model} is not an Adapter Rental model; rental models: {}",
+        Model::names_where(Model::rentable)
+    )]
+    NotRentable { model: Model },
     #[error(
         "Art. 4-2: adapter `{serial}` already has option contract `{existing}` ({period}); an adapter has one option contract at a time"
     )]
@@ -91,13 +138,37 @@ pub enum Refusal {
         end: Day,
     },
     #[error(
-        "Art. 23-2: a customer's termination needs the day of the written notice (--notice DATE)"
+        "Art. 23-3: the adapter rental contract `{rental}` of adapter `{serial}` ends on {end}; an option cannot start after it"
     )]
-    NoticeMissing,
+    RentalEnded {
+        serial: String,
+        rental: String,
+        end: Day,
+    },
     #[error(
-        "Art. 23-2: a customer's termination takes effect no earlier than 30 days after the notice of {notice}: the earliest allowed date is {earliest}, not {on}"
+        "Art. 5-1: on {day} management contract `{management}` would have {registered} registered {role} adapters, more than its {role} count of {count}"
     )]
-    TooEarly { on: Day, notice: Day, earliest: Day },
+    CountExceeded {
+        management: String,
+        day: Day,
+        role: Role,
+        registered: u32,
+        count: u32,
+    },
+    #[error(
+        "adapter `{serial}` cannot be the one rented under `{rental}`, which rents adapter `{rented}`"
+    )]
+    RentalSerial {
+        serial: String,
+        rental: String,
+        rented: String,
+    },
+    #[error("{what}: a customer's termination needs the day of the written notice (--notice DATE)")]
+    NoticeMissing { what: &'static str },
+    #[error(
+        "Art. 22: the provider abolishes the service with written notice at least 3 months ahead: a last day of {on} needs notice by {latest}, not {notice}"
+    )]
+    AbolitionTooLate { on: Day, notice: Day, latest: Day },
     #[error("the notice of {notice} is after the termination day {on}")]
     NoticeAfterTermination { notice: Day, on: Day },
     #[error("contract `{id}` starts on {start}; it cannot end before that ({on})")]
@@ -107,9 +178,37 @@ pub enum Refusal {
     #[error("a suspension cannot end ({to}) before it starts ({from})")]
     SuspensionBackwards { from: Day, to: Day },
     #[error(
-        "Art. 23: `--by management` is recorded by the store itself when a management contract ends (Art. 23-3); use customer or provider"
+        "Art. 23: `--by {0}` is recorded by the store itself when the covering contract ends (Art. 23-3); use customer, provider or abolition"
     )]
-    ByManagement,
+    ByCascade(TerminatedBy),
+    #[error("{0} is past 9999-12-31, the last day the store can hold")]
+    PastLastDay(&'static str),
+    #[error(
+        "Art. 15-3: the billing start day {billing_start} is given in the acceptance letter, so it cannot be before the acceptance day {accepted}"
+    )]
+    BillingBeforeAcceptance { accepted: Day, billing_start: Day },
+    #[error(
+        "rental `{id}` runs {period}; a model change on {on} is outside it (the model at contract time, on its start, is fixed: Art. 16-3)"
+    )]
+    ModelChangeOutside { id: String, period: String, on: Day },
+    #[error("rental `{id}` has not ended; an adapter is returned after its rental ends (Art. 9-3)")]
+    RentalNotEnded { id: String },
+    #[error("rental `{id}` starts on {start}; its adapter cannot come back before that ({on})")]
+    ReturnBeforeStart { id: String, start: Day, on: Day },
+    #[error("rental `{id}`'s adapter was already returned on {on}")]
+    AlreadyReturned { id: String, on: Day },
+    #[error("an outage must end after it starts ({from} to {to})")]
+    OutageBackwards { from: String, to: String },
+    #[error("management contract `{management}` already has an outage from {from}")]
+    DuplicateOutage { management: String, from: String },
+    #[error("management contract `{management}` has no outage from {from}")]
+    UnknownOutage { management: String, from: String },
+    #[error("Art. 21: suspensions are of management and option contracts; `{0}` is a rental")]
+    RentalSuspension(String),
+    #[error(
+        "the store holds contracts whose days are calendar days in {from}; re-zoning it to {to} moves every contract's first and last instant. Pass --force to re-zone anyway"
+    )]
+    Rezone { from: Tz, to: Tz },
 }
 
 /// The two engines, told apart by the URL's scheme.
@@ -133,16 +232,30 @@ impl Engine {
     /// The schema in this engine's dialect, embedded in the binary.
     fn migrations(self) -> &'static [(i64, &'static str, &'static str)] {
         match self {
-            Engine::Sqlite => &[(
-                1,
-                "contracts",
-                include_str!("../migrations/sqlite/0001_contracts.sql"),
-            )],
-            Engine::Postgres => &[(
-                1,
-                "contracts",
-                include_str!("../migrations/postgres/0001_contracts.sql"),
-            )],
+            Engine::Sqlite => &[
+                (
+                    1,
+                    "contracts",
+                    include_str!("../migrations/sqlite/0001_contracts.sql"),
+                ),
+                (
+                    2,
+                    "terms",
+                    include_str!("../migrations/sqlite/0002_terms.sql"),
+                ),
+            ],
+            Engine::Postgres => &[
+                (
+                    1,
+                    "contracts",
+                    include_str!("../migrations/postgres/0001_contracts.sql"),
+                ),
+                (
+                    2,
+                    "terms",
+                    include_str!("../migrations/postgres/0002_terms.sql"),
+                ),
+            ],
         }
     }
 }
@@ -179,41 +292,58 @@ pub struct Store {
     pool: AnyPool,
     engine: Engine,
     url: String,
+    /// Set once the schema is known to be current in this process.
+    migrated: Arc<AtomicBool>,
 }
 
 impl Store {
     /// Creates the store if needed (for SQLite, the file and its directory), applies the
     /// schema, and sets the provider's time zone: `time_zone`, or the default when the store
-    /// has none yet.
-    pub async fn init(url: &str, time_zone: Option<Tz>) -> Result<Store, StoreError> {
+    /// has none yet. A store that holds contracts keeps its zone unless `force` (re-zoning
+    /// moves every contract's first and last instant).
+    pub async fn init(url: &str, time_zone: Option<Tz>, force: bool) -> Result<Store, StoreError> {
         let engine = Engine::of(url)?;
         let connect_url = match engine {
             Engine::Sqlite => sqlite_create_url(url)?,
             Engine::Postgres => url.to_string(),
         };
         let store = Store::connect(url, &connect_url, engine, Duration::from_secs(10)).await?;
-        Migrator::new(Embedded(engine))
+        store.migrate().await?;
+        let current = sqlx::query("SELECT time_zone FROM provider WHERE singleton = 1")
+            .fetch_optional(&store.pool)
             .await?
-            .run(&store.pool)
-            .await?;
-        let (zone, on_conflict) = match time_zone {
-            Some(zone) => (zone, "DO UPDATE SET time_zone = excluded.time_zone"),
-            None => (DEFAULT_TIME_ZONE, "DO NOTHING"),
+            .map(|row| row.try_get::<String, _>("time_zone"))
+            .transpose()?;
+        let zone = match (time_zone, current) {
+            (None, Some(_)) => return Ok(store),
+            (None, None) => DEFAULT_TIME_ZONE,
+            (Some(zone), Some(current)) if zone.name() != current && !force => {
+                if store.holds_contracts().await? {
+                    let from =
+                        Tz::from_str(&current).map_err(|_| StoreError::BadTimeZone(current))?;
+                    return Err(Refusal::Rezone { from, to: zone }.into());
+                }
+                zone
+            }
+            (Some(zone), _) => zone,
         };
-        sqlx::query(&format!(
-            "INSERT INTO provider (singleton, time_zone) VALUES (1, $1) ON CONFLICT (singleton) {on_conflict}"
-        ))
+        sqlx::query(
+            "INSERT INTO provider (singleton, time_zone) VALUES (1, $1) \
+             ON CONFLICT (singleton) DO UPDATE SET time_zone = excluded.time_zone",
+        )
         .bind(zone.name())
         .execute(&store.pool)
         .await?;
         Ok(store)
     }
 
-    /// Opens an initialised store; fails at once if it cannot be reached.
+    /// Opens an initialised store; fails at once if it cannot be reached. Applies a newer
+    /// schema (an upgrade) as `init` does.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let engine = Engine::of(url)?;
         let store = Store::connect(url, url, engine, Duration::from_secs(10)).await?;
         store.time_zone().await?;
+        store.migrate().await?;
         Ok(store)
     }
 
@@ -233,6 +363,7 @@ impl Store {
             pool,
             engine,
             url: url.to_string(),
+            migrated: Arc::default(),
         })
     }
 
@@ -254,7 +385,45 @@ impl Store {
             pool,
             engine,
             url: url.to_string(),
+            migrated: Arc::default(),
         })
+    }
+
+    /// Applies the embedded migrations not applied yet (once per process), then gives
+    /// adapters of older stores their case-folded serial.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        if self.migrated.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Migrator::new(Embedded(self.engine))
+            .await?
+            .run(&self.pool)
+            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let unkeyed = ids(
+            &mut conn,
+            "SELECT serial FROM adapters WHERE serial_key IS NULL",
+            None,
+        )
+        .await?;
+        for serial in unkeyed {
+            sqlx::query("UPDATE adapters SET serial_key = $1 WHERE serial = $2")
+                .bind(serial_key(&serial))
+                .bind(&serial)
+                .execute(&mut *conn)
+                .await?;
+        }
+        self.migrated.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn holds_contracts(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM contracts) + (SELECT COUNT(*) FROM rentals) AS n",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
     pub fn url(&self) -> &str {
@@ -285,11 +454,14 @@ impl Store {
 
     /// Everything the licence decision needs about `serial`, or None for an unknown serial.
     pub async fn facts(&self, serial: &str) -> Result<Option<AdapterFacts>, StoreError> {
+        self.time_zone().await?;
+        self.migrate().await?;
         let mut conn = self.pool.acquire().await?;
         load_facts(&mut conn, serial).await
     }
 
-    /// Every management contract with its adapters and their options, for `contracts show`.
+    /// Every management contract with its adapters and their options, and every rental, for
+    /// `contracts show`.
     pub async fn everything(&self) -> Result<Vec<ManagementView>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let managements = ids(
@@ -303,6 +475,7 @@ impl Store {
             let management = load_contract(&mut conn, &id)
                 .await?
                 .ok_or(Refusal::UnknownManagement(id.clone()))?;
+            let (customer, days) = load_terms(&mut conn, &id).await?;
             let serials = ids(
                 &mut conn,
                 "SELECT serial FROM adapters WHERE management_id = $1 ORDER BY serial",
@@ -310,17 +483,101 @@ impl Store {
             )
             .await?;
             let mut adapters = Vec::with_capacity(serials.len());
+            let mut option_days = HashMap::new();
             for serial in serials {
                 if let Some(facts) = load_facts(&mut conn, &serial).await? {
+                    for option in &facts.options {
+                        let (_, days) = load_terms(&mut conn, &option.id).await?;
+                        option_days.insert(option.id.clone(), days);
+                    }
                     adapters.push((facts.adapter, facts.options));
                 }
             }
             views.push(ManagementView {
+                counts: load_counts(&mut conn, &id).await?,
+                customer,
+                days,
                 management,
                 adapters,
+                option_days,
             });
         }
         Ok(views)
+    }
+
+    /// Every customer, by id.
+    pub async fn customers(&self) -> Result<Vec<Customer>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_customers(&mut conn).await
+    }
+
+    /// Every adapter rental contract, by id.
+    pub async fn rentals(&self) -> Result<Vec<Rental>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let ids = ids(&mut conn, "SELECT id FROM rentals ORDER BY id", None).await?;
+        let mut rentals = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(rental) = load_rental(&mut conn, &id).await? {
+                rentals.push(rental);
+            }
+        }
+        Ok(rentals)
+    }
+
+    /// Every outage, by management contract and start.
+    pub async fn outages(&self) -> Result<Vec<Outage>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_outages(&mut conn).await
+    }
+
+    /// What `import` checks its references against before it writes: the ids, serials and
+    /// customers the store holds, read in a few queries.
+    pub async fn known(&self) -> Result<Known, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut known = Known::default();
+        for row in sqlx::query("SELECT id, kind FROM contracts")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let kind = contract_kind(&row.try_get::<String, _>("kind")?)?;
+            known.contracts.insert(row.try_get("id")?, kind);
+        }
+        for row in sqlx::query("SELECT id, serial FROM rentals")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let id: String = row.try_get("id")?;
+            known.contracts.insert(id.clone(), ContractKind::Rental);
+            known.rentals.insert(id, row.try_get("serial")?);
+        }
+        for row in sqlx::query("SELECT serial, model, management_id, rental_id FROM adapters")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let serial: String = row.try_get("serial")?;
+            known.adapters.insert(
+                serial_key(&serial),
+                KnownAdapter {
+                    model: stored_model(&row)?,
+                    management: row.try_get("management_id")?,
+                    rental: row.try_get("rental_id")?,
+                    serial,
+                },
+            );
+        }
+        known.customers = ids(&mut conn, "SELECT id FROM customers", None)
+            .await?
+            .into_iter()
+            .collect();
+        for row in sqlx::query("SELECT contract_id, on_day FROM terminations")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            known
+                .ends
+                .insert(row.try_get("contract_id")?, stored_day(&row, "on_day")?);
+        }
+        Ok(known)
     }
 
     /// Starts a transaction; nothing is written unless it is committed.
@@ -328,8 +585,31 @@ impl Store {
         Ok(Changes {
             tx: self.pool.begin().await?,
             engine: self.engine,
+            recount: BTreeSet::new(),
         })
     }
+}
+
+/// The store's ids and serials, for `import`'s planning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Management, option and rental contract ids.
+    pub contracts: HashMap<String, ContractKind>,
+    /// By case-folded serial ([`serial_key`]).
+    pub adapters: HashMap<String, KnownAdapter>,
+    pub customers: HashSet<String>,
+    /// Rental id to the rented serial.
+    pub rentals: HashMap<String, String>,
+    /// Contract id to its last day, for terminated contracts.
+    pub ends: HashMap<String, Day>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownAdapter {
+    pub serial: String,
+    pub model: Model,
+    pub management: String,
+    pub rental: Option<String>,
 }
 
 /// One connection is enough for a command or a daemon's check, and keeps SQLite simple.
@@ -362,11 +642,26 @@ fn sqlite_create_url(url: &str) -> Result<String, StoreError> {
     })
 }
 
-/// One management contract with its adapters, each with its option contracts.
+/// One management contract with its terms, adapters, each with its option contracts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagementView {
     pub management: Contract,
+    pub customer: Option<String>,
+    pub days: BillingDays,
+    pub counts: Vec<Counts>,
     pub adapters: Vec<(Adapter, Vec<Contract>)>,
+    /// The billing days of each option listed.
+    pub option_days: HashMap<String, BillingDays>,
+}
+
+/// A new management contract (`contracts management add`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewManagement {
+    pub id: String,
+    /// None: the default customer ([`DEFAULT_CUSTOMER`]).
+    pub customer: Option<String>,
+    pub start: Day,
+    pub days: BillingDays,
 }
 
 /// A new adapter registration (`contracts adapter add`).
@@ -377,6 +672,73 @@ pub struct NewAdapter {
     pub management: String,
     pub role: Role,
     pub since: Day,
+    /// The adapter rental contract it is rented under, if it is rented.
+    pub rental: Option<String>,
+}
+
+/// A new Ultra Firewall Option contract (`contracts option add`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOption {
+    pub id: String,
+    pub serial: String,
+    pub start: Day,
+    pub days: BillingDays,
+}
+
+/// A new adapter rental contract (`contracts rental add`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRental {
+    pub id: String,
+    pub customer: String,
+    pub serial: String,
+    /// The model at contract time (Art. 16-3).
+    pub model: Model,
+    pub start: Day,
+    pub days: BillingDays,
+}
+
+/// What a termination did: the day it took effect and the contracts that ended with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub termination: Termination,
+    /// The day asked for, when Art. 23-2 moved it to `termination.on`.
+    pub moved_from: Option<Day>,
+    /// Art. 23-3: the options that ended the same day; `true` for one cancelled before it
+    /// started.
+    pub cascaded: Vec<(String, bool)>,
+}
+
+impl Ended {
+    /// `effective 2026-09-02 (Art. 23-2: 30 days after the notice of 2026-08-03)`, when the
+    /// customer's notice was shorter than 30 days.
+    pub fn moved_note(&self) -> Option<String> {
+        self.moved_from?;
+        let notice = self.termination.notice?;
+        Some(format!(
+            "effective {} (Art. 23-2: 30 days after the notice of {notice})",
+            self.termination.on
+        ))
+    }
+
+    /// One line per option that ended with the contract (Art. 23-3).
+    pub fn cascade_notes(&self) -> Vec<String> {
+        self.cascaded
+            .iter()
+            .map(|(id, before_start)| {
+                if *before_start {
+                    format!(
+                        "Art. 23-3: option {id} is cancelled before its start, on {}",
+                        self.termination.on
+                    )
+                } else {
+                    format!(
+                        "Art. 23-3: option {id} ends with it on {}",
+                        self.termination.on
+                    )
+                }
+            })
+            .collect()
+    }
 }
 
 /// Changes in one transaction: each method checks the rules and refuses with a [`Refusal`]
@@ -384,23 +746,101 @@ pub struct NewAdapter {
 pub struct Changes {
     tx: Transaction<'static, Any>,
     engine: Engine,
+    /// Management contracts whose adapters or counts changed: Art. 5-1 is checked for each
+    /// once, at commit, so that a long import checks each contract once.
+    recount: BTreeSet<String>,
 }
 
 impl Changes {
-    pub async fn commit(self) -> Result<(), StoreError> {
+    /// Checks Art. 5-1 for every management contract changed, then commits.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.check_counts().await?;
         Ok(self.tx.commit().await?)
     }
 
-    pub async fn add_management(&mut self, id: &str, start: Day) -> Result<(), StoreError> {
-        check_name(id)?;
-        if load_contract(&mut self.tx, id).await?.is_some() {
-            return Err(Refusal::DuplicateContract(id.to_string()).into());
+    /// Art. 5-1 for every management contract changed so far: on no day do its registered
+    /// Entry (Standby) adapters exceed that day's count.
+    pub async fn check_counts(&mut self) -> Result<(), StoreError> {
+        for management in std::mem::take(&mut self.recount) {
+            let counts = load_counts(&mut self.tx, &management).await?;
+            if counts.is_empty() {
+                continue;
+            }
+            let adapters = load_adapters_of(&mut self.tx, &management).await?;
+            if let Some(excess) = first_excess(&counts, &adapters) {
+                return Err(Refusal::CountExceeded {
+                    management,
+                    day: excess.day,
+                    role: excess.role,
+                    registered: excess.registered,
+                    count: excess.count,
+                }
+                .into());
+            }
         }
-        sqlx::query("INSERT INTO contracts (id, kind, start_day) VALUES ($1, 'management', $2)")
-            .bind(id)
-            .bind(day_text(start))
+        Ok(())
+    }
+
+    pub async fn add_customer(&mut self, customer: &Customer) -> Result<(), StoreError> {
+        check_name(&customer.id)?;
+        if customer_exists(&mut self.tx, &customer.id).await? {
+            return Err(Refusal::DuplicateCustomer(customer.id.clone()).into());
+        }
+        sqlx::query("INSERT INTO customers (id, name, bill_to) VALUES ($1, $2, $3)")
+            .bind(&customer.id)
+            .bind(&customer.name)
+            .bind(customer.bill_to.as_deref())
             .execute(&mut *self.tx)
             .await?;
+        Ok(())
+    }
+
+    /// A management contract of the default customer, accepted and billed from `start`.
+    pub async fn add_management(&mut self, id: &str, start: Day) -> Result<(), StoreError> {
+        self.add_management_contract(&NewManagement {
+            id: id.to_string(),
+            customer: None,
+            start,
+            days: BillingDays::from_start(start),
+        })
+        .await
+    }
+
+    pub async fn add_management_contract(&mut self, new: &NewManagement) -> Result<(), StoreError> {
+        check_name(&new.id)?;
+        check_days(new.days)?;
+        self.id_is_free(&new.id).await?;
+        let customer = self.customer_or_default(new.customer.as_deref()).await?;
+        sqlx::query(
+            "INSERT INTO contracts (id, kind, start_day, customer_id, accepted_day, billing_start_day) \
+             VALUES ($1, 'management', $2, $3, $4, $5)",
+        )
+        .bind(&new.id)
+        .bind(day_text(new.start))
+        .bind(customer)
+        .bind(day_text(new.days.accepted))
+        .bind(day_text(new.days.billing_start))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Art. 5-1: from `counts.from`, management contract `id` is for this many Entry and
+    /// Standby adapters. The same day again replaces that day's counts.
+    pub async fn set_counts(&mut self, id: &str, counts: Counts) -> Result<(), StoreError> {
+        self.management(id).await?;
+        sqlx::query(
+            "INSERT INTO management_counts (management_id, from_day, entries, standbys) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (management_id, from_day) \
+             DO UPDATE SET entries = excluded.entries, standbys = excluded.standbys",
+        )
+        .bind(id)
+        .bind(day_text(counts.from))
+        .bind(i64::from(counts.entries))
+        .bind(i64::from(counts.standbys))
+        .execute(&mut *self.tx)
+        .await?;
+        self.recount.insert(id.to_string());
         Ok(())
     }
 
@@ -409,19 +849,50 @@ impl Changes {
         if load_adapter(&mut self.tx, &new.serial).await?.is_some() {
             return Err(Refusal::DuplicateAdapter(new.serial.clone()).into());
         }
+        let same = ids(
+            &mut self.tx,
+            "SELECT serial FROM adapters WHERE serial_key = $1",
+            Some(&serial_key(&new.serial)),
+        )
+        .await?;
+        if let Some(existing) = same.into_iter().next() {
+            return Err(Refusal::SerialCase {
+                serial: new.serial.clone(),
+                existing,
+            }
+            .into());
+        }
         self.management(&new.management).await?;
-        sqlx::query("INSERT INTO adapters (serial, model, management_id) VALUES ($1, $2, $3)")
-            .bind(&new.serial)
-            .bind(new.model.name())
-            .bind(&new.management)
-            .execute(&mut *self.tx)
-            .await?;
+        if let Some(rental) = &new.rental {
+            let rented = self.rental(rental).await?;
+            if rented.serial != new.serial {
+                return Err(Refusal::RentalSerial {
+                    serial: new.serial.clone(),
+                    rental: rental.clone(),
+                    rented: rented.serial,
+                }
+                .into());
+            }
+        }
+        sqlx::query(
+            "INSERT INTO adapters (serial, model, management_id, rental_id, serial_key) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&new.serial)
+        .bind(new.model.name())
+        .bind(&new.management)
+        .bind(new.rental.as_deref())
+        .bind(serial_key(&new.serial))
+        .execute(&mut *self.tx)
+        .await?;
+        self.recount.insert(new.management.clone());
         self.record_role(&new.serial, new.role, new.since).await
     }
 
     /// From `on`, the adapter has `role` (Art. 5-1: entries and standbys may change).
     pub async fn set_role(&mut self, serial: &str, role: Role, on: Day) -> Result<(), StoreError> {
-        self.adapter(serial).await?;
+        let adapter = self.adapter(serial).await?;
+        self.recount.insert(adapter.management);
         self.record_role(serial, role, on).await
     }
 
@@ -438,20 +909,31 @@ impl Changes {
         Ok(())
     }
 
-    /// A new Ultra Firewall Option contract for the adapter `serial`, which it covers for life
-    /// (Art. 5-2). Refused for an ineligible model (table 1), while another option of the
-    /// adapter runs on or after `start` (Art. 4-2), and after the adapter's management
-    /// contract has ended (Art. 23-3).
+    /// An option accepted and billed from `start`.
     pub async fn add_option(
         &mut self,
         id: &str,
         serial: &str,
         start: Day,
     ) -> Result<(), StoreError> {
+        self.add_option_contract(&NewOption {
+            id: id.to_string(),
+            serial: serial.to_string(),
+            start,
+            days: BillingDays::from_start(start),
+        })
+        .await
+    }
+
+    /// A new Ultra Firewall Option contract for the adapter `serial`, which it covers for life
+    /// (Art. 5-2). Refused for an ineligible model (table 1), while another option of the
+    /// adapter runs on or after `start` (Art. 4-2), and after the adapter's management or
+    /// rental contract has ended (Art. 23-3).
+    pub async fn add_option_contract(&mut self, new: &NewOption) -> Result<(), StoreError> {
+        let (id, serial, start) = (new.id.as_str(), new.serial.as_str(), new.start);
         check_name(id)?;
-        if load_contract(&mut self.tx, id).await?.is_some() {
-            return Err(Refusal::DuplicateContract(id.to_string()).into());
-        }
+        check_days(new.days)?;
+        self.id_is_free(id).await?;
         // Holds the adapter's row until commit, so that two writers cannot both add one.
         self.lock_adapter(serial).await?;
         let facts = load_facts(&mut self.tx, serial)
@@ -472,11 +954,19 @@ impl Changes {
             }
             .into());
         }
-        if let Some(existing) = facts
-            .options
-            .iter()
-            .find(|o| o.end().is_none_or(|end| end >= start))
+        if let Some(rental) = &facts.rental
+            && let Some(end) = rental.end().filter(|end| start > *end)
         {
+            return Err(Refusal::RentalEnded {
+                serial: serial.to_string(),
+                rental: rental.id.clone(),
+                end,
+            }
+            .into());
+        }
+        if let Some(existing) = facts.options.iter().find(|o| {
+            o.cancelled_before_start().is_none() && o.end().is_none_or(|end| end >= start)
+        }) {
             return Err(Refusal::SecondOption {
                 serial: serial.to_string(),
                 existing: existing.id.clone(),
@@ -485,14 +975,179 @@ impl Changes {
             .into());
         }
         sqlx::query(
-            "INSERT INTO contracts (id, kind, start_day, serial) VALUES ($1, 'option', $2, $3)",
+            "INSERT INTO contracts (id, kind, start_day, serial, accepted_day, billing_start_day) \
+             VALUES ($1, 'option', $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(day_text(start))
         .bind(serial)
+        .bind(day_text(new.days.accepted))
+        .bind(day_text(new.days.billing_start))
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    /// A new adapter rental contract (Art. 4-1) for a rental model (table 1).
+    pub async fn add_rental(&mut self, new: &NewRental) -> Result<(), StoreError> {
+        check_name(&new.id)?;
+        check_name(&new.serial)?;
+        check_days(new.days)?;
+        if !new.model.rentable() {
+            return Err(Refusal::NotRentable { model: new.model }.into());
+        }
+        self.id_is_free(&new.id).await?;
+        if !customer_exists(&mut self.tx, &new.customer).await? {
+            return Err(Refusal::UnknownCustomer(new.customer.clone()).into());
+        }
+        sqlx::query(
+            "INSERT INTO rentals (id, customer_id, serial, start_day, accepted_day, billing_start_day) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&new.id)
+        .bind(&new.customer)
+        .bind(&new.serial)
+        .bind(day_text(new.start))
+        .bind(day_text(new.days.accepted))
+        .bind(day_text(new.days.billing_start))
+        .execute(&mut *self.tx)
+        .await?;
+        self.record_model(&new.id, new.start, new.model).await
+    }
+
+    /// From `change.on`, the rented adapter is another model (within the rental's term, after
+    /// its first day: the model at contract time is fixed, Art. 16-3).
+    pub async fn change_rental_model(
+        &mut self,
+        id: &str,
+        change: ModelChange,
+    ) -> Result<(), StoreError> {
+        let rental = self.rental(id).await?;
+        if !change.model.rentable() {
+            return Err(Refusal::NotRentable {
+                model: change.model,
+            }
+            .into());
+        }
+        let contract = &rental.contract;
+        if change.on <= contract.start || contract.end().is_some_and(|end| change.on > end) {
+            return Err(Refusal::ModelChangeOutside {
+                id: id.to_string(),
+                period: period(contract),
+                on: change.on,
+            }
+            .into());
+        }
+        self.record_model(id, change.on, change.model).await
+    }
+
+    async fn record_model(&mut self, id: &str, on: Day, model: Model) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO rental_models (rental_id, on_day, model) VALUES ($1, $2, $3) \
+             ON CONFLICT (rental_id, on_day) DO UPDATE SET model = excluded.model",
+        )
+        .bind(id)
+        .bind(day_text(on))
+        .bind(model.name())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Art. 9-3: the rented adapter came back on `on` (once the rental has ended; late
+    /// returns are recorded too, billing warns about them).
+    pub async fn return_rental(&mut self, id: &str, on: Day) -> Result<(), StoreError> {
+        let rental = self.rental(id).await?;
+        if let Some(returned) = rental.returned {
+            return Err(Refusal::AlreadyReturned {
+                id: id.to_string(),
+                on: returned,
+            }
+            .into());
+        }
+        if rental.contract.termination.is_none() {
+            return Err(Refusal::RentalNotEnded { id: id.to_string() }.into());
+        }
+        if on < rental.contract.start {
+            return Err(Refusal::ReturnBeforeStart {
+                id: id.to_string(),
+                start: rental.contract.start,
+                on,
+            }
+            .into());
+        }
+        sqlx::query("UPDATE rentals SET returned_day = $1 WHERE id = $2")
+            .bind(day_text(on))
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Art. 26: an outage of management contract `outage.management`'s service.
+    pub async fn add_outage(&mut self, outage: &Outage) -> Result<(), StoreError> {
+        self.management(&outage.management).await?;
+        let (from, to) = (instant_text(outage.from), instant_text(outage.to));
+        if outage.to <= outage.from {
+            return Err(Refusal::OutageBackwards { from, to }.into());
+        }
+        if self.outage_exists(&outage.management, &from).await? {
+            return Err(Refusal::DuplicateOutage {
+                management: outage.management.clone(),
+                from,
+            }
+            .into());
+        }
+        sqlx::query(
+            "INSERT INTO outages (management_id, from_instant, to_instant, wholly_unusable, \
+             provider_fault, claimed_day) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&outage.management)
+        .bind(from)
+        .bind(to)
+        .bind(i64::from(outage.wholly_unusable))
+        .bind(i64::from(outage.provider_fault))
+        .bind(outage.claimed.map(day_text))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Art. 26: the customer claimed the reduction for the outage that began at `from`.
+    pub async fn claim_outage(
+        &mut self,
+        management: &str,
+        from: DateTime<Utc>,
+        on: Day,
+    ) -> Result<(), StoreError> {
+        let from = instant_text(from);
+        if !self.outage_exists(management, &from).await? {
+            return Err(Refusal::UnknownOutage {
+                management: management.to_string(),
+                from,
+            }
+            .into());
+        }
+        sqlx::query(
+            "UPDATE outages SET claimed_day = $1 WHERE management_id = $2 AND from_instant = $3",
+        )
+        .bind(day_text(on))
+        .bind(management)
+        .bind(from)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn outage_exists(&mut self, management: &str, from: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "SELECT management_id FROM outages WHERE management_id = $1 AND from_instant = $2",
+        )
+        .bind(management)
+        .bind(from)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .is_some())
     }
 
     /// Art. 21: suspends contract `id` (management or option) for the given days. A second
@@ -506,7 +1161,9 @@ impl Changes {
             }
             .into());
         }
-        self.contract(id).await?;
+        if self.contract(id).await?.kind == ContractKind::Rental {
+            return Err(Refusal::RentalSuspension(id.to_string()).into());
+        }
         sqlx::query(
             "INSERT INTO suspensions (contract_id, from_day, to_day) VALUES ($1, $2, $3) \
              ON CONFLICT (contract_id, from_day) DO UPDATE SET to_day = excluded.to_day",
@@ -519,44 +1176,78 @@ impl Changes {
         Ok(())
     }
 
-    /// Art. 23: ends contract `id` at the end of `termination.on`. Ending a management
-    /// contract ends, the same day, the options of every adapter registered under it that
-    /// would run longer (Art. 23-3); their ids are returned.
+    /// Art. 22, 23: ends contract `id` (management, option or rental) at the end of
+    /// `termination.on`, or, for a customer's notice shorter than 30 days, at the end of the
+    /// day 30 days after it (Art. 23-2). Ending a management or rental contract ends, the
+    /// same day, every option of its adapters that would run longer, and cancels one that
+    /// would start later (Art. 23-3).
     pub async fn terminate(
         &mut self,
         id: &str,
         termination: Termination,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Ended, StoreError> {
         let contract = self.contract(id).await?;
-        check_termination(&contract, &termination)?;
-        write_termination(&mut self.tx, id, &termination).await?;
-        if contract.kind == ContractKind::Option {
-            return Ok(Vec::new());
-        }
-        let ended = Termination {
-            on: termination.on,
-            by: TerminatedBy::ManagementEnded,
-            notice: None,
+        let effective = check_termination(&contract, &termination)?;
+        write_termination(&mut self.tx, id, &effective).await?;
+        let cascade = match contract.kind {
+            ContractKind::Option => None,
+            ContractKind::Management => Some((
+                "SELECT c.id FROM contracts c JOIN adapters a ON c.serial = a.serial \
+                 WHERE a.management_id = $1 ORDER BY c.id",
+                TerminatedBy::ManagementEnded,
+            )),
+            ContractKind::Rental => Some((
+                "SELECT c.id FROM contracts c JOIN adapters a ON c.serial = a.serial \
+                 WHERE a.rental_id = $1 ORDER BY c.id",
+                TerminatedBy::RentalEnded,
+            )),
         };
-        let options = ids(
-            &mut self.tx,
-            "SELECT c.id FROM contracts c JOIN adapters a ON c.serial = a.serial \
-             WHERE a.management_id = $1 ORDER BY c.id",
-            Some(id),
-        )
-        .await?;
         let mut cascaded = Vec::new();
-        for option_id in options {
-            let option = self.contract(&option_id).await?;
-            // An option that ends sooner keeps its end; one that would start after the
-            // management ended never runs, and has nothing to end.
-            let runs_longer = option.end().is_none_or(|end| end > ended.on);
-            if runs_longer && option.start <= ended.on {
-                write_termination(&mut self.tx, &option_id, &ended).await?;
-                cascaded.push(option_id);
+        if let Some((sql, by)) = cascade {
+            let ended = Termination {
+                on: effective.on,
+                by,
+                notice: None,
+            };
+            for option_id in ids(&mut self.tx, sql, Some(id)).await? {
+                let option = self.contract(&option_id).await?;
+                // One that ends sooner keeps its end; one that starts later is cancelled.
+                if option.end().is_none_or(|end| end > ended.on) {
+                    write_termination(&mut self.tx, &option_id, &ended).await?;
+                    cascaded.push((option_id, option.start > ended.on));
+                }
             }
         }
-        Ok(cascaded)
+        Ok(Ended {
+            moved_from: (effective.on != termination.on).then_some(termination.on),
+            termination: effective,
+            cascaded,
+        })
+    }
+
+    async fn id_is_free(&mut self, id: &str) -> Result<(), StoreError> {
+        if load_contract(&mut self.tx, id).await?.is_some() {
+            return Err(Refusal::DuplicateContract(id.to_string()).into());
+        }
+        Ok(())
+    }
+
+    /// The customer given, or the default customer (created when first needed).
+    async fn customer_or_default(&mut self, customer: Option<&str>) -> Result<String, StoreError> {
+        match customer {
+            Some(id) if customer_exists(&mut self.tx, id).await? => Ok(id.to_string()),
+            Some(id) => Err(Refusal::UnknownCustomer(id.to_string()).into()),
+            None => {
+                sqlx::query(
+                    "INSERT INTO customers (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(DEFAULT_CUSTOMER)
+                .bind(DEFAULT_CUSTOMER_NAME)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(DEFAULT_CUSTOMER.to_string())
+            }
+        }
     }
 
     async fn contract(&mut self, id: &str) -> Result<Contract, StoreError> {
@@ -570,6 +1261,12 @@ impl Changes {
             .await?
             .filter(|c| c.kind == ContractKind::Management)
             .ok_or_else(|| Refusal::UnknownManagement(id.to_string()).into())
+    }
+
+    async fn rental(&mut self, id: &str) -> Result<Rental, StoreError> {
+        load_rental(&mut self.tx, id)
+            .await?
+            .ok_or_else(|| Refusal::UnknownRental(id.to_string()).into())
     }
 
     async fn adapter(&mut self, serial: &str) -> Result<Adapter, StoreError> {
@@ -590,8 +1287,12 @@ impl Changes {
     }
 }
 
-/// The rules of Art. 23 that a termination must follow before it is written.
-fn check_termination(contract: &Contract, termination: &Termination) -> Result<(), Refusal> {
+/// The rules of Art. 22 and 23 that a termination must follow; the termination as it takes
+/// effect (Art. 23-2 moves a customer's short notice to 30 days after it).
+fn check_termination(
+    contract: &Contract,
+    termination: &Termination,
+) -> Result<Termination, Refusal> {
     if let Some(t) = contract.termination {
         return Err(Refusal::AlreadyTerminated {
             id: contract.id.clone(),
@@ -605,71 +1306,133 @@ fn check_termination(contract: &Contract, termination: &Termination) -> Result<(
             on: termination.on,
         });
     }
-    if let Some(notice) = termination.notice.filter(|notice| *notice > termination.on) {
-        return Err(Refusal::NoticeAfterTermination {
-            notice,
-            on: termination.on,
-        });
-    }
     match termination.by {
         TerminatedBy::Customer => {
-            let notice = termination.notice.ok_or(Refusal::NoticeMissing)?;
-            let earliest = earliest_customer_termination(notice);
-            if termination.on < earliest {
-                return Err(Refusal::TooEarly {
-                    on: termination.on,
+            let notice = termination
+                .notice
+                .ok_or(Refusal::NoticeMissing { what: "Art. 23-2" })?;
+            let on = customer_termination_day(termination.on, notice)
+                .ok_or(Refusal::PastLastDay("30 days after the notice"))?;
+            Ok(Termination { on, ..*termination })
+        }
+        TerminatedBy::Provider => {
+            if let Some(notice) = termination.notice.filter(|n| *n > termination.on) {
+                return Err(Refusal::NoticeAfterTermination {
                     notice,
-                    earliest,
+                    on: termination.on,
                 });
             }
-            Ok(())
+            Ok(*termination)
         }
-        TerminatedBy::Provider => Ok(()),
-        TerminatedBy::ManagementEnded => Err(Refusal::ByManagement),
+        TerminatedBy::Abolition => {
+            let notice = termination
+                .notice
+                .ok_or(Refusal::NoticeMissing { what: "Art. 22" })?;
+            let latest = latest_abolition_notice(termination.on);
+            if notice > latest {
+                return Err(Refusal::AbolitionTooLate {
+                    on: termination.on,
+                    notice,
+                    latest,
+                });
+            }
+            Ok(*termination)
+        }
+        by @ (TerminatedBy::ManagementEnded | TerminatedBy::RentalEnded) => {
+            Err(Refusal::ByCascade(by))
+        }
     }
 }
 
-/// Art. 23-2: the first day on which a customer's termination noticed on `notice` can take
-/// effect.
-pub fn earliest_customer_termination(notice: Day) -> Day {
-    notice
-        .checked_add_days(chrono::Days::new(CUSTOMER_NOTICE_DAYS))
-        .unwrap_or(Day::MAX)
+/// Art. 23-2: a customer's termination asked for `on` with notice on `notice` takes effect
+/// on max(on, notice + 30 days); None past the last day the store holds.
+pub fn customer_termination_day(on: Day, notice: Day) -> Option<Day> {
+    Some(on.max(add_days(notice, CUSTOMER_NOTICE_DAYS)?))
 }
 
-fn check_name(name: &str) -> Result<(), Refusal> {
-    if name.is_empty() || name.chars().any(char::is_whitespace) {
+/// Art. 22: the last day on which the provider can give written notice of an abolition whose
+/// last day of service is `on`: 3 months before (a month without that day: its last day).
+pub fn latest_abolition_notice(on: Day) -> Day {
+    on.checked_sub_months(Months::new(ABOLITION_NOTICE_MONTHS))
+        .unwrap_or(FIRST_DAY)
+}
+
+/// Art. 15-3: the acceptance letter, which names the billing start day, follows the acceptance.
+fn check_days(days: BillingDays) -> Result<(), Refusal> {
+    if days.billing_start < days.accepted {
+        return Err(Refusal::BillingBeforeAcceptance {
+            accepted: days.accepted,
+            billing_start: days.billing_start,
+        });
+    }
+    Ok(())
+}
+
+/// Ids and serials: 1 to 64 characters, no whitespace, no control characters (NUL, ESC) and
+/// no format characters (zero-width, bidi controls: Unicode category Cf), which would make
+/// two serials look the same.
+pub fn check_name(name: &str) -> Result<(), Refusal> {
+    let bad = |c: char| {
+        c.is_whitespace() || c.is_control() || c.general_category() == GeneralCategory::Format
+    };
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(bad) {
         return Err(Refusal::BadName(name.to_string()));
     }
     Ok(())
 }
 
+/// A serial folded for "differs only by case" (Unicode lower case).
+pub fn serial_key(serial: &str) -> String {
+    serial.to_lowercase()
+}
+
+async fn customer_exists(conn: &mut AnyConnection, id: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query("SELECT id FROM customers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .is_some())
+}
+
+/// Writes (or, for Art. 23-3, replaces) a contract's termination.
 async fn write_termination(
     conn: &mut AnyConnection,
     id: &str,
     termination: &Termination,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE contracts SET terminated_on = $1, terminated_by = $2, notice_day = $3 WHERE id = $4",
+        "INSERT INTO terminations (contract_id, on_day, ended_by, notice_day) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (contract_id) DO UPDATE SET on_day = excluded.on_day, \
+         ended_by = excluded.ended_by, notice_day = excluded.notice_day",
     )
+    .bind(id)
     .bind(day_text(termination.on))
     .bind(termination.by.name())
     .bind(termination.notice.map(day_text))
-    .bind(id)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-fn day_text(day: Day) -> String {
+pub(crate) fn day_text(day: Day) -> String {
     day.format("%Y-%m-%d").to_string()
 }
 
-/// "from 2025-04-01" or "2025-04-01 to 2025-06-30".
+/// Instants are kept in UTC, RFC 3339.
+fn instant_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// "from 2025-04-01, not terminated", "2025-04-01 to 2025-06-30", or for an option cancelled
+/// before its start "from 2025-09-01, cancelled before its start on 2025-08-31".
 fn period(contract: &Contract) -> String {
-    match contract.end() {
-        Some(end) => format!("{} to {end}", contract.start),
-        None => format!("from {}, not terminated", contract.start),
+    match (contract.cancelled_before_start(), contract.end()) {
+        (Some(on), _) => format!(
+            "from {}, cancelled before its start on {on}",
+            contract.start
+        ),
+        (None, Some(end)) => format!("{} to {end}", contract.start),
+        (None, None) => format!("from {}, not terminated", contract.start),
     }
 }
 
@@ -701,6 +1464,17 @@ async fn load_facts(
             what: "a management reference",
             value: adapter.management.clone(),
         })?;
+    let rental = match &adapter.rental {
+        Some(id) => Some(
+            load_contract(conn, id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "a rental reference",
+                    value: id.clone(),
+                })?,
+        ),
+        None => None,
+    };
     let option_ids = ids(
         conn,
         "SELECT id FROM contracts WHERE kind = 'option' AND serial = $1 ORDER BY start_day, id",
@@ -716,6 +1490,7 @@ async fn load_facts(
     Ok(Some(AdapterFacts {
         adapter,
         management,
+        rental,
         options,
     }))
 }
@@ -724,48 +1499,244 @@ async fn load_adapter(
     conn: &mut AnyConnection,
     serial: &str,
 ) -> Result<Option<Adapter>, StoreError> {
-    let Some(row) = sqlx::query("SELECT model, management_id FROM adapters WHERE serial = $1")
-        .bind(serial)
-        .fetch_optional(&mut *conn)
-        .await?
+    let Some(row) =
+        sqlx::query("SELECT model, management_id, rental_id FROM adapters WHERE serial = $1")
+            .bind(serial)
+            .fetch_optional(&mut *conn)
+            .await?
     else {
         return Ok(None);
     };
-    let model: String = row.try_get("model")?;
-    let model = Model::from_str(&model).map_err(|_| StoreError::Corrupt {
-        what: "model",
-        value: model,
-    })?;
     let rows = sqlx::query(
         "SELECT since_day, role FROM adapter_roles WHERE serial = $1 ORDER BY since_day",
     )
     .bind(serial)
     .fetch_all(&mut *conn)
     .await?;
-    let roles = rows
-        .iter()
-        .map(|row| {
-            let role: String = row.try_get("role")?;
-            Ok(RoleChange {
-                since: stored_day(row, "since_day")?,
-                role: Role::from_str(&role).map_err(|_| StoreError::Corrupt {
-                    what: "role",
-                    value: role,
-                })?,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
+    let roles = rows.iter().map(role_change).collect::<Result<_, _>>()?;
     Ok(Some(Adapter {
         serial: serial.to_string(),
-        model,
+        model: stored_model(&row)?,
         management: row.try_get("management_id")?,
+        rental: row.try_get("rental_id")?,
         roles,
     }))
 }
 
+/// Every adapter registered under `management`, with its roles, in two queries.
+async fn load_adapters_of(
+    conn: &mut AnyConnection,
+    management: &str,
+) -> Result<Vec<Adapter>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT serial, model, rental_id FROM adapters WHERE management_id = $1 ORDER BY serial",
+    )
+    .bind(management)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut adapters = rows
+        .iter()
+        .map(|row| {
+            Ok(Adapter {
+                serial: row.try_get("serial")?,
+                model: stored_model(row)?,
+                management: management.to_string(),
+                rental: row.try_get("rental_id")?,
+                roles: Vec::new(),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let rows = sqlx::query(
+        "SELECT r.serial, r.since_day, r.role FROM adapter_roles r JOIN adapters a ON a.serial = r.serial \
+         WHERE a.management_id = $1 ORDER BY r.serial, r.since_day",
+    )
+    .bind(management)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (at, adapter) in adapters.iter().enumerate() {
+        index.insert(adapter.serial.clone(), at);
+    }
+    for row in &rows {
+        let serial: String = row.try_get("serial")?;
+        if let Some(at) = index.get(&serial) {
+            adapters[*at].roles.push(role_change(row)?);
+        }
+    }
+    Ok(adapters)
+}
+
+fn role_change(row: &AnyRow) -> Result<RoleChange, StoreError> {
+    let role: String = row.try_get("role")?;
+    Ok(RoleChange {
+        since: stored_day(row, "since_day")?,
+        role: Role::from_str(&role).map_err(|_| StoreError::Corrupt {
+            what: "role",
+            value: role,
+        })?,
+    })
+}
+
+fn stored_model(row: &AnyRow) -> Result<Model, StoreError> {
+    let model: String = row.try_get("model")?;
+    Model::from_str(&model).map_err(|_| StoreError::Corrupt {
+        what: "model",
+        value: model,
+    })
+}
+
+fn contract_kind(text: &str) -> Result<ContractKind, StoreError> {
+    match text {
+        "management" => Ok(ContractKind::Management),
+        "option" => Ok(ContractKind::Option),
+        other => Err(StoreError::Corrupt {
+            what: "contract kind",
+            value: other.to_string(),
+        }),
+    }
+}
+
+/// A management, option or rental contract with its suspensions and termination.
 async fn load_contract(conn: &mut AnyConnection, id: &str) -> Result<Option<Contract>, StoreError> {
+    let row = sqlx::query(
+        "SELECT c.kind, c.start_day, t.on_day, t.ended_by, t.notice_day FROM contracts c \
+         LEFT JOIN terminations t ON t.contract_id = c.id WHERE c.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (row, kind) = match row {
+        Some(row) => {
+            let kind = contract_kind(&row.try_get::<String, _>("kind")?)?;
+            (row, kind)
+        }
+        None => {
+            let Some(row) = sqlx::query(
+                "SELECT r.start_day, t.on_day, t.ended_by, t.notice_day FROM rentals r \
+                 LEFT JOIN terminations t ON t.contract_id = r.id WHERE r.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            else {
+                return Ok(None);
+            };
+            (row, ContractKind::Rental)
+        }
+    };
+    let suspensions = if kind == ContractKind::Rental {
+        Vec::new()
+    } else {
+        let rows = sqlx::query(
+            "SELECT from_day, to_day FROM suspensions WHERE contract_id = $1 ORDER BY from_day",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter().map(suspension).collect::<Result<_, _>>()?
+    };
+    Ok(Some(Contract {
+        id: id.to_string(),
+        kind,
+        start: stored_day(&row, "start_day")?,
+        suspensions,
+        termination: termination(&row)?,
+    }))
+}
+
+fn suspension(row: &AnyRow) -> Result<Suspension, StoreError> {
+    Ok(Suspension {
+        from: stored_day(row, "from_day")?,
+        to: optional_day(row, "to_day")?,
+    })
+}
+
+/// The termination of a row with `on_day`, `ended_by` and `notice_day` (NULL: none).
+fn termination(row: &AnyRow) -> Result<Option<Termination>, StoreError> {
+    let Some(by) = row.try_get::<Option<String>, _>("ended_by")? else {
+        return Ok(None);
+    };
+    Ok(Some(Termination {
+        on: stored_day(row, "on_day")?,
+        by: TerminatedBy::from_name(&by).ok_or(StoreError::Corrupt {
+            what: "ended_by",
+            value: by,
+        })?,
+        notice: optional_day(row, "notice_day")?,
+    }))
+}
+
+/// A management or option contract's customer (managements only) and billing days (the start
+/// day where rows from before 0002 have none).
+async fn load_terms(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<(Option<String>, BillingDays), StoreError> {
+    let row = sqlx::query(
+        "SELECT start_day, customer_id, accepted_day, billing_start_day FROM contracts WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((row.try_get("customer_id")?, billing_days(&row)?))
+}
+
+fn billing_days(row: &AnyRow) -> Result<BillingDays, StoreError> {
+    let start = stored_day(row, "start_day")?;
+    Ok(BillingDays {
+        accepted: optional_day(row, "accepted_day")?.unwrap_or(start),
+        billing_start: optional_day(row, "billing_start_day")?.unwrap_or(start),
+    })
+}
+
+async fn load_counts(
+    conn: &mut AnyConnection,
+    management: &str,
+) -> Result<Vec<Counts>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT from_day, entries, standbys FROM management_counts WHERE management_id = $1 \
+         ORDER BY from_day",
+    )
+    .bind(management)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(counts).collect()
+}
+
+fn counts(row: &AnyRow) -> Result<Counts, StoreError> {
+    let number = |column: &'static str| -> Result<u32, StoreError> {
+        let n: i64 = row.try_get(column)?;
+        u32::try_from(n).map_err(|_| StoreError::Corrupt {
+            what: column,
+            value: n.to_string(),
+        })
+    };
+    Ok(Counts {
+        from: stored_day(row, "from_day")?,
+        entries: number("entries")?,
+        standbys: number("standbys")?,
+    })
+}
+
+async fn load_customers(conn: &mut AnyConnection) -> Result<Vec<Customer>, StoreError> {
+    let rows = sqlx::query("SELECT id, name, bill_to FROM customers ORDER BY id")
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Customer {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                bill_to: row.try_get("bill_to")?,
+            })
+        })
+        .collect()
+}
+
+async fn load_rental(conn: &mut AnyConnection, id: &str) -> Result<Option<Rental>, StoreError> {
     let Some(row) = sqlx::query(
-        "SELECT kind, start_day, terminated_on, terminated_by, notice_day FROM contracts WHERE id = $1",
+        "SELECT customer_id, serial, start_day, accepted_day, billing_start_day, returned_day \
+         FROM rentals WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -773,49 +1744,68 @@ async fn load_contract(conn: &mut AnyConnection, id: &str) -> Result<Option<Cont
     else {
         return Ok(None);
     };
-    let kind = match row.try_get::<String, _>("kind")?.as_str() {
-        "management" => ContractKind::Management,
-        "option" => ContractKind::Option,
-        other => {
-            return Err(StoreError::Corrupt {
-                what: "contract kind",
-                value: other.to_string(),
-            });
-        }
-    };
-    let termination = match row.try_get::<Option<String>, _>("terminated_by")? {
-        None => None,
-        Some(by) => Some(Termination {
-            on: stored_day(&row, "terminated_on")?,
-            by: TerminatedBy::from_name(&by).ok_or(StoreError::Corrupt {
-                what: "terminated_by",
-                value: by,
-            })?,
-            notice: optional_day(&row, "notice_day")?,
-        }),
-    };
-    let rows = sqlx::query(
-        "SELECT from_day, to_day FROM suspensions WHERE contract_id = $1 ORDER BY from_day",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let suspensions = rows
+    let contract = load_contract(conn, id)
+        .await?
+        .ok_or_else(|| Refusal::UnknownRental(id.to_string()))?;
+    let rows =
+        sqlx::query("SELECT on_day, model FROM rental_models WHERE rental_id = $1 ORDER BY on_day")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let models = rows
         .iter()
         .map(|row| {
-            Ok(Suspension {
-                from: stored_day(row, "from_day")?,
-                to: optional_day(row, "to_day")?,
+            Ok(ModelChange {
+                on: stored_day(row, "on_day")?,
+                model: stored_model(row)?,
             })
         })
-        .collect::<Result<_, StoreError>>()?;
-    Ok(Some(Contract {
-        id: id.to_string(),
-        kind,
-        start: stored_day(&row, "start_day")?,
-        suspensions,
-        termination,
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if models.is_empty() {
+        return Err(StoreError::Corrupt {
+            what: "a rental without its model",
+            value: id.to_string(),
+        });
+    }
+    Ok(Some(Rental {
+        contract,
+        customer: row.try_get("customer_id")?,
+        serial: row.try_get("serial")?,
+        models,
+        days: billing_days(&row)?,
+        returned: optional_day(&row, "returned_day")?,
     }))
+}
+
+async fn load_outages(conn: &mut AnyConnection) -> Result<Vec<Outage>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT management_id, from_instant, to_instant, wholly_unusable, provider_fault, \
+         claimed_day FROM outages ORDER BY management_id, from_instant",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Outage {
+                management: row.try_get("management_id")?,
+                from: stored_instant(row, "from_instant")?,
+                to: stored_instant(row, "to_instant")?,
+                wholly_unusable: row.try_get::<i64, _>("wholly_unusable")? != 0,
+                provider_fault: row.try_get::<i64, _>("provider_fault")? != 0,
+                claimed: optional_day(row, "claimed_day")?,
+            })
+        })
+        .collect()
+}
+
+fn stored_instant(row: &AnyRow, column: &'static str) -> Result<DateTime<Utc>, StoreError> {
+    let text: String = row.try_get(column)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt {
+            what: column,
+            value: text,
+        })
 }
 
 fn stored_day(row: &AnyRow, column: &'static str) -> Result<Day, StoreError> {
@@ -862,30 +1852,46 @@ mod tests {
         }
     }
 
-    // Each row: the termination, the refusal (None: accepted). Art. 23-2 counts 30 days from
-    // the notice, the notice day not counted: noticed 2025-04-01, effective 2025-05-01.
+    // Each row: the termination asked for, the day it takes effect or the refusal. Art. 23-2
+    // counts 30 days from the notice, the notice day not counted: noticed 2025-04-01, effective
+    // 2025-05-01 at the earliest; a shorter notice is moved there. Art. 22: an abolition needs
+    // notice 3 months before the last day.
     #[test]
-    fn terminations_follow_art_23() {
-        use TerminatedBy::{Customer, ManagementEnded, Provider};
-        let cases = [
-            (by(Customer, "2025-05-01", Some("2025-04-01")), None), // Art 23-2: day 30
+    fn terminations_follow_art_22_and_23() {
+        use TerminatedBy::{Abolition, Customer, ManagementEnded, Provider, RentalEnded};
+        let cases: Vec<(Termination, Result<&str, Refusal>)> = vec![
             (
-                by(Customer, "2025-04-30", Some("2025-04-01")), // Art 23-2: day 29
-                Some(Refusal::TooEarly {
-                    on: day("2025-04-30"),
-                    notice: day("2025-04-01"),
-                    earliest: day("2025-05-01"),
-                }),
+                by(Customer, "2025-05-01", Some("2025-04-01")),
+                Ok("2025-05-01"),
+            ), // 23-2: day 30
+            (
+                by(Customer, "2025-06-15", Some("2025-04-01")),
+                Ok("2025-06-15"),
+            ), // 23-2: more
+            (
+                by(Customer, "2025-04-30", Some("2025-04-01")),
+                Ok("2025-05-01"),
+            ), // 23-2: moved
+            (
+                by(Customer, "2025-01-01", Some("2025-04-01")),
+                Ok("2025-05-01"),
+            ), // 23-2: moved
+            (
+                by(Customer, "2025-05-01", None), // 23-2: written notice
+                Err(Refusal::NoticeMissing { what: "Art. 23-2" }),
             ),
             (
-                by(Customer, "2025-05-01", None),
-                Some(Refusal::NoticeMissing),
-            ), // Art 23-2
-            (by(Provider, "2025-01-01", None), None), // Art 23-1: the date given
-            (by(Provider, "2025-01-01", Some("2025-01-01")), None),
+                by(Customer, "9999-12-31", Some("9999-12-15")), // past the last day
+                Err(Refusal::PastLastDay("30 days after the notice")),
+            ),
+            (by(Provider, "2025-01-01", None), Ok("2025-01-01")), // 23-1: the date given
+            (
+                by(Provider, "2025-01-01", Some("2025-01-01")),
+                Ok("2025-01-01"),
+            ),
             (
                 by(Provider, "2024-12-31", None), // before the start
-                Some(Refusal::EndsBeforeStart {
+                Err(Refusal::EndsBeforeStart {
                     id: "OPT-1".into(),
                     start: day("2025-01-01"),
                     on: day("2024-12-31"),
@@ -893,24 +1899,80 @@ mod tests {
             ),
             (
                 by(Provider, "2025-02-01", Some("2025-02-02")),
-                Some(Refusal::NoticeAfterTermination {
+                Err(Refusal::NoticeAfterTermination {
                     notice: day("2025-02-02"),
                     on: day("2025-02-01"),
                 }),
             ),
             (
-                by(ManagementEnded, "2025-02-01", None), // Art 23-3 is the store's own
-                Some(Refusal::ByManagement),
+                by(Abolition, "2025-06-30", Some("2025-03-30")),
+                Ok("2025-06-30"),
+            ), // 22: 3 months
+            (
+                by(Abolition, "2025-05-31", Some("2025-02-28")),
+                Ok("2025-05-31"),
+            ), // no 31 Feb
+            (
+                by(Abolition, "2025-06-30", Some("2025-03-31")), // 22: a day short
+                Err(Refusal::AbolitionTooLate {
+                    on: day("2025-06-30"),
+                    notice: day("2025-03-31"),
+                    latest: day("2025-03-30"),
+                }),
+            ),
+            (
+                by(Abolition, "2025-06-30", None), // 22: written notice
+                Err(Refusal::NoticeMissing { what: "Art. 22" }),
+            ),
+            (
+                by(ManagementEnded, "2025-02-01", None), // 23-3 is the store's own
+                Err(Refusal::ByCascade(ManagementEnded)),
+            ),
+            (
+                by(RentalEnded, "2025-02-01", None),
+                Err(Refusal::ByCascade(RentalEnded)),
             ),
         ];
         let contract = option("2025-01-01");
-        for (termination, refusal) in cases {
+        for (termination, expected) in cases {
             assert_eq!(
-                check_termination(&contract, &termination).err(),
-                refusal,
+                check_termination(&contract, &termination).map(|t| t.on),
+                expected.map(day),
                 "{termination:?}"
             );
         }
+    }
+
+    // Ids and serials: each row a name and whether it is refused.
+    #[test]
+    fn names_refuse_control_and_format_characters() {
+        let long = "A".repeat(65);
+        let cases = [
+            ("FUJI-0001", true),
+            ("M-1/2025", true),
+            (&"A".repeat(64), true),
+            ("日本-1", true),
+            ("", false),
+            (long.as_str(), false),
+            ("A B", false),
+            ("A\0B", false),
+            ("A\u{1b}B", false),   // ESC
+            ("A\u{200b}B", false), // zero-width space
+            ("A\u{200d}B", false), // zero-width joiner
+            ("A\u{202e}B", false), // bidi override
+            ("A\u{2066}B", false), // bidi isolate
+            ("\u{feff}A", false),  // byte order mark
+        ];
+        for (name, ok) in cases {
+            assert_eq!(check_name(name).is_ok(), ok, "{name:?}");
+        }
+        assert!(
+            Refusal::BadName("A\u{1b}B".into())
+                .to_string()
+                .starts_with("`A\\u{1b}B` is not a valid id or serial"),
+            "{}",
+            Refusal::BadName("A\u{1b}B".into())
+        );
     }
 
     #[test]

@@ -72,7 +72,7 @@ on_both_engines!(
 
 /// M-1 from 2025-04-01; FUJI-1 (x86-fuji) entry from 2025-04-01; option O-1 from 2025-05-01.
 async fn seeded(url: &str) -> Store {
-    let store = Store::init(url, None).await.unwrap();
+    let store = Store::init(url, None, false).await.unwrap();
     let mut changes = store.begin().await.unwrap();
     changes
         .add_management("M-1", day("2025-04-01"))
@@ -97,6 +97,7 @@ fn adapter(serial: &str, model: &str) -> NewAdapter {
         management: "M-1".into(),
         role: Role::Entry,
         since: day("2025-04-01"),
+        rental: None,
     }
 }
 
@@ -134,10 +135,12 @@ fn terminate(on: &str, by: TerminatedBy, notice: Option<&str>) -> Termination {
 }
 
 async fn init_is_idempotent_and_sets_the_time_zone(url: String) {
-    let store = Store::init(&url, None).await.unwrap();
+    let store = Store::init(&url, None, false).await.unwrap();
     assert_eq!(store.time_zone().await.unwrap(), chrono_tz::Asia::Tokyo);
-    Store::init(&url, Some(chrono_tz::UTC)).await.unwrap();
-    let store = Store::init(&url, None).await.unwrap();
+    Store::init(&url, Some(chrono_tz::UTC), false)
+        .await
+        .unwrap();
+    let store = Store::init(&url, None, false).await.unwrap();
     assert_eq!(store.time_zone().await.unwrap(), chrono_tz::UTC, "kept");
     assert_eq!(
         Store::open(&url).await.unwrap().time_zone().await.unwrap(),
@@ -263,44 +266,30 @@ async fn art_23_2_customer_terminations_need_30_days_notice(url: String) {
             end(terminate("2025-06-30", TerminatedBy::Customer, None))
         )
         .await,
-        Some(Refusal::NoticeMissing)
+        Some(Refusal::NoticeMissing { what: "Art. 23-2" })
     );
-    assert_eq!(
-        refusal(
-            &store,
-            end(terminate(
-                "2025-06-30",
-                TerminatedBy::Customer,
-                Some("2025-06-01")
-            ))
-        )
-        .await,
-        Some(Refusal::TooEarly {
-            on: day("2025-06-30"),
-            notice: day("2025-06-01"),
-            earliest: day("2025-07-01"),
-        })
-    );
-    // Straight SQL cannot record it either.
+    // Straight SQL cannot record a termination earlier than 30 days after the notice.
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
         .await
         .unwrap();
-    let early = "UPDATE contracts SET terminated_on = '2025-06-30', terminated_by = 'customer', \
-                 notice_day = '2025-06-01' WHERE id = 'O-1'";
+    let early = "INSERT INTO terminations (contract_id, on_day, ended_by, notice_day) \
+                 VALUES ('O-1', '2025-06-30', 'customer', '2025-06-01')";
     assert!(sqlx::query(early).execute(&mut conn).await.is_err());
-    // Day 30 after the notice is the earliest allowed.
-    assert_eq!(
-        refusal(
-            &store,
-            end(terminate(
-                "2025-07-01",
-                TerminatedBy::Customer,
-                Some("2025-06-01")
-            ))
+    // A shorter notice is valid: it takes effect 30 days after the notice.
+    let mut changes = store.begin().await.unwrap();
+    let ended = changes
+        .terminate(
+            "O-1",
+            terminate("2025-06-15", TerminatedBy::Customer, Some("2025-06-01")),
         )
-        .await,
-        None
+        .await
+        .unwrap();
+    changes.commit().await.unwrap();
+    assert_eq!(ended.termination.on, day("2025-07-01"));
+    assert_eq!(
+        ended.moved_note().as_deref(),
+        Some("effective 2025-07-01 (Art. 23-2: 30 days after the notice of 2025-06-01)")
     );
     assert_eq!(
         reason(&store, "FUJI-1", "2025-07-01T23:59:59+09:00").await,
@@ -315,12 +304,12 @@ async fn art_23_2_customer_terminations_need_30_days_notice(url: String) {
 async fn art_23_3_the_option_ends_with_the_management_contract(url: String) {
     let store = seeded(&url).await;
     let mut changes = store.begin().await.unwrap();
-    let cascaded = changes
+    let ended = changes
         .terminate("M-1", terminate("2025-08-31", TerminatedBy::Provider, None))
         .await
         .unwrap();
     changes.commit().await.unwrap();
-    assert_eq!(cascaded, ["O-1"]);
+    assert_eq!(ended.cascaded, [("O-1".to_string(), false)]);
     let facts = store.facts("FUJI-1").await.unwrap().unwrap();
     assert_eq!(
         facts.options[0].termination,
@@ -401,6 +390,14 @@ async fn bad_ids_are_refused_and_a_dropped_transaction_writes_nothing(url: Strin
             Refusal::DuplicateAdapter("FUJI-1".into()),
         ),
         ("blank id", Refusal::BadName("M 2".into())),
+        ("escape in id", Refusal::BadName("M\u{1b}2".into())),
+        (
+            "serial by case",
+            Refusal::SerialCase {
+                serial: "fuji-1".into(),
+                existing: "FUJI-1".into(),
+            },
+        ),
         (
             "management as an adapter's",
             Refusal::UnknownManagement("O-1".into()),
@@ -430,6 +427,8 @@ async fn bad_ids_are_refused_and_a_dropped_transaction_writes_nothing(url: Strin
             "duplicate id" => changes.add_management("O-1", day("2025-05-01")).await,
             "duplicate serial" => changes.add_adapter(&adapter("FUJI-1", "x1")).await,
             "blank id" => changes.add_management("M 2", day("2025-05-01")).await,
+            "escape in id" => changes.add_management("M\u{1b}2", day("2025-05-01")).await,
+            "serial by case" => changes.add_adapter(&adapter("fuji-1", "x1")).await,
             _ => {
                 let mut under_option = adapter("FUJI-8", "x1");
                 under_option.management = "O-1".into();
@@ -524,7 +523,17 @@ async fn days_are_taken_in_the_stores_time_zone(url: String) {
         reason(&store, "FUJI-1", "2025-04-30T15:00:00Z").await,
         Reason::Licensed
     );
-    let store = Store::init(&url, Some(chrono_tz::UTC)).await.unwrap();
+    // A store holding contracts is re-zoned only with --force.
+    assert!(matches!(
+        Store::init(&url, Some(chrono_tz::UTC), false).await,
+        Err(StoreError::Refused(Refusal::Rezone { .. }))
+    ));
+    assert_eq!(
+        reason(&store, "FUJI-1", "2025-04-30T15:00:00Z").await,
+        Reason::Licensed,
+        "kept"
+    );
+    let store = Store::init(&url, Some(chrono_tz::UTC), true).await.unwrap();
     assert_eq!(
         reason(&store, "FUJI-1", "2025-04-30T15:00:00Z").await,
         Reason::OptionNotStarted
@@ -539,16 +548,16 @@ async fn days_are_taken_in_the_stores_time_zone(url: String) {
 }
 
 async fn import_is_all_or_nothing_with_positions(url: String) {
-    let store = Store::init(&url, None).await.unwrap();
+    let store = Store::init(&url, None, false).await.unwrap();
     let file = Path::new("contracts.yaml");
     let good = "managements:\n  - id: M-1\n    start: 2025-04-01\n\
                 adapters:\n  - serial: FUJI-1\n    model: SEIL/x86 Fuji\n    management: M-1\n    role: entry\n    since: 2025-04-01\n\
                 options:\n  - id: O-1\n    serial: FUJI-1\n    start: 2025-05-01\n";
-    // Art 4-2 broken by the last entry (line 17): nothing at all is written.
+    // Art 4-2 broken by the last entry (line 14): nothing at all is written.
     let bad = format!("{good}  - id: O-2\n    serial: FUJI-1\n    start: 2025-06-01\n");
     let error = import(&store, file, &bad).await.unwrap_err().to_string();
     assert!(
-        error.starts_with("contracts.yaml:14:5: error: Art. 4-2: adapter `FUJI-1` already has option contract `O-1`"),
+        error.starts_with("contracts.yaml:14:5: error: Art. 4-2: adapter `FUJI-1` already has option contract `O-1` (from 2025-05-01, not terminated, while `O-2` starts on 2025-06-01)"),
         "{error}"
     );
     assert!(store.everything().await.unwrap().is_empty());

@@ -304,11 +304,11 @@ fn bad_input_is_exit_1_with_a_clear_error_and_changes_nothing() {
                 "--on",
                 "2025-06-15",
                 "--by",
-                "customer",
+                "abolition",
                 "--notice",
                 "2025-06-01",
             ],
-            "the earliest allowed date is 2025-07-01",
+            "Art. 22: the provider abolishes the service with written notice at least 3 months ahead: a last day of 2025-06-15 needs notice by 2025-03-15, not 2025-06-01",
         ),
         (
             &[
@@ -321,7 +321,7 @@ fn bad_input_is_exit_1_with_a_clear_error_and_changes_nothing() {
                 "--by",
                 "nobody",
             ],
-            "--by: `nobody` is not customer or provider",
+            "--by: `nobody` is not customer, provider or abolition",
         ),
         (
             &[
@@ -394,7 +394,7 @@ fn import_applies_all_or_nothing_and_reports_line_and_column() {
     std::fs::write(&file, text.lines().take(7).collect::<Vec<_>>().join("\n")).unwrap();
     let out = ok(&db, &["contracts", "import", file.to_str().unwrap()]);
     assert!(
-        out.contains("1 management contracts, 2 adapters, 1 option contracts"),
+        out.contains("1 management contracts, 2 adapters, 1 option contracts, 0 customers"),
         "{out}"
     );
     assert_eq!(license_json(&db, "2025-05-01T00:00:00+09:00").0, Some(0));

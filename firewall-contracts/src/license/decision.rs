@@ -101,7 +101,9 @@ fn reason(facts: Option<&AdapterFacts>, day: Day) -> Reason {
     match facts.management.state_on(day) {
         ContractState::NotStarted => return Reason::ManagementNotStarted,
         ContractState::Suspended => return Reason::ManagementSuspended,
-        ContractState::Terminated => return Reason::ManagementTerminated,
+        ContractState::Terminated | ContractState::CancelledBeforeStart => {
+            return Reason::ManagementTerminated;
+        }
         ContractState::Active => {}
     }
     if role == Role::Standby {
@@ -117,7 +119,8 @@ fn reason(facts: Option<&AdapterFacts>, day: Day) -> Reason {
     match option.state_on(day) {
         ContractState::NotStarted => Reason::OptionNotStarted,
         ContractState::Suspended => Reason::OptionSuspended,
-        ContractState::Terminated => Reason::OptionTerminated,
+        // Art. 23-3: cancelled before it started, it has ended as surely as a terminated one.
+        ContractState::Terminated | ContractState::CancelledBeforeStart => Reason::OptionTerminated,
         ContractState::Active => Reason::Licensed,
     }
 }
@@ -177,12 +180,14 @@ mod tests {
                 serial: "FUJI-0001".into(),
                 model: Model::X86Fuji,
                 management: "M-1".into(),
+                rental: None,
                 roles: vec![RoleChange {
                     since: day("2025-04-01"),
                     role: Role::Entry,
                 }],
             },
             management: contract(ContractKind::Management, "M-1", "2025-04-01"),
+            rental: None,
             options: vec![contract(ContractKind::Option, "OPT-1", "2025-05-01")],
         }
     }

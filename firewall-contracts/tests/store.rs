@@ -6,11 +6,12 @@ use std::{future::Future, path::Path};
 
 use chrono::{DateTime, Utc};
 use firewall_contracts::{
-    ContractKind, NewAdapter, Refusal, Role, Store, StoreError, Suspension, TerminatedBy,
-    Termination,
-    import::import,
+    ContractKind, ContractState, NewAdapter, Refusal, Role, Store, StoreError, Suspension,
+    TerminatedBy, Termination,
+    import::{ImportError, import},
     license::{self, Reason},
-    model::parse_day,
+    model::{BillingDays, Counts, Customer, Model, ModelChange, Outage, parse_day},
+    store::NewRental,
 };
 
 fn day(text: &str) -> chrono::NaiveDate {
@@ -68,6 +69,12 @@ on_both_engines!(
     suspensions_and_role_changes_decide_by_day,
     days_are_taken_in_the_stores_time_zone,
     import_is_all_or_nothing_with_positions,
+    art_23_3_a_later_option_is_cancelled_before_it_starts,
+    art_23_3_a_rentals_end_ends_its_adapters_options,
+    art_5_1_registered_adapters_never_exceed_the_counts,
+    art_26_outages_are_recorded_and_claimed,
+    import_applies_a_dated_history_and_the_new_keys,
+    import_of_60000_entries_fails_in_planning_on_a_bad_last_entry,
 );
 
 /// M-1 from 2025-04-01; FUJI-1 (x86-fuji) entry from 2025-04-01; option O-1 from 2025-05-01.
@@ -116,11 +123,13 @@ where
     Fut: Future<Output = Result<firewall_contracts::Changes, StoreError>>,
 {
     let changes = store.begin().await.unwrap();
-    match change(changes).await {
-        Ok(changes) => {
-            changes.commit().await.unwrap();
-            None
-        }
+    // Art. 5-1 is checked at commit.
+    let result = match change(changes).await {
+        Ok(changes) => changes.commit().await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => None,
         Err(StoreError::Refused(refusal)) => Some(refusal),
         Err(other) => panic!("expected a refusal, got {other}"),
     }
@@ -575,4 +584,457 @@ async fn import_is_all_or_nothing_with_positions(url: String) {
         reason(&store, "FUJI-1", "2025-05-01T00:00:00+09:00").await,
         Reason::Licensed
     );
+}
+
+/// Commits one change, panicking with the error if it is refused.
+async fn apply<F, Fut>(store: &Store, change: F)
+where
+    F: FnOnce(firewall_contracts::Changes) -> Fut,
+    Fut: Future<Output = Result<firewall_contracts::Changes, StoreError>>,
+{
+    assert_eq!(refusal(store, change).await, None);
+}
+
+async fn art_23_3_a_later_option_is_cancelled_before_it_starts(url: String) {
+    let store = seeded(&url).await;
+    let mut changes = store.begin().await.unwrap();
+    changes
+        .terminate("O-1", terminate("2025-06-30", TerminatedBy::Provider, None))
+        .await
+        .unwrap();
+    changes
+        .add_option("O-2", "FUJI-1", day("2025-10-01"))
+        .await
+        .unwrap();
+    // The management ends before O-2 starts: O-2 is cancelled the same day, O-1 keeps its end.
+    let ended = changes
+        .terminate("M-1", terminate("2025-08-31", TerminatedBy::Provider, None))
+        .await
+        .unwrap();
+    changes.commit().await.unwrap();
+    assert_eq!(ended.cascaded, [("O-2".to_string(), true)]);
+    assert_eq!(
+        ended.cascade_notes(),
+        ["Art. 23-3: option O-2 is cancelled before its start, on 2025-08-31"]
+    );
+    let facts = store.facts("FUJI-1").await.unwrap().unwrap();
+    let o2 = &facts.options[1];
+    assert_eq!(
+        o2.termination,
+        Some(terminate("2025-08-31", TerminatedBy::ManagementEnded, None))
+    );
+    // Each row: a day, O-2's state that day.
+    for (on, state) in [
+        ("2025-08-31", ContractState::NotStarted),
+        ("2025-09-01", ContractState::CancelledBeforeStart),
+        ("2025-10-01", ContractState::CancelledBeforeStart),
+    ] {
+        assert_eq!(o2.state_on(day(on)), state, "{on}");
+    }
+    assert_eq!(
+        facts.options[0].termination,
+        Some(terminate("2025-06-30", TerminatedBy::Provider, None))
+    );
+    let again = |mut c: firewall_contracts::Changes| async move {
+        c.terminate("O-2", terminate("2025-12-31", TerminatedBy::Provider, None))
+            .await
+            .map(|_| c)
+    };
+    assert_eq!(
+        refusal(&store, again).await,
+        Some(Refusal::AlreadyTerminated {
+            id: "O-2".into(),
+            on: day("2025-08-31")
+        })
+    );
+}
+
+/// C-1 rents X1-1 (an x1) under R-1 from 2025-04-01; it is registered under M-1 with option O-X.
+async fn rented(url: &str) -> Store {
+    let store = seeded(url).await;
+    let mut changes = store.begin().await.unwrap();
+    changes
+        .add_customer(&Customer {
+            id: "C-1".into(),
+            name: "Example K.K.".into(),
+            bill_to: None,
+        })
+        .await
+        .unwrap();
+    changes
+        .add_rental(&NewRental {
+            id: "R-1".into(),
+            customer: "C-1".into(),
+            serial: "X1-1".into(),
+            model: Model::X1,
+            start: day("2025-04-01"),
+            days: BillingDays::from_start(day("2025-04-01")),
+        })
+        .await
+        .unwrap();
+    let mut x1 = adapter("X1-1", "x1");
+    x1.rental = Some("R-1".into());
+    changes.add_adapter(&x1).await.unwrap();
+    changes
+        .add_option("O-X", "X1-1", day("2025-05-01"))
+        .await
+        .unwrap();
+    changes.commit().await.unwrap();
+    store
+}
+
+async fn art_23_3_a_rentals_end_ends_its_adapters_options(url: String) {
+    let store = rented(&url).await;
+    // Each row: the change, the refusal (rentals: table 1, Art. 16-3, 9-3).
+    let model_change = |on: &'static str, model: Model| {
+        move |mut c: firewall_contracts::Changes| async move {
+            c.change_rental_model("R-1", ModelChange { on: day(on), model })
+                .await
+                .map(|()| c)
+        }
+    };
+    assert_eq!(
+        refusal(&store, model_change("2025-04-01", Model::X2)).await,
+        Some(Refusal::ModelChangeOutside {
+            id: "R-1".into(),
+            period: "from 2025-04-01, not terminated".into(),
+            on: day("2025-04-01"),
+        })
+    );
+    assert_eq!(
+        refusal(&store, model_change("2025-10-01", Model::X86Fuji)).await,
+        Some(Refusal::NotRentable {
+            model: Model::X86Fuji
+        })
+    );
+    apply(&store, model_change("2025-10-01", Model::X2)).await;
+    let early_return = |mut c: firewall_contracts::Changes| async move {
+        c.return_rental("R-1", day("2026-04-01")).await.map(|()| c)
+    };
+    assert_eq!(
+        refusal(&store, early_return).await,
+        Some(Refusal::RentalNotEnded { id: "R-1".into() })
+    );
+    // The customer's notice of 2026-03-20 for 2026-03-31 takes effect on 2026-04-19 (23-2);
+    // the option ends with the rental (23-3).
+    let mut changes = store.begin().await.unwrap();
+    let ended = changes
+        .terminate(
+            "R-1",
+            terminate("2026-03-31", TerminatedBy::Customer, Some("2026-03-20")),
+        )
+        .await
+        .unwrap();
+    changes.commit().await.unwrap();
+    assert_eq!(ended.termination.on, day("2026-04-19"));
+    assert_eq!(ended.cascaded, [("O-X".to_string(), false)]);
+    assert_eq!(
+        reason(&store, "X1-1", "2026-04-19T12:00:00+09:00").await,
+        Reason::Licensed
+    );
+    assert_eq!(
+        reason(&store, "X1-1", "2026-04-20T00:00:00+09:00").await,
+        Reason::OptionTerminated
+    );
+    let later = |mut c: firewall_contracts::Changes| async move {
+        c.add_option("O-Y", "X1-1", day("2026-05-01"))
+            .await
+            .map(|()| c)
+    };
+    assert_eq!(
+        refusal(&store, later).await,
+        Some(Refusal::RentalEnded {
+            serial: "X1-1".into(),
+            rental: "R-1".into(),
+            end: day("2026-04-19"),
+        })
+    );
+    apply(&store, early_return).await;
+    let rentals = store.rentals().await.unwrap();
+    let rental = &rentals[0];
+    assert_eq!(rental.returned, Some(day("2026-04-01")));
+    assert_eq!(rental.model_at_contract(), Model::X1);
+    assert_eq!(rental.model_on(day("2025-10-01")), Model::X2);
+    assert_eq!(rental.return_due(), Some(day("2026-05-19")));
+    // Art. 16-1: a rental's minimum term is a year from its billing start.
+    assert_eq!(
+        rental.contract.minimum_term_end(rental.days.billing_start),
+        day("2026-03-31")
+    );
+}
+
+async fn art_5_1_registered_adapters_never_exceed_the_counts(url: String) {
+    let store = seeded(&url).await;
+    let counts = |from: &'static str, entries: u32, standbys: u32| {
+        move |mut c: firewall_contracts::Changes| async move {
+            c.set_counts(
+                "M-1",
+                Counts {
+                    from: day(from),
+                    entries,
+                    standbys,
+                },
+            )
+            .await
+            .map(|()| c)
+        }
+    };
+    apply(&store, counts("2025-04-01", 1, 0)).await;
+    let register = |serial: &'static str, role: Role, since: &'static str| {
+        move |mut c: firewall_contracts::Changes| async move {
+            let mut new = adapter(serial, "x1");
+            new.role = role;
+            new.since = day(since);
+            c.add_adapter(&new).await.map(|()| c)
+        }
+    };
+    // Each row: a registration, the refusal.
+    let cases = [
+        (
+            register("X1-2", Role::Entry, "2025-05-01"),
+            Some((day("2025-05-01"), Role::Entry, 2, 1)),
+        ),
+        (
+            register("X1-2", Role::Standby, "2025-05-01"),
+            Some((day("2025-05-01"), Role::Standby, 1, 0)),
+        ),
+    ];
+    for (change, expected) in cases {
+        let found = refusal(&store, change).await.map(|r| match r {
+            Refusal::CountExceeded {
+                management,
+                day,
+                role,
+                registered,
+                count,
+            } => {
+                assert_eq!(management, "M-1");
+                (day, role, registered, count)
+            }
+            other => panic!("{other}"),
+        });
+        assert_eq!(found, expected);
+    }
+    assert!(
+        Refusal::CountExceeded {
+            management: "M-1".into(),
+            day: day("2025-05-01"),
+            role: Role::Entry,
+            registered: 2,
+            count: 1
+        }
+        .to_string()
+        .starts_with("Art. 5-1: on 2025-05-01 management contract `M-1` would have 2 registered entry adapters, more than its entry count of 1")
+    );
+    // A standby from the day the count allows one.
+    apply(&store, counts("2025-06-01", 1, 1)).await;
+    apply(&store, register("X1-2", Role::Standby, "2025-06-01")).await;
+    // Lowering the count below the registered adapters is refused too.
+    assert!(matches!(
+        refusal(&store, counts("2025-07-01", 1, 0)).await,
+        Some(Refusal::CountExceeded { .. })
+    ));
+    let views = store.everything().await.unwrap();
+    assert_eq!(views[0].counts.len(), 2);
+}
+
+async fn art_26_outages_are_recorded_and_claimed(url: String) {
+    let store = seeded(&url).await;
+    let outage = |from: &'static str, to: &'static str| Outage {
+        management: "M-1".into(),
+        from: at(from),
+        to: at(to),
+        wholly_unusable: true,
+        provider_fault: true,
+        claimed: None,
+    };
+    let add = |o: Outage| {
+        move |mut c: firewall_contracts::Changes| async move { c.add_outage(&o).await.map(|()| c) }
+    };
+    apply(
+        &store,
+        add(outage(
+            "2026-08-03T10:00:00+09:00",
+            "2026-08-06T09:30:00+09:00",
+        )),
+    )
+    .await;
+    // Each row: an outage, the refusal.
+    let cases = [
+        (
+            outage("2026-08-03T01:00:00Z", "2026-08-04T00:00:00Z"),
+            Refusal::DuplicateOutage {
+                management: "M-1".into(),
+                from: "2026-08-03T01:00:00Z".into(),
+            },
+        ),
+        (
+            outage("2026-09-01T00:00:00Z", "2026-09-01T00:00:00Z"),
+            Refusal::OutageBackwards {
+                from: "2026-09-01T00:00:00Z".into(),
+                to: "2026-09-01T00:00:00Z".into(),
+            },
+        ),
+    ];
+    for (o, expected) in cases {
+        assert_eq!(refusal(&store, add(o)).await, Some(expected));
+    }
+    let claim = |from: &'static str| {
+        move |mut c: firewall_contracts::Changes| async move {
+            c.claim_outage("M-1", at(from), day("2026-10-20"))
+                .await
+                .map(|()| c)
+        }
+    };
+    assert!(matches!(
+        refusal(&store, claim("2026-08-03T10:00:01+09:00")).await,
+        Some(Refusal::UnknownOutage { .. })
+    ));
+    apply(&store, claim("2026-08-03T10:00:00+09:00")).await;
+    let outages = store.outages().await.unwrap();
+    assert_eq!(outages.len(), 1);
+    assert_eq!(outages[0].claimed, Some(day("2026-10-20")));
+    assert_eq!(outages[0].to, at("2026-08-06T00:30:00Z"));
+    // Billing reads it: claimed in October, the management with it.
+    let book = store
+        .billing_book(day("2026-10-01"), day("2026-10-31"))
+        .await
+        .unwrap();
+    assert_eq!(book.outages, outages);
+    assert_eq!(book.managements[0].contract.id, "M-1");
+}
+
+async fn import_applies_a_dated_history_and_the_new_keys(url: String) {
+    let store = Store::init(&url, None, false).await.unwrap();
+    let file = Path::new("contracts.yaml");
+    let text = "customers:\n  - {id: C-1, name: Example K.K., bill_to: Osaka office}\n\
+managements:\n  - {id: M-1, customer: C-1, start: 2026-01-01, accepted: 2025-12-20, billing_start: 2026-01-05, counts: [{from: 2026-01-01, entries: 1, standbys: 1}]}\n\
+rentals:\n  - {id: R-1, customer: C-1, serial: T-1, model: SEIL/Turbo, start: 2026-01-01, model_changes: [{on: 2026-06-01, model: x2}]}\n\
+adapters:\n  - {serial: T-1, model: turbo, management: M-1, rental: R-1, role: entry, since: 2026-01-01}\n\
+options:\n  - {id: O-2, serial: T-1, start: 2026-05-01, termination: {on: 2026-08-31, by: customer, notice: 2026-08-20}}\n  - {id: O-1, serial: T-1, start: 2026-02-01, accepted: 2026-01-25, termination: {on: 2026-04-30, by: provider}}\n\
+outages:\n  - {management: M-1, from: \"2026-08-03T10:00:00+09:00\", to: \"2026-08-06T09:30:00+09:00\", wholly_unusable: true, provider_fault: true, claimed: 2026-10-20}\n";
+    let imported = import(&store, file, text).await.unwrap();
+    assert_eq!(
+        (
+            imported.customers,
+            imported.managements,
+            imported.rentals,
+            imported.adapters,
+            imported.options,
+            imported.outages
+        ),
+        (1, 1, 1, 1, 2, 1)
+    );
+    // Art. 23-2 in import: the notice of 2026-08-20 makes O-2 end on 2026-09-19.
+    assert_eq!(
+        imported.notes,
+        ["O-2: effective 2026-09-19 (Art. 23-2: 30 days after the notice of 2026-08-20)"]
+    );
+    let facts = store.facts("T-1").await.unwrap().unwrap();
+    let ends: Vec<_> = facts
+        .options
+        .iter()
+        .map(|o| (o.id.as_str(), o.end()))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            ("O-1", Some(day("2026-04-30"))),
+            ("O-2", Some(day("2026-09-19")))
+        ]
+    );
+    assert_eq!(
+        reason(&store, "T-1", "2026-05-01T00:00:00+09:00").await,
+        Reason::Licensed
+    );
+    // The billing book of August 2026: plain data for the billing engine.
+    let book = store
+        .billing_book(day("2026-08-01"), day("2026-08-31"))
+        .await
+        .unwrap();
+    assert_eq!(book.time_zone, chrono_tz::Asia::Tokyo);
+    assert_eq!(
+        book.customers,
+        [Customer {
+            id: "C-1".into(),
+            name: "Example K.K.".into(),
+            bill_to: Some("Osaka office".into())
+        }]
+    );
+    let m = &book.managements[0];
+    assert_eq!(
+        (m.customer.as_str(), m.days, m.counts.clone()),
+        (
+            "C-1",
+            BillingDays {
+                accepted: day("2025-12-20"),
+                billing_start: day("2026-01-05")
+            },
+            vec![Counts {
+                from: day("2026-01-01"),
+                entries: 1,
+                standbys: 1
+            }]
+        )
+    );
+    // O-1 ended in April: not in August's book.
+    let options: Vec<_> = book
+        .options
+        .iter()
+        .map(|o| (o.contract.id.as_str(), o.model, o.customer.as_str()))
+        .collect();
+    assert_eq!(options, [("O-2", Model::Turbo, "C-1")]);
+    assert_eq!(book.rentals[0].models.len(), 2);
+    assert_eq!(book.outages.len(), 1);
+    let april = store
+        .billing_book(day("2026-04-01"), day("2026-04-30"))
+        .await
+        .unwrap();
+    let ids: Vec<_> = april
+        .options
+        .iter()
+        .map(|o| o.contract.id.as_str())
+        .collect();
+    assert_eq!(ids, ["O-1"]);
+    assert!(april.outages.is_empty());
+    // The same file again: every id is refused while planning, nothing written twice.
+    match import(&store, file, text).await {
+        Err(ImportError::Invalid(d)) => assert!(
+            d.to_string().contains("customer `C-1` already exists"),
+            "{d}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn import_of_60000_entries_fails_in_planning_on_a_bad_last_entry(url: String) {
+    let store = Store::init(&url, None, false).await.unwrap();
+    let mut text = String::from("managements:\n  - {id: M-1, start: 2026-01-01}\nadapters:\n");
+    for n in 0..30_000 {
+        text.push_str(&format!(
+            "  - {{serial: S-{n}, model: x1, management: M-1, role: entry, since: 2026-01-01}}\n"
+        ));
+    }
+    text.push_str("options:\n");
+    for n in 0..29_999 {
+        text.push_str(&format!(
+            "  - {{id: O-{n}, serial: S-{n}, start: 2026-02-01}}\n"
+        ));
+    }
+    text.push_str("  - {id: O-LAST, serial: NOBODY, start: 2026-02-01}\n");
+    let lines = text.lines().count();
+    match import(&store, Path::new("big.yaml"), &text).await {
+        // Invalid: found while planning, before the transaction began.
+        Err(ImportError::Invalid(d)) => {
+            assert_eq!(d.items.len(), 1, "{d}");
+            assert_eq!(d.items[0].line as usize, lines);
+            assert_eq!(
+                d.items[0].message,
+                "there is no adapter with serial `NOBODY`"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(store.everything().await.unwrap().is_empty());
+    assert!(store.customers().await.unwrap().is_empty());
 }

@@ -480,3 +480,179 @@ fn the_same_commands_work_on_postgresql() {
         )
     );
 }
+
+#[test]
+fn customers_rentals_counts_and_outages_through_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(dir.path());
+    ok(&db, &["contracts", "init"]);
+    let commands: [&[&str]; 7] = [
+        &[
+            "contracts",
+            "customer",
+            "add",
+            "--id",
+            "C-1",
+            "--name",
+            "Example",
+        ],
+        &[
+            "contracts",
+            "management",
+            "add",
+            "--id",
+            "M-1",
+            "--start",
+            "2026-01-01",
+            "--customer",
+            "C-1",
+            "--billing-start",
+            "2026-01-05",
+        ],
+        &[
+            "contracts",
+            "management",
+            "counts",
+            "--id",
+            "M-1",
+            "--from",
+            "2026-01-01",
+            "--entries",
+            "1",
+            "--standbys",
+            "0",
+        ],
+        &[
+            "contracts",
+            "rental",
+            "add",
+            "--id",
+            "R-1",
+            "--customer",
+            "C-1",
+            "--serial",
+            "T-1",
+            "--model",
+            "SEIL/Turbo",
+            "--start",
+            "2026-01-01",
+        ],
+        &[
+            "contracts",
+            "adapter",
+            "add",
+            "--serial",
+            "T-1",
+            "--model",
+            "turbo",
+            "--management",
+            "M-1",
+            "--rental",
+            "R-1",
+            "--role",
+            "entry",
+            "--since",
+            "2026-01-01",
+        ],
+        &[
+            "contracts",
+            "option",
+            "add",
+            "--id",
+            "O-1",
+            "--serial",
+            "T-1",
+            "--start",
+            "2026-09-10",
+        ],
+        &[
+            "contracts",
+            "outage",
+            "add",
+            "--management",
+            "M-1",
+            "--from",
+            "2026-08-03T10:00:00+09:00",
+            "--to",
+            "2026-08-06T09:30:00+09:00",
+            "--wholly-unusable",
+            "--provider-fault",
+        ],
+    ];
+    for args in commands {
+        ok(&db, args);
+    }
+    // Art. 5-1: a second entry exceeds the count.
+    let out = smf(
+        &db,
+        &[
+            "contracts",
+            "adapter",
+            "add",
+            "--serial",
+            "T-2",
+            "--model",
+            "turbo",
+            "--management",
+            "M-1",
+            "--role",
+            "entry",
+            "--since",
+            "2026-02-01",
+        ],
+    );
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("Art. 5-1: on 2026-02-01"),
+        "{}",
+        out.stderr
+    );
+    // Art. 23-2 and 23-3: a short notice, and the option that would start later is cancelled.
+    let out = ok(
+        &db,
+        &[
+            "contracts",
+            "rental",
+            "terminate",
+            "--id",
+            "R-1",
+            "--on",
+            "2026-08-10",
+            "--by",
+            "customer",
+            "--notice",
+            "2026-08-03",
+        ],
+    );
+    assert_eq!(
+        out,
+        "terminated R-1 at the end of 2026-09-02 (by customer)\n\
+         effective 2026-09-02 (Art. 23-2: 30 days after the notice of 2026-08-03)\n\
+         Art. 23-3: option O-1 is cancelled before its start, on 2026-09-02\n"
+    );
+    let shown = ok(&db, &["contracts", "show"]);
+    assert!(
+        shown.contains("  customer C-1; from 2026-01-01 1 entries, 0 standbys (Art. 5-1)\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            "rental R-1: terminated; start 2026-01-01, minimum term (Art. 16) to 2026-12-31"
+        ),
+        "{shown}"
+    );
+    ok(
+        &db,
+        &[
+            "contracts",
+            "outage",
+            "claim",
+            "--management",
+            "M-1",
+            "--from",
+            "2026-08-03T01:00:00Z",
+            "--on",
+            "2026-10-20",
+        ],
+    );
+}

@@ -287,3 +287,37 @@ fn check_prints_a_set_by_name_and_size() {
     );
     assert!(stdout.len() < 1000, "{} bytes of output", stdout.len());
 }
+
+/// `--help` lists the commands in the order an operator needs them: the daemon and its
+/// rules, watching it, the contract store, taking it down, and `replay` last.
+#[test]
+fn help_lists_the_commands_in_the_order_an_operator_needs_them() {
+    let out = Command::new(SMF_FIREWALL).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "run",
+            "check",
+            "explain",
+            "reload",
+            "status",
+            "top",
+            "conntrack",
+            "license",
+            "contracts",
+            "unload",
+            "replay",
+            "help"
+        ],
+        "{help}"
+    );
+}

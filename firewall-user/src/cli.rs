@@ -20,9 +20,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-/// smf-firewall: the XDP firewall dataplane of the SMF sx Ultra Firewall Option.
+/// The XDP firewall of the SMF sx Ultra Firewall Option: its daemon and command line.
 #[derive(Parser)]
-#[command(name = "smf-firewall", version, about, long_about = None)]
+#[command(name = "smf-firewall", version, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

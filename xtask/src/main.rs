@@ -12,6 +12,7 @@ mod demo;
 mod fuzz;
 mod fuzz_dataplane;
 mod gen_rules;
+mod man;
 #[cfg(test)]
 mod module_graph;
 mod probe;
@@ -55,6 +56,7 @@ commands! {
     Fuzz => fuzz,
     FuzzDataplane => fuzz_dataplane,
     GenRules => gen_rules,
+    Man => man,
 }
 
 /// Project tasks for smf-firewall. Most need root: they install packages and load XDP programs.

@@ -8,6 +8,7 @@ mod config;
 pub mod conntrack;
 pub mod contracts;
 pub mod explain;
+pub mod handover;
 pub mod license;
 pub mod reload;
 pub mod replay;
@@ -64,6 +65,7 @@ commands! {
     Conntrack => conntrack,
     License => license,
     Contracts => contracts,
+    Handover => handover,
     Unload => unload,
     Replay => replay,
 }

@@ -8,6 +8,7 @@
 mod bench;
 mod build;
 mod check;
+mod deb;
 mod demo;
 mod fuzz;
 mod fuzz_dataplane;
@@ -57,6 +58,7 @@ commands! {
     FuzzDataplane => fuzz_dataplane,
     GenRules => gen_rules,
     Man => man,
+    Deb => deb,
 }
 
 /// Project tasks for smf-firewall. Most need root: they install packages and load XDP programs.

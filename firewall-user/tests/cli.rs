@@ -314,6 +314,7 @@ fn help_lists_the_commands_in_the_order_an_operator_needs_them() {
             "conntrack",
             "license",
             "contracts",
+            "handover",
             "unload",
             "replay",
             "help"

@@ -21,7 +21,9 @@ use std::{
 
 use firewall_diagnostic::{Diagnostics, parse_yaml};
 
-pub use ruleset::{Action, Direction, Family, Policy, Ports, Rule, RuleSet, ports_text};
+pub use ruleset::{
+    Action, Direction, Family, ListField, Policy, Ports, Rule, RuleSet, SetUse, ports_text,
+};
 pub use validate::{Checked, Limits, Warning};
 
 #[derive(Debug, thiserror::Error)]

@@ -141,6 +141,40 @@ pub struct Rule {
     /// Position of the rule's id in its file, for messages.
     pub line: u32,
     pub column: u32,
+    /// The `$set`s its lists name, for messages: `check` prints a set's name and size, not
+    /// its (maybe 100,000) elements.
+    pub sets: Vec<SetUse>,
+}
+
+/// The lists of a rule that may name sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListField {
+    Src,
+    Dst,
+    SrcPort,
+    DstPort,
+}
+
+impl ListField {
+    /// The field's name in the rule file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ListField::Src => "src",
+            ListField::Dst => "dst",
+            ListField::SrcPort => "src_port",
+            ListField::DstPort => "dst_port",
+        }
+    }
+}
+
+/// A `$set` named in a rule's list: its elements are the `len` values of the expanded list
+/// from index `start`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SetUse {
+    pub field: ListField,
+    pub name: String,
+    pub start: usize,
+    pub len: usize,
 }
 
 impl fmt::Display for Rule {
@@ -163,23 +197,21 @@ impl fmt::Display for Rule {
             },
             None => write!(f, " any")?,
         }
-        let join = |nets: &[IpNet]| {
-            nets.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
         if let Some(src) = &self.src {
-            write!(f, " src {}", join(src))?;
+            self.write_list(f, ListField::Src, src, IpNet::to_string, |nets| {
+                counted(nets.len() as u64, "network")
+            })?;
         }
         if let Some(dst) = &self.dst {
-            write!(f, " dst {}", join(dst))?;
+            self.write_list(f, ListField::Dst, dst, IpNet::to_string, |nets| {
+                counted(nets.len() as u64, "network")
+            })?;
         }
         if let Some(ports) = &self.src_port {
-            write!(f, " src_port {}", ports_text(ports))?;
+            self.write_list(f, ListField::SrcPort, ports, port_text, port_count)?;
         }
         if let Some(ports) = &self.dst_port {
-            write!(f, " dst_port {}", ports_text(ports))?;
+            self.write_list(f, ListField::DstPort, ports, port_text, port_count)?;
         }
         if let Some(icmp_type) = self.icmp_type {
             write!(f, " icmp_type {icmp_type}")?;
@@ -197,17 +229,73 @@ impl fmt::Display for Rule {
     }
 }
 
+impl Rule {
+    /// ` FIELD a,b,$set (N networks)`: the values written in the rule, and each set it names
+    /// by its name and `size`.
+    fn write_list<T>(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        field: ListField,
+        values: &[T],
+        text: fn(&T) -> String,
+        size: fn(&[T]) -> String,
+    ) -> fmt::Result {
+        write!(f, " {}", field.name())?;
+        let mut uses = self.sets.iter().filter(|set| set.field == field).peekable();
+        let mut index = 0;
+        let mut separator = " ";
+        while index < values.len() {
+            f.write_str(separator)?;
+            separator = ",";
+            match uses.next_if(|set| set.start == index && set.len > 0) {
+                Some(set) => {
+                    let end = (index + set.len).min(values.len());
+                    write!(f, "${} ({})", set.name, size(&values[index..end]))?;
+                    index = end;
+                }
+                None => {
+                    f.write_str(&text(&values[index]))?;
+                    index += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `83 ports`: the ports a list of ranges covers.
+fn port_count(ranges: &[Ports]) -> String {
+    let ports = ranges
+        .iter()
+        .map(|r| u64::from(*r.end()) - u64::from(*r.start()) + 1)
+        .sum();
+    counted(ports, "port")
+}
+
+/// `100,000 networks`, `1 port`.
+fn counted(count: u64, unit: &str) -> String {
+    let digits = count.to_string();
+    let mut grouped = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{grouped} {unit}{plural}")
+}
+
+/// `22` or `80-90`.
+fn port_text(p: &Ports) -> String {
+    if p.start() == p.end() {
+        p.start().to_string()
+    } else {
+        format!("{}-{}", p.start(), p.end())
+    }
+}
+
 /// `22,80-90` for a port list.
 pub fn ports_text(ports: &[Ports]) -> String {
-    ports
-        .iter()
-        .map(|p| {
-            if p.start() == p.end() {
-                p.start().to_string()
-            } else {
-                format!("{}-{}", p.start(), p.end())
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    ports.iter().map(port_text).collect::<Vec<_>>().join(",")
 }

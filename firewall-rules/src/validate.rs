@@ -11,7 +11,9 @@ use firewall_diagnostic::Diagnostic;
 
 use crate::{
     address, interface,
-    ruleset::{Action, Family, Policy, Ports, Rule, RuleSet, family_of, protocol},
+    ruleset::{
+        Action, Family, ListField, Policy, Ports, Rule, RuleSet, SetUse, family_of, protocol,
+    },
     schema::{RawInterface, RawList, RawRule, RawRules, Scalar},
 };
 
@@ -289,22 +291,35 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         .as_ref()
         .and_then(|p| protocol_number(p, problems))
         .flatten();
+    let mut uses = Vec::new();
     let src = raw
         .src
         .as_ref()
-        .and_then(|list| addresses("src", list, sets, problems));
+        .and_then(|list| addresses(ListField::Src, list, sets, &mut uses, problems));
     let dst = raw
         .dst
         .as_ref()
-        .and_then(|list| addresses("dst", list, sets, problems));
-    let src_port = raw
-        .src_port
-        .as_ref()
-        .and_then(|list| ports("src_port", list, protocol, sets, problems));
-    let dst_port = raw
-        .dst_port
-        .as_ref()
-        .and_then(|list| ports("dst_port", list, protocol, sets, problems));
+        .and_then(|list| addresses(ListField::Dst, list, sets, &mut uses, problems));
+    let src_port = raw.src_port.as_ref().and_then(|list| {
+        ports(
+            ListField::SrcPort,
+            list,
+            protocol,
+            sets,
+            &mut uses,
+            problems,
+        )
+    });
+    let dst_port = raw.dst_port.as_ref().and_then(|list| {
+        ports(
+            ListField::DstPort,
+            list,
+            protocol,
+            sets,
+            &mut uses,
+            problems,
+        )
+    });
     let icmp_type = raw
         .icmp_type
         .as_ref()
@@ -337,6 +352,7 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         log,
         line: u32::try_from(id.referenced.line()).unwrap_or(u32::MAX),
         column: u32::try_from(id.referenced.column()).unwrap_or(u32::MAX),
+        sets: uses,
     })
 }
 
@@ -410,11 +426,13 @@ fn protocol_number(raw: &Spanned<Scalar>, problems: &mut Problems) -> Option<Opt
 
 /// Addresses and CIDRs, directly or through `$set`s.
 fn addresses(
-    field: &str,
+    list_field: ListField,
     list: &Spanned<RawList>,
     sets: &HashMap<String, Set>,
+    uses: &mut Vec<SetUse>,
     problems: &mut Problems,
 ) -> Option<Vec<IpNet>> {
+    let field = list_field.name();
     let before = problems.len();
     let items = elements(list);
     if items.is_empty() {
@@ -427,7 +445,10 @@ fn addresses(
     for (item, at) in &items {
         match set_reference(item) {
             Some(name) => match sets.get(name) {
-                Some(Set::Addresses(set)) => nets.extend_from_slice(set),
+                Some(Set::Addresses(set)) => {
+                    uses.push(set_use(list_field, name, nets.len(), set.len()));
+                    nets.extend_from_slice(set);
+                }
                 Some(Set::Ports(_)) => problems.push(
                     at,
                     format!("`${name}` is a set of ports; `{field}` needs addresses"),
@@ -442,12 +463,14 @@ fn addresses(
 
 /// Ports and ranges, directly or through `$set`s; only on protocols that have ports.
 fn ports(
-    field: &str,
+    list_field: ListField,
     list: &Spanned<RawList>,
     protocol: Option<u8>,
     sets: &HashMap<String, Set>,
+    uses: &mut Vec<SetUse>,
     problems: &mut Problems,
 ) -> Option<Vec<Ports>> {
+    let field = list_field.name();
     if !protocol.is_some_and(protocol::has_ports) {
         let shown = protocol.map_or("any".to_string(), |p| {
             protocol::name(p).map_or(p.to_string(), str::to_string)
@@ -472,7 +495,10 @@ fn ports(
     for (item, at) in &items {
         match set_reference(item) {
             Some(name) => match sets.get(name) {
-                Some(Set::Ports(set)) => ranges.extend_from_slice(set),
+                Some(Set::Ports(set)) => {
+                    uses.push(set_use(list_field, name, ranges.len(), set.len()));
+                    ranges.extend_from_slice(set);
+                }
                 Some(Set::Addresses(_)) => problems.push(
                     at,
                     format!("`${name}` is a set of addresses; `{field}` needs ports"),
@@ -483,6 +509,15 @@ fn ports(
         }
     }
     (problems.len() == before).then_some(ranges)
+}
+
+fn set_use(field: ListField, name: &str, start: usize, len: usize) -> SetUse {
+    SetUse {
+        field,
+        name: name.to_string(),
+        start,
+        len,
+    }
 }
 
 fn icmp_field(
@@ -756,6 +791,54 @@ mod tests {
             .interfaces["lan0"]
             .rules[0]
             .clone()
+    }
+
+    #[test]
+    fn rules_show_sets_by_name_and_size() {
+        // `check` prints each rule on one line: a set by its name and size, never its elements.
+        let cases = [
+            (
+                "{ id: a, action: drop, src: $mgmt }",
+                "a drop any src $mgmt (3 networks)",
+            ),
+            (
+                "{ id: a, action: pass, protocol: tcp, src: [198.18.5.0/24, $mgmt, 198.18.6.1], dst_port: [22, $web] }",
+                "a pass tcp src 198.18.5.0/24,$mgmt (3 networks),198.18.6.1/32 dst_port 22,$web (83 ports)",
+            ),
+            (
+                "{ id: a, action: pass, protocol: udp, dst: [$mgmt, $mgmt], src_port: $web }",
+                "a pass udp dst $mgmt (3 networks),$mgmt (3 networks) src_port $web (83 ports)",
+            ),
+            (
+                "{ id: a, action: pass, protocol: tcp, dst: 198.18.0.1, dst_port: 80-90 }",
+                "a pass ipv4 tcp dst 198.18.0.1/32 dst_port 80-90",
+            ),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(rule(text).to_string(), shown, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_large_set_prints_as_one_short_line() {
+        let hosts: Vec<String> = (0..100_000u32)
+            .map(|i| std::net::Ipv4Addr::from(0xC612_0000 + i).to_string())
+            .collect();
+        let text = format!(
+            "version: 1\nsets:\n  blocklist: [{}]\ninterfaces:\n  lan0:\n    default: pass\n    rules:\n      - {{ id: block, action: drop, src: $blocklist }}\n",
+            hosts.join(", ")
+        );
+        let limits = Limits {
+            entries_per_rule: 100_000,
+            ..Limits::default()
+        };
+        let checked = RuleSet::parse_checked(Path::new("r.yaml"), &text, &limits).expect("valid");
+        let rule = &checked.rules.interfaces["lan0"].rules[0];
+        assert_eq!(rule.src.as_ref().map(Vec::len), Some(100_000));
+        assert_eq!(
+            rule.to_string(),
+            "block drop ipv4 any src $blocklist (100,000 networks)"
+        );
     }
 
     #[test]

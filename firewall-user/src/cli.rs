@@ -1,11 +1,14 @@
 //! The commands of `smf-firewall`, one module each, as in xtask: a clap `Args` struct whose
 //! doc comment is the command's `--help` text, and `Args::run(self)`, which returns the exit
-//! status (an error is exit 1, printed by `main`).
+//! status (an error is exit 1, printed by `main`). [`command`] is the whole command line, for
+//! the man pages and shell completions that `cargo xtask man` generates from it.
 
 pub mod check;
+mod config;
 pub mod conntrack;
 pub mod contracts;
 pub mod explain;
+pub mod handover;
 pub mod license;
 pub mod reload;
 pub mod replay;
@@ -14,12 +17,55 @@ pub mod status;
 pub mod top;
 pub mod unload;
 
-use std::path::Path;
+use std::process::ExitCode;
 
-use anyhow::Context as _;
-use firewall_user::config::Config;
+use clap::{CommandFactory as _, Parser, Subcommand};
 
-/// The daemon's configuration, for the commands that find the daemon through it.
-fn config(path: &Path) -> anyhow::Result<Config> {
-    Config::load(path).with_context(|| format!("cannot read the configuration {}", path.display()))
+/// The XDP firewall of the SMF sx Ultra Firewall Option: its daemon and command line.
+#[derive(Parser)]
+#[command(name = "smf-firewall", version, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The clap definition of `smf-firewall`, subcommands included.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Declares the `Command` enum and its dispatch from one list of `Variant => module` lines,
+/// in the order `--help` lists them.
+macro_rules! commands {
+    ($($variant:ident => $module:ident,)+) => {
+        #[derive(Subcommand)]
+        pub enum Command {
+            $($variant($module::Args),)+
+        }
+
+        impl Command {
+            pub fn run(self) -> anyhow::Result<ExitCode> {
+                match self {
+                    $(Command::$variant(args) => args.run(),)+
+                }
+            }
+        }
+    };
+}
+
+// In the order an operator needs them: the daemon and its rules first, watching it next,
+// the contract store, then taking it down; `replay` (the kernel against the reference) last.
+commands! {
+    Run => run,
+    Check => check,
+    Explain => explain,
+    Reload => reload,
+    Status => status,
+    Top => top,
+    Conntrack => conntrack,
+    License => license,
+    Contracts => contracts,
+    Handover => handover,
+    Unload => unload,
+    Replay => replay,
 }

@@ -491,6 +491,10 @@ async fn run_until_stopped(
                 Request::Status => {
                     let _ = reply.send(operator.status());
                 }
+                Request::Handover => {
+                    let _ = reply.send(operator.status());
+                    break HANDOVER;
+                }
             },
             Some(outcome) = done.recv() => {
                 let Some(Reloading { trigger, reply, .. }) = reloading.take() else {
@@ -515,6 +519,9 @@ async fn run_until_stopped(
     drop(dataplane);
     operator.stop(signal)
 }
+
+/// What ends the loop on a `handover` request: a stop that leaves everything attached.
+const HANDOVER: &str = "handover request";
 
 /// Aborts the task when dropped.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -909,7 +916,7 @@ impl Operator {
 
     /// After the dataplane handle is dropped: detach and unpin, or leave it all in place.
     fn stop(self, signal: &str) -> Result<(), DaemonError> {
-        if self.keep_attached_on_exit {
+        if self.keep_attached_on_exit || signal == HANDOVER {
             info!(
                 signal,
                 pins = %self.pins.root().display(),

@@ -1,8 +1,9 @@
-//! The smf-firewall daemon and what its CLI shares with it: the daemon's configuration, its
+//! The smf-firewall daemon and its command line (`cli`): the daemon's configuration, its
 //! start, reloads and control socket, metrics, drop logs and the licence loop, and the
 //! metrics reader behind `smf-firewall top`. The rule pipeline is `firewall-rules`, the
 //! kernel side `firewall-dataplane`, the contract store `firewall-contracts`.
 
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -1,60 +1,13 @@
-//! The `smf-firewall` command line: the top-level parser, logging and dispatch. Each command
-//! is a module of [`cli`] with its clap `Args` (whose doc comment is its `--help` text) and
-//! `Args::run`.
-
-mod cli;
+//! The `smf-firewall` binary: logging, then the command line of `firewall_user::cli`.
 
 use std::{
     io::{IsTerminal, Write as _},
     process::ExitCode,
 };
 
-use clap::{Parser, Subcommand};
-use cli::{
-    check, conntrack, contracts, explain, license, reload, replay, run, status, top, unload,
-};
+use clap::Parser as _;
+use firewall_user::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
-
-/// smf-firewall: the XDP firewall dataplane of the SMF sx Ultra Firewall Option.
-#[derive(Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-/// Declares the `Command` enum and its dispatch from one list of `Variant => module` lines,
-/// in the order `--help` lists them.
-macro_rules! commands {
-    ($($variant:ident => $module:ident,)+) => {
-        #[derive(Subcommand)]
-        enum Command {
-            $($variant($module::Args),)+
-        }
-
-        impl Command {
-            fn run(self) -> anyhow::Result<ExitCode> {
-                match self {
-                    $(Command::$variant(args) => args.run(),)+
-                }
-            }
-        }
-    };
-}
-
-commands! {
-    Replay => replay,
-    Check => check,
-    Explain => explain,
-    Run => run,
-    Reload => reload,
-    Status => status,
-    Unload => unload,
-    Contracts => contracts,
-    License => license,
-    Top => top,
-    Conntrack => conntrack,
-}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

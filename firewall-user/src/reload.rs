@@ -325,6 +325,7 @@ fn fingerprint(rule: &Rule) -> u64 {
     let meaning = Rule {
         line: 0,
         column: 0,
+        sets: Vec::new(),
         ..rule.clone()
     };
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -260,3 +260,65 @@ fn check_refuses_unclean_input_with_positions() {
         );
     }
 }
+
+/// A rule over a large set prints the set's name and size, not its elements: `check` of a
+/// 30,000-network blocklist is a few lines, not megabytes.
+#[test]
+fn check_prints_a_set_by_name_and_size() {
+    let hosts: Vec<String> = (0..30_000u32)
+        .map(|i| std::net::Ipv4Addr::from(0xC612_0000 + i).to_string())
+        .collect();
+    let text = format!(
+        "version: 1\nsets:\n  blocklist: [{}]\n  admin: [22, 2222]\ninterfaces:\n  lan0:\n    default: pass\n    rules:\n      - {{ id: block, action: drop, src: $blocklist }}\n      - {{ id: ssh, action: drop, protocol: tcp, src: [198.19.0.0/16, $blocklist], dst_port: $admin }}\n",
+        hosts.join(", ")
+    );
+    let (_dir, file) = rule_file(text.as_bytes());
+    let (code, stdout, stderr) = check(&file);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("  1. block drop ipv4 any src $blocklist (30,000 networks)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "  2. ssh drop ipv4 tcp src 198.19.0.0/16,$blocklist (30,000 networks) dst_port $admin (2 ports)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.len() < 1000, "{} bytes of output", stdout.len());
+}
+
+/// `--help` lists the commands in the order an operator needs them: the daemon and its
+/// rules, watching it, the contract store, taking it down, and `replay` last.
+#[test]
+fn help_lists_the_commands_in_the_order_an_operator_needs_them() {
+    let out = Command::new(SMF_FIREWALL).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "run",
+            "check",
+            "explain",
+            "reload",
+            "status",
+            "top",
+            "conntrack",
+            "license",
+            "contracts",
+            "handover",
+            "unload",
+            "replay",
+            "help"
+        ],
+        "{help}"
+    );
+}

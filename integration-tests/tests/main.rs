@@ -22,6 +22,7 @@ mod license_e2e;
 mod metering_e2e;
 mod metering_kernel;
 mod operations_e2e;
+mod package_e2e;
 mod replay;
 mod resilience_e2e;
 mod swap;

@@ -132,6 +132,29 @@ fn sink(ns: &NetNs, port: u16) -> UdpSocket {
         .unwrap()
 }
 
+/// (panel title, PromQL) of every target of deploy/grafana/smf-firewall.json, with Grafana's
+/// variables as a dashboard showing all adapters and interfaces would send them.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/smf-firewall.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let promql = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "4s")
+                .replace("$__range", "1m")
+                .replace("$job", ".+")
+                .replace("$instance", ".+")
+                .replace("$interface", ".+");
+            assert!(!promql.contains('$'), "a variable left in {promql}");
+            queries.push((panel["title"].as_str().unwrap().to_string(), promql));
+        }
+    }
+    queries
+}
+
 fn rules_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/rules.yml")
 }
@@ -309,6 +332,14 @@ fn prometheus_scrapes_the_daemon_and_records_utilization_of_known_traffic() {
         assert_eq!(rules.len(), 6, "{groups}");
         for rule in rules {
             assert_eq!(rule["health"], "ok", "{rule}");
+        }
+        // Every query of every panel of the Grafana dashboard has data here.
+        let panels = dashboard_queries();
+        assert!(panels.len() >= 19, "{panels:?}");
+        for (panel, promql) in panels {
+            let data = prometheus.query_data(&promql).unwrap();
+            let result = data["result"].as_array().unwrap();
+            assert!(!result.is_empty(), "panel {panel}: no data for {promql}");
         }
 
         drop(stopper);

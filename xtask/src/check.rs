@@ -30,7 +30,9 @@ fn steps() -> Vec<Step> {
         Step::new("fmt", cargo()).args(&["fmt", "--all", "--", "--check"]),
         Step::new("fmt (eBPF)", nightly_cargo(&ebpf)).args(&["fmt", "--", "--check"]),
         Step::new("clippy", cargo())
+            // The feature builds smf-firewall-docs, the man page and completion writer.
             .args(&["clippy", "--workspace", "--all-targets"])
+            .args(&["--features", "firewall-user/docs"])
             .args(&deny_warnings),
         Step::new("clippy (eBPF)", nightly_cargo(&ebpf))
             .args(&["clippy", "--release", "-Z", "build-std=core"])

@@ -8,10 +8,12 @@
 mod bench;
 mod build;
 mod check;
+mod deb;
 mod demo;
 mod fuzz;
 mod fuzz_dataplane;
 mod gen_rules;
+mod man;
 #[cfg(test)]
 mod module_graph;
 mod probe;
@@ -55,6 +57,8 @@ commands! {
     Fuzz => fuzz,
     FuzzDataplane => fuzz_dataplane,
     GenRules => gen_rules,
+    Man => man,
+    Deb => deb,
 }
 
 /// Project tasks for smf-firewall. Most need root: they install packages and load XDP programs.

@@ -40,6 +40,14 @@ const PACKAGES: &[&str] = &[
     "systemd",
     // nsenter: the tests enter network namespaces without hiding the BPF filesystem.
     "util-linux",
+    // The man pages are rendered with `man -l` in a test; the completions are loaded by
+    // each shell; the Debian package is checked by lintian.
+    "man-db",
+    "groff-base",
+    "bash-completion",
+    "zsh",
+    "fish",
+    "lintian",
 ];
 
 /// What the eBPF crate's nightly build and its checks need (`-Z build-std=core` needs rust-src).

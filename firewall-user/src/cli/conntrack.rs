@@ -3,10 +3,10 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use crate::config::DEFAULT_CONFIG;
 use anyhow::Context as _;
 use clap::Subcommand;
 use firewall_dataplane::{conntrack::Pinned, pins::Pins};
-use firewall_user::config::DEFAULT_CONFIG;
 
 /// The running daemon's connection-tracking table: live flows by protocol and state (no
 /// addresses). `conntrack flush` deletes every flow. Reads the maps the daemon pinned
@@ -28,7 +28,7 @@ enum ConntrackCommand {
 
 impl Args {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let config = super::config(&self.config)?;
+        let config = super::config::load(&self.config)?;
         let pins = Pins::new(&config.operations.pin_path);
         let mut pinned =
             Pinned::open_current(&pins).context("cannot read the connection-tracking table")?;

@@ -9,6 +9,7 @@ use std::{
     str::FromStr,
 };
 
+use crate::config::Config;
 use anyhow::{Context as _, bail};
 use chrono::Utc;
 use chrono::{DateTime, Utc as UtcZone};
@@ -20,7 +21,6 @@ use firewall_contracts::{
     model::{BillingDays, Counts, Customer, ModelChange, Outage, parse_day},
     store::{DEFAULT_URL, Ended, NewManagement, NewOption, NewRental},
 };
-use firewall_user::config::Config;
 
 /// The daemon's config, whose `contracts.url` is the default store when it exists.
 const SYSTEM_CONFIG: &str = "/etc/smf-firewall/config.yaml";

@@ -2,12 +2,12 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::bail;
-use firewall_user::{
+use crate::{
     config::DEFAULT_CONFIG,
     control::{self, Answer, Request},
     reload::Summary,
 };
+use anyhow::bail;
 
 /// A reload of 100,000 rules takes a few seconds.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -27,7 +27,9 @@ pub struct Args {
 
 impl Args {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let socket = super::config(&self.config)?.operations.control_socket();
+        let socket = super::config::load(&self.config)?
+            .operations
+            .control_socket();
         let reply = control::call(&socket, Request::Reload, RELOAD_TIMEOUT)?;
         if self.json {
             println!("{reply}");

@@ -1,4 +1,4 @@
-//! `smf-firewall run`: the daemon (`firewall_user::daemon`) on a tokio runtime.
+//! `smf-firewall run`: the daemon (`crate::daemon`) on a tokio runtime.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -11,7 +11,7 @@ use anyhow::Context as _;
 #[derive(clap::Args)]
 pub struct Args {
     /// The daemon's YAML configuration (rules file, interfaces, metrics address).
-    #[arg(long, value_name = "FILE", default_value = firewall_user::config::DEFAULT_CONFIG)]
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
     config: PathBuf,
 }
 
@@ -19,7 +19,7 @@ impl Args {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let config = self.config;
         let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-        let result = runtime.block_on(firewall_user::daemon::run(&config));
+        let result = runtime.block_on(crate::daemon::run(&config));
         // Dropping the runtime would wait for every blocking task, also a reload's read that
         // never returns (a hung mount): the daemon has cleaned up, so it does not wait long.
         runtime.shutdown_timeout(Duration::from_secs(1));

@@ -2,11 +2,11 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::bail;
-use firewall_user::{
+use crate::{
     config::DEFAULT_CONFIG,
     control::{self, Answer, Request, protocol::Status},
 };
+use anyhow::bail;
 
 /// Status is immediate.
 pub(super) const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,7 +25,9 @@ pub struct Args {
 
 impl Args {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let socket = super::config(&self.config)?.operations.control_socket();
+        let socket = super::config::load(&self.config)?
+            .operations
+            .control_socket();
         let reply = control::call(&socket, Request::Status, STATUS_TIMEOUT)?;
         if self.json {
             println!("{reply}");

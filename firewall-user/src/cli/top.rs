@@ -1,4 +1,4 @@
-//! `smf-firewall top`: the terminal loop around `firewall_user::top`.
+//! `smf-firewall top`: the terminal loop around `crate::top`.
 
 use std::{
     io::{IsTerminal, Write},
@@ -8,8 +8,8 @@ use std::{
     time::Duration,
 };
 
+use crate::top::{self, Frame, Source};
 use anyhow::Context as _;
-use firewall_user::top::{self, Frame, Source};
 
 /// The environment variable that holds the basic-auth password (never on the command line,
 /// where other users could read it).

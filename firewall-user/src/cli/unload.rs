@@ -5,13 +5,13 @@ use std::{
     process::ExitCode,
 };
 
-use anyhow::Context as _;
-use firewall_dataplane::pins::Pins;
-use firewall_user::{
+use crate::{
     config::{DEFAULT_CONFIG, Operations},
     control::{self, Request},
     instance_lock::{InstanceLock, LockError},
 };
+use anyhow::Context as _;
+use firewall_dataplane::pins::Pins;
 
 use super::status::STATUS_TIMEOUT;
 
@@ -33,7 +33,7 @@ impl Args {
             );
             Operations::default()
         } else {
-            super::config(&self.config)?.operations
+            super::config::load(&self.config)?.operations
         };
         let socket = ops.control_socket();
         if control::call(&socket, Request::Status, STATUS_TIMEOUT).is_ok() {

@@ -13,12 +13,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use crate::reload::Summary;
 
-/// `{"command":"reload"}` or `{"command":"status"}`.
+/// `{"command":"reload"}`, `{"command":"status"}` or `{"command":"handover"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Reload,
     Status,
+    /// Answer the status, then exit leaving XDP attached and everything pinned, as
+    /// `keep_attached_on_exit` does, for the next daemon to take over (an upgrade).
+    Handover,
 }
 
 /// What the daemon answers: the status, a reload that took effect, or why a request failed.
@@ -252,7 +255,7 @@ mod tests {
 
     #[test]
     fn every_message_reads_back_as_itself() {
-        for request in [Request::Reload, Request::Status] {
+        for request in [Request::Reload, Request::Status, Request::Handover] {
             assert_eq!(round_trip(&request), request);
         }
         let answers = [
@@ -280,6 +283,7 @@ mod tests {
         let text = |request| serde_json::to_string(&request).unwrap();
         assert_eq!(text(Request::Reload), r#"{"command":"reload"}"#);
         assert_eq!(text(Request::Status), r#"{"command":"status"}"#);
+        assert_eq!(text(Request::Handover), r#"{"command":"handover"}"#);
     }
 
     /// The text that `status --json` prints, key for key (alphabetical, as when the answer

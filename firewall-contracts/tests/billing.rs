@@ -16,7 +16,7 @@ const CUSTOMERS: &str =
 const MG0: &str = "managements:\n  - {id: MG-0, customer: C1, start: 2020-01-01, accepted: 2019-12-01, counts: [{from: 2020-01-01, entries: 0, standbys: 0}]}\n";
 
 fn book(yaml: &str) -> Book {
-    serde_saphyr::from_str(&format!("{CUSTOMERS}{yaml}"))
+    firewall_diagnostic::parse_yaml(Path::new("book.yaml"), &format!("{CUSTOMERS}{yaml}"))
         .unwrap_or_else(|err| panic!("{err}\n{yaml}"))
 }
 

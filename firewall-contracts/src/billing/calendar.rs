@@ -89,11 +89,6 @@ impl FromStr for Month {
     }
 }
 
-/// The days from `first` through `last`, both included (none when `last < first`).
-pub fn days(first: Day, last: Day) -> impl Iterator<Item = Day> {
-    first.iter_days().take_while(move |day| *day <= last)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

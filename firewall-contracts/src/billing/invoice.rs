@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{
     book::{Book, End, EndedBy, Management, OptionContract, Outage, Rental, Suspension},
-    calendar::{Month, days},
+    calendar::Month,
     prices::{Price, PriceError, Prices},
     proration::{Exact, Units},
 };
@@ -691,7 +691,8 @@ impl<'a> Biller<'a> {
         (first <= term_end).then_some((first, term_end))
     }
 
-    /// Monthly fees from `first` through `last`, by price, each day its share of its month.
+    /// Monthly fees from `first` through `last`, by price: each run of days billed alike
+    /// within a calendar month is its share of that month.
     fn accrue(
         &self,
         customer: &str,
@@ -700,25 +701,44 @@ impl<'a> Biller<'a> {
         per_day: impl Fn(Day) -> (Price, u32),
     ) -> Result<Vec<Accrued>, BillingError> {
         let mut accrued: Vec<Accrued> = Vec::new();
-        for day in days(first, last) {
+        let mut day = first;
+        while day <= last {
             let (price, units) = per_day(day);
+            let month = Month::of(day);
+            let repriced = self
+                .prices
+                .next_change(customer, day)
+                .and_then(|next| next.pred_opt());
+            let limit = last.min(month.last()).min(repriced.unwrap_or(Day::MAX));
+            let mut through = day;
+            while let Some(next) = through.succ_opt().filter(|next| *next <= limit) {
+                if per_day(next) != (price, units) {
+                    break;
+                }
+                through = next;
+            }
+            let run = u32::try_from((through - day).num_days() + 1).unwrap_or(u32::MAX);
             let share = match units {
                 0 => Exact::default(),
                 _ => {
-                    let monthly = self.price(customer, price, day)?;
-                    Exact::one_day(u128::from(monthly) * u128::from(units), day)
+                    let monthly = u128::from(self.price(customer, price, day)?) * u128::from(units);
+                    Exact::share(monthly, run, month.days())
                 }
             };
             match accrued.iter_mut().find(|a| a.price == price) {
                 Some(a) => {
                     a.exact.add(share);
-                    a.days += 1;
+                    a.days += run;
                 }
                 None => accrued.push(Accrued {
                     price,
                     exact: share,
-                    days: 1,
+                    days: run,
                 }),
+            }
+            match through.succ_opt() {
+                Some(next) => day = next,
+                None => break,
             }
         }
         Ok(accrued)

@@ -186,6 +186,16 @@ impl Prices {
             })
     }
 
+    /// The first day after `day` on which a price of `customer` may change.
+    pub fn next_change(&self, customer: &str, day: Day) -> Option<Day> {
+        let own = self.customers.get(customer).map_or(&[][..], Vec::as_slice);
+        own.iter()
+            .chain(&self.default)
+            .map(|dated| dated.from)
+            .filter(|from| *from > day)
+            .min()
+    }
+
     /// The tax rate in force on `day`.
     pub fn tax_rate(&self, day: Day) -> Result<TaxRate, PriceError> {
         self.tax

@@ -12,11 +12,11 @@ const PARTS: i128 = 377_580;
 pub struct Exact(i128);
 
 impl Exact {
-    /// One day's share of `monthly` yen in the calendar month of `day`.
-    pub fn one_day(monthly: u128, day: Day) -> Exact {
-        let month_days = days_in_month(day);
-        let monthly = i128::try_from(monthly).unwrap_or(i128::MAX / PARTS);
-        Exact(monthly.saturating_mul(PARTS / i128::from(month_days)))
+    /// The share of `monthly` yen for `days` days of a calendar month of `month_days`.
+    pub fn share(monthly: u128, days: u32, month_days: u32) -> Exact {
+        let monthly = i128::try_from(monthly).unwrap_or(i128::MAX);
+        let parts = PARTS / i128::from(month_days.clamp(28, 31)) * i128::from(days);
+        Exact(monthly.saturating_mul(parts))
     }
 
     pub fn add(&mut self, other: Exact) {
@@ -27,11 +27,6 @@ impl Exact {
     pub fn floor(self) -> i128 {
         self.0.div_euclid(PARTS)
     }
-}
-
-/// The number of days of the calendar month of `day`.
-pub fn days_in_month(day: Day) -> u32 {
-    super::calendar::Month::of(day).days()
 }
 
 /// Units kept billed after a fall (15-5 proviso): `units` from `from` through `through`.
@@ -205,27 +200,28 @@ mod tests {
     }
 
     #[test]
-    fn a_day_of_any_month_is_exact() {
-        // Each row: monthly fee, a day, the whole yen of one day.
+    fn shares_of_any_month_are_exact() {
+        // Each row: monthly fee, days, days of the month, whole yen.
         let cases = [
-            (3100, "2026-03-10", 100),
-            (3000, "2026-02-01", 107),
-            (3000, "2024-02-01", 103),
-            (3000, "2026-04-01", 100),
+            (3100, 1, 31, 100),
+            (3000, 1, 28, 107),
+            (3000, 1, 29, 103),
+            (3000, 1, 30, 100),
+            (3100, 22, 31, 2200), // exactly, not 2,199.99...
+            (3000, 15, 31, 1451),
+            (3000, 31, 31, 3000),
         ];
-        for (monthly, on, yen) in cases {
+        for (monthly, days, month_days, yen) in cases {
             assert_eq!(
-                Exact::one_day(monthly, day(on)).floor(),
+                Exact::share(monthly, days, month_days).floor(),
                 yen,
-                "{monthly} {on}"
+                "{monthly} × {days}/{month_days}"
             );
         }
-        // 22 days of 3,100 in a 31-day month: 2,200 exactly, not 2,199.99...
-        let mut sum = Exact::default();
-        for d in super::super::calendar::days(day("2026-03-10"), day("2026-03-31")) {
-            sum.add(Exact::one_day(3100, d));
-        }
-        assert_eq!(sum.floor(), 2200);
+        // Shares add up exactly across months: 11/31 + 9/30 of 3,100 is 1,100 + 930.
+        let mut sum = Exact::share(3100, 11, 31);
+        sum.add(Exact::share(3100, 9, 30));
+        assert_eq!(sum.floor(), 2030);
     }
 
     // Each row (Art. 15-5): history, billing start, a day, count, kept units.

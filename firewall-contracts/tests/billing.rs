@@ -293,6 +293,9 @@ fn rows() -> Vec<Row> {
             format!("{one_entry}outages:\n{}{}", claim("2026-08-01T00:00:00+09:00", "2026-08-01T20:00:00+09:00", "2026-09-15", true, true),
                 claim("2026-08-02T00:00:00+09:00", "2026-08-02T20:00:00+09:00", "2026-09-15", true, true)), "2026-09",
             vec![("15-3", "MG-1", "management entry", 3000)], vec!["it lasted 20 h 0 min", "it lasted 20 h 0 min"]),
+        ("26: an outage that ends before it begins is no outage",
+            format!("{one_entry}outages:\n{}", claim("2026-08-04T00:00:00+09:00", "2026-08-01T00:00:00+09:00", "2026-09-15", true, true)), "2026-09",
+            vec![("15-3", "MG-1", "management entry", 3000)], vec!["no reduction: it ends before it begins"]),
         ("26: a claim on the day 3 months after the 24 hours were reached is in time",
             format!("{one_entry}outages:\n{}", claim("2026-08-03T10:00:00+09:00", "2026-08-06T09:30:00+09:00", "2026-11-04", true, true)), "2026-11",
             vec![("15-3", "MG-1", "management entry", 3000), ("26", "MG-1", "outage credit, 2 × 1/30 of 3000 yen (2026-08-03 10:00 to 2026-08-06 09:30)", -200)], vec![]),
@@ -421,6 +424,14 @@ fn a_book_with_broken_references_is_refused() {
             "rentals:\n  - {id: R-1, customer: C1, model: x1, start: 2026-01-01}\n  - {id: R-1, customer: C1, model: x2, start: 2026-01-01}\n",
             "rental R-1 is listed twice",
         ),
+        (
+            "rentals:\n  - {id: R-1, customer: C1, model: x1, model_changes: [{on: 2026-02-01, model: x86-fuji}], start: 2026-01-01}\n",
+            "rental R-1: x86-fuji is not a rental model (table 1)",
+        ),
+        (
+            "managements:\n  - {id: MG-1, customer: C1, start: 2026-01-01}\noptions:\n  - {id: O-1, management: MG-1, model: b1, start: 2026-01-01}\n",
+            "option O-1: b1 gets no Ultra Firewall Option (table 1)",
+        ),
     ];
     for (yaml, words) in cases {
         let err = billing::invoice(&book(yaml), &prices(), month("2026-04"), None).unwrap_err();
@@ -428,6 +439,11 @@ fn a_book_with_broken_references_is_refused() {
     }
     let err = billing::invoice(&book(""), &prices(), month("2026-04"), Some("C9")).unwrap_err();
     assert_eq!(err, BillingError::UnknownCustomer("C9".into()));
+    let err = billing::invoice(&book(""), &prices(), month("9999-12"), None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no invoice can be issued for 9999-12: it would be issued after 9999-12"
+    );
 }
 
 #[test]

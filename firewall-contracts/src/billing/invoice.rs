@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{
     book::{Book, End, EndedBy, Management, OptionContract, Outage, Rental, Suspension},
     calendar::Month,
-    prices::{Price, PriceError, Prices},
+    prices::{Price, PriceError, Prices, rental_model},
     proration::{Exact, Units},
 };
 use crate::model::{Day, Role, minimum_term_end};
@@ -222,11 +222,24 @@ impl<'a> Biller<'a> {
         let mut rentals = HashMap::new();
         for r in &book.rentals {
             known(&r.customer, &format!("rental {}", r.id))?;
+            let models = std::iter::once(r.model).chain(r.model_changes.iter().map(|c| c.model));
+            if let Some(model) = models.into_iter().find(|model| !rental_model(*model)) {
+                return Err(book_error(format!(
+                    "rental {}: {model} is not a rental model (table 1)",
+                    r.id
+                )));
+            }
             if rentals.insert(r.id.as_str(), r).is_some() {
                 return Err(book_error(format!("rental {} is listed twice", r.id)));
             }
         }
         for o in &book.options {
+            if !o.model.option_eligible() {
+                return Err(book_error(format!(
+                    "option {}: {} gets no Ultra Firewall Option (table 1)",
+                    o.id, o.model
+                )));
+            }
             if !managements.contains_key(o.management.as_str()) {
                 return Err(book_error(format!(
                     "option {} names unknown management `{}`",
@@ -572,8 +585,11 @@ impl<'a> Biller<'a> {
         if !outage.provider_fault {
             return refuse("no reduction: not the provider's fault (Art. 26-2)".into());
         }
+        if lasted <= TimeDelta::zero() {
+            return refuse("no reduction: it ends before it begins".into());
+        }
         if lasted < OUTAGE_PERIOD {
-            let minutes = lasted.num_minutes().max(0);
+            let minutes = lasted.num_minutes();
             return refuse(format!(
                 "no reduction: it lasted {} h {} min, less than 24 consecutive hours (Art. 26)",
                 minutes / 60,

@@ -144,6 +144,7 @@ impl Prices {
         let customers = raw
             .customers
             .into_iter()
+            .flatten()
             .map(|(id, list)| (id, check.list(list.0)))
             .collect();
         let tax = check.tax(raw.tax);
@@ -214,8 +215,9 @@ impl Prices {
 struct RawSheet {
     #[serde(default)]
     default: OneOrMany,
+    /// `customers:` with every entry commented out is null: no overrides.
     #[serde(default)]
-    customers: HashMap<String, OneOrMany>,
+    customers: Option<HashMap<String, OneOrMany>>,
     tax: Vec<RawTax>,
 }
 
@@ -455,7 +457,7 @@ impl Check {
 }
 
 /// Table 1's rental models: every model but SEIL/x86 Fuji.
-fn rental_model(model: Model) -> bool {
+pub fn rental_model(model: Model) -> bool {
     model != Model::X86Fuji
 }
 
@@ -547,7 +549,8 @@ mod tests {
 
     #[test]
     fn one_entry_may_be_written_without_a_list() {
-        let prices = parse("default: {from: 2019-10-01, option: {initial: 7}}\ntax: [{from: 2019-10-01, rate: 0.1}]\n").unwrap();
+        // `customers:` with its entries commented out is null: no overrides.
+        let prices = parse("default: {from: 2019-10-01, option: {initial: 7}}\ncustomers:\n# C1: ...\ntax: [{from: 2019-10-01, rate: 0.1}]\n").unwrap();
         assert_eq!(
             prices.price("C", Price::OptionInitial, day("2020-01-01")),
             Ok(7)
@@ -635,6 +638,12 @@ mod tests {
                 3,
                 12,
                 "a second tax rate",
+            ),
+            (
+                format!("default:\n  - from: 2019-10-01\n  - from: 2019-10-01\n{tax}"),
+                3,
+                11,
+                "a second price entry from 2019-10-01",
             ),
         ];
         for (text, line, column, words) in cases {

@@ -1,10 +1,12 @@
 //! Contracts: who may use the Ultra Firewall Option on which adapter, kept in a
 //! store on SQLite or PostgreSQL. `model` is the terms' vocabulary and calendar, `store` the
 //! database with the rules it enforces, `import` the YAML file format of `contracts import`,
-//! `license` the licence decision the daemon and `smf-firewall license` make from it.
+//! `license` the licence decision the daemon and `smf-firewall license` make from it, `billing`
+//! the provider's invoices (Art. 15, 16, 26).
 
 #![forbid(unsafe_code)]
 
+pub mod billing;
 pub mod import;
 pub mod license;
 pub mod model;

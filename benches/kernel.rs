@@ -96,6 +96,35 @@ pub fn time(program: &Xdp, frame: &[u8]) -> Result<f64> {
     Ok(rounds[1])
 }
 
+/// Times each program on its frame with the rounds interleaved (a, b, c, a, b, c, ...), so a
+/// change in the machine's load hits all alike: what a difference between them needs. The
+/// median of 5 rounds each, after checking each program's action on its frame.
+pub fn time_interleaved(cases: &[(&Xdp, &[u8], u32)]) -> Result<Vec<f64>> {
+    for (program, frame, action) in cases {
+        let got = test_run::run(*program, frame, 1).map_err(err)?.action;
+        if got != *action {
+            return Err(format!(
+                "a program returned {got}, not {action}: its row would time another path"
+            ));
+        }
+    }
+    let mut rounds = vec![Vec::new(); cases.len()];
+    for _ in 0..5 {
+        for (i, (program, frame, _)) in cases.iter().enumerate() {
+            check()?;
+            let outcome = test_run::run(*program, frame, repeat()).map_err(err)?;
+            rounds[i].push(outcome.duration.as_nanos() as f64);
+        }
+    }
+    Ok(rounds
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect())
+}
+
 pub fn frame(spec: &str) -> Vec<u8> {
     let mut frame = PacketSpec::parse(spec).expect("bench specs parse").frame();
     frame.resize(frame.len().max(60), 0); // Ethernet minimum, as on the wire
@@ -190,6 +219,12 @@ pub fn set_rules(addresses: &[String]) -> String {
         addresses.join(", "),
         port_rule()
     )
+}
+
+/// `text` with its interface's default turned to drop: what the live table loads, so that every
+/// receiver drops the miss (as xdp-filter's deny policy does) and none pays the stack's cost.
+pub fn default_drop(text: &str) -> String {
+    text.replacen("default: pass", "default: drop", 1)
 }
 
 /// A `state: true` rule that the peer packet (UDP) does not match.

@@ -10,8 +10,10 @@
 //! scheduled where the frames are sent), so each frame costs the generator's time plus the
 //! receiver's: the ratios are diluted by the generator's share.
 //!
-//! The frame is shape (a)'s miss (`PEER_MISS`): every receiver but XDP_DROP passes it up the
-//! stack, which drops it at IP (it is addressed to another MAC). `xdp-pass` shows that cost.
+//! The frame is shape (a)'s miss (`PEER_MISS`), and every receiver drops it by its default:
+//! xdp-filter's deny policy drops what misses its entries, so smf-firewall is loaded with
+//! `default: drop` and nftables with `policy drop`. (A verdict costs nothing in a test run, but
+//! live a pass costs the stack's receive: `xdp-pass` shows how much, for reading only.)
 
 use std::{
     collections::BTreeMap,
@@ -110,7 +112,7 @@ impl Receiver {
 }
 
 /// An nftables netdev table with the peer content on `device`: the hosts in a set, the UDP
-/// port, both dropped, and a counter of every frame. Deleted on drop.
+/// port, both dropped, a counter of every frame, and the default drop. Deleted on drop.
 struct Nft {
     table: String,
 }
@@ -120,7 +122,7 @@ impl Nft {
         let table = format!("smfbench{}", std::process::id());
         let _ = run("nft", &["delete", "table", "netdev", &table]);
         let script = format!(
-            "table netdev {table} {{\n  set hosts {{ type ipv4_addr; elements = {{ {} }} }}\n  chain ingress {{\n    type filter hook ingress device \"{device}\" priority 0; policy accept;\n    counter\n    ip daddr @hosts drop\n    udp dport {PEER_PORT} drop\n  }}\n}}\n",
+            "table netdev {table} {{\n  set hosts {{ type ipv4_addr; elements = {{ {} }} }}\n  chain ingress {{\n    type filter hook ingress device \"{device}\" priority 0; policy drop;\n    counter\n    ip daddr @hosts drop\n    udp dport {PEER_PORT} drop\n  }}\n}}\n",
             addresses.join(", ")
         );
         let path = std::env::temp_dir().join(format!("{table}.nft"));
@@ -268,7 +270,10 @@ fn attach(name: &str, device: &str, addresses: &[String]) -> Result<Attached> {
             _filter: XdpFilter::load(device, addresses)?,
         },
         "smf-firewall" => {
-            let mut dataplane = kernel::load(&kernel::host_rules(addresses, ""), Tracking::Daemon)?;
+            let mut dataplane = kernel::load(
+                &kernel::default_drop(&kernel::host_rules(addresses, "")),
+                Tracking::Daemon,
+            )?;
             // The rules' slot 0 also on this device, so its frames take the rules' path.
             dataplane
                 .bind(loader::ifindex(device).map_err(err)?, 0)

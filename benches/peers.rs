@@ -9,7 +9,7 @@ use firewall_dataplane::test_run::XDP_PASS;
 
 use crate::kernel::{
     self, PEER_ADDRESSES, PEER_MISS, PEER_PORT, Result, Tracking, err, frame, peer_addresses,
-    repeat, run, time_expecting,
+    repeat, run, time_interleaved,
 };
 
 /// A veth pair in the root namespace, deleted on drop (its peer goes with it).
@@ -152,29 +152,30 @@ pub fn rows(
         .versus(peer_ns),
     );
     measured.insert("xdp_filter", peer_ns);
-    let shapes: [(&str, &str, String, &str); 2] = [
+    let shapes: [(&str, &str, usize, String); 2] = [
         (
             "smf_hosts",
             "udp miss: a rule per host + port rule",
+            content,
             kernel::host_rules(&addresses, ""),
-            "(a)",
         ),
         (
             "smf_set",
             "udp miss: one rule over the set + port",
+            2,
             kernel::set_rules(&addresses),
-            "(b)",
         ),
     ];
-    for (key, case, text, _) in shapes {
-        let mut dataplane = kernel::load(&text, Tracking::Daemon)?;
-        let ns = time_expecting(dataplane.program().map_err(err)?, &miss, XDP_PASS)?;
-        let rules = if key == "smf_hosts" { content } else { 2 };
+    let mut hosts = kernel::load(&shapes[0].3, Tracking::Daemon)?;
+    let mut set = kernel::load(&shapes[1].3, Tracking::Daemon)?;
+    verifier(&mut hosts, measured)?;
+    let times = time_interleaved(&[
+        (hosts.program().map_err(err)?, &miss, XDP_PASS),
+        (set.program().map_err(err)?, &miss, XDP_PASS),
+    ])?;
+    for ((key, case, rules, _), ns) in shapes.into_iter().zip(times) {
         rows.push(Row::new("smf-firewall", rules, case, ns, trivial_ns).versus(peer_ns));
         measured.insert(key, ns);
-        if key == "smf_hosts" {
-            verifier(&mut dataplane, measured)?;
-        }
     }
     Ok(())
 }

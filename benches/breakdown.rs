@@ -227,8 +227,11 @@ fn parse_count(text: &str) -> u64 {
 
 /// What a symbol is, for the reader.
 fn what(symbol: &str) -> &'static str {
-    let kinds: [(&str, &str); 14] = [
-        ("bpf_prog_", "JIT-ed program body"),
+    let kinds: [(&str, &str); 19] = [
+        ("bpf_prog_", "JIT-ed program (or subprog)"),
+        ("htab_map_hash", "jhash of the key"),
+        ("lookup_nulls_elem", "hash bucket walk"),
+        ("memcmp", "key compare"),
         ("htab_lru", "LRU hash lookup"),
         ("bpf_lru", "LRU list upkeep"),
         ("htab_map", "hash lookup"),
@@ -236,12 +239,14 @@ fn what(symbol: &str) -> &'static str {
         ("jhash", "hash of the key"),
         ("trie", "LPM trie lookup"),
         ("ktime", "clock"),
+        ("timespec", "clock"),
         ("jiffies", "clock"),
         ("bpf_loop", "bpf_loop"),
         ("return_thunk", "return thunk (mitigation)"),
         ("srso", "return thunk (mitigation)"),
         ("bpf_test", "the test-run loop"),
-        ("xdp", "the test-run loop / XDP glue"),
+        ("local_bh_enable", "the test-run loop"),
+        ("bpf_dispatcher_xdp", "XDP dispatcher"),
     ];
     kinds
         .iter()

@@ -134,6 +134,14 @@ fn firewall_rows(
     Ok(())
 }
 
+/// A part that failed (a peer missing, perf refused) is reported and the others still run;
+/// after a Ctrl-C nothing more does.
+fn skipped(part: &str, e: String) -> Result<()> {
+    kernel::check()?;
+    eprintln!("{part} skipped: {e}");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; a `cargo test` of the benches must not run them.
     if !std::env::args().any(|arg| arg == "--bench") {
@@ -157,13 +165,11 @@ fn main() -> Result<()> {
         kernel::check()?;
         match *part {
             "rules" => firewall_rows(trivial_ns, &mut rows, &mut measured)?,
-            "peers" => match peers::rows(trivial_ns, &mut rows, &mut measured) {
-                Ok(()) => {}
-                Err(e) if kernel::check().is_ok() => {
-                    eprintln!("xdp-filter comparison skipped: {e}")
+            "peers" => {
+                if let Err(e) = peers::rows(trivial_ns, &mut rows, &mut measured) {
+                    skipped("xdp-filter comparison", e)?;
                 }
-                Err(e) => return Err(e),
-            },
+            }
             "tracking" => {
                 tracking::switch_rows(trivial_ns, &mut rows, &mut measured)?;
                 memory = Some(tracking::conntrack_rows(
@@ -198,22 +204,24 @@ fn main() -> Result<()> {
         );
     }
     if parts.contains(&"live") {
-        let rates = live::table(&mut measured)?;
-        live::print(&rates);
-        println!(
-            "wrote {}",
-            write_json_value("live", &rates).map_err(err)?.display()
-        );
+        match live::table(&mut measured) {
+            Ok(rates) => {
+                live::print(&rates);
+                let path = write_json_value("live", &rates).map_err(err)?;
+                println!("wrote {}", path.display());
+            }
+            Err(e) => skipped("live table", e)?,
+        }
     }
     if parts.contains(&"breakdown") {
-        let breakdowns = breakdown::table()?;
-        breakdown::print(&breakdowns, &measured);
-        println!(
-            "wrote {}",
-            write_json_value("breakdown", &breakdowns)
-                .map_err(err)?
-                .display()
-        );
+        match breakdown::table() {
+            Ok(breakdowns) => {
+                breakdown::print(&breakdowns, &measured);
+                let path = write_json_value("breakdown", &breakdowns).map_err(err)?;
+                println!("wrote {}", path.display());
+            }
+            Err(e) => skipped("breakdown", e)?,
+        }
     }
     if parts.contains(&"control") {
         let control: Vec<control::Control> = [10_000, 100_000]

@@ -111,7 +111,7 @@ pub fn floor_flow(ctx: XdpContext) -> u32 {
         pad: [0; 3],
     };
     // SAFETY: the value is read once, while the program runs.
-    let found = unsafe { FLOWS.get(&key) }.is_some_and(|flow| flow.state != u32::MAX);
+    let found = unsafe { FLOWS.get(key) }.is_some_and(|flow| flow.state != u32::MAX);
     if let Some(counter) = COUNTERS.get_ptr_mut(0) {
         // SAFETY: a per-CPU value, this CPU's only.
         unsafe {
@@ -136,7 +136,7 @@ pub fn floor_flow_alone(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: only whether it is there is used.
-    if unsafe { FLOWS.get(&key) }.is_some() {
+    if unsafe { FLOWS.get(key) }.is_some() {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP
@@ -151,7 +151,7 @@ pub fn floor_hosts_alone(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: only whether it is there is used.
-    if unsafe { HOSTS.get(&key.dst) }.is_some() {
+    if unsafe { HOSTS.get(key.dst) }.is_some() {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS

@@ -96,35 +96,6 @@ pub fn time(program: &Xdp, frame: &[u8]) -> Result<f64> {
     Ok(rounds[1])
 }
 
-/// Times each program on its frame with the rounds interleaved (a, b, c, a, b, c, ...), so a
-/// change in the machine's load hits all alike: what a difference between them needs. The
-/// median of 5 rounds each, after checking each program's action on its frame.
-pub fn time_interleaved(cases: &[(&Xdp, &[u8], u32)]) -> Result<Vec<f64>> {
-    for (program, frame, action) in cases {
-        let got = test_run::run(*program, frame, 1).map_err(err)?.action;
-        if got != *action {
-            return Err(format!(
-                "a program returned {got}, not {action}: its row would time another path"
-            ));
-        }
-    }
-    let mut rounds = vec![Vec::new(); cases.len()];
-    for _ in 0..5 {
-        for (i, (program, frame, _)) in cases.iter().enumerate() {
-            check()?;
-            let outcome = test_run::run(*program, frame, repeat()).map_err(err)?;
-            rounds[i].push(outcome.duration.as_nanos() as f64);
-        }
-    }
-    Ok(rounds
-        .into_iter()
-        .map(|mut r| {
-            r.sort_by(f64::total_cmp);
-            r[r.len() / 2]
-        })
-        .collect())
-}
-
 pub fn frame(spec: &str) -> Vec<u8> {
     let mut frame = PacketSpec::parse(spec).expect("bench specs parse").frame();
     frame.resize(frame.len().max(60), 0); // Ethernet minimum, as on the wire
@@ -155,15 +126,26 @@ pub fn load(text: &str, tracking: Tracking) -> Result<Dataplane> {
     let mut dataplane =
         Dataplane::load_for_test_run(Capacity::for_compiled(&compiled)).map_err(err)?;
     let mut settings = Timeouts::default().settings();
-    settings.tracking = match tracking {
-        // The daemon's rule (firewall-user's reload): on when some rule has `state: true`.
-        Tracking::Daemon => settings.tracking | u64::from(rules.stateful()),
-        Tracking::Off => 0,
-        Tracking::On => 1,
-    };
+    settings.tracking = switch(&rules, tracking);
     dataplane.set_conntrack(&settings).map_err(err)?;
     dataplane.install(&compiled).map_err(err)?;
     Ok(dataplane)
+}
+
+/// The tracking switch for `rules`: the daemon's rule (firewall-user's reload) is on when some
+/// rule has `state: true`.
+fn switch(rules: &RuleSet, tracking: Tracking) -> u64 {
+    match tracking {
+        Tracking::Daemon => Timeouts::default().settings().tracking | u64::from(rules.stateful()),
+        Tracking::Off => 0,
+        Tracking::On => 1,
+    }
+}
+
+/// The tracking switch for the rules of `text`, as `load` sets it.
+pub fn tracking_switch(text: &str, tracking: Tracking) -> Result<u64> {
+    let rules = RuleSet::parse(Path::new("bench.yaml"), text).map_err(err)?;
+    Ok(switch(&rules, tracking))
 }
 
 /// Runs a command to completion; its stdout and stderr, or an error naming it.

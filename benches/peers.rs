@@ -5,11 +5,14 @@
 use std::collections::BTreeMap;
 
 use firewall_benches::Row;
-use firewall_dataplane::test_run::XDP_PASS;
+use firewall_dataplane::{
+    loader::Dataplane,
+    test_run::{self, XDP_PASS},
+};
 
 use crate::kernel::{
     self, PEER_ADDRESSES, PEER_MISS, PEER_PORT, Result, Tracking, err, frame, peer_addresses,
-    repeat, run, time_interleaved,
+    repeat, run,
 };
 
 /// A veth pair in the root namespace, deleted on drop (its peer goes with it).
@@ -72,41 +75,27 @@ impl XdpFilter {
         Ok(filter)
     }
 
-    /// The kernel's ns per run of `frame` by `bpftool prog run` (median of 3).
-    pub fn time(&self, frame: &[u8]) -> Result<f64> {
+    /// One round of `bpftool prog run` of `frame` (written at `path`): the kernel's ns per run.
+    pub fn round(&self, path: &std::path::Path) -> Result<f64> {
         let id = program_id(&self.interface)?;
-        let path = std::env::temp_dir().join(format!("smf-bench-frame-{}", std::process::id()));
-        std::fs::write(&path, frame).map_err(err)?;
-        let mut rounds = Vec::new();
-        for _ in 0..3 {
-            kernel::check()?;
-            let out = run(
-                "bpftool",
-                &[
-                    "prog",
-                    "run",
-                    "id",
-                    &id,
-                    "data_in",
-                    path.to_str().unwrap_or_default(),
-                    "repeat",
-                    &repeat().to_string(),
-                ],
-            );
-            let out = out.inspect_err(|_| {
-                let _ = std::fs::remove_file(&path);
-            })?;
-            let ns = out
-                .split("duration (average): ")
-                .nth(1)
-                .and_then(|rest| rest.split("ns").next())
-                .and_then(|n| n.trim().parse::<f64>().ok())
-                .ok_or(format!("cannot read bpftool's duration from: {out}"))?;
-            rounds.push(ns);
-        }
-        let _ = std::fs::remove_file(&path);
-        rounds.sort_by(f64::total_cmp);
-        Ok(rounds[1])
+        let out = run(
+            "bpftool",
+            &[
+                "prog",
+                "run",
+                "id",
+                &id,
+                "data_in",
+                path.to_str().unwrap_or_default(),
+                "repeat",
+                &repeat().to_string(),
+            ],
+        )?;
+        out.split("duration (average): ")
+            .nth(1)
+            .and_then(|rest| rest.split("ns").next())
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .ok_or(format!("cannot read bpftool's duration from: {out}"))
     }
 }
 
@@ -127,8 +116,8 @@ fn program_id(interface: &str) -> Result<String> {
         .ok_or(format!("no XDP program on {interface}: {out}"))
 }
 
-/// xdp-filter, then ours with the content as a rule per host (a) and as one rule over the set
-/// (b), loaded as the daemon loads them. Records `xdp_filter`, `smf_hosts`, `smf_set`.
+/// xdp-filter and ours with the content as a rule per host (a) and as one rule over the set
+/// (b), loaded as the daemon loads them, timed interleaved. Records `xdp_filter`, `smf_hosts`, `smf_set`.
 pub fn rows(
     trivial_ns: f64,
     rows: &mut Vec<Row>,
@@ -138,9 +127,16 @@ pub fn rows(
     let miss = frame(PEER_MISS);
     let name = format!("smfp{}", std::process::id());
     let veth = RootVeth::new(&name, &format!("{name}p"))?;
-    let peer_ns = XdpFilter::load(&veth.name, &addresses)?.time(&miss)?;
-    drop(veth);
+    let filter = XdpFilter::load(&veth.name, &addresses)?;
     let content = PEER_ADDRESSES + 1;
+    let mut hosts = kernel::load(&kernel::host_rules(&addresses, ""), Tracking::Daemon)?;
+    let mut set = kernel::load(&kernel::set_rules(&addresses), Tracking::Daemon)?;
+    verifier(&mut hosts, measured)?;
+    let path = std::env::temp_dir().join(format!("smf-bench-frame-{}", std::process::id()));
+    std::fs::write(&path, &miss).map_err(err)?;
+    let times = time_with_peer(&filter, &path, &mut hosts, &mut set, &miss);
+    let _ = std::fs::remove_file(&path);
+    let [peer_ns, hosts_ns, set_ns] = times?;
     rows.push(
         Row::new(
             "xdp-filter",
@@ -151,33 +147,77 @@ pub fn rows(
         )
         .versus(peer_ns),
     );
-    measured.insert("xdp_filter", peer_ns);
-    let shapes: [(&str, &str, usize, String); 2] = [
-        (
-            "smf_hosts",
-            "udp miss: a rule per host + port rule",
+    rows.push(
+        Row::new(
+            "smf-firewall",
             content,
-            kernel::host_rules(&addresses, ""),
-        ),
-        (
-            "smf_set",
-            "udp miss: one rule over the set + port",
+            "udp miss: a rule per host + port rule",
+            hosts_ns,
+            trivial_ns,
+        )
+        .versus(peer_ns),
+    );
+    rows.push(
+        Row::new(
+            "smf-firewall",
             2,
-            kernel::set_rules(&addresses),
-        ),
-    ];
-    let mut hosts = kernel::load(&shapes[0].3, Tracking::Daemon)?;
-    let mut set = kernel::load(&shapes[1].3, Tracking::Daemon)?;
-    verifier(&mut hosts, measured)?;
-    let times = time_interleaved(&[
-        (hosts.program().map_err(err)?, &miss, XDP_PASS),
-        (set.program().map_err(err)?, &miss, XDP_PASS),
-    ])?;
-    for ((key, case, rules, _), ns) in shapes.into_iter().zip(times) {
-        rows.push(Row::new("smf-firewall", rules, case, ns, trivial_ns).versus(peer_ns));
-        measured.insert(key, ns);
-    }
+            "udp miss: one rule over the set + port",
+            set_ns,
+            trivial_ns,
+        )
+        .versus(peer_ns),
+    );
+    measured.insert("xdp_filter", peer_ns);
+    measured.insert("smf_hosts", hosts_ns);
+    measured.insert("smf_set", set_ns);
     Ok(())
+}
+
+/// xdp-filter, shape (a) and shape (b), their rounds interleaved (a change in the machine's
+/// load hits all three alike): the median of 5 rounds each.
+fn time_with_peer(
+    filter: &XdpFilter,
+    path: &std::path::Path,
+    hosts: &mut Dataplane,
+    set: &mut Dataplane,
+    miss: &[u8],
+) -> Result<[f64; 3]> {
+    let mut rounds: [Vec<f64>; 3] = Default::default();
+    for _ in 0..5 {
+        rounds[0].push(filter.round(path)?);
+        let ours = time_interleaved_once(hosts, set, miss)?;
+        rounds[1].push(ours[0]);
+        rounds[2].push(ours[1]);
+    }
+    Ok(rounds.map(|mut r| {
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    }))
+}
+
+/// One round each of shapes (a) and (b), after checking that both pass the miss.
+fn time_interleaved_once(
+    hosts: &mut Dataplane,
+    set: &mut Dataplane,
+    miss: &[u8],
+) -> Result<[f64; 2]> {
+    let mut out = [0.0; 2];
+    for (i, dataplane) in [hosts, set].into_iter().enumerate() {
+        kernel::check()?;
+        let program = dataplane.program().map_err(err)?;
+        let outcome = test_run::run(program, miss, 1).map_err(err)?;
+        if outcome.action != XDP_PASS {
+            return Err(format!(
+                "the miss was not passed ({}): wrong path timed",
+                outcome.action
+            ));
+        }
+        out[i] = test_run::run(program, miss, repeat())
+            .map_err(err)?
+            .duration
+            .as_nanos() as f64;
+    }
+    Ok(out)
 }
 
 /// The instructions the verifier walked for both programs (`verified_insns`).

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use aya::programs::Xdp;
 use firewall_benches::{Row, generate};
 use firewall_dataplane::{
+    conntrack::Timeouts,
     loader::{Capacity, Dataplane},
     test_run::{self, XDP_PASS},
 };
@@ -18,80 +19,110 @@ use crate::{
     floors::ESTABLISHED,
     kernel::{
         self, PEER_ADDRESSES, PEER_MISS, Result, STATE_RULE, Tracking, err, frame, peer_addresses,
-        time, time_interleaved,
+        time,
     },
 };
 
+/// A row of the switch table: its key in the targets, its case, the switch.
+type Case = (&'static str, &'static str, Tracking);
+
 /// The flow table's switch around shape (a)'s content (1,000 host rules + a port rule), on
 /// its miss: without a `state: true` rule (as the daemon sets it, off, forced on) and behind
-/// one the packet does not match (as the daemon sets it, i.e. on, and off); all loaded at once
-/// and timed interleaved, as their differences are the figures. Records
-/// `hosts_daemon`, `hosts_off`, `hosts_on`, `stateful_untracked`, `stateful_untracked_off`.
+/// one the packet does not match (as the daemon sets it, i.e. on, and off). Each rule set is
+/// loaded once and only the switch changes between rounds, interleaved: two loads of one
+/// program differ by several ns here, more than what is measured. Records `hosts_daemon`,
+/// `hosts_off`, `hosts_on`, `stateful_untracked`, `stateful_untracked_off`.
 pub fn switch_rows(
     trivial_ns: f64,
     rows: &mut Vec<Row>,
     measured: &mut BTreeMap<&'static str, f64>,
 ) -> Result<()> {
     let addresses = peer_addresses();
-    let miss = frame(PEER_MISS);
     let plain = kernel::host_rules(&addresses, "");
     let stateful = kernel::host_rules(&addresses, STATE_RULE);
-    let cases: [(&str, &str, &String, Tracking); 5] = [
+    let sets: [(&String, Vec<Case>); 2] = [
         (
-            "hosts_daemon",
-            "no state rule, tracking as the daemon sets it",
             &plain,
-            Tracking::Daemon,
+            vec![
+                (
+                    "hosts_daemon",
+                    "no state rule, tracking as the daemon sets it",
+                    Tracking::Daemon,
+                ),
+                ("hosts_off", "no state rule, tracking off", Tracking::Off),
+                (
+                    "hosts_on",
+                    "no state rule, tracking forced on",
+                    Tracking::On,
+                ),
+            ],
         ),
         (
-            "hosts_off",
-            "no state rule, tracking off",
-            &plain,
-            Tracking::Off,
-        ),
-        (
-            "hosts_on",
-            "no state rule, tracking forced on",
-            &plain,
-            Tracking::On,
-        ),
-        (
-            "stateful_untracked",
-            "state rule, untracked udp, as the daemon sets it",
             &stateful,
-            Tracking::Daemon,
-        ),
-        (
-            "stateful_untracked_off",
-            "state rule, untracked udp, tracking off",
-            &stateful,
-            Tracking::Off,
+            vec![
+                (
+                    "stateful_untracked",
+                    "state rule, untracked udp, as the daemon sets it",
+                    Tracking::Daemon,
+                ),
+                (
+                    "stateful_untracked_off",
+                    "state rule, untracked udp, tracking off",
+                    Tracking::Off,
+                ),
+            ],
         ),
     ];
-    let mut loaded = Vec::new();
-    for (_, _, text, tracking) in &cases {
-        loaded.push(kernel::load(text, *tracking)?);
-    }
-    let mut programs = Vec::new();
-    for dataplane in &mut loaded {
-        programs.push(dataplane.program().map_err(err)?);
-    }
-    let timed: Vec<(&Xdp, &[u8], u32)> = programs
-        .iter()
-        .map(|p| (&**p, miss.as_slice(), XDP_PASS))
-        .collect();
-    let times = time_interleaved(&timed)?;
-    for ((key, case, _, _), ns) in cases.into_iter().zip(times) {
-        rows.push(Row::new(
-            "smf-firewall",
-            PEER_ADDRESSES + 1,
-            case,
-            ns,
-            trivial_ns,
-        ));
-        measured.insert(key, ns);
+    for (text, cases) in sets {
+        let mut dataplane = kernel::load(text, Tracking::Daemon)?;
+        let switches: Vec<u64> = cases
+            .iter()
+            .map(|(_, _, tracking)| kernel::tracking_switch(text, *tracking))
+            .collect::<Result<_>>()?;
+        let times = time_switched(&mut dataplane, &switches)?;
+        for ((key, case, _), ns) in cases.into_iter().zip(times) {
+            rows.push(Row::new(
+                "smf-firewall",
+                PEER_ADDRESSES + 1,
+                case,
+                ns,
+                trivial_ns,
+            ));
+            measured.insert(key, ns);
+        }
     }
     Ok(())
+}
+
+/// Times shape (a)'s miss through `dataplane` with each value of the tracking switch, the
+/// rounds interleaved; the median of 5 rounds each.
+fn time_switched(dataplane: &mut Dataplane, switches: &[u64]) -> Result<Vec<f64>> {
+    let miss = frame(PEER_MISS);
+    let mut rounds = vec![Vec::new(); switches.len()];
+    for _ in 0..5 {
+        for (i, switch) in switches.iter().enumerate() {
+            kernel::check()?;
+            let mut settings = Timeouts::default().settings();
+            settings.tracking = *switch;
+            dataplane.set_conntrack(&settings).map_err(err)?;
+            let program = dataplane.program().map_err(err)?;
+            let action = test_run::run(program, &miss, 1).map_err(err)?.action;
+            if action != XDP_PASS {
+                return Err(format!(
+                    "the miss was not passed ({action}): wrong path timed"
+                ));
+            }
+            let outcome = test_run::run(program, &miss, kernel::repeat()).map_err(err)?;
+            rounds[i].push(outcome.duration.as_nanos() as f64);
+        }
+    }
+    Ok(rounds
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect())
 }
 
 /// Distinct flows opened to time flow creation.

@@ -51,7 +51,7 @@ impl Row {
 /// Prints the rows as a table.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<13} {:>7}  {:<32} {:>10} {:>10} {:>13}",
+        "{:<18} {:>7}  {:<48} {:>10} {:>10} {:>13}",
         "program", "rules", "case", "ns/packet", "x trivial", "x xdp-filter"
     );
     for row in rows {
@@ -59,7 +59,7 @@ pub fn print_table(rows: &[Row]) {
             .ratio_to_xdp_filter
             .map_or(String::new(), |r| format!("{r:.2}"));
         println!(
-            "{:<13} {:>7}  {:<32} {:>10.1} {:>10.2} {:>13}",
+            "{:<18} {:>7}  {:<48} {:>10.1} {:>10.2} {:>13}",
             row.program, row.rules, row.case, row.ns_per_packet, row.ratio_to_trivial, peer
         );
     }

@@ -7,7 +7,7 @@
 
 use std::{env, fs, path::PathBuf, process::Command};
 
-const PROGRAMS: [&str; 2] = ["smf-firewall", "xdp-pass"];
+const PROGRAMS: [&str; 3] = ["smf-firewall", "xdp-pass", "bench-programs"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -13,6 +13,12 @@ pub static FIREWALL_OBJECT: &[u8] =
 pub static XDP_PASS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-pass"));
 
+/// The benchmarks' other tiny programs (`firewall-ebpf/src/bin/bench-programs.rs`): floors of
+/// the building blocks, trivial XDP_DROP and the live table's XDP_TX generator.
+#[cfg(feature = "xdp-pass")]
+pub static BENCH_PROGRAMS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-programs"));
+
 pub const PROGRAM: &str = "smf_firewall";
 /// The TC egress program (`direction: out` rules), attached with TCX.
 pub const EGRESS_PROGRAM: &str = "smf_firewall_egress";

@@ -48,6 +48,12 @@ const PACKAGES: &[&str] = &[
     "zsh",
     "fish",
     "lintian",
+    // The bench's live table: nftables is one of its receivers, ethtool turns on veth's GRO
+    // (its NAPI, without which a veth with no XDP program takes no XDP frames); its
+    // breakdown samples with perf.
+    "nftables",
+    "ethtool",
+    "linux-perf",
 ];
 
 /// What the eBPF crate's nightly build and its checks need (`-Z build-std=core` needs rust-src).

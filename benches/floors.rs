@@ -1,0 +1,127 @@
+//! The floors: each building block of the packet path alone, as a tiny program of
+//! `firewall-ebpf/src/bin/bench-programs.rs` timed in the same run as the firewall. Each is
+//! checked to take the path it stands for (a flow found, a host missed) before it is timed.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData},
+    programs::Xdp,
+};
+use firewall_benches::Row;
+use firewall_dataplane::{
+    object::BENCH_PROGRAMS_OBJECT,
+    test_run::{XDP_DROP, XDP_PASS},
+};
+
+use crate::kernel::{PEER_MISS, Result, err, frame, peer_addresses, time_expecting};
+
+/// The tracked reply the established-flow row times: the floor parses and looks up the same.
+pub const ESTABLISHED: &str = "tcp 198.19.200.1:443 -> 198.18.7.1:40000 flags ACK";
+
+/// The bench programs' 16-byte flow key of an IPv4 frame without options: addresses as on
+/// the wire, ports in host order, the protocol, three bytes of padding.
+fn flow_key(frame: &[u8]) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&frame[26..34]);
+    let src_port = u16::from_be_bytes([frame[34], frame[35]]);
+    let dst_port = u16::from_be_bytes([frame[36], frame[37]]);
+    key[8..10].copy_from_slice(&src_port.to_ne_bytes());
+    key[10..12].copy_from_slice(&dst_port.to_ne_bytes());
+    key[12] = frame[23];
+    key
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .ok_or(format!("{name} missing from the bench object"))?
+        .try_into()
+        .map_err(err)
+}
+
+/// The bench object with every program loaded, its flow table holding the established frame's
+/// flow and its host set the peer comparison's 1,000 hosts.
+pub fn load() -> Result<Ebpf> {
+    let mut ebpf = Ebpf::load(BENCH_PROGRAMS_OBJECT).map_err(err)?;
+    for name in [
+        "xdp_drop",
+        "xdp_tx",
+        "floor_parse",
+        "floor_flow",
+        "floor_flow_alone",
+        "floor_hosts_alone",
+    ] {
+        program(&mut ebpf, name)?.load().map_err(err)?;
+    }
+    let mut flows: HashMap<&mut MapData, [u8; 16], [u8; 16]> =
+        HashMap::try_from(ebpf.map_mut("FLOWS").ok_or("FLOWS missing")?).map_err(err)?;
+    flows
+        .insert(flow_key(&frame(ESTABLISHED)), [0; 16], 0)
+        .map_err(err)?;
+    let mut hosts: HashMap<&mut MapData, u32, u32> =
+        HashMap::try_from(ebpf.map_mut("HOSTS").ok_or("HOSTS missing")?).map_err(err)?;
+    for (i, address) in peer_addresses().iter().enumerate() {
+        let address: std::net::Ipv4Addr = address.parse().map_err(err)?;
+        hosts
+            .insert(u32::from_ne_bytes(address.octets()), i as u32, 0)
+            .map_err(err)?;
+    }
+    Ok(ebpf)
+}
+
+/// Times each floor; records `floor_drop`, `floor_parse`, `floor_flow` (the established-flow
+/// floor), `floor_flow_alone_hit`, `floor_flow_alone_miss`, `floor_hosts`.
+pub fn rows(
+    trivial_ns: f64,
+    rows: &mut Vec<Row>,
+    measured: &mut BTreeMap<&'static str, f64>,
+) -> Result<()> {
+    let mut ebpf = load()?;
+    let established = frame(ESTABLISHED);
+    let miss = frame(PEER_MISS);
+    let floors: [(&str, &str, &str, &[u8], u32); 6] = [
+        ("floor_drop", "xdp_drop", "return XDP_DROP", &miss, XDP_DROP),
+        (
+            "floor_parse",
+            "floor_parse",
+            "full parse (tcp)",
+            &established,
+            XDP_PASS,
+        ),
+        (
+            "floor_flow",
+            "floor_flow",
+            "parse + 16-byte flow hit + counter",
+            &established,
+            XDP_PASS,
+        ),
+        (
+            "floor_flow_alone_hit",
+            "floor_flow_alone",
+            "16-byte flow lookup alone, hit",
+            &established,
+            XDP_PASS,
+        ),
+        (
+            "floor_flow_alone_miss",
+            "floor_flow_alone",
+            "16-byte flow lookup alone, miss",
+            &miss,
+            XDP_DROP,
+        ),
+        (
+            "floor_hosts",
+            "floor_hosts_alone",
+            "hash set of 1,000 hosts, miss",
+            &miss,
+            XDP_PASS,
+        ),
+    ];
+    for (key, name, case, frame, action) in floors {
+        let ns = time_expecting(program(&mut ebpf, name)?, frame, action)?;
+        rows.push(Row::new(name, 0, case, ns, trivial_ns));
+        measured.insert(key, ns);
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Connection tracking's costs: what the flow table costs a rule set without `state: true`
+//! (as the daemon sets the switch, against it off and forced on), what an untracked packet
+//! pays once a `state: true` rule exists, the established-flow fast path, opening a flow, and
+//! the table's kernel memory.
+
+use std::collections::BTreeMap;
+
+use aya::programs::Xdp;
+use firewall_benches::{Row, generate};
+use firewall_dataplane::{
+    conntrack::Timeouts,
+    loader::{Capacity, Dataplane},
+    test_run::{self, XDP_PASS},
+};
+use firewall_rules::Direction;
+use serde::Serialize;
+
+use crate::{
+    floors::ESTABLISHED,
+    kernel::{
+        self, PEER_ADDRESSES, PEER_MISS, Result, STATE_RULE, Tracking, err, frame, peer_addresses,
+        time,
+    },
+};
+
+/// A row of the switch table: its key in the targets, its case, the switch.
+type Case = (&'static str, &'static str, Tracking);
+
+/// The flow table's switch around shape (a)'s content (1,000 host rules + a port rule), on
+/// its miss: without a `state: true` rule (as the daemon sets it, off, forced on) and behind
+/// one the packet does not match (as the daemon sets it, i.e. on, and off). Each rule set is
+/// loaded once and only the switch changes between rounds, interleaved: two loads of one
+/// program differ by several ns here, more than what is measured. Records `hosts_daemon`,
+/// `hosts_off`, `hosts_on`, `stateful_untracked`, `stateful_untracked_off`.
+pub fn switch_rows(
+    trivial_ns: f64,
+    rows: &mut Vec<Row>,
+    measured: &mut BTreeMap<&'static str, f64>,
+) -> Result<()> {
+    let addresses = peer_addresses();
+    let plain = kernel::host_rules(&addresses, "");
+    let stateful = kernel::host_rules(&addresses, STATE_RULE);
+    let sets: [(&String, Vec<Case>); 2] = [
+        (
+            &plain,
+            vec![
+                (
+                    "hosts_daemon",
+                    "no state rule, tracking as the daemon sets it",
+                    Tracking::Daemon,
+                ),
+                ("hosts_off", "no state rule, tracking off", Tracking::Off),
+                (
+                    "hosts_on",
+                    "no state rule, tracking forced on",
+                    Tracking::On,
+                ),
+            ],
+        ),
+        (
+            &stateful,
+            vec![
+                (
+                    "stateful_untracked",
+                    "state rule, untracked udp, as the daemon sets it",
+                    Tracking::Daemon,
+                ),
+                (
+                    "stateful_untracked_off",
+                    "state rule, untracked udp, tracking off",
+                    Tracking::Off,
+                ),
+            ],
+        ),
+    ];
+    for (text, cases) in sets {
+        let mut dataplane = kernel::load(text, Tracking::Daemon)?;
+        let switches: Vec<u64> = cases
+            .iter()
+            .map(|(_, _, tracking)| kernel::tracking_switch(text, *tracking))
+            .collect::<Result<_>>()?;
+        let times = time_switched(&mut dataplane, &switches)?;
+        for ((key, case, _), ns) in cases.into_iter().zip(times) {
+            rows.push(Row::new(
+                "smf-firewall",
+                PEER_ADDRESSES + 1,
+                case,
+                ns,
+                trivial_ns,
+            ));
+            measured.insert(key, ns);
+        }
+    }
+    Ok(())
+}
+
+/// Times shape (a)'s miss through `dataplane` with each value of the tracking switch, the
+/// rounds interleaved; the median of 5 rounds each.
+fn time_switched(dataplane: &mut Dataplane, switches: &[u64]) -> Result<Vec<f64>> {
+    let miss = frame(PEER_MISS);
+    let mut rounds = vec![Vec::new(); switches.len()];
+    for _ in 0..5 {
+        for (i, switch) in switches.iter().enumerate() {
+            kernel::check()?;
+            let mut settings = Timeouts::default().settings();
+            settings.tracking = *switch;
+            dataplane.set_conntrack(&settings).map_err(err)?;
+            let program = dataplane.program().map_err(err)?;
+            let action = test_run::run(program, &miss, 1).map_err(err)?.action;
+            if action != XDP_PASS {
+                return Err(format!(
+                    "the miss was not passed ({action}): wrong path timed"
+                ));
+            }
+            let outcome = test_run::run(program, &miss, kernel::repeat()).map_err(err)?;
+            rounds[i].push(outcome.duration.as_nanos() as f64);
+        }
+    }
+    Ok(rounds
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect())
+}
+
+/// Distinct flows opened to time flow creation.
+const NEW_FLOWS: usize = 50_000;
+
+/// The kernel's average time for one run of each frame (repeat 1, so its timing overhead is
+/// included).
+fn time_each(program: &Xdp, frames: &[Vec<u8>]) -> Result<f64> {
+    let mut total = 0.0;
+    for frame in frames {
+        kernel::check()?;
+        total += test_run::run(program, frame, 1)
+            .map_err(err)?
+            .duration
+            .as_nanos() as f64;
+    }
+    Ok(total / frames.len() as f64)
+}
+
+/// Kernel memory of the connection-tracking table at one size.
+#[derive(Serialize)]
+pub struct ConntrackMemory {
+    pub max_entries: u32,
+    pub kernel_bytes: u64,
+}
+
+/// Rules of the 1,000-rule file behind a `state: true` rule for the tracked flow.
+pub fn stateful_rules() -> String {
+    let text = generate::rules(1_000, 1);
+    let marker = "    rules:\n";
+    text.replacen(
+        marker,
+        &format!("{marker}      - {{ id: state-out, action: pass, protocol: tcp, src: 198.18.0.0/16, state: true }}\n"),
+        1,
+    )
+}
+
+/// The established-flow fast path (a tracked reply), the cost of opening a flow (every SYN
+/// finds its entry expired, as all timeouts are 0, and replaces it), and the table's kernel
+/// memory at 65,536 and 1,000,000 entries. Records `established`.
+pub fn conntrack_rows(
+    trivial_ns: f64,
+    rows: &mut Vec<Row>,
+    measured: &mut BTreeMap<&'static str, f64>,
+) -> Result<Vec<ConntrackMemory>> {
+    let syn = frame("tcp 198.18.7.1:40000 -> 198.19.200.1:443 flags SYN");
+    let reply = frame(ESTABLISHED);
+    let mut dataplane = kernel::load(&stateful_rules(), Tracking::Daemon)?;
+    dataplane.run(&syn, Direction::In).map_err(err)?;
+    dataplane.run(&reply, Direction::In).map_err(err)?;
+    if dataplane.conntrack_hits(0).map_err(err)? != 1 {
+        return Err("the reply was not tracked: the established row would time the rules".into());
+    }
+    let program = dataplane.program().map_err(err)?;
+    let established = time(program, &reply)?;
+    measured.insert("established", established);
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "conntrack: established flow (tracked reply)",
+        established,
+        trivial_ns,
+    ));
+    let untracked = time(program, &frame(generate::MIDDLE_PACKET))?;
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "conntrack on: untracked tcp (miss + rules)",
+        untracked,
+        trivial_ns,
+    ));
+    // Opening a flow: distinct SYNs, one run each (BPF_PROG_TEST_RUN repeats one frame, which
+    // would hit the flow it opened), with tracking on, then the same SYNs with tracking off
+    // (the rules alone). Both include the kernel's per-run timing overhead; the difference is
+    // what opening a flow costs.
+    let syns: Vec<Vec<u8>> = (0..NEW_FLOWS)
+        .map(|i| {
+            frame(&format!(
+                "tcp 198.18.{}.{}:{} -> 198.19.200.1:443 flags SYN",
+                i / 60_000 + 10,
+                (i / 250) % 240 + 1,
+                1024 + i % 60_000
+            ))
+        })
+        .collect();
+    let program = dataplane.program().map_err(err)?;
+    let opening = time_each(program, &syns)?;
+    let mut off = firewall_dataplane::conntrack::Timeouts::default().settings();
+    off.tracking = 0;
+    dataplane.set_conntrack(&off).map_err(err)?;
+    let rules_only = time_each(dataplane.program().map_err(err)?, &syns)?;
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "conntrack: new flow (SYN, rules + insert; 1 run each)",
+        opening,
+        trivial_ns,
+    ));
+    rows.push(Row::new(
+        "smf-firewall",
+        1_001,
+        "same SYNs, tracking off (rules; 1 run each)",
+        rules_only,
+        trivial_ns,
+    ));
+    [firewall_common::conntrack::DEFAULT_MAX_ENTRIES, 1_000_000]
+        .into_iter()
+        .map(|max_entries| {
+            let dataplane = Dataplane::load_with(Capacity::default(), max_entries).map_err(err)?;
+            Ok(ConntrackMemory {
+                max_entries,
+                kernel_bytes: dataplane.conntrack_memory().ok_or("no memlock in fdinfo")?,
+            })
+        })
+        .collect()
+}
+
+impl ConntrackMemory {
+    pub fn kernel_mib(&self) -> f64 {
+        self.kernel_bytes as f64 / f64::from(1 << 20)
+    }
+}

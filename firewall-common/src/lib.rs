@@ -366,6 +366,50 @@ pub mod dim {
 /// `Node::dim` of a leaf.
 pub const LEAF: u8 = 0xff;
 
+/// `Node::dim` of a tree root that is an exact-address table over the destination (source)
+/// address: see [`exact`].
+pub const EXACT_DST: u8 = 0xfe;
+pub const EXACT_SRC: u8 = 0xfd;
+
+/// Exact-address tables: the entries whose destination (or source) is one host, grouped by
+/// that address, in an open-addressing hash table the program probes itself (cheaper than a
+/// kernel hash map: no helper call, no jhash). The table's root node says where its slots
+/// start in `EXACT` (`Node::first`) and their number, `1 << (32 - Node::shift)`; an address
+/// lives in one of the `PROBES` slots from its home slot on, and its slot holds the leaf of
+/// its entries (in rule order, ending at the first that matches every packet to or from it).
+/// xdp-filter's whole rule language (hosts and ports) is this one lookup here.
+pub mod exact {
+    /// Slots probed from an address's home slot before the program decides it is absent.
+    pub const PROBES: u32 = 4;
+
+    /// The home slot of `addr` (words as in `Entry`) in a table of `1 << (32 - shift)` slots
+    /// (`shift` in 1..=31): a multiplicative hash of the address's words, its top bits.
+    #[inline(always)]
+    pub fn home(addr: &[u32; 4], shift: u8) -> u32 {
+        let folded =
+            addr[0] ^ addr[1].rotate_left(7) ^ addr[2].rotate_left(13) ^ addr[3].rotate_left(19);
+        folded
+            .wrapping_mul(0x9e37_79b1)
+            .wrapping_shr(u32::from(shift))
+    }
+
+    /// The mask of a slot number in a table of `1 << (32 - shift)` slots.
+    #[inline(always)]
+    pub const fn mask(shift: u8) -> u32 {
+        u32::MAX.wrapping_shr(shift as u32)
+    }
+}
+
+/// One slot of an exact-address table. `leaf.dim != LEAF`: empty (a zeroed slot is empty).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExactSlot {
+    /// The address, as in `Entry` (IPv4 in the first word).
+    pub addr: [u32; 4],
+    /// The leaf of the entries with this address.
+    pub leaf: Node,
+}
+
 /// One node of a classification tree. An internal node sends a packet to child
 /// `first + ((key[dim] >> shift) & child_mask)`; a leaf (`dim == LEAF`) lists `leaf_count`
 /// entries (as indices into the generation's `ENTRIES`) from `first` in `LEAVES`, in rule
@@ -423,11 +467,13 @@ impl Node {
 /// No tree: no entry can match.
 pub const NO_TREE: u32 = u32::MAX;
 
-/// Trees per family. An entry with a VLAN condition goes to the VLAN tree; any other to the
-/// tree of the address it is narrowest in (destination or source), else to the destination
-/// port tree, else to the tree of wide entries; so that a tree's cuts rarely have to copy
-/// entries that are wide in the dimension they cut (EffiCuts).
-pub const TREES: usize = 5;
+/// Trees per family. An entry with a VLAN condition goes to the VLAN tree; one whose
+/// destination (else source) is a single host to that address's exact table, when the
+/// family has enough of them; any other to the tree of the address it is narrowest in
+/// (destination or source), else to the destination port tree, else to the tree of wide
+/// entries; so that a tree's cuts rarely have to copy entries that are wide in the dimension
+/// they cut (EffiCuts).
+pub const TREES: usize = 7;
 
 /// The VLAN tree's place among a family's trees: always the last (the others are sorted by
 /// their lowest entry). It holds only entries with a VLAN condition, which no untagged packet
@@ -455,11 +501,14 @@ impl Tree {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
     /// The trees for IPv4 packets, then for IPv6 packets.
+    /// Per family: the trees in use come first (sorted by their lowest entry), then unused
+    /// ones, then the VLAN tree at `VLAN_TREE`.
     pub trees: [[Tree; TREES]; 2],
     pub default_verdict: u8,
     /// What frames that are neither IPv4 nor IPv6 get.
     pub non_ip_verdict: u8,
-    pub _pad: [u8; 2],
+    /// Per family: the trees in use before `VLAN_TREE`.
+    pub used: [u8; 2],
 }
 
 /// The directions a packet is judged in: arriving (XDP) or leaving (TC egress, `direction: out` rules).
@@ -654,8 +703,9 @@ map_types! {
     RateBucket: 16 bytes, align 8;
     Entry: 88 bytes, align 4;
     Node: 8 bytes, align 4;
-    Policy: 84 bytes, align 4;
+    Policy: 116 bytes, align 4;
     Tree: 8 bytes, align 4;
+    ExactSlot: 24 bytes, align 4;
     FlowKey: 40 bytes, align 4;
     Flow: 16 bytes, align 8;
     ConntrackSettings: 96 bytes, align 8;

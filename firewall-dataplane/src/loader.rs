@@ -21,9 +21,9 @@ use aya::{
     },
 };
 use firewall_common::{
-    ConntrackSettings, Counter, DropLogControl, Entry, Flow, FlowKey, FrameClass, GENERATIONS,
-    LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node, Policy, UNCONFIGURED, Verdict, class_index,
-    conntrack, counter_index, enforce, policy_index,
+    ConntrackSettings, Counter, DropLogControl, EXACT_DST, EXACT_SRC, Entry, ExactSlot, Flow,
+    FlowKey, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node, Policy,
+    UNCONFIGURED, Verdict, class_index, conntrack, counter_index, enforce, policy_index,
 };
 use tracing::{info, warn};
 
@@ -96,6 +96,8 @@ pub struct Capacity {
     pub nodes: u32,
     pub leaves: u32,
     pub entries: u32,
+    /// Slots of the exact-address tables.
+    pub exact: u32,
 }
 
 impl Default for Capacity {
@@ -105,6 +107,7 @@ impl Default for Capacity {
             nodes: 1 << 16,
             leaves: 1 << 16,
             entries: 1 << 14,
+            exact: 1 << 12,
         }
     }
 }
@@ -123,6 +126,7 @@ impl Capacity {
             nodes: room(compiled.nodes.len(), minimum.nodes),
             leaves: room(compiled.leaves.len(), minimum.leaves),
             entries: room(compiled.entries.len(), minimum.entries),
+            exact: room(compiled.exact.len(), minimum.exact),
         }
     }
 
@@ -131,7 +135,8 @@ impl Capacity {
         u64::from(GENERATIONS)
             * (u64::from(self.nodes) * stride_of::<Node>() as u64
                 + u64::from(self.leaves) * stride_of::<u32>() as u64
-                + u64::from(self.entries) * stride_of::<Entry>() as u64)
+                + u64::from(self.entries) * stride_of::<Entry>() as u64
+                + u64::from(self.exact) * stride_of::<ExactSlot>() as u64)
     }
 }
 
@@ -223,6 +228,7 @@ struct Tables {
     nodes: MapData,
     leaves: MapData,
     entries: MapData,
+    exact: MapData,
 }
 
 /// A pinned link taken over (`attach_pinned`, `attach_egress_pinned`).
@@ -278,7 +284,8 @@ impl Dataplane {
             .map_max_entries(maps::CONNTRACK, flows.max(1))
             .map_max_entries(maps::NODES, GENERATIONS * capacity.nodes)
             .map_max_entries(maps::LEAVES, GENERATIONS * capacity.leaves)
-            .map_max_entries(maps::ENTRIES, GENERATIONS * capacity.entries);
+            .map_max_entries(maps::ENTRIES, GENERATIONS * capacity.entries)
+            .map_max_entries(maps::EXACT, GENERATIONS * capacity.exact);
         if let Some(dir) = pin_dir {
             for name in crate::object::pinned_maps() {
                 loader.map_pin_path(name, dir.join(name));
@@ -295,6 +302,7 @@ impl Dataplane {
             nodes: array(&mut ebpf, maps::NODES)?,
             leaves: array(&mut ebpf, maps::LEAVES)?,
             entries: array(&mut ebpf, maps::ENTRIES)?,
+            exact: array(&mut ebpf, maps::EXACT)?,
         };
         let mut dataplane = Dataplane {
             ebpf,
@@ -343,11 +351,13 @@ impl Dataplane {
                 size(maps::NODES)?,
                 size(maps::LEAVES)?,
                 size(maps::ENTRIES)?,
+                size(maps::EXACT)?,
             ) {
-                (Some(nodes), Some(leaves), Some(entries)) => Some(Capacity {
+                (Some(nodes), Some(leaves), Some(entries), Some(exact)) => Some(Capacity {
                     nodes,
                     leaves,
                     entries,
+                    exact,
                 }),
                 _ => None,
             },
@@ -536,15 +546,19 @@ impl Dataplane {
         }
         let cap = self.capacity;
         // Indices in `compiled` count from 0; generation `next` lives from these offsets.
-        let (node_base, leaf_base, entry_base) =
-            (next * cap.nodes, next * cap.leaves, next * cap.entries);
+        let (node_base, leaf_base, entry_base, exact_base) = (
+            next * cap.nodes,
+            next * cap.leaves,
+            next * cap.entries,
+            next * cap.exact,
+        );
         let tables = &self.tables;
         let nodes = compiled.nodes.iter().map(|node| Node {
             first: node.first
-                + if node.dim == LEAF {
-                    leaf_base
-                } else {
-                    node_base
+                + match node.dim {
+                    LEAF => leaf_base,
+                    EXACT_DST | EXACT_SRC => exact_base,
+                    _ => node_base,
                 },
             ..*node
         });
@@ -563,6 +577,21 @@ impl Dataplane {
             entry_base as usize,
             cap.entries as usize,
             compiled.entries.iter().copied(),
+        )?;
+        let exact = compiled.exact.iter().map(|slot| match slot.leaf.dim {
+            LEAF => ExactSlot {
+                leaf: Node {
+                    first: slot.leaf.first + leaf_base,
+                    ..slot.leaf
+                },
+                ..*slot
+            },
+            _ => *slot,
+        });
+        Mapped::new::<ExactSlot>(&tables.exact, maps::EXACT, GENERATIONS * cap.exact)?.write(
+            exact_base as usize,
+            cap.exact as usize,
+            exact,
         )?;
         let mut policies: Array<_, Policy> = self.array_mut(maps::POLICIES)?;
         for (slot, policy) in &compiled.policies {

@@ -60,6 +60,8 @@ pub mod maps {
         ENFORCE,
         /// The compiled rules of both generations.
         ENTRIES,
+        /// The exact-address tables' slots of both generations.
+        EXACT,
         /// The generation the program reads.
         GENERATION,
         /// Interface index to its slot plus one.
@@ -72,6 +74,8 @@ pub mod maps {
         POLICIES,
         /// Per-CPU packets and bytes per rule counter slot.
         RULE_STATS,
+        /// The program's per-CPU classification state (scratch, never read by userspace).
+        SCAN,
         /// Per-CPU packets and bytes per directed slot and verdict.
         STATS,
     }

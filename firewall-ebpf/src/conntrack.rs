@@ -78,7 +78,10 @@ pub fn now(settings: &ConntrackSettings) -> u64 {
 }
 
 /// Looks the packet's flow up; on a live flow, advances its state and last-seen time.
-#[inline(always)]
+/// A BPF-to-BPF call, not inlined: its keys and spills get a frame of their own instead of
+/// growing the packet path's, which the classifier's `bpf_loop` callbacks share (512 bytes
+/// for the whole chain).
+#[inline(never)]
 pub fn track(packet: &Packet, quoted: Option<Quoted>, settings: &ConntrackSettings) -> Track {
     if let Some(quoted) = quoted {
         return related(packet, &quoted, settings);
@@ -114,8 +117,8 @@ pub fn track(packet: &Packet, quoted: Option<Quoted>, settings: &ConntrackSettin
 }
 
 /// Opens a flow for a packet the rules passed with `state: true`. Only TCP (not a RST), UDP
-/// and ICMP echo requests open flows.
-#[inline(always)]
+/// and ICMP echo requests open flows. Not inlined, as `track`.
+#[inline(never)]
 pub fn open(packet: &Packet, replaces_expired: bool, settings: &ConntrackSettings) {
     let Some((key, sender)) = key_of(packet) else {
         return;

@@ -192,6 +192,7 @@ async fn prepare(config_path: &Path, config: Config, pins: &Pins) -> Result<Prep
         entries = compiled.entries.len(),
         tree_nodes = compiled.nodes.len(),
         leaf_items = compiled.leaves.len(),
+        exact_slots = compiled.exact.len(),
         longest_leaf = compiled.longest_leaf(),
         kernel_bytes = dataplane.capacity().bytes(),
         generation = dataplane.generation(),
@@ -601,6 +602,7 @@ fn fits(compiled: &Compiled, capacity: Capacity) -> bool {
     compiled.nodes.len() <= capacity.nodes as usize
         && compiled.leaves.len() <= capacity.leaves as usize
         && compiled.entries.len() <= capacity.entries as usize
+        && compiled.exact.len() <= capacity.exact as usize
 }
 
 /// Binds and attaches (or takes over) the XDP and egress links of every configured interface.

@@ -241,6 +241,7 @@ impl Loaded {
             ("tree nodes", compiled.nodes.len(), capacity.nodes),
             ("leaf items", compiled.leaves.len(), capacity.leaves),
             ("entries", compiled.entries.len(), capacity.entries),
+            ("exact-address slots", compiled.exact.len(), capacity.exact),
         ] {
             if needed > room as usize {
                 return Err(ReloadError::Capacity {

@@ -102,7 +102,14 @@ fn rule(rng: &mut ChaCha8Rng, id: usize) -> String {
         fields.push(format!("protocol: {p}"));
     }
     if family != 0 {
-        let nets: &[&str] = if family == 1 { &V4_NETS } else { &V6_NETS };
+        // Often single hosts, the frames' own: large sets then have enough of them for the
+        // exact-address tables.
+        let nets: &[&str] = match (family == 1, rng.random_bool(0.4)) {
+            (true, false) => &V4_NETS,
+            (true, true) => &V4_HOSTS,
+            (false, false) => &V6_NETS,
+            (false, true) => &V6_HOSTS,
+        };
         if rng.random_bool(0.6) {
             fields.push(format!("src: {}", list(rng, nets)));
         }
@@ -390,7 +397,11 @@ fn hex(frame: &[u8]) -> String {
 fn depth(compiled: &compile::Compiled) -> usize {
     fn walk(nodes: &[firewall_common::Node], at: u32) -> usize {
         let node = nodes[at as usize];
-        if node.dim == firewall_common::LEAF {
+        // An exact table's root leads straight to a leaf.
+        if matches!(
+            node.dim,
+            firewall_common::LEAF | firewall_common::EXACT_DST | firewall_common::EXACT_SRC
+        ) {
             return 1;
         }
         1 + (0..=u32::from(node.child_mask()))
@@ -426,7 +437,8 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
     // Licensed: the rules' verdicts apply (a fresh program passes everything).
     let mut dataplane = common::dataplane();
     let mut counters = RuleCounters::default();
-    let (mut frames, mut sets, mut by_verdict, mut deepest) = (0, 0, [0u64; 2], 0);
+    let (mut frames, mut sets, mut by_verdict, mut deepest, mut with_tables) =
+        (0, 0, [0u64; 2], 0, 0);
     while frames < total {
         let text = rule_set(&mut rng);
         let rules = RuleSet::parse(Path::new("random.yaml"), &text)
@@ -437,6 +449,7 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
             .unwrap();
         dataplane.install(&compiled).unwrap();
         deepest = deepest.max(depth(&compiled));
+        with_tables += usize::from(!compiled.exact.is_empty());
         let before = Verdict::ALL.map(|v| dataplane.counter(0, v).unwrap().packets);
         let rule_slots: Vec<(String, u32)> = rules.interfaces["lo"]
             .rules
@@ -489,12 +502,16 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
         sets += 1;
     }
     eprintln!(
-        "differential: {frames} frames over {sets} rule sets agree ({} pass, {} drop), deepest tree {deepest} levels",
+        "differential: {frames} frames over {sets} rule sets agree ({} pass, {} drop), deepest tree {deepest} levels, {with_tables} sets with exact-address tables",
         by_verdict[0], by_verdict[1]
     );
     assert!(
         by_verdict[0] > 0 && by_verdict[1] > 0,
         "both verdicts must be exercised"
+    );
+    assert!(
+        with_tables > 0,
+        "the exact-address tables must be exercised"
     );
 }
 

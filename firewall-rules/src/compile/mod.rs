@@ -4,11 +4,14 @@
 
 mod entries;
 mod error;
+mod exact;
 mod tree;
 
 use std::collections::{HashMap, HashSet};
 
-use firewall_common::{Entry, Node, Policy, TREES, Tree, VLAN_TREE, cond, directed_slot, family};
+use firewall_common::{
+    Entry, ExactSlot, NO_TREE, Node, Policy, TREES, Tree, VLAN_TREE, cond, directed_slot, family,
+};
 
 use crate::ruleset::{self, Action, Direction, RuleSet};
 
@@ -26,6 +29,8 @@ pub struct Compiled {
     pub nodes: Vec<Node>,
     pub leaves: Vec<u32>,
     pub entries: Vec<Entry>,
+    /// The slots of the exact-address tables.
+    pub exact: Vec<ExactSlot>,
     /// Per interface slot.
     pub policies: Vec<(u32, Policy)>,
     /// Rule counter slots given to rules that had none: their counts start at zero.
@@ -220,7 +225,24 @@ fn compile_direction(
         let base = compiled.entries.len() as u32;
         let mut trees = [[Tree::NONE; TREES]; 2];
         for (family_trees, family) in trees.iter_mut().zip([family::IPV4, family::IPV6]) {
-            for (tree, members) in family_trees.iter_mut().zip(partition(&entries, family)) {
+            let mut parts = partition(&entries, family);
+            for (kind, table, tree) in [
+                (exact::Kind::Dst, EXACT_DST_TREE, DST_TREE),
+                (exact::Kind::Src, EXACT_SRC_TREE, SRC_TREE),
+            ] {
+                let members = std::mem::take(&mut parts[table]);
+                if members.is_empty() {
+                    continue;
+                }
+                let built = exact::build(kind, &entries, base, members, compiled, shared_leaves);
+                if let Some((root, min_entry)) = built.root {
+                    family_trees[table] = Tree { root, min_entry };
+                }
+                // What found no slot goes to the tree of that address, in rule order.
+                parts[tree].extend(built.leftovers);
+                parts[tree].sort_unstable();
+            }
+            for (tree, members) in family_trees.iter_mut().zip(parts) {
                 let Some(&min) = members.first() else {
                     continue;
                 };
@@ -242,6 +264,7 @@ fn compile_direction(
             // VLAN tree stays last, where the program knows to skip it for untagged packets.
             family_trees[..VLAN_TREE].sort_by_key(|tree| tree.min_entry);
         }
+        let used = trees.map(|t| t[..VLAN_TREE].iter().filter(|t| t.root != NO_TREE).count() as u8);
         compiled.entries.extend(entries);
         let (default, non_ip) = match direction {
             Direction::In => (policy.default, policy.non_ip),
@@ -251,7 +274,7 @@ fn compile_direction(
             trees,
             default_verdict: default.verdict() as u8,
             non_ip_verdict: non_ip.verdict() as u8,
-            _pad: [0; 2],
+            used,
         })
     }
 }
@@ -265,10 +288,14 @@ const DST_TREE: usize = 0;
 const SRC_TREE: usize = 1;
 const PORT_TREE: usize = 2;
 const WIDE_TREE: usize = 3;
+const EXACT_DST_TREE: usize = 4;
+const EXACT_SRC_TREE: usize = 5;
 
 /// The entries that can match `family`, each in one tree (see `firewall_common::TREES`):
 /// - with a VLAN condition, the VLAN tree: untagged packets leave it at its first cut, and
 ///   the other trees never copy an entry that is wide in every address for lack of a VLAN cut;
+/// - with one destination host, the destination table, if the family has at least
+///   `exact::MIN_ENTRIES` such entries; else with one source host, the source table likewise;
 /// - else the tree of the address it is narrowest in, relative to the span of the family's
 ///   entries there, if it is narrower than `WIDE` in either;
 /// - else the destination port tree if its port range is narrower than `WIDE`;
@@ -299,10 +326,32 @@ fn partition(entries: &[Entry], family: u8) -> [Vec<u32>; TREES] {
         let (lo, hi) = specific.fold((u128::MAX, 0), |(lo, hi), (l, h)| (lo.min(l), hi.max(h)));
         if lo > hi { 1.0 } else { (hi - lo) as f64 + 1.0 }
     });
+    let untagged = |i: &&u32| entries[**i as usize].conditions & cond::VLAN == 0;
+    let is_host = |kind: exact::Kind, i: u32| kind.is_host(&entries[i as usize], family);
+    let dst_table = members
+        .iter()
+        .filter(untagged)
+        .filter(|&&i| is_host(exact::Kind::Dst, i))
+        .count()
+        >= exact::MIN_ENTRIES;
+    let src_table = members
+        .iter()
+        .filter(untagged)
+        .filter(|&&i| !(dst_table && is_host(exact::Kind::Dst, i)) && is_host(exact::Kind::Src, i))
+        .count()
+        >= exact::MIN_ENTRIES;
     let mut trees: [Vec<u32>; TREES] = Default::default();
     for (&i, range) in members.iter().zip(&ranges) {
         if entries[i as usize].conditions & cond::VLAN != 0 {
             trees[VLAN_TREE].push(i);
+            continue;
+        }
+        if dst_table && is_host(exact::Kind::Dst, i) {
+            trees[EXACT_DST_TREE].push(i);
+            continue;
+        }
+        if src_table && is_host(exact::Kind::Src, i) {
+            trees[EXACT_SRC_TREE].push(i);
             continue;
         }
         let share = |d: usize| {
@@ -409,7 +458,7 @@ mod tests {
         assert_eq!((e.counter, e.verdict), (0, Verdict::Pass as u8));
         // One IPv4 tree (the port tree, see the next test), sorted first; no IPv6 tree.
         let trees: Vec<bool> = policy.trees[0].iter().map(|t| t.root != NO_TREE).collect();
-        assert_eq!(trees, [true, false, false, false, false]);
+        assert_eq!(trees, [true, false, false, false, false, false, false]);
         assert_eq!(policy.trees[0][0].min_entry, 0);
         assert!(policy.trees[1].iter().all(|t| *t == Tree::NONE));
     }
@@ -545,6 +594,9 @@ mod tests {
         let mut out = Vec::new();
         for tree in trees.iter().filter(|t| t.root != NO_TREE) {
             let mut node = compiled.nodes[tree.root as usize];
+            if let Some(leaf) = exact_leaf(compiled, node, p) {
+                node = leaf;
+            }
             while node.dim != LEAF {
                 let child = node.first
                     + ((key[usize::from(node.dim)] >> node.shift) & u32::from(node.child_mask()));
@@ -557,6 +609,35 @@ mod tests {
         out
     }
 
+    /// The leaf an exact table's root leads `p` to, as the program probes (an empty leaf for
+    /// an absent address); `None` for any other node.
+    fn exact_leaf(compiled: &Compiled, root: Node, p: &Packet) -> Option<Node> {
+        let addr = match root.dim {
+            firewall_common::EXACT_DST => p.dst,
+            firewall_common::EXACT_SRC => p.src,
+            _ => return None,
+        };
+        let words = match addr {
+            IpAddr::V4(a) => [u32::from_ne_bytes(a.octets()), 0, 0, 0],
+            IpAddr::V6(a) => {
+                let o = a.octets();
+                std::array::from_fn(|i| {
+                    u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+                })
+            }
+        };
+        let home = firewall_common::exact::home(&words, root.shift);
+        let found = (0..firewall_common::exact::PROBES)
+            .map(|i| {
+                compiled.exact[(root.first
+                    + ((home + i) & firewall_common::exact::mask(root.shift)))
+                    as usize]
+            })
+            .take_while(|slot| slot.leaf.dim == LEAF)
+            .find(|slot| slot.addr == words);
+        Some(found.map_or(Node::leaf(0, 0), |slot| slot.leaf))
+    }
+
     fn random_rules(rng: &mut ChaCha8Rng, count: usize) -> String {
         let nets4 = [
             "198.18.0.0/15",
@@ -565,12 +646,19 @@ mod tests {
             "198.19.7.0/24",
             "198.18.1.1/32",
             "198.19.0.0/20",
+            // Hosts enough for the exact tables.
+            "198.18.0.1",
+            "198.18.0.2",
+            "198.19.1.1",
+            "198.19.2.0",
         ];
         let nets6 = [
             "2001:2::/48",
             "2001:2::/64",
             "2001:2:0:1::/64",
             "2001:2::1/128",
+            "2001:2:0:1::2",
+            "2001:2:0:2::1",
         ];
         let ports = ["22", "53", "80-90", "1024-65535", "443", "1-1023"];
         (0..count)
@@ -659,6 +747,10 @@ mod tests {
             let set = lan0(&random_rules(&mut rng, count));
             let mut counters = RuleCounters::default();
             let compiled = compile(&set, &mut counters);
+            assert!(
+                count < 200 || !compiled.exact.is_empty(),
+                "hosts in exact tables"
+            );
             let policy = &set.interfaces["lan0"];
             for _ in 0..20_000 {
                 let packet = random_packet(&mut rng);

@@ -69,54 +69,105 @@ pub fn policy(slot: u32) -> Option<&'static Policy> {
 }
 
 /// The first entry, in rule order, that matches the packet: the lowest matching entry index
-/// over the family's trees. The first `INLINE_TREES` trees in use are walked inline (one or
-/// two is the common case: a table of hosts and a port rule); any others, and the VLAN tree
-/// for a tagged packet, under `bpf_loop`, which the verifier checks once rather than once per
-/// tree. The state lives in a per-CPU scratch value, not on the stack, which the packet path's
-/// other steps nearly fill (512 bytes in all).
+/// over the family's trees.
+///
+/// The common case runs inline on the stack: the first `INLINE_TREES` trees in use when their
+/// root is a leaf or an exact table (a table of hosts and a port rule, say), and the first
+/// `INLINE_ENTRIES` of each leaf. Whatever is left (trees to walk, more trees, longer leaves,
+/// the VLAN tree of a tagged packet) runs under `bpf_loop`,
+/// which the verifier checks once rather than once per tree or entry, from a per-CPU `Scan`
+/// (the stack is nearly full: 512 bytes for the whole call chain), set up only then.
 #[inline(always)]
 pub fn first_match(policy: &Policy, packet: &Packet) -> Option<&'static Entry> {
     let family = usize::from(packet.family == family::IPV6);
+    let trees = policy.trees.get(family)?;
     let used = u32::from(*policy.used.get(family)?);
-    // A raw pointer throughout, never a `&mut Scan` held across a `bpf_loop` call: the
-    // callbacks write through their own copy of the pointer, which a live `&mut` would
-    // forbid (and LLVM would keep `best` in a register across the call).
-    let scan = SCAN.get_ptr_mut(0)?;
-    // SAFETY: the per-CPU value is this CPU's alone while the program runs; it is written
-    // field by field (a `Scan` built whole would be built on the stack first), the trees with
-    // an explicit copy (an assignment would be a call to memmove, which the BPF backend does
-    // not inline, because a `Policy` in its map and the `Scan` could alias for all it knows).
-    unsafe {
-        core::ptr::copy_nonoverlapping(policy.trees.get(family)?, &mut (*scan).trees, 1);
-        fill_key(&mut (*scan).key, packet);
-        (*scan).packet = *packet;
-        (*scan).best = u32::MAX;
-    }
-    let mut at = ScanAt { scan };
-    let ctx = (&mut at as *mut ScanAt).cast::<c_void>();
+    let mut best = u32::MAX;
+    // The first tree left to `bpf_loop` (all of it, again if its leaf was begun inline:
+    // checking an entry twice changes nothing).
+    let mut from = used.min(INLINE_TREES);
     for t in 0..INLINE_TREES {
-        if t < used {
-            walk_tree(scan, t, ctx);
+        if t >= used {
+            break;
+        }
+        let tree = trees[t as usize];
+        if tree.min_entry >= best {
+            continue;
+        }
+        let Some(&root) = NODES.get(tree.root) else {
+            continue;
+        };
+        // A root that is a leaf or an exact table inline; a tree to walk under `bpf_loop`
+        // (its unrolled walk, inline, would cost the verifier more than the loop costs).
+        let leaf = match root.dim {
+            LEAF => root,
+            EXACT_DST | EXACT_SRC => {
+                let addr = if root.dim == EXACT_DST {
+                    &packet.dst
+                } else {
+                    &packet.src
+                };
+                match exact_leaf(&root, addr) {
+                    Some(leaf) => leaf,
+                    None => continue,
+                }
+            }
+            _ => {
+                from = t;
+                break;
+            }
+        };
+        let count = u32::from(leaf.leaf_count());
+        let mut stopped = false;
+        for i in 0..INLINE_ENTRIES {
+            if i >= count || stopped {
+                break;
+            }
+            stopped = check(leaf.first.wrapping_add(i), packet, &mut best);
+        }
+        if !stopped && count > INLINE_ENTRIES {
+            from = t;
+            break;
         }
     }
-    // SAFETY: `scan_tree` has the callback signature bpf_loop expects and reads `ctx` only as
-    // the `ScanAt` it is, which lives on this stack frame for the whole call.
-    unsafe {
-        if used > INLINE_TREES {
-            (*scan).trees_from = INLINE_TREES;
-            bpf_loop(used - INLINE_TREES, scan_tree as *mut c_void, ctx, 0);
-        }
-        if (*scan).packet.vlan != 0 && (*scan).trees[VLAN_TREE].root != NO_TREE {
-            (*scan).trees_from = VLAN_TREE as u32;
-            bpf_loop(1, scan_tree as *mut c_void, ctx, 0);
-        }
-        ENTRIES.get((*scan).best)
+    let vlan = u32::from(packet.vlan != 0 && trees[VLAN_TREE].root != NO_TREE);
+    if from < used || vlan != 0 {
+        best = rest(packet, best, trees, from, used - from + vlan)?;
     }
+    ENTRIES.get(best)
 }
 
 /// Trees walked inline before `bpf_loop` takes over: each one inline multiplies the states
 /// the verifier walks.
 const INLINE_TREES: u32 = 2;
+
+/// Leaf entries checked inline before `bpf_loop` takes over, for the same reason.
+const INLINE_ENTRIES: u32 = 1;
+
+/// Walks `count` trees from `from` under `bpf_loop` (the VLAN tree as the last, if `count`
+/// reaches past the trees in use), from this CPU's `Scan`; the new best entry index.
+#[inline(always)]
+fn rest(packet: &Packet, best: u32, trees: &[Tree; TREES], from: u32, count: u32) -> Option<u32> {
+    // A raw pointer throughout, never a `&mut Scan` held across a `bpf_loop` call: the
+    // callbacks write through their own copy of the pointer, which a live `&mut` would forbid
+    // (LLVM would keep `best` in a register across the call).
+    let scan = SCAN.get_ptr_mut(0)?;
+    let mut at = ScanAt { scan };
+    let ctx = (&mut at as *mut ScanAt).cast::<c_void>();
+    // SAFETY: the per-CPU value is this CPU's alone while the program runs; `scan_tree` has
+    // the callback signature bpf_loop expects and reads `ctx` only as the `ScanAt` it is,
+    // which lives on this stack frame for the whole call. The trees are copied explicitly:
+    // an assignment would be a call to memmove, which the BPF backend does not inline (a
+    // `Policy` in its map and the `Scan` could alias, for all it knows).
+    unsafe {
+        (*scan).packet = *packet;
+        (*scan).best = best;
+        core::ptr::copy_nonoverlapping(trees, &mut (*scan).trees, 1);
+        (*scan).trees_from = from;
+        bpf_loop(count, scan_tree as *mut c_void, ctx, 0);
+        Some((*scan).best)
+    }
+}
 
 /// What the `bpf_loop` callbacks get: where this CPU's `Scan` is.
 #[repr(C)]
@@ -126,66 +177,58 @@ struct ScanAt {
 
 /// The `Scan` a callback was given.
 ///
-/// SAFETY: `ctx` must be the `ScanAt` pointer `first_match` gave bpf_loop.
+/// SAFETY: `ctx` must be the `ScanAt` pointer `rest` gave bpf_loop.
 #[inline(always)]
 unsafe fn scan_of(ctx: *mut c_void) -> *mut Scan {
     unsafe { (*ctx.cast::<ScanAt>()).scan }
 }
 
-/// `bpf_loop`'s callback over trees: the tree `scan.trees_from + t`, walked and its leaf checked.
+/// `bpf_loop`'s callback over trees: the tree `scan.trees_from + t` (past the trees in use,
+/// the VLAN tree), walked and its whole leaf checked (under a nested `bpf_loop`).
 extern "C" fn scan_tree(t: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the pointer `first_match` gave it.
-    let scan = unsafe { scan_of(ctx) };
-    // SAFETY: `scan` is this CPU's `Scan`.
-    let t = unsafe { (*scan).trees_from }.wrapping_add(t as u32);
-    walk_tree(scan, t, ctx);
+    // SAFETY: bpf_loop passes back the pointer `rest` gave it; the references end before the
+    // nested `bpf_loop`.
+    unsafe {
+        let scan = scan_of(ctx);
+        let mut t = (*scan).trees_from.wrapping_add(t as u32) as usize;
+        if (*scan).trees.get(t).is_none_or(|tree| tree.root == NO_TREE) {
+            t = VLAN_TREE;
+        }
+        let Some(&tree) = (*scan).trees.get(t) else {
+            return 1;
+        };
+        if tree.root == NO_TREE || tree.min_entry >= (*scan).best {
+            return 0;
+        }
+        let Some(leaf) = leaf(tree.root, &(*scan).packet) else {
+            return 0;
+        };
+        (*scan).first = leaf.first;
+        bpf_loop(
+            u32::from(leaf.leaf_count()),
+            scan_entry as *mut c_void,
+            ctx,
+            0,
+        );
+    }
     0
 }
 
-/// Tree `t`'s leaf for the packet, checked, unless the tree cannot beat the best match so far.
-#[inline(always)]
-fn walk_tree(scan: *mut Scan, t: u32, ctx: *mut c_void) {
-    // SAFETY: `scan` is this CPU's `Scan`; the references end before `check_leaf`.
-    let leaf = unsafe {
-        let Some(&tree) = (*scan).trees.get(t as usize) else {
-            return;
-        };
-        if tree.root == NO_TREE || tree.min_entry >= (*scan).best {
-            return;
-        }
-        leaf(tree.root, &(*scan).key, &(*scan).packet)
-    };
-    if let Some(leaf) = leaf {
-        check_leaf(scan, leaf, ctx);
-    }
-}
-
-/// Checks a leaf's entries in order: the first few inline (most leaves are that short, and a
-/// helper call is not free), the rest under `bpf_loop`.
-#[inline(always)]
-fn check_leaf(scan: *mut Scan, leaf: Node, ctx: *mut c_void) {
-    let count = u32::from(leaf.leaf_count());
-    // SAFETY: `scan` is this CPU's `Scan`; each `&mut` lasts one `check`, which calls nothing
-    // that touches it.
+/// `bpf_loop`'s callback over a leaf: checks the `i`-th item from `scan.first`; 1 stops.
+extern "C" fn scan_entry(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `ScanAt` pointer `rest` gave it; the references last
+    // this one check.
     unsafe {
-        (*scan).first = leaf.first;
-        for i in 0..INLINE_ENTRIES {
-            if i >= count || check(&mut *scan, i) {
-                return;
-            }
-        }
-        if count > INLINE_ENTRIES {
-            (*scan).first = leaf.first + INLINE_ENTRIES;
-            // `ctx` is the `ScanAt` this step was given.
-            bpf_loop(count - INLINE_ENTRIES, scan_entry as *mut c_void, ctx, 0);
-        }
+        let scan = scan_of(ctx);
+        let at = (*scan).first.wrapping_add(i as u32);
+        i64::from(check(at, &(*scan).packet, &mut (*scan).best))
     }
 }
 
-/// Walks a tree from `root` to the leaf the key leads to; an exact table's root probes for
+/// Walks a tree from `root` to the leaf the packet leads to; an exact table's root probes for
 /// the packet's address instead.
 #[inline(always)]
-fn leaf(root: u32, key: &Key, packet: &Packet) -> Option<Node> {
+fn leaf(root: u32, packet: &Packet) -> Option<Node> {
     let mut node = *NODES.get(root)?;
     match node.dim {
         EXACT_DST => return exact_leaf(&node, &packet.dst),
@@ -196,9 +239,7 @@ fn leaf(root: u32, key: &Key, packet: &Packet) -> Option<Node> {
         if node.dim == LEAF {
             return Some(node);
         }
-        // Masked, not bounds-checked: LLVM may test one copy of the index and read with
-        // another, which the verifier cannot follow; a mask bounds the read itself.
-        let value = key[usize::from(node.dim) & (KEY_WORDS - 1)];
+        let value = key_word(packet, node.dim);
         let child =
             node.first + (value.wrapping_shr(u32::from(node.shift)) & u32::from(node.child_mask()));
         node = *NODES.get(child)?;
@@ -224,12 +265,11 @@ fn exact_leaf(root: &Node, addr: &[u32; 4]) -> Option<Node> {
     None
 }
 
-/// The state of one classification, shared with the `bpf_loop` callbacks.
+/// State for the `bpf_loop` callbacks.
 #[repr(C)]
 struct Scan {
     /// The packet's family's trees.
     trees: [Tree; TREES],
-    key: Key,
     packet: Packet,
     /// The first tree the `scan_tree` loop walks.
     trees_from: u32,
@@ -239,34 +279,19 @@ struct Scan {
     best: u32,
 }
 
-/// Leaf entries checked inline before `bpf_loop` takes over. More would save the helper call
-/// for leaves of 3-8 entries (20-30 ns), but each inline check multiplies the states the
-/// verifier walks through five trees, conntrack and drop logs: at 2, 575k of the 1M
-/// instructions it allows; at 4, 746k; at 6 it refuses the program
-/// (`tests/kernel.rs::both_programs_stay_well_within_the_verifiers_limit`).
-const INLINE_ENTRIES: u32 = 1;
-
-/// `bpf_loop`'s callback: checks the `i`-th entry from `scan.first`; 1 stops the loop.
-extern "C" fn scan_entry(i: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the `ScanAt` pointer `check_leaf` gave it; the `&mut`
-    // lasts this one check.
-    let scan = unsafe { &mut *scan_of(ctx) };
-    i64::from(check(scan, i as u32))
-}
-
-/// Checks the `i`-th entry from `scan.first`; true (stop) at the first match or at an entry
-/// that cannot beat the best so far (leaves list entries in rule order).
+/// Checks the entry that `LEAVES[at]` names; true (stop) at a match or at an entry that cannot
+/// beat the best so far (leaves list entries in rule order).
 #[inline(always)]
-fn check(scan: &mut Scan, i: u32) -> bool {
-    let Some(&index) = LEAVES.get(scan.first.wrapping_add(i)) else {
+fn check(at: u32, packet: &Packet, best: &mut u32) -> bool {
+    let Some(&index) = LEAVES.get(at) else {
         return true;
     };
-    if index >= scan.best {
+    if index >= *best {
         return true;
     }
     match ENTRIES.get(index) {
-        Some(entry) if matches(entry, &scan.packet) => {
-            scan.best = index;
+        Some(entry) if matches(entry, packet) => {
+            *best = index;
             true
         }
         Some(_) => false,
@@ -274,24 +299,22 @@ fn check(scan: &mut Scan, i: u32) -> bool {
     }
 }
 
-/// The packet's values in the trees' dimensions; addresses as big-endian numbers so that
-/// a node's bit window counts from the address's first bit.
+/// The packet's value in a tree dimension (`firewall_common::dim`); addresses as big-endian
+/// numbers so that a node's bit window counts from the address's first bit.
 #[inline(always)]
-fn fill_key(key: &mut Key, packet: &Packet) {
-    for i in 0..4 {
-        key[dim::SRC as usize + i] = u32::from_be(packet.src[i]);
-        key[dim::DST as usize + i] = u32::from_be(packet.dst[i]);
+fn key_word(packet: &Packet, d: u8) -> u32 {
+    // Masked indices: LLVM may bound one copy of an index and read with another, which the
+    // verifier cannot follow; a mask bounds the read itself.
+    let word = usize::from(d) & 3;
+    match d {
+        dim::DST_PORT => u32::from(packet.dst_port_or_code),
+        dim::SRC_PORT => u32::from(packet.src_port_or_type),
+        dim::PROTOCOL => u32::from(packet.protocol),
+        dim::VLAN => u32::from(packet.vlan),
+        _ if d < dim::DST => u32::from_be(packet.src[word]),
+        _ => u32::from_be(packet.dst[word]),
     }
-    key[dim::DST_PORT as usize] = u32::from(packet.dst_port_or_code);
-    key[dim::SRC_PORT as usize] = u32::from(packet.src_port_or_type);
-    key[dim::PROTOCOL as usize] = u32::from(packet.protocol);
-    key[dim::VLAN as usize] = u32::from(packet.vlan);
 }
-
-/// The classification key: the `dim::COUNT` dimensions, padded to a power of two.
-const KEY_WORDS: usize = 16;
-const _: () = assert!(dim::COUNT <= KEY_WORDS);
-type Key = [u32; KEY_WORDS];
 
 #[inline(always)]
 fn has(entry: &Entry, condition: u16) -> bool {

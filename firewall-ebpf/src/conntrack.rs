@@ -20,7 +20,10 @@ use firewall_common::{
     family, protocol,
 };
 
-use crate::parse::{L4, Packet, Quoted};
+use crate::{
+    context::Wire,
+    parse::{self, L4, Packet},
+};
 
 /// The flows; `max_entries` is set by the daemon at load time from its config.
 #[map]
@@ -82,10 +85,7 @@ pub fn now(settings: &ConntrackSettings) -> u64 {
 /// growing the packet path's, which the classifier's `bpf_loop` callbacks share (512 bytes
 /// for the whole chain).
 #[inline(never)]
-pub fn track(packet: &Packet, quoted: Option<Quoted>, settings: &ConntrackSettings) -> Track {
-    if let Some(quoted) = quoted {
-        return related(packet, &quoted, settings);
-    }
+pub fn track(packet: &Packet, settings: &ConntrackSettings) -> Track {
     let Some((key, sender)) = key_of(packet) else {
         return Track::Miss {
             replaces_expired: false,
@@ -166,11 +166,15 @@ fn count(index: u32) {
     }
 }
 
-/// An ICMP error passes when it quotes a live flow and goes back to the quoted packet's sender.
-#[inline(always)]
-fn related(packet: &Packet, quoted: &Quoted, settings: &ConntrackSettings) -> Track {
+/// An ICMP error (`is_icmp_error`) passes when it quotes a live flow and goes back to the
+/// quoted packet's sender. Not inlined, as `track`: the quote is read in this frame.
+#[inline(never)]
+pub fn related<C: Wire>(ctx: &C, packet: &Packet, settings: &ConntrackSettings) -> Track {
     let miss = Track::Miss {
         replaces_expired: false,
+    };
+    let Some(quoted) = parse::quoted(ctx, packet) else {
+        return miss;
     };
     if packet.dst != quoted.src {
         return miss;

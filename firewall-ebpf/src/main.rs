@@ -113,12 +113,12 @@ fn judge_ip<C: Wire>(ctx: &C, policy: &Policy, packet: &parse::Packet) -> Judged
     let settings = conntrack::settings();
     let mut replaces_expired = false;
     if let Some(settings) = settings {
-        let quoted = if conntrack::is_icmp_error(packet) {
-            parse::quoted(ctx, packet)
+        let track = if conntrack::is_icmp_error(packet) {
+            conntrack::related(ctx, packet, settings)
         } else {
-            None
+            conntrack::track(packet, settings)
         };
-        match conntrack::track(packet, quoted, settings) {
+        match track {
             conntrack::Track::Hit => {
                 return Judged {
                     verdict: Verdict::Pass,

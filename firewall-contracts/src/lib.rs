@@ -1,7 +1,8 @@
 //! Contracts: who may use the Ultra Firewall Option on which adapter, kept in a
 //! store on SQLite or PostgreSQL. `model` is the terms' vocabulary and calendar, `store` the
 //! database with the rules it enforces, `import` the YAML file format of `contracts import`,
-//! `license` the licence decision the daemon and `smf-firewall license` make from it.
+//! `license` the licence decision the daemon and `smf-firewall license` make from it, `tokens`
+//! the hashed credentials of the grant server (issue 15).
 
 #![forbid(unsafe_code)]
 
@@ -9,6 +10,7 @@ pub mod import;
 pub mod license;
 pub mod model;
 pub mod store;
+pub mod tokens;
 
 pub use model::{
     Adapter, AdapterFacts, Contract, ContractKind, ContractState, Day, Model, Role, RoleChange,

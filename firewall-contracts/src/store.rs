@@ -133,16 +133,30 @@ impl Engine {
     /// The schema in this engine's dialect, embedded in the binary.
     fn migrations(self) -> &'static [(i64, &'static str, &'static str)] {
         match self {
-            Engine::Sqlite => &[(
-                1,
-                "contracts",
-                include_str!("../migrations/sqlite/0001_contracts.sql"),
-            )],
-            Engine::Postgres => &[(
-                1,
-                "contracts",
-                include_str!("../migrations/postgres/0001_contracts.sql"),
-            )],
+            Engine::Sqlite => &[
+                (
+                    1,
+                    "contracts",
+                    include_str!("../migrations/sqlite/0001_contracts.sql"),
+                ),
+                (
+                    3,
+                    "adapter_tokens",
+                    include_str!("../migrations/sqlite/0003_adapter_tokens.sql"),
+                ),
+            ],
+            Engine::Postgres => &[
+                (
+                    1,
+                    "contracts",
+                    include_str!("../migrations/postgres/0001_contracts.sql"),
+                ),
+                (
+                    3,
+                    "adapter_tokens",
+                    include_str!("../migrations/postgres/0003_adapter_tokens.sql"),
+                ),
+            ],
         }
     }
 }
@@ -259,6 +273,11 @@ impl Store {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// For the store's other modules (`tokens`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// The provider's time zone, in which instants become contract days.

@@ -41,6 +41,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod token;
+
 use std::{fmt, path::Path};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};

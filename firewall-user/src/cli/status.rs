@@ -112,15 +112,25 @@ fn print(status: &Status) {
     );
     match &status.license {
         None => println!("license: not decided yet"),
-        Some(license) => println!(
-            "license: {} ({})",
-            if license.licensed {
-                "licensed, rules enforced"
-            } else {
-                "NOT licensed, passing every packet"
-            },
-            license.reason
-        ),
+        Some(license) => {
+            println!(
+                "license: {} ({}), from {}",
+                if license.licensed {
+                    "licensed, rules enforced"
+                } else {
+                    "NOT licensed, passing every packet"
+                },
+                license.reason,
+                if license.mode.is_empty() {
+                    "the store"
+                } else {
+                    &license.mode
+                }
+            );
+            if let (Some(key_id), Some(valid_until)) = (&license.key_id, &license.valid_until) {
+                println!("  grant signed by key {key_id}, valid until {valid_until}");
+            }
+        }
     }
     println!(
         "conntrack: {} of {} entries",

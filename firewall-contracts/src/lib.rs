@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fleet;
 pub mod import;
 pub mod license;
 pub mod model;

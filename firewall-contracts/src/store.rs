@@ -837,7 +837,7 @@ async fn load_contract(conn: &mut AnyConnection, id: &str) -> Result<Option<Cont
     }))
 }
 
-fn stored_day(row: &AnyRow, column: &'static str) -> Result<Day, StoreError> {
+pub(crate) fn stored_day(row: &AnyRow, column: &'static str) -> Result<Day, StoreError> {
     let text: String = row.try_get(column)?;
     parse_day(&text).map_err(|_| StoreError::Corrupt {
         what: column,
@@ -845,7 +845,7 @@ fn stored_day(row: &AnyRow, column: &'static str) -> Result<Day, StoreError> {
     })
 }
 
-fn optional_day(row: &AnyRow, column: &'static str) -> Result<Option<Day>, StoreError> {
+pub(crate) fn optional_day(row: &AnyRow, column: &'static str) -> Result<Option<Day>, StoreError> {
     match row.try_get::<Option<String>, _>(column)? {
         None => Ok(None),
         Some(text) => parse_day(&text).map(Some).map_err(|_| StoreError::Corrupt {

@@ -1,7 +1,6 @@
 //! The grant server's credentials (`adapter_tokens`, migration 0003): the SHA-256 of each
 //! adapter's bearer token, never the token itself. `smf-firewall license token` writes one,
-//! `license serve` finds the adapter a presented token belongs to; `serials` lists the
-//! adapters `license grant --all` writes grants for.
+//! `license serve` finds the adapter a presented token belongs to.
 
 use sqlx::Row;
 
@@ -48,14 +47,4 @@ pub async fn serial_of(store: &Store, token_sha256: &str) -> Result<Option<Strin
         Some(row) => Some(row.try_get("serial")?),
         None => None,
     })
-}
-
-/// Every adapter's serial, in order.
-pub async fn serials(store: &Store) -> Result<Vec<String>, StoreError> {
-    let rows = sqlx::query("SELECT serial FROM adapters ORDER BY serial")
-        .fetch_all(store.pool())
-        .await?;
-    rows.iter()
-        .map(|row| Ok(row.try_get::<String, _>("serial")?))
-        .collect()
 }

@@ -1,8 +1,13 @@
-//! The grant server's token hashes (`adapter_tokens`) on both engines.
+//! What the grant server and `license grant --all` read, on both engines: the token hashes
+//! (`adapter_tokens`) and every adapter's decision at once (`fleet`).
 
 use std::future::Future;
 
-use firewall_contracts::{NewAdapter, Refusal, Role, Store, StoreError, model::parse_day, tokens};
+use chrono::{DateTime, Utc};
+use firewall_contracts::{
+    NewAdapter, Refusal, Role, Store, StoreError, Suspension, TerminatedBy, Termination, fleet,
+    license, model::parse_day, tokens,
+};
 
 fn on_both<F: Future<Output = ()>>(test: &str, scenario: impl Fn(String) -> F) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -42,7 +47,6 @@ const HASH_2: &str = "2222222222222222222222222222222222222222222222222222222222
 
 async fn one_token_per_adapter_found_by_its_hash(url: String) {
     let store = seeded(&url).await;
-    assert_eq!(tokens::serials(&store).await.unwrap(), ["A-1", "B-2"]);
     assert_eq!(tokens::serial_of(&store, HASH_1).await.unwrap(), None);
     tokens::set(&store, "A-1", HASH_1, "2025-05-01T00:00:00Z")
         .await
@@ -86,5 +90,78 @@ fn tokens_on_sqlite_and_postgres() {
     on_both(
         "tokens::tokens_on_sqlite_and_postgres",
         one_token_per_adapter_found_by_its_hash,
+    );
+}
+
+/// Adapters in every state: licensed, suspended, terminated, standby, without an option.
+async fn every_state(url: &str) -> Store {
+    let store = seeded(url).await;
+    let day = |text| parse_day(text).unwrap();
+    let mut changes = store.begin().await.unwrap();
+    changes
+        .add_option("O-A", "A-1", day("2025-04-01"))
+        .await
+        .unwrap();
+    changes
+        .add_option("O-B", "B-2", day("2025-04-01"))
+        .await
+        .unwrap();
+    changes
+        .suspend(
+            "O-B",
+            Suspension {
+                from: day("2025-05-01"),
+                to: Some(day("2025-05-03")),
+            },
+        )
+        .await
+        .unwrap();
+    changes
+        .terminate(
+            "O-A",
+            Termination {
+                on: day("2025-06-30"),
+                by: TerminatedBy::Provider,
+                notice: None,
+            },
+        )
+        .await
+        .unwrap();
+    changes
+        .set_role("B-2", Role::Standby, day("2025-07-01"))
+        .await
+        .unwrap();
+    changes
+        .add_option("O-A2", "A-1", day("2025-08-01"))
+        .await
+        .unwrap();
+    changes.commit().await.unwrap();
+    store
+}
+
+async fn all_at_once_decides_as_one_by_one(url: String) {
+    let store = every_state(&url).await;
+    for at in [
+        "2025-03-31T00:00:00Z",
+        "2025-05-02T00:00:00Z",
+        "2025-06-30T00:00:00Z",
+        "2025-07-15T00:00:00Z",
+        "2025-08-02T00:00:00Z",
+    ] {
+        let at: DateTime<Utc> = at.parse().unwrap();
+        let all = fleet::decide_all(&store, at).await.unwrap();
+        assert_eq!(all.len(), 2);
+        for check in all {
+            let one = license::decide(&store, &check.serial, at).await.unwrap();
+            assert_eq!(check, one, "{} at {at}", check.serial);
+        }
+    }
+}
+
+#[test]
+fn all_at_once_on_sqlite_and_postgres() {
+    on_both(
+        "tokens::all_at_once_on_sqlite_and_postgres",
+        all_at_once_decides_as_one_by_one,
     );
 }

@@ -50,7 +50,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ed25519_dalek::{
     Signature, Signer as _, VerifyingKey,
     pkcs8::{
-        DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey,
+        DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
         spki::der::pem::LineEnding,
     },
 };
@@ -208,10 +208,15 @@ impl SigningKey {
         SigningKey::from_pem(&text, &path.display().to_string())
     }
 
+    /// PKCS#8 v1 (RFC 5208, no public key inside), which OpenSSL 3.0 reads too; v2 it does
+    /// not.
     pub fn to_pem(&self) -> Zeroizing<String> {
-        self.key
-            .to_pkcs8_pem(LineEnding::LF)
-            .expect("an Ed25519 key always encodes")
+        KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .expect("an Ed25519 key always encodes")
     }
 
     pub fn public(&self) -> PublicKey {

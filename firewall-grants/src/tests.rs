@@ -107,6 +107,20 @@ fn keys_survive_pem() {
             .starts_with("-----BEGIN PUBLIC KEY-----\n")
     );
     assert!(key.to_pem().starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    // As `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` write them.
+    let openssl = SigningKey::from_pem(
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDj3A4aR1A80JK0HjKs5ZfVVekDrioV32l1tiPYUy4xU\n-----END PRIVATE KEY-----\n",
+        "openssl.key",
+    )
+    .unwrap();
+    assert_eq!(
+        openssl.to_pem().lines().nth(1),
+        Some("MC4CAQAwBQYDK2VwBCIEIDj3A4aR1A80JK0HjKs5ZfVVekDrioV32l1tiPYUy4xU")
+    );
+    assert_eq!(
+        openssl.public(),
+        PublicKey::from_pem(OPENSSL_PUBLIC, "openssl.pub").unwrap()
+    );
     // Each the other's kind is refused.
     assert!(PublicKey::from_pem(&key.to_pem(), "k").is_err());
     assert!(SigningKey::from_pem(&key.public().to_pem(), "p").is_err());
@@ -375,3 +389,5 @@ fn a_held_grant_expires_at_its_valid_until() {
         InForce::Expired(&grant)
     );
 }
+
+const OPENSSL_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAtmSn7F31gPJ2ca3xSckoUT/w/4M7cw5STzRIL0BLn28=\n-----END PUBLIC KEY-----\n";

@@ -7,7 +7,10 @@
 //! `smf_firewall_license_grant_expiry_timestamp_seconds` and
 //! `smf_firewall_license_grant_refused_total{reason}`.
 
+mod applied;
 pub mod grants;
+
+pub use self::applied::Applied;
 
 use std::{
     convert::Infallible,
@@ -64,29 +67,6 @@ pub struct GrantShown {
 pub const STORE_UNREACHABLE: &str = "store_unreachable";
 /// The `reason` label when the config has no `adapter`/`contracts`: rules are enforced.
 pub const NOT_CONFIGURED: &str = "not_configured";
-
-/// What the dataplane does after a check, and the labels that explain it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub licensed: bool,
-    /// A decision's reason, [`STORE_UNREACHABLE`] or [`NOT_CONFIGURED`].
-    pub reason: &'static str,
-    pub serial: String,
-    pub model: &'static str,
-    pub role: &'static str,
-}
-
-impl Applied {
-    fn from_check(check: &Check) -> Self {
-        Self {
-            licensed: check.decision.licensed,
-            reason: check.decision.reason.name(),
-            serial: check.serial.clone(),
-            model: check.model.map_or("", |m| m.name()),
-            role: check.role.map_or("", |r| r.name()),
-        }
-    }
-}
 
 /// The grace rule: a failed check keeps the last decision until `grace` has passed since the
 /// last successful one; then, or with no decision ever made, the adapter is not licensed.

@@ -5,11 +5,11 @@ mod grant;
 mod keygen;
 mod serve;
 mod token;
+mod when;
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use firewall_contracts::{Store, license};
 use serde::Serialize;
@@ -65,22 +65,8 @@ impl Args {
     }
 }
 
-/// `--at TEXT` as an instant, or now.
-fn instant(at: Option<&str>) -> anyhow::Result<DateTime<Utc>> {
-    Ok(match at {
-        None => Utc::now(),
-        Some(text) => DateTime::parse_from_rfc3339(text)
-            .with_context(|| {
-                format!(
-                    "--at `{text}` is not an RFC 3339 instant such as 2025-04-01T09:00:00+09:00"
-                )
-            })?
-            .with_timezone(&Utc),
-    })
-}
-
 fn decide(url: &str, serial: &str, at: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
-    let at = instant(at)?;
+    let at = when::instant(at)?;
     let check = runtime()?
         .block_on(async {
             let store = Store::open(url).await?;

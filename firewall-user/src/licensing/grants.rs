@@ -21,7 +21,7 @@ use ureq::{
     tls::{RootCerts, TlsConfig},
 };
 
-use super::Applied;
+use super::applied::Applied;
 use crate::config::LicenseSource;
 
 /// How long one fetch from the grant server may take.

@@ -103,9 +103,13 @@ impl Endpoint {
         let address = self.address;
         let io = |source| ServeError::Io { address, source };
         let listener = tokio::net::TcpListener::from_std(self.listener).map_err(io)?;
-        let tls = self
-            .tls
-            .map(|config| tokio_rustls::TlsAcceptor::from(config.get_inner()));
+        let tls = self.tls.map(|config| {
+            // Only HTTP/1 is served: offering h2 in ALPN (as RustlsConfig does) makes clients
+            // such as curl speak HTTP/2 into an HTTP/1 server.
+            let mut inner = (*config.get_inner()).clone();
+            inner.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(inner))
+        });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let stream = match listener.accept().await {

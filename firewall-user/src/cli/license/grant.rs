@@ -9,12 +9,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use chrono::TimeDelta;
 use firewall_contracts::{Store, fleet};
 use firewall_grants::SigningKey;
 use firewall_user::grant_server::{decision, issue};
 
-use super::super::contracts::runtime;
+use super::when;
+use crate::cli::contracts::runtime;
 
 /// Write signed grants from the store's decisions.
 ///
@@ -53,20 +53,10 @@ pub struct Args {
     at: Option<String>,
 }
 
-/// `--valid TEXT`: a humantime duration above zero.
-pub(super) fn validity(text: &str) -> anyhow::Result<TimeDelta> {
-    let valid = humantime::parse_duration(text)
-        .with_context(|| format!("--valid `{text}` is not a duration such as 7d, 24h, 90s"))?;
-    match TimeDelta::from_std(valid) {
-        Ok(valid) if valid > TimeDelta::zero() => Ok(valid),
-        _ => bail!("--valid `{text}` must be above zero and below a few thousand years"),
-    }
-}
-
 impl Args {
     pub fn run(self, url: &str) -> anyhow::Result<ExitCode> {
-        let valid = validity(&self.valid)?;
-        let at = super::instant(self.at.as_deref())?;
+        let valid = when::validity(&self.valid)?;
+        let at = when::instant(self.at.as_deref())?;
         let key = SigningKey::read(&self.key)?;
         runtime()?.block_on(async {
             let store = Store::open(url).await.context("no grant was written")?;
@@ -151,12 +141,5 @@ mod tests {
         ] {
             assert_eq!(file_name_safe(serial), safe, "{serial:?}");
         }
-    }
-
-    #[test]
-    fn validity_is_a_positive_duration() {
-        assert_eq!(validity("7d").unwrap(), TimeDelta::days(7));
-        assert!(validity("0s").is_err());
-        assert!(validity("soon").is_err());
     }
 }

@@ -13,7 +13,7 @@ use firewall_user::{
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
-use super::grant::validity;
+use super::when::validity;
 
 /// Serve each adapter its current grant over HTTPS.
 ///

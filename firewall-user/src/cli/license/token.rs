@@ -7,7 +7,7 @@ use chrono::{SecondsFormat, Utc};
 use firewall_contracts::{Store, tokens};
 use firewall_grants::token;
 
-use super::super::contracts::runtime;
+use crate::cli::contracts::runtime;
 
 /// Make an adapter's bearer token for `license serve`.
 ///

@@ -238,8 +238,13 @@ impl GrantSource {
                 tokio::task::spawn_blocking(move || fetch(&agent, &url, &token_file))
             }
         };
-        job.await
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+        // A read that hangs (a stuck mount) is given up: the loop must wake at expiry.
+        match tokio::time::timeout(FETCH_TIMEOUT * 2, job).await {
+            Err(_) => Err("reading or fetching the grant did not finish in time".to_string()),
+            Ok(joined) => {
+                joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+            }
+        }
     }
 
     /// Keeps the grant fetched last in runtime_dir, whole or not at all.
@@ -277,11 +282,20 @@ fn read_keys(files: &[PathBuf]) -> Result<Vec<PublicKey>, firewall_grants::KeyEr
     files.iter().map(|file| PublicKey::read(file)).collect()
 }
 
-/// At most one byte more than a grant may have, so that a huge file is refused, not read.
+/// A regular file's first bytes, at most one more than a grant may have (a huge file is
+/// refused, not read). Opened without waiting (O_NONBLOCK): a FIFO or a device is refused at
+/// once rather than blocking the licence loop.
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut text = Vec::new();
-    fs::File::open(path)?
-        .take(MAX_GRANT_BYTES as u64 + 1)
+    file.take(MAX_GRANT_BYTES as u64 + 1)
         .read_to_end(&mut text)?;
     Ok(text)
 }
@@ -353,6 +367,105 @@ fn fetch(agent: &Agent, url: &str, token_file: &Path) -> Result<Vec<u8>, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
+    use firewall_grants::{Decision, SigningKey};
+
+    fn decision(licensed: bool, decided_at: DateTime<Utc>) -> Decision {
+        Decision {
+            serial: "FUJI-0001".into(),
+            model: "x86-fuji".into(),
+            role: "entry".into(),
+            licensed,
+            reason: if licensed {
+                "licensed"
+            } else {
+                "option_suspended"
+            }
+            .into(),
+            decided_at,
+        }
+    }
+
+    /// A change of the grant file, and the (licensed, reason, check result) after it.
+    type Step<'a> = (Box<dyn Fn() + 'a>, (bool, &'static str, &'static str));
+
+    // Each step: what is in the grant file, then (licensed, reason, check result) of the
+    // check: a refused or unreadable grant never replaces the one in force.
+    #[tokio::test]
+    async fn a_grant_file_is_verified_held_and_never_replaced_by_a_worse_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let public = dir.path().join("provider.pub");
+        fs::write(&public, key.public().to_pem()).unwrap();
+        let file = dir.path().join("grant.jws");
+        let source = LicenseSource::Grant {
+            file: file.clone(),
+            keys: vec![public],
+        };
+        let mut grants = GrantSource::new("FUJI-0001", &source).unwrap().unwrap();
+        let now = Utc::now();
+        let (_, licensed) = key.issue(&decision(true, now), TimeDelta::hours(1));
+        let (_, older_no) = key.issue(
+            &decision(false, now - TimeDelta::hours(1)),
+            TimeDelta::hours(2),
+        );
+        let (_, newer_no) = key.issue(
+            &decision(false, now + TimeDelta::seconds(1)),
+            TimeDelta::hours(1),
+        );
+        let fifo = || {
+            let _ = fs::remove_file(&file);
+            let made = std::process::Command::new("mkfifo")
+                .arg(&file)
+                .status()
+                .unwrap();
+            assert!(made.success());
+        };
+        let steps: Vec<Step> = vec![
+            (Box::new(|| {}), (false, GRANT_MISSING, "error")),
+            (
+                Box::new(|| fs::write(&file, format!("{licensed}\n")).unwrap()),
+                (true, "licensed", "licensed"),
+            ),
+            (
+                Box::new(|| fs::write(&file, &licensed[..40]).unwrap()),
+                (true, "licensed", "refused"),
+            ),
+            (
+                Box::new(|| fs::write(&file, &older_no).unwrap()),
+                (true, "licensed", "refused"),
+            ),
+            (Box::new(fifo), (true, "licensed", "error")),
+            (
+                Box::new(|| fs::write(&file, "x".repeat(20_000)).unwrap()),
+                (true, "licensed", "refused"),
+            ),
+            (
+                Box::new(|| fs::write(&file, &newer_no).unwrap()),
+                (false, "option_suspended", "not_licensed"),
+            ),
+            (
+                Box::new(|| fs::write(&file, &licensed).unwrap()),
+                (false, "option_suspended", "refused"),
+            ),
+        ];
+        for (n, (deliver, (licensed, reason, result))) in steps.into_iter().enumerate() {
+            if file.exists() {
+                fs::remove_file(&file).unwrap();
+            }
+            deliver();
+            let checked = grants.check().await;
+            assert_eq!(
+                (
+                    checked.applied.licensed,
+                    checked.applied.reason,
+                    checked.result
+                ),
+                (licensed, reason, result),
+                "step {n}: {checked:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_grant_url_is_the_base_and_the_encoded_serial() {

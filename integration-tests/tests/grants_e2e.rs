@@ -229,6 +229,23 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
         );
     }
 
+    // Clients that connect and say nothing (no TLS handshake) do not stop it answering.
+    let address: SocketAddr = format!("{WAN_HOST}:{PORT}").parse().unwrap();
+    let idle: Vec<TcpStream> = site
+        .lan
+        .run(move || {
+            (0..100)
+                .map(|_| TcpStream::connect(address).unwrap())
+                .collect()
+        })
+        .unwrap();
+    assert_eq!(
+        status_of(&site.lan, &url, &ca, Some(&token)),
+        Some(200),
+        "beside 100 idle clients"
+    );
+    drop(idle);
+
     // The adapter: its token, the server's CA and the provider's public key; no store.
     let dir = DaemonDir::new().unwrap();
     std::fs::write(dir.path().join("grant.token"), format!("{token}\n")).unwrap();

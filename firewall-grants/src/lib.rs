@@ -32,6 +32,8 @@
 //! grant); it expires exactly at `valid_until` by the adapter's clock, with no allowance, so
 //! that no clock error lengthens a grant the provider has stopped renewing.
 //!
+//! The grant server's bearer tokens, kept hashed by the provider, are in [`token`].
+//!
 //! # Replay ordering
 //!
 //! [`Holder`] keeps the grant in force and never goes back: a grant decided earlier than the

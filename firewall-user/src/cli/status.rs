@@ -121,10 +121,11 @@ fn print(status: &Status) {
                     "NOT licensed, passing every packet"
                 },
                 license.reason,
-                if license.mode.is_empty() {
-                    "the store"
-                } else {
-                    &license.mode
+                match license.mode.as_str() {
+                    "grant" => "a grant file",
+                    "url" => "a grant server",
+                    "not_configured" => "no licensing configured",
+                    _ => "the contract store",
                 }
             );
             if let (Some(key_id), Some(valid_until)) = (&license.key_id, &license.valid_until) {

@@ -169,7 +169,9 @@ fn serve(ns: &NetNs, db: &str, key: &Path, dir: &Path, valid: &str) -> Process {
 
 /// A read-only role on the store's database, and the store's URL as that role.
 fn read_only_role(db: &str) -> String {
-    let role = format!("smf_grants_{}", std::process::id());
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let role = format!("smf_grants_{}_{n}", std::process::id());
     let sql =
         format!("CREATE ROLE {role} LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};");
     let out = Command::new("psql")
@@ -180,6 +182,80 @@ fn read_only_role(db: &str) -> String {
     db.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1)
 }
 
+/// The provider's side: a seeded store, a signing key, both adapters' tokens, and the grant
+/// server's TLS certificate (its own CA) for WAN_HOST.
+struct Provider {
+    dir: tempfile::TempDir,
+    db: String,
+    key: PathBuf,
+    public: PathBuf,
+    token: String,
+    other_token: String,
+    ca: PathBuf,
+}
+
+impl Provider {
+    fn new(db: String) -> Provider {
+        let dir = tempfile::tempdir().unwrap();
+        seed(&db, dir.path());
+        let (key, public) = keygen(dir.path(), "k1");
+        let token = |serial| {
+            run(&["license", "token", "--serial", serial, "--db", &db])
+                .trim()
+                .to_string()
+        };
+        let (token, other_token) = (token(SERIAL), token(OTHER));
+        assert!(
+            token.starts_with("smfg_") && token != other_token,
+            "{token}"
+        );
+        let tls = rcgen::generate_simple_self_signed(vec![WAN_HOST.to_string()]).unwrap();
+        std::fs::write(dir.path().join("server.crt"), tls.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join("server.key"),
+            tls.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        let ca = dir.path().join("server.crt");
+        Provider {
+            dir,
+            db,
+            key,
+            public,
+            token,
+            other_token,
+            ca,
+        }
+    }
+
+    /// `license serve` in `ns` as a read-only role, grants valid for `valid`.
+    fn serve(&self, ns: &NetNs, valid: &str) -> Process {
+        serve(
+            ns,
+            &read_only_role(&self.db),
+            &self.key,
+            self.dir.path(),
+            valid,
+        )
+    }
+
+    /// The adapter's files and config in `dir`: its token, the server's CA, the public key.
+    fn adapter(&self, dir: &DaemonDir) -> PathBuf {
+        std::fs::write(dir.path().join("grant.token"), format!("{}\n", self.token)).unwrap();
+        std::fs::copy(&self.ca, dir.path().join("ca.pem")).unwrap();
+        std::fs::copy(&self.public, dir.path().join("provider.pub")).unwrap();
+        dir.write(
+            &format!(
+                "rules: rules.yaml\ninterfaces: [lan0, wan0]\nadapter: {{serial: {SERIAL}}}\n\
+                 license: {{url: \"https://{WAN_HOST}:{PORT}\", token_file: grant.token, \
+                 ca_file: ca.pem, keys: [provider.pub], recheck: 1s}}\n"
+            ),
+            DISCARD_RULES,
+        )
+        .unwrap()
+    }
+}
+
 #[test]
 fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_expiry() {
     let Some(site) = common::site("grants_e2e::fetch_follow_expire") else {
@@ -188,30 +264,11 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
     let Some(postgres) = testbed::require_postgres("grants_e2e::fetch_follow_expire") else {
         return;
     };
-    let db = postgres.database().unwrap();
-    let provider = tempfile::tempdir().unwrap();
-    seed(&db, provider.path());
-    let (key, public) = keygen(provider.path(), "k1");
-    let token = run(&["license", "token", "--serial", SERIAL, "--db", &db])
-        .trim()
-        .to_string();
-    let other_token = run(&["license", "token", "--serial", OTHER, "--db", &db])
-        .trim()
-        .to_string();
-    assert!(
-        token.starts_with("smfg_") && token != other_token,
-        "{token}"
-    );
-    let tls = rcgen::generate_simple_self_signed(vec![WAN_HOST.to_string()]).unwrap();
-    std::fs::write(provider.path().join("server.crt"), tls.cert.pem()).unwrap();
-    std::fs::write(
-        provider.path().join("server.key"),
-        tls.signing_key.serialize_pem(),
-    )
-    .unwrap();
-    let ca = provider.path().join("server.crt");
+    let provider = Provider::new(postgres.database().unwrap());
+    let (db, key, ca) = (&provider.db, &provider.key, &provider.ca);
+    let (token, other_token) = (&provider.token, &provider.other_token);
     // The server reads the store as a role that may only SELECT; grants hold 6 s.
-    let server = serve(&site.wan, &read_only_role(&db), &key, provider.path(), "6s");
+    let server = provider.serve(&site.wan, "6s");
 
     // Only the adapter's own token fetches its own grant.
     let url = format!("https://{WAN_HOST}:{PORT}/v1/grants/{SERIAL}");
@@ -223,7 +280,7 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
     ];
     for (presented, expected) in cases {
         assert_eq!(
-            status_of(&site.lan, &url, &ca, presented),
+            status_of(&site.lan, &url, ca, presented),
             expected,
             "{presented:?}"
         );
@@ -240,7 +297,7 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
         })
         .unwrap();
     assert_eq!(
-        status_of(&site.lan, &url, &ca, Some(&token)),
+        status_of(&site.lan, &url, ca, Some(token)),
         Some(200),
         "beside 100 idle clients"
     );
@@ -248,19 +305,7 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
 
     // The adapter: its token, the server's CA and the provider's public key; no store.
     let dir = DaemonDir::new().unwrap();
-    std::fs::write(dir.path().join("grant.token"), format!("{token}\n")).unwrap();
-    std::fs::copy(&ca, dir.path().join("ca.pem")).unwrap();
-    std::fs::copy(&public, dir.path().join("provider.pub")).unwrap();
-    let config = dir
-        .write(
-            &format!(
-                "rules: rules.yaml\ninterfaces: [lan0, wan0]\nadapter: {{serial: {SERIAL}}}\n\
-                 license: {{url: \"https://{WAN_HOST}:{PORT}\", token_file: grant.token, ca_file: ca.pem, \
-                 keys: [provider.pub], recheck: 1s}}\n"
-            ),
-            DISCARD_RULES,
-        )
-        .unwrap();
+    let config = provider.adapter(&dir);
     let daemon = common::start(&site.adapter, &config);
     let adapter = &site.adapter;
     assert_eq!(
@@ -276,7 +321,7 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
         ),
         Some(1.0)
     );
-    let signing = SigningKey::read(&key).unwrap();
+    let signing = SigningKey::read(key).unwrap();
     assert_eq!(
         metric(
             adapter,
@@ -306,7 +351,7 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
     assert!(json["license"]["valid_until"].is_string(), "{json}");
     let shown = text(&status.stdout);
     assert!(
-        !shown.contains(&token) && !shown.contains(WAN_HOST),
+        !shown.contains(token.as_str()) && !shown.contains(WAN_HOST),
         "{shown}"
     );
 
@@ -321,7 +366,7 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
         "--by",
         "provider",
         "--db",
-        &db,
+        db,
     ]);
     until_metric(
         adapter,
@@ -352,7 +397,7 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
         "--start",
         &today,
         "--db",
-        &db,
+        db,
     ]);
     until_metric(
         adapter,
@@ -374,7 +419,7 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
     let served = server.wait().unwrap();
     let log = text(&served.stderr);
     assert!(
-        !log.contains(&token) && !log.contains(&other_token),
+        !log.contains(token.as_str()) && !log.contains(other_token.as_str()),
         "the server logged a token: {log}"
     );
     assert!(log.contains("the token is another adapter's"), "{log}");
@@ -415,7 +460,10 @@ fn an_adapter_fetches_its_grant_over_https_follows_the_store_and_holds_until_exp
     let exit = daemon.wait().unwrap();
     let log = text(&exit.stderr);
     assert!(exit.status.success(), "{log}");
-    assert!(!log.contains(&token), "the adapter logged its token: {log}");
+    assert!(
+        !log.contains(token.as_str()),
+        "the adapter logged its token: {log}"
+    );
     assert!(
         log.contains("the grant in force holds until its expiry"),
         "{log}"
@@ -686,4 +734,60 @@ fn tampered_grant_files_are_each_refused_and_counted_and_both_keys_verify_during
     daemon.signal(Signal::SIGTERM).unwrap();
     let exit = daemon.wait().unwrap();
     assert!(exit.status.success(), "{}", text(&exit.stderr));
+}
+
+#[test]
+fn a_daemon_restarted_while_the_grant_server_is_down_holds_the_grant_it_fetched() {
+    let Some(site) = common::site("grants_e2e::restart_server_down") else {
+        return;
+    };
+    let Some(postgres) = testbed::require_postgres("grants_e2e::restart_server_down") else {
+        return;
+    };
+    let provider = Provider::new(postgres.database().unwrap());
+    let server = provider.serve(&site.wan, "1h");
+    let dir = DaemonDir::new().unwrap();
+    let config = provider.adapter(&dir);
+    let daemon = common::start(&site.adapter, &config);
+    assert_eq!(
+        metric(&site.adapter, "smf_firewall_license_licensed", &[]),
+        Some(1.0)
+    );
+    // Killed: the kernel goes on enforcing; then the server goes away too.
+    daemon.signal(Signal::SIGKILL).unwrap();
+    daemon.wait().unwrap();
+    server.signal(Signal::SIGTERM).unwrap();
+    server.wait().unwrap();
+    assert_eq!(
+        site.udp_through(DROPPED, 2).unwrap(),
+        0,
+        "enforced with no daemon"
+    );
+    // The new daemon cannot fetch, and holds the grant the last one fetched.
+    let daemon = common::start(&site.adapter, &config);
+    assert_eq!(
+        metric(&site.adapter, "smf_firewall_license_licensed", &[]),
+        Some(1.0)
+    );
+    assert!(reason_is(&site.adapter, "licensed"));
+    assert!(
+        metric(
+            &site.adapter,
+            "smf_firewall_license_checks_total",
+            &[("result", "error")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        site.udp_through(DROPPED, 2).unwrap(),
+        0,
+        "still enforced after the restart"
+    );
+    daemon.signal(Signal::SIGTERM).unwrap();
+    let log = text(&daemon.wait().unwrap().stderr);
+    assert!(
+        log.contains("holding the grant fetched before the restart"),
+        "{log}"
+    );
 }

@@ -243,6 +243,11 @@ impl Engine {
                     "terms",
                     include_str!("../migrations/sqlite/0002_terms.sql"),
                 ),
+                (
+                    3,
+                    "adapter_tokens",
+                    include_str!("../migrations/sqlite/0003_adapter_tokens.sql"),
+                ),
             ],
             Engine::Postgres => &[
                 (
@@ -254,6 +259,11 @@ impl Engine {
                     2,
                     "terms",
                     include_str!("../migrations/postgres/0002_terms.sql"),
+                ),
+                (
+                    3,
+                    "adapter_tokens",
+                    include_str!("../migrations/postgres/0003_adapter_tokens.sql"),
                 ),
             ],
         }
@@ -428,6 +438,11 @@ impl Store {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// For the store's other modules (`tokens`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// The provider's time zone, in which instants become contract days.
@@ -1585,7 +1600,7 @@ fn stored_model(row: &AnyRow) -> Result<Model, StoreError> {
     })
 }
 
-fn contract_kind(text: &str) -> Result<ContractKind, StoreError> {
+pub(crate) fn contract_kind(text: &str) -> Result<ContractKind, StoreError> {
     match text {
         "management" => Ok(ContractKind::Management),
         "option" => Ok(ContractKind::Option),
@@ -1652,7 +1667,7 @@ fn suspension(row: &AnyRow) -> Result<Suspension, StoreError> {
 }
 
 /// The termination of a row with `on_day`, `ended_by` and `notice_day` (NULL: none).
-fn termination(row: &AnyRow) -> Result<Option<Termination>, StoreError> {
+pub(crate) fn termination(row: &AnyRow) -> Result<Option<Termination>, StoreError> {
     let Some(by) = row.try_get::<Option<String>, _>("ended_by")? else {
         return Ok(None);
     };
@@ -1808,7 +1823,7 @@ fn stored_instant(row: &AnyRow, column: &'static str) -> Result<DateTime<Utc>, S
         })
 }
 
-fn stored_day(row: &AnyRow, column: &'static str) -> Result<Day, StoreError> {
+pub(crate) fn stored_day(row: &AnyRow, column: &'static str) -> Result<Day, StoreError> {
     let text: String = row.try_get(column)?;
     parse_day(&text).map_err(|_| StoreError::Corrupt {
         what: column,
@@ -1816,7 +1831,7 @@ fn stored_day(row: &AnyRow, column: &'static str) -> Result<Day, StoreError> {
     })
 }
 
-fn optional_day(row: &AnyRow, column: &'static str) -> Result<Option<Day>, StoreError> {
+pub(crate) fn optional_day(row: &AnyRow, column: &'static str) -> Result<Option<Day>, StoreError> {
     match row.try_get::<Option<String>, _>(column)? {
         None => Ok(None),
         Some(text) => parse_day(&text).map(Some).map_err(|_| StoreError::Corrupt {

@@ -11,6 +11,10 @@
 //! adapter: {serial: FUJI-0001}     # this adapter's serial, exactly as in the store
 //! contracts: {url: "sqlite:/var/lib/smf-firewall/contracts.db"}
 //! license: {recheck: 60s, grace: 24h}  # the defaults
+//! # Or, for a fleet (no store credentials on the adapter), one of:
+//! # license: {grant: grant.jws, keys: [provider.pub]}          # a file delivered to it
+//! # license: {url: "https://grants.example:8443", token_file: grant.token,
+//! #           ca_file: grants-ca.pem, keys: [provider.pub, provider-next.pub]}
 //! # Operations; the defaults:
 //! watch: false                     # reload when the rules file changes
 //! keep_attached_on_exit: false     # SIGTERM detaches and unpins unless true (upgrades)
@@ -136,10 +140,55 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct LicensingConfig {
     /// This adapter's serial number, matched exactly (Art. 8-1(4)).
     pub serial: String,
-    /// The contract store: `sqlite:PATH` or `postgres://...`.
-    pub url: String,
+    /// Where the decision comes from.
+    pub source: LicenseSource,
+    /// How often the store is asked, the grant file re-read or the grant fetched.
     pub recheck: Duration,
+    /// Store only: how long a decision outlives an unreachable store (a grant holds for its
+    /// own window instead).
     pub grace: Duration,
+}
+
+/// `license:`'s modes: the store itself (the default), a grant file, or a grant server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LicenseSource {
+    /// `contracts: {url}`: `sqlite:PATH` or `postgres://...`.
+    Store { url: String },
+    /// `license: {grant: FILE, keys: [...]}`: a signed grant that the management system
+    /// delivers, re-read when it changes and on reload.
+    Grant { file: PathBuf, keys: Vec<PathBuf> },
+    /// `license: {url, token_file, ca_file, keys}`: fetched from `smf-firewall license serve`.
+    Url {
+        url: String,
+        token_file: PathBuf,
+        /// Trust only this CA (PEM) for the server's certificate; None: the web roots.
+        ca_file: Option<PathBuf>,
+        keys: Vec<PathBuf>,
+        /// The last grant fetched (runtime_dir/grant.jws), used when a restarted daemon
+        /// cannot reach the server.
+        cache: PathBuf,
+    },
+}
+
+impl LicenseSource {
+    /// `store`, `grant` or `url`, as metrics and `status` show it.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            LicenseSource::Store { .. } => "store",
+            LicenseSource::Grant { .. } => "grant",
+            LicenseSource::Url { .. } => "url",
+        }
+    }
+}
+
+impl LicensingConfig {
+    /// The contract store's URL, in store mode.
+    pub fn store_url(&self) -> Option<&str> {
+        match &self.source {
+            LicenseSource::Store { url } => Some(url),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -179,6 +228,13 @@ struct RawContracts {
 struct RawLicense {
     recheck: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
+    /// `store: true`: the default mode, said explicitly.
+    store: Option<Spanned<bool>>,
+    grant: Option<Spanned<PathBuf>>,
+    url: Option<Spanned<String>>,
+    token_file: Option<Spanned<PathBuf>>,
+    ca_file: Option<Spanned<PathBuf>>,
+    keys: Option<Spanned<Vec<Spanned<PathBuf>>>>,
 }
 
 impl Config {
@@ -277,8 +333,17 @@ impl Config {
                 ),
             ));
         }
-        let licensing = licensing(raw.adapter, raw.contracts, raw.license, &mut problems);
         let base = path.parent().unwrap_or(Path::new("."));
+        let runtime_dir = raw
+            .runtime_dir
+            .map_or_else(|| Operations::default().runtime_dir, |dir| base.join(dir));
+        let licensing = licensing(
+            raw.adapter,
+            raw.contracts,
+            raw.license,
+            (base, &runtime_dir),
+            &mut problems,
+        );
         let metrics = metering::metrics(raw.metrics, base, &mut problems);
         let models = metering::models(raw.models, &mut problems);
         let pin_path = match raw.pin_path {
@@ -299,9 +364,7 @@ impl Config {
             watch: raw.watch,
             keep_attached_on_exit: raw.keep_attached_on_exit,
             pin_path,
-            runtime_dir: raw
-                .runtime_dir
-                .map_or_else(|| Operations::default().runtime_dir, |dir| base.join(dir)),
+            runtime_dir,
         };
         let drop_log = drop_log::drop_log(raw.drop_log, &mut problems);
         let conntrack = conntrack::conntrack(raw.conntrack, &mut problems);
@@ -329,38 +392,35 @@ impl Config {
     }
 }
 
-/// `adapter` and `contracts` come together or not at all; `license` only with them.
+/// `adapter` and `contracts` come together or not at all (the store mode); with `license:
+/// {grant}` or `{url}`, `adapter` comes without `contracts`; `license` only with `adapter`.
 fn licensing(
     adapter: Option<Spanned<RawAdapter>>,
     contracts: Option<Spanned<RawContracts>>,
     license: Option<Spanned<RawLicense>>,
+    (base, runtime_dir): (&Path, &Path),
     problems: &mut Vec<Diagnostic>,
 ) -> Option<LicensingConfig> {
-    let (adapter, contracts) = match (adapter, contracts) {
-        (Some(adapter), Some(contracts)) => (adapter, contracts),
-        (Some(adapter), None) => {
-            problems.push(Diagnostic::at(
-                &adapter.referenced,
-                "`adapter` needs `contracts: {url: ...}`, the store to check its licence in",
-            ));
-            return None;
-        }
-        (None, Some(contracts)) => {
-            problems.push(Diagnostic::at(
+    let granted = license
+        .as_ref()
+        .is_some_and(|l| l.value.grant.is_some() || l.value.url.is_some());
+    let Some(adapter) = adapter else {
+        match (&contracts, &license) {
+            (Some(contracts), _) => problems.push(Diagnostic::at(
                 &contracts.referenced,
                 "`contracts` needs `adapter: {serial: ...}`, the adapter whose licence to check",
-            ));
-            return None;
+            )),
+            (None, Some(license)) if granted => problems.push(Diagnostic::at(
+                &license.referenced,
+                "`license` needs `adapter: {serial: ...}`, the adapter the grant is for",
+            )),
+            (None, Some(license)) => problems.push(Diagnostic::at(
+                &license.referenced,
+                "`license` needs `adapter` and `contracts`",
+            )),
+            (None, None) => {}
         }
-        (None, None) => {
-            if let Some(license) = license {
-                problems.push(Diagnostic::at(
-                    &license.referenced,
-                    "`license` needs `adapter` and `contracts`",
-                ));
-            }
-            return None;
-        }
+        return None;
     };
     let serial = adapter.value.serial;
     if serial.value.is_empty() || serial.value.chars().any(char::is_whitespace) {
@@ -372,18 +432,56 @@ fn licensing(
             ),
         ));
     }
-    let url = contracts.value.url;
-    if firewall_contracts::store::Engine::of(&url.value).is_err() {
-        problems.push(Diagnostic::at(
-            &url.referenced,
-            format!(
-                "`{}` is not a contract store URL; write sqlite:PATH or postgres://USER@HOST/DB",
-                url.value
-            ),
-        ));
-    }
-    let (recheck, grace) = match license {
-        Some(license) => (license.value.recheck, license.value.grace),
+    let raw = license.map(|l| l.value);
+    let source = match (&raw, contracts) {
+        (Some(raw), contracts) if raw.grant.is_some() || raw.url.is_some() => {
+            if let Some(contracts) = contracts {
+                problems.push(Diagnostic::at(
+                    &contracts.referenced,
+                    "`contracts` is not used with `license: {grant}` or `{url}`: the adapter holds \
+                     a signed grant and no store credentials; remove it",
+                ));
+            }
+            granted_source(raw, base, runtime_dir, problems)?
+        }
+        (_, None) => {
+            problems.push(Diagnostic::at(
+                &adapter.referenced,
+                "`adapter` needs `contracts: {url: ...}`, the store to check its licence in, \
+                 or `license: {grant: FILE}` or `license: {url: ...}`",
+            ));
+            return None;
+        }
+        (_, Some(contracts)) => {
+            if let Some(raw) = &raw {
+                store_only(raw, problems);
+            }
+            let url = contracts.value.url;
+            if firewall_contracts::store::Engine::of(&url.value).is_err() {
+                problems.push(Diagnostic::at(
+                    &url.referenced,
+                    format!(
+                        "`{}` is not a contract store URL; write sqlite:PATH or postgres://USER@HOST/DB",
+                        url.value
+                    ),
+                ));
+            }
+            LicenseSource::Store { url: url.value }
+        }
+    };
+    let (recheck, grace) = match raw {
+        Some(license) => {
+            if let (Some(grace), false) = (
+                &license.grace,
+                matches!(source, LicenseSource::Store { .. }),
+            ) {
+                problems.push(Diagnostic::at(
+                    &grace.referenced,
+                    "`grace` is for the store mode: a grant holds until its own valid_until",
+                ));
+            }
+            (license.recheck, license.grace)
+        }
         None => (None, None),
     };
     // A recheck below a second would hammer the store for nothing.
@@ -397,10 +495,129 @@ fn licensing(
     let grace = duration(grace, "grace", DEFAULT_GRACE, Duration::ZERO, problems);
     Some(LicensingConfig {
         serial: serial.value,
-        url: url.value,
+        source,
         recheck,
         grace,
     })
+}
+
+/// In the store mode, the grant modes' keys are mistakes.
+fn store_only(raw: &RawLicense, problems: &mut Vec<Diagnostic>) {
+    let stray = [
+        ("token_file", raw.token_file.as_ref().map(|s| s.referenced)),
+        ("ca_file", raw.ca_file.as_ref().map(|s| s.referenced)),
+        ("keys", raw.keys.as_ref().map(|s| s.referenced)),
+    ];
+    for (key, at) in stray {
+        if let Some(at) = at {
+            problems.push(Diagnostic::at(
+                &at,
+                format!("`{key}` is for `license: {{grant}}` or `{{url}}`, not the store mode"),
+            ));
+        }
+    }
+    if let Some(store) = &raw.store
+        && !store.value
+    {
+        problems.push(Diagnostic::at(
+            &store.referenced,
+            "`store: false` needs `grant: FILE` or `url: https://...` instead",
+        ));
+    }
+}
+
+/// `license: {grant}` or `{url}`, with the public keys that may sign the grant.
+fn granted_source(
+    raw: &RawLicense,
+    base: &Path,
+    runtime_dir: &Path,
+    problems: &mut Vec<Diagnostic>,
+) -> Option<LicenseSource> {
+    if let Some(store) = &raw.store
+        && store.value
+    {
+        problems.push(Diagnostic::at(
+            &store.referenced,
+            "`store: true` and `grant` or `url` exclude each other: choose one mode",
+        ));
+    }
+    let keys: Vec<PathBuf> = match &raw.keys {
+        Some(keys) if !keys.value.is_empty() => {
+            keys.value.iter().map(|key| base.join(&key.value)).collect()
+        }
+        Some(keys) => {
+            problems.push(Diagnostic::at(
+                &keys.referenced,
+                "`keys` is empty: name the provider's public key file(s) (`license keygen` writes them)",
+            ));
+            return None;
+        }
+        None => {
+            let at = raw.grant.as_ref().map_or_else(
+                || raw.url.as_ref().map(|u| u.referenced),
+                |g| Some(g.referenced),
+            );
+            if let Some(at) = at {
+                problems.push(Diagnostic::at(
+                    &at,
+                    "a grant needs `keys: [FILE, ...]`, the provider's public key(s) it is checked against",
+                ));
+            }
+            return None;
+        }
+    };
+    match (&raw.grant, &raw.url) {
+        (Some(_), Some(url)) => {
+            problems.push(Diagnostic::at(
+                &url.referenced,
+                "`grant` and `url` exclude each other: a grant file, or a grant server",
+            ));
+            None
+        }
+        (Some(file), None) => {
+            for (key, at) in [
+                ("token_file", raw.token_file.as_ref().map(|s| s.referenced)),
+                ("ca_file", raw.ca_file.as_ref().map(|s| s.referenced)),
+            ] {
+                if let Some(at) = at {
+                    problems.push(Diagnostic::at(
+                        &at,
+                        format!("`{key}` is for `url`, not for a grant file"),
+                    ));
+                }
+            }
+            Some(LicenseSource::Grant {
+                file: base.join(&file.value),
+                keys,
+            })
+        }
+        (None, Some(url)) => {
+            if !url.value.starts_with("https://") || url.value.len() <= "https://".len() {
+                problems.push(Diagnostic::at(
+                    &url.referenced,
+                    format!(
+                        "`url: {}` is not an https:// URL; the token is sent only over TLS",
+                        url.value
+                    ),
+                ));
+            }
+            let Some(token_file) = &raw.token_file else {
+                problems.push(Diagnostic::at(
+                    &url.referenced,
+                    "`url` needs `token_file: FILE`, the adapter's token from `license token`",
+                ));
+                return None;
+            };
+            Some(LicenseSource::Url {
+                url: url.value.clone(),
+                token_file: base.join(&token_file.value),
+                ca_file: raw.ca_file.as_ref().map(|ca| base.join(&ca.value)),
+                keys,
+                cache: runtime_dir.join("grant.jws"),
+            })
+        }
+        (None, None) => None,
+    }
 }
 
 #[cfg(test)]
@@ -444,7 +661,9 @@ mod tests {
             config.licensing,
             Some(LicensingConfig {
                 serial: "FUJI-0001".into(),
-                url: "sqlite:/tmp/c.db".into(),
+                source: LicenseSource::Store {
+                    url: "sqlite:/tmp/c.db".into()
+                },
                 recheck: Duration::from_secs(60),
                 grace: Duration::from_secs(86_400),
             })
@@ -453,6 +672,95 @@ mod tests {
         let licensing = config.licensing.unwrap();
         assert_eq!(licensing.recheck, Duration::from_secs(1));
         assert_eq!(licensing.grace, Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn a_grant_file_or_a_grant_server_replaces_the_store() {
+        let base = "rules: r.yaml\ninterfaces: [lan0]\nadapter: {serial: FUJI-0001}\n";
+        let config = parse(&format!(
+            "{base}license: {{grant: grant.jws, keys: [a.pub, /k/b.pub], recheck: 5s}}\n"
+        ))
+        .unwrap();
+        let licensing = config.licensing.unwrap();
+        assert_eq!(
+            licensing.source,
+            LicenseSource::Grant {
+                file: "/etc/smf-firewall/grant.jws".into(),
+                keys: vec!["/etc/smf-firewall/a.pub".into(), "/k/b.pub".into()],
+            }
+        );
+        assert_eq!(licensing.recheck, Duration::from_secs(5));
+        assert_eq!(licensing.source.mode(), "grant");
+        let config = parse(&format!(
+            "{base}license: {{url: \"https://g.example:8443\", token_file: t, ca_file: ca.pem, keys: [a.pub]}}\nruntime_dir: /run/x\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.licensing.unwrap().source,
+            LicenseSource::Url {
+                url: "https://g.example:8443".into(),
+                token_file: "/etc/smf-firewall/t".into(),
+                ca_file: Some("/etc/smf-firewall/ca.pem".into()),
+                keys: vec!["/etc/smf-firewall/a.pub".into()],
+                cache: "/run/x/grant.jws".into(),
+            }
+        );
+        // `store: true` says the default.
+        let config = parse(&format!(
+            "{base}contracts: {{url: \"sqlite:/c.db\"}}\nlicense: {{store: true, grace: 1h}}\n"
+        ))
+        .unwrap();
+        assert_eq!(config.licensing.unwrap().store_url(), Some("sqlite:/c.db"));
+    }
+
+    // Each row: the `license:` line (line 4, after `adapter`), and a fragment of its first
+    // error.
+    #[test]
+    fn grant_mode_mistakes_are_errors_at_their_position() {
+        let cases = [
+            ("license: {grant: g.jws}", "needs `keys"),
+            ("license: {grant: g.jws, keys: []}", "`keys` is empty"),
+            (
+                "license: {grant: g.jws, url: \"https://g\", keys: [k]}",
+                "exclude each other",
+            ),
+            (
+                "license: {url: \"http://g:80\", token_file: t, keys: [k]}",
+                "not an https:// URL",
+            ),
+            (
+                "license: {url: \"https://g\", keys: [k]}",
+                "needs `token_file",
+            ),
+            (
+                "license: {grant: g.jws, keys: [k], token_file: t}",
+                "`token_file` is for `url`",
+            ),
+            (
+                "license: {grant: g.jws, keys: [k], grace: 1h}",
+                "`grace` is for the store mode",
+            ),
+            (
+                "license: {grant: g.jws, keys: [k], store: true}",
+                "exclude each other",
+            ),
+            ("license: {recheck: 5s}", "`adapter` needs `contracts"),
+            ("license: {grant: g.jws, keys: [k], bogus: 1}", "bogus"),
+        ];
+        for (line, fragment) in cases {
+            let text =
+                format!("rules: r.yaml\ninterfaces: [lan0]\nadapter: {{serial: S}}\n{line}\n");
+            let err = parse(&text).unwrap_err();
+            assert!(err.items[0].line >= 3, "{line}: {err}");
+            assert!(err.to_string().contains(fragment), "{line}: {err}");
+        }
+        // With the store's `contracts`, a grant mode is a mistake too.
+        let err = parse("rules: r.yaml\ninterfaces: [lan0]\nadapter: {serial: S}\ncontracts: {url: \"sqlite:x\"}\nlicense: {grant: g, keys: [k]}\n").unwrap_err();
+        assert_eq!(err.items[0].line, 4, "{err}");
+        assert!(err.to_string().contains("`contracts` is not used"), "{err}");
+        // And the store mode's keys for grants.
+        let err = parse("rules: r.yaml\ninterfaces: [lan0]\nadapter: {serial: S}\ncontracts: {url: \"sqlite:x\"}\nlicense: {keys: [k]}\n").unwrap_err();
+        assert!(err.to_string().contains("`keys` is for"), "{err}");
     }
 
     // Each row: config text, expected "LINE:COL: message fragment".

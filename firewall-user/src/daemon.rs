@@ -81,6 +81,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Licensing(#[from] crate::licensing::LicensingError),
+    #[error(transparent)]
     Serve(#[from] ServeError),
 }
 
@@ -419,6 +421,7 @@ async fn run_until_stopped(
         state_file: ops.state_file(),
         pins: pins.clone(),
         license: licensing.decision(),
+        reread_license: licensing.reread(),
         last_reload: None,
         keep_attached_on_exit: ops.keep_attached_on_exit,
         watch: ops.watch,
@@ -724,7 +727,9 @@ struct Operator {
     maps_dir: PathBuf,
     state_file: PathBuf,
     pins: Pins,
-    license: Arc<Mutex<Option<crate::licensing::Applied>>>,
+    license: Arc<Mutex<Option<crate::licensing::Shown>>>,
+    /// Told on every reload request: the grant file is re-read, the grant fetched anew.
+    reread_license: Arc<tokio::sync::Notify>,
     last_reload: Option<LastReload>,
     keep_attached_on_exit: bool,
     watch: bool,
@@ -769,6 +774,7 @@ impl Operator {
         reloading: &mut Option<Reloading>,
         done: &mpsc::UnboundedSender<Result<Reloaded, ReloadError>>,
     ) {
+        self.reread_license.notify_one();
         let busy = match (&*reloading, self.reading.load(Ordering::Acquire)) {
             (Some(running), _) => Some(format!(
                 "a reload ({}) is already running; try again when it is done",
@@ -875,12 +881,16 @@ impl Operator {
             .collect();
         let license = lock(&self.license)
             .as_ref()
-            .map(|applied| protocol::LicenseStatus {
-                licensed: applied.licensed,
-                reason: applied.reason.to_string(),
+            .map(|shown| protocol::LicenseStatus {
+                decided_at: shown.grant.as_ref().map(|g| seconds(g.decided_at)),
+                key_id: shown.grant.as_ref().map(|g| g.key_id.clone()),
+                licensed: shown.applied.licensed,
+                mode: shown.mode.to_string(),
+                reason: shown.applied.reason.to_string(),
+                valid_until: shown.grant.as_ref().map(|g| seconds(g.valid_until)),
             });
         let last_reload = self.last_reload.as_ref().map(|last| protocol::LastReload {
-            at: last.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            at: seconds(last.at),
             error: last.error.clone(),
             result: match last.error {
                 None => protocol::ReloadResult::Success,
@@ -1016,6 +1026,11 @@ fn log_summary(trigger: &str, summary: &Summary) {
         milliseconds = summary.milliseconds,
         "reload done: the new rules are live"
     );
+}
+
+/// RFC 3339, UTC, whole seconds, as `status` shows instants.
+fn seconds(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

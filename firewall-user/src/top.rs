@@ -93,7 +93,7 @@ impl Source {
     }
 }
 
-fn certificates(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, TopError> {
+pub(crate) fn certificates(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, TopError> {
     let pem = std::fs::read(path).map_err(|source| TopError::Ca {
         path: path.to_path_buf(),
         source,

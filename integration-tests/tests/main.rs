@@ -15,6 +15,7 @@ mod drop_log_kernel;
 mod e2e;
 mod egress;
 mod egress_e2e;
+mod grants_e2e;
 mod instances_e2e;
 mod interfaces_e2e;
 mod kernel;

@@ -17,12 +17,13 @@ use anyhow::{Context, Result};
 use crate::workspace_root;
 
 /// The crates checked, by the folder of their sources.
-const SOURCE_DIRS: [&str; 11] = [
+const SOURCE_DIRS: [&str; 12] = [
     "firewall-common/src",
     "firewall-diagnostic/src",
     "firewall-rules/src",
     "firewall-dataplane/src",
     "firewall-contracts/src",
+    "firewall-grants/src",
     "firewall-user/src",
     "firewall-ebpf/src",
     "testbed/src",

@@ -36,6 +36,27 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order the decision checks.
+    pub const ALL: [Reason; 12] = [
+        Reason::UnknownSerial,
+        Reason::ModelNotEligible,
+        Reason::NoManagementContract,
+        Reason::ManagementNotStarted,
+        Reason::ManagementSuspended,
+        Reason::ManagementTerminated,
+        Reason::AdapterStandby,
+        Reason::NoOptionContract,
+        Reason::OptionNotStarted,
+        Reason::OptionSuspended,
+        Reason::OptionTerminated,
+        Reason::Licensed,
+    ];
+
+    /// The reason named `name` (as in a signed grant), if this version knows it.
+    pub fn from_name(name: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|reason| reason.name() == name)
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Reason::UnknownSerial => "unknown_serial",

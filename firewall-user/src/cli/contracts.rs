@@ -342,7 +342,8 @@ impl StoreArgs {
             .with_context(|| format!("cannot take the store from {}", path.display()))?;
         Ok(config
             .licensing
-            .map_or_else(|| DEFAULT_URL.to_string(), |licensing| licensing.url))
+            .and_then(|licensing| licensing.store_url().map(str::to_string))
+            .unwrap_or_else(|| DEFAULT_URL.to_string()))
     }
 }
 

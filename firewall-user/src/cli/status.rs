@@ -114,15 +114,26 @@ fn print(status: &Status) {
     );
     match &status.license {
         None => println!("license: not decided yet"),
-        Some(license) => println!(
-            "license: {} ({})",
-            if license.licensed {
-                "licensed, rules enforced"
-            } else {
-                "NOT licensed, passing every packet"
-            },
-            license.reason
-        ),
+        Some(license) => {
+            println!(
+                "license: {} ({}), from {}",
+                if license.licensed {
+                    "licensed, rules enforced"
+                } else {
+                    "NOT licensed, passing every packet"
+                },
+                license.reason,
+                match license.mode.as_str() {
+                    "grant" => "a grant file",
+                    "url" => "a grant server",
+                    "not_configured" => "no licensing configured",
+                    _ => "the contract store",
+                }
+            );
+            if let (Some(key_id), Some(valid_until)) = (&license.key_id, &license.valid_until) {
+                println!("  grant signed by key {key_id}, valid until {valid_until}");
+            }
+        }
     }
     println!(
         "conntrack: {} of {} entries",

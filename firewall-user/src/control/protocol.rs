@@ -129,11 +129,23 @@ pub struct ReloadCounts {
     pub success: u64,
 }
 
-/// The licence decision in force.
+/// The licence decision in force, and where it came from (no secret, no address).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LicenseStatus {
+    /// The grant's decision instant, in the grant modes (RFC 3339, UTC).
+    #[serde(default)]
+    pub decided_at: Option<String>,
+    /// The id of the key that signed the grant in force, in the grant modes.
+    #[serde(default)]
+    pub key_id: Option<String>,
     pub licensed: bool,
+    /// `store`, `grant`, `url` or `not_configured`.
+    #[serde(default)]
+    pub mode: String,
     pub reason: String,
+    /// When the grant in force expires, in the grant modes (RFC 3339, UTC).
+    #[serde(default)]
+    pub valid_until: Option<String>,
 }
 
 /// The flow table.
@@ -208,8 +220,12 @@ mod tests {
                 trigger: "SIGHUP".into(),
             }),
             license: Some(LicenseStatus {
+                decided_at: Some("2026-04-01T00:00:00Z".into()),
+                key_id: Some("21fe31dfa154a261".into()),
                 licensed: true,
+                mode: "url".into(),
                 reason: "licensed".into(),
+                valid_until: Some("2026-04-02T00:00:00Z".into()),
             }),
             maps: "/sys/fs/bpf/smf-firewall/maps-1".into(),
             ok: Is,
@@ -300,7 +316,7 @@ mod tests {
                 r#""interfaces":[{"attached":true,"ifindex":4,"mode":"driver","name":"lan0","rules":12}],"#,
                 r#""keep_attached_on_exit":false,"#,
                 r#""last_reload":{"at":"2026-04-01T00:00:00Z","error":null,"result":"success","trigger":"SIGHUP"},"#,
-                r#""license":{"licensed":true,"reason":"licensed"},"#,
+                r#""license":{"decided_at":"2026-04-01T00:00:00Z","key_id":"21fe31dfa154a261","licensed":true,"mode":"url","reason":"licensed","valid_until":"2026-04-02T00:00:00Z"},"#,
                 r#""maps":"/sys/fs/bpf/smf-firewall/maps-1","#,
                 r#""ok":true,"pid":4242,"pin_path":"/sys/fs/bpf/smf-firewall","#,
                 r#""reloads":{"error":0,"success":1},"#,

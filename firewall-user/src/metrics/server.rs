@@ -87,10 +87,10 @@ impl Endpoint {
     ///
     /// One client never stops the server: at most [`MAX_CONNECTIONS`] connections are served
     /// at once and the ones beyond are closed as soon as they are accepted (not queued); a
-    /// connection that sends no complete request head within [`HEADER_READ_TIMEOUT`] (also
-    /// between the requests of a kept-alive connection) or lives longer than
-    /// [`CONNECTION_LIFETIME`] is closed; an accept() error (out of file descriptors, a
-    /// connection aborted) is logged and retried after [`ACCEPT_BACKOFF`].
+    /// connection that completes no TLS handshake or sends no complete request head within
+    /// [`HEADER_READ_TIMEOUT`] (also between the requests of a kept-alive connection) or lives
+    /// longer than [`CONNECTION_LIFETIME`] is closed; an accept() error (out of file
+    /// descriptors, a connection aborted) is logged and retried after [`ACCEPT_BACKOFF`].
     pub async fn serve(self, app: Router) -> Result<(), ServeError> {
         let app = if self.users.0.is_empty() {
             app
@@ -103,9 +103,13 @@ impl Endpoint {
         let address = self.address;
         let io = |source| ServeError::Io { address, source };
         let listener = tokio::net::TcpListener::from_std(self.listener).map_err(io)?;
-        let tls = self
-            .tls
-            .map(|config| tokio_rustls::TlsAcceptor::from(config.get_inner()));
+        let tls = self.tls.map(|config| {
+            // Only HTTP/1 is served: offering h2 in ALPN (as RustlsConfig does) makes clients
+            // such as curl speak HTTP/2 into an HTTP/1 server.
+            let mut inner = (*config.get_inner()).clone();
+            inner.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(inner))
+        });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let stream = match listener.accept().await {
@@ -128,10 +132,16 @@ impl Endpoint {
             tokio::spawn(async move {
                 let served = tokio::time::timeout(CONNECTION_LIFETIME, async move {
                     match tls {
-                        Some(tls) => match tls.accept(stream).await {
-                            Ok(stream) => serve_connection(stream, app).await,
-                            Err(error) => debug!(%error, "TLS handshake failed"),
-                        },
+                        // A handshake gets the time of a request head, not a connection's.
+                        Some(tls) => {
+                            match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => serve_connection(stream, app).await,
+                                Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
+                                Err(_) => debug!("TLS handshake not done in time: closed"),
+                            }
+                        }
                         None => serve_connection(stream, app).await,
                     }
                 })

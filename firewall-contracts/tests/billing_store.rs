@@ -153,12 +153,11 @@ fn rows() -> Vec<Row> {
          options:\n  - {{id: O-1, serial: T-1, start: 2026-05-10}}\n",
         mg1(ONE_ENTRY, "")
     );
-    let short_management = format!(
-        "managements:\n  - {{id: MG-1, customer: C1, start: 2026-05-10, accepted: 2026-04-01, counts: [{{from: 2026-05-10, entries: 1, standbys: 0}}], termination: {{on: 2026-05-20, by: customer, notice: 2026-04-15}}}}\n"
-    );
-    let abolished = format!(
-        "managements:\n  - {{id: MG-1, customer: C1, start: 2026-05-10, accepted: 2026-04-01, counts: [{{from: 2026-05-10, entries: 1, standbys: 0}}], termination: {{on: 2026-05-20, by: abolition, notice: 2026-02-01}}}}\n"
-    );
+    let short_management = |by: &str, notice: &str| {
+        format!(
+            "managements:\n  - {{id: MG-1, customer: C1, start: 2026-05-10, accepted: 2026-04-01, counts: [{{from: 2026-05-10, entries: 1, standbys: 0}}], termination: {{on: 2026-05-20, by: {by}, notice: {notice}}}}}\n"
+        )
+    };
     let raised = mg1(
         "{from: 2026-01-01, entries: 1, standbys: 0}, {from: 2026-05-11, entries: 3, standbys: 0}",
         "",
@@ -173,6 +172,12 @@ fn rows() -> Vec<Row> {
             "rentals:\n  - {{id: R-1, customer: C1, serial: X1-9, model: SEIL/X1, start: 2026-01-01, accepted: 2025-12-15, model_changes: [{{on: 2026-03-01, model: x2}}], termination: {{on: 2026-06-30, by: customer, notice: 2026-05-01}}{returned}}}\n"
         )
     };
+    // Accepted (and billed from) after its management ended: the book still holds MG-1.
+    let accepted_late = format!(
+        "{}adapters:\n  - {{serial: X1-1, model: x1, management: MG-1, role: entry, since: 2026-01-01}}\n\
+         options:\n  - {{id: UFO-1, serial: X1-1, start: 2026-02-01, accepted: 2026-06-05, billing_start: 2026-06-10}}\n",
+        mg1(ONE_ENTRY, ", termination: {on: 2026-05-31, by: provider}")
+    );
     let suspended = mg1(
         ONE_ENTRY,
         ", suspensions: [{from: 2026-04-05, to: 2026-04-10}]",
@@ -286,7 +291,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             rule: "16-2: a management ended before its minimum term owes the rest, prorated per calendar month",
-            history: short_management.clone(),
+            history: short_management("customer", "2026-04-15"),
             month: "2026-05",
             lines: vec![
                 ("15-4", "MG-1", "management entry", 1064),
@@ -302,7 +307,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             rule: "15-2, 16-2: the initial fee in the acceptance month, the remainder only in the month of the end",
-            history: short_management,
+            history: short_management("customer", "2026-04-15"),
             month: "2026-04",
             lines: vec![("15-2", "MG-1", "management entry initial × 1", 5000)],
             total: 5500,
@@ -310,7 +315,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             rule: "22: the provider's abolition owes no remainder",
-            history: abolished,
+            history: short_management("abolition", "2026-02-01"),
             month: "2026-05",
             lines: vec![("15-4", "MG-1", "management entry", 1064)],
             total: 1170,
@@ -378,6 +383,14 @@ fn rows() -> Vec<Row> {
             month: "2026-07",
             lines: vec![],
             total: 0,
+            warnings: vec![],
+        },
+        Row {
+            rule: "15-2, 23-3: an option accepted after its management ended bills its initial fee, and no monthly fee",
+            history: accepted_late,
+            month: "2026-06",
+            lines: vec![("15-2", "UFO-1", "option initial", 10_000)],
+            total: 11_000,
             warnings: vec![],
         },
         Row {

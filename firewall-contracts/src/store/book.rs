@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
 use super::{
-    Store, StoreError, billing_days, contract_kind, counts, load_customers, load_outages,
+    Engine, Store, StoreError, billing_days, contract_kind, counts, load_customers, load_outages,
     optional_day, stored_day, stored_model, suspension, termination,
 };
 use crate::model::{
@@ -24,7 +24,14 @@ impl Store {
     /// adapter model (options) and model changes (rentals). Lists are sorted by id.
     pub async fn billing_book(&self, from: Day, to: Day) -> Result<Book, StoreError> {
         let time_zone = self.time_zone().await?;
-        let mut conn = self.pool.acquire().await?;
+        // One snapshot for all the queries, so that a change committed meanwhile cannot
+        // leave an option without the contract it names.
+        let mut conn = self.pool.begin().await?;
+        if self.engine == Engine::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *conn)
+                .await?;
+        }
         let mut all = load_all(&mut conn).await?;
         let outages: Vec<_> = load_outages(&mut conn)
             .await?
@@ -56,11 +63,13 @@ impl Store {
                 || unreturned
                 || covering.contains(r.contract.id.as_str())
         });
+        let customers = load_customers(&mut conn).await?;
+        conn.rollback().await?;
         Ok(Book {
             from,
             to,
             time_zone,
-            customers: load_customers(&mut conn).await?,
+            customers,
             managements: all.managements,
             options: all.options,
             rentals: all.rentals,

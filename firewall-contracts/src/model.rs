@@ -589,6 +589,8 @@ pub struct BookOption {
     pub serial: String,
     pub model: Model,
     pub management: String,
+    /// The rental contract its adapter is rented under, if any (Art. 23-3 may end it).
+    pub rental: Option<String>,
     pub days: BillingDays,
 }
 

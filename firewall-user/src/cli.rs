@@ -3,6 +3,7 @@
 //! status (an error is exit 1, printed by `main`). [`command`] is the whole command line, for
 //! the man pages and shell completions that `cargo xtask man` generates from it.
 
+pub mod billing;
 pub mod check;
 mod config;
 pub mod conntrack;
@@ -54,7 +55,8 @@ macro_rules! commands {
 }
 
 // In the order an operator needs them: the daemon and its rules first, watching it next,
-// the contract store, then taking it down; `replay` (the kernel against the reference) last.
+// the contract store and its invoices, then taking it down; `replay` (the kernel against the
+// reference) last.
 commands! {
     Run => run,
     Check => check,
@@ -65,6 +67,7 @@ commands! {
     Conntrack => conntrack,
     License => license,
     Contracts => contracts,
+    Billing => billing,
     Handover => handover,
     Unload => unload,
     Replay => replay,

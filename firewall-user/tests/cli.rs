@@ -289,7 +289,7 @@ fn check_prints_a_set_by_name_and_size() {
 }
 
 /// `--help` lists the commands in the order an operator needs them: the daemon and its
-/// rules, watching it, the contract store, taking it down, and `replay` last.
+/// rules, watching it, the contract store and its invoices, taking it down, and `replay` last.
 #[test]
 fn help_lists_the_commands_in_the_order_an_operator_needs_them() {
     let out = Command::new(SMF_FIREWALL).arg("--help").output().unwrap();
@@ -314,6 +314,7 @@ fn help_lists_the_commands_in_the_order_an_operator_needs_them() {
             "conntrack",
             "license",
             "contracts",
+            "billing",
             "handover",
             "unload",
             "replay",

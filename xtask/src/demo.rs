@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: the main job, for a newcomer to watch. A LAN host, the adapter running
 //! smf-firewall with rules/example.yaml, and a WAN host, in network namespaces; a contract
-//! store that licenses the adapter's Ultra Firewall Option; traffic that the rules pass and
+//! store that licenses the adapter's Ultra Firewall Option (and bills it); traffic that the rules pass and
 //! drop; `smf-firewall top` showing the daemon's metrics live (and with `--prometheus` a real
 //! Prometheus scraping it); then everything removed.
 
@@ -29,6 +29,8 @@ const PROMETHEUS: &str = "127.0.0.1:9090";
 const DEMO_CAPACITY_BPS: u64 = 1_000_000;
 /// The licensed adapter of deploy/contracts.yaml.
 const DEMO_SERIAL: &str = "FUJI-DEMO-0001";
+/// The first service month of deploy/contracts.yaml, whose invoice the demo prints.
+const DEMO_FIRST_MONTH: &str = "2025-04";
 
 /// Build smf-firewall, run it on an adapter between a LAN host and a WAN host (network
 /// namespaces), send traffic that rules/example.yaml passes and drops, and show it live with
@@ -159,15 +161,25 @@ fn binary(root: &Path) -> PathBuf {
 }
 
 /// An embedded SQLite contract store with one licensed SEIL/x86 Fuji adapter
-/// (deploy/contracts.yaml), and one licence check shown; returns the store's URL.
+/// (deploy/contracts.yaml), one licence check and the customer's first invoice (priced by
+/// deploy/prices.yaml) shown; returns the store's URL.
 fn seed_contracts(root: &Path, work: &Path) -> Result<String> {
     let store = format!("sqlite:{}", work.join("contracts.db").display());
     let seed = root.join("deploy/contracts.yaml");
+    let prices = root.join("deploy/prices.yaml");
     println!("\nContract store {store}, seeded from {}:", seed.display());
     for args in [
         vec!["contracts", "init"],
         vec!["contracts", "import", &seed.to_string_lossy()],
         vec!["license", "--serial", DEMO_SERIAL],
+        vec![
+            "billing",
+            "invoice",
+            "--month",
+            DEMO_FIRST_MONTH,
+            "--prices",
+            &prices.to_string_lossy(),
+        ],
     ] {
         run(Command::new(binary(root))
             .args(&args)

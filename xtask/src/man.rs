@@ -106,6 +106,7 @@ mod tests {
             "-conntrack",
             "-license",
             "-contracts",
+            "-billing",
             "-unload",
             "-replay",
         ] {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{
     book::{Book, End, EndedBy, Management, OptionContract, Outage, Rental, Suspension},
     calendar::Month,
-    prices::{Price, PriceError, Prices, rental_model},
+    prices::{Price, PriceError, Prices},
     proration::{Exact, Units},
 };
 use crate::model::{Day, Role, minimum_term_end};
@@ -223,7 +223,7 @@ impl<'a> Biller<'a> {
         for r in &book.rentals {
             known(&r.customer, &format!("rental {}", r.id))?;
             let models = std::iter::once(r.model).chain(r.model_changes.iter().map(|c| c.model));
-            if let Some(model) = models.into_iter().find(|model| !rental_model(*model)) {
+            if let Some(model) = models.into_iter().find(|model| !model.rentable()) {
                 return Err(book_error(format!(
                     "rental {}: {model} is not a rental model (table 1)",
                     r.id

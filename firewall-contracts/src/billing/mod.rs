@@ -1,13 +1,15 @@
 //! Provider billing (Art. 15, 16, 26 of the service terms): each customer's invoice for a
 //! service month, from plain data about its contracts (`book`) and a price sheet (`prices`).
-//! Pure: it reads neither the store nor the clock, so an adapter maps the store into a
-//! [`Book`] and [`bill`] prints what `billing invoice` shows.
+//! Pure: it reads neither the store nor the clock. `from_store` maps what
+//! `Store::billing_book` loads into a [`Book`] (`Book::try_from`), and [`bill`] prints what
+//! `billing invoice` shows.
 //!
 //! `calendar` is months and days, `proration` exact shares of monthly fees and the day-by-day
 //! Entry/Standby counts (Art. 15-5), `invoice` the rules, `render` the text and JSON.
 
 pub mod book;
 pub mod calendar;
+mod from_store;
 pub mod invoice;
 pub mod prices;
 pub mod proration;

@@ -122,17 +122,22 @@ pub enum ReadError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the price sheet {path} is not a regular file but {kind}")]
+    NotAFile { path: String, kind: &'static str },
+    #[error("the price sheet {path} is larger than {} MiB: not a price sheet", MAX_SHEET_BYTES >> 20)]
+    TooLarge { path: String },
     #[error("{0}")]
     Invalid(#[from] Diagnostics),
 }
 
+/// A price sheet is a few kilobytes (one entry per customer with own prices); a file this
+/// large is the wrong file.
+pub const MAX_SHEET_BYTES: u64 = 16 << 20;
+
 impl Prices {
-    /// Reads and parses the sheet at `path`.
+    /// Reads and parses the sheet at `path`: a regular file of at most [`MAX_SHEET_BYTES`].
     pub fn read(path: &Path) -> Result<Prices, ReadError> {
-        let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let bytes = read_regular(path)?;
         Ok(Self::parse(path, &decode(path, bytes)?)?)
     }
 
@@ -390,7 +395,7 @@ impl Check {
             };
             let offered = match service {
                 "option" => model.option_eligible(),
-                _ => rental_model(model),
+                _ => model.rentable(),
             };
             if !offered {
                 self.problem(
@@ -456,9 +461,47 @@ impl Check {
     }
 }
 
-/// Table 1's rental models: every model but SEIL/x86 Fuji.
-pub fn rental_model(model: Model) -> bool {
-    model != Model::X86Fuji
+/// The bytes of `path`, refusing anything but a regular file before a byte is read: it is
+/// opened with O_NONBLOCK (opening a FIFO no one writes to does not wait) and checked with
+/// fstat; at most `MAX_SHEET_BYTES + 1` bytes are read, in case it grows meanwhile.
+fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::{
+        io::Read as _,
+        os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
+    };
+    let shown = || path.display().to_string();
+    let io = |source| ReadError::Io {
+        path: shown(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    let kind = file.metadata().map_err(io)?.file_type();
+    if !kind.is_file() {
+        let kind = match () {
+            () if kind.is_fifo() => "a FIFO",
+            () if kind.is_char_device() => "a character device",
+            () if kind.is_block_device() => "a block device",
+            () if kind.is_socket() => "a socket",
+            () if kind.is_dir() => "a directory",
+            () => "something else",
+        };
+        return Err(ReadError::NotAFile {
+            path: shown(),
+            kind,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SHEET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_SHEET_BYTES {
+        return Err(ReadError::TooLarge { path: shown() });
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -657,5 +700,46 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn only_a_regular_file_of_sane_size_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.yaml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        // A FIFO no one writes to is refused at once, not waited on.
+        let err = Prices::read(&fifo).unwrap_err();
+        assert!(
+            matches!(err, ReadError::NotAFile { kind: "a FIFO", .. }),
+            "{err}"
+        );
+        let err = Prices::read(dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("is not a regular file but a directory"),
+            "{err}"
+        );
+        let huge = dir.path().join("huge.yaml");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(MAX_SHEET_BYTES + 1)
+            .unwrap();
+        let err = Prices::read(&huge).unwrap_err();
+        assert!(matches!(err, ReadError::TooLarge { .. }), "{err}");
+        let sheet = dir.path().join("prices.yaml");
+        std::fs::write(&sheet, "tax: [{from: 2019-10-01, rate: 0.1}]\ndefault: {from: 2019-10-01, option: {initial: 1}}\n").unwrap();
+        let prices = Prices::read(&sheet).unwrap();
+        assert_eq!(
+            prices.price("C1", Price::OptionInitial, day("2026-01-01")),
+            Ok(1)
+        );
+        std::fs::write(
+            &sheet,
+            "tax: [{from: 2019-10-01, rate: 0.1}]\ndefault: {from: 2019-13-01}\n",
+        )
+        .unwrap();
+        let err = Prices::read(&sheet).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}:2:", sheet.display())), "{err}");
     }
 }

@@ -1,12 +1,12 @@
 //! `Store::billing_book`: everything billing reads for a period, loaded in a few queries as
 //! plain model structs (`model::Book`), so that the billing engine needs no database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
 use super::{
-    Store, StoreError, billing_days, contract_kind, counts, load_customers, load_outages,
+    Engine, Store, StoreError, billing_days, contract_kind, counts, load_customers, load_outages,
     optional_day, stored_day, stored_model, suspension, termination,
 };
 use crate::model::{
@@ -18,13 +18,20 @@ impl Store {
     /// What billing needs for the days `from` through `to` (both included): every customer;
     /// every management, option and rental contract that bears on those days (accepted in
     /// them, or running on any of them, one cancelled in them included); every outage claimed
-    /// in them or overlapping them, with its management contract even if that ended before;
-    /// every rental ended by `to` whose adapter had not come back by `from` (Art. 9-3).
+    /// in them or overlapping them; the management (and rental) contract of every option and
+    /// outage listed, even one that ended before; every rental ended by `to` whose adapter had not come back by `from` (Art. 9-3).
     /// Each contract comes with its customer, billing days, counts history (managements),
     /// adapter model (options) and model changes (rentals). Lists are sorted by id.
     pub async fn billing_book(&self, from: Day, to: Day) -> Result<Book, StoreError> {
         let time_zone = self.time_zone().await?;
-        let mut conn = self.pool.acquire().await?;
+        // One snapshot for all the queries, so that a change committed meanwhile cannot
+        // leave an option without the contract it names.
+        let mut conn = self.pool.begin().await?;
+        if self.engine == Engine::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *conn)
+                .await?;
+        }
         let mut all = load_all(&mut conn).await?;
         let outages: Vec<_> = load_outages(&mut conn)
             .await?
@@ -35,24 +42,34 @@ impl Store {
                         && o.to.with_timezone(&time_zone).date_naive() >= from)
             })
             .collect();
-        all.managements.retain(|m| {
-            bears_on(&m.contract, m.days, from, to)
-                || outages.iter().any(|o| o.management == m.contract.id)
-        });
         all.options
             .retain(|o| bears_on(&o.contract, o.days, from, to));
+        // An option's management and rental come with it (billing reads their ends).
+        let covering: HashSet<&str> = all
+            .options
+            .iter()
+            .flat_map(|o| std::iter::once(o.management.as_str()).chain(o.rental.as_deref()))
+            .chain(outages.iter().map(|o| o.management.as_str()))
+            .collect();
+        all.managements.retain(|m| {
+            bears_on(&m.contract, m.days, from, to) || covering.contains(m.contract.id.as_str())
+        });
         all.rentals.retain(|r| {
             let unreturned = r
                 .contract
                 .end()
                 .is_some_and(|end| end <= to && r.returned.is_none_or(|back| back >= from));
-            bears_on(&r.contract, r.days, from, to) || unreturned
+            bears_on(&r.contract, r.days, from, to)
+                || unreturned
+                || covering.contains(r.contract.id.as_str())
         });
+        let customers = load_customers(&mut conn).await?;
+        conn.rollback().await?;
         Ok(Book {
             from,
             to,
             time_zone,
-            customers: load_customers(&mut conn).await?,
+            customers,
             managements: all.managements,
             options: all.options,
             rentals: all.rentals,
@@ -100,7 +117,7 @@ async fn load_all(conn: &mut AnyConnection) -> Result<All, StoreError> {
     }
     let rows = sqlx::query(
         "SELECT c.id, c.kind, c.start_day, c.customer_id, c.accepted_day, c.billing_start_day, \
-         c.serial, a.model, a.management_id, m.customer_id AS adapter_customer, \
+         c.serial, a.model, a.management_id, a.rental_id, m.customer_id AS adapter_customer, \
          t.on_day, t.ended_by, t.notice_day \
          FROM contracts c LEFT JOIN terminations t ON t.contract_id = c.id \
          LEFT JOIN adapters a ON a.serial = c.serial \
@@ -125,6 +142,7 @@ async fn load_all(conn: &mut AnyConnection) -> Result<All, StoreError> {
                 serial: row.try_get("serial")?,
                 model: stored_model(row)?,
                 management: row.try_get("management_id")?,
+                rental: row.try_get("rental_id")?,
                 days,
                 contract,
             });

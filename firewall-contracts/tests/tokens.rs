@@ -24,7 +24,7 @@ fn on_both<F: Future<Output = ()>>(test: &str, scenario: impl Fn(String) -> F) {
 
 /// Two adapters, B-2 and A-1, under M-1.
 async fn seeded(url: &str) -> Store {
-    let store = Store::init(url, None).await.unwrap();
+    let store = Store::init(url, None, false).await.unwrap();
     let day = parse_day("2025-04-01").unwrap();
     let mut changes = store.begin().await.unwrap();
     changes.add_management("M-1", day).await.unwrap();
@@ -35,6 +35,7 @@ async fn seeded(url: &str) -> Store {
             management: "M-1".into(),
             role: Role::Entry,
             since: day,
+            rental: None,
         };
         changes.add_adapter(&adapter).await.unwrap();
     }

@@ -182,7 +182,7 @@ mod tests {
     /// A store with two licensed adapters, A-1 (with a token) and B-2.
     async fn server(dir: &std::path::Path) -> (Arc<GrantServer>, String) {
         let url = format!("sqlite:{}", dir.join("contracts.db").display());
-        let store = Store::init(&url, None).await.unwrap();
+        let store = Store::init(&url, None, false).await.unwrap();
         let day = parse_day("2020-01-01").unwrap();
         let mut changes = store.begin().await.unwrap();
         changes.add_management("M-1", day).await.unwrap();
@@ -193,6 +193,7 @@ mod tests {
                 management: "M-1".into(),
                 role: Role::Entry,
                 since: day,
+                rental: None,
             };
             changes.add_adapter(&adapter).await.unwrap();
             changes

@@ -8,10 +8,10 @@ use std::{
     time::Instant,
 };
 
+use crate::grant_server::{decision, issue};
 use anyhow::{Context as _, bail};
 use firewall_contracts::{Store, fleet};
 use firewall_grants::SigningKey;
-use firewall_user::grant_server::{decision, issue};
 
 use super::when;
 use crate::cli::contracts::runtime;

@@ -2,14 +2,14 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
-use anyhow::Context as _;
-use firewall_contracts::{Store, tokens};
-use firewall_grants::SigningKey;
-use firewall_user::{
+use crate::{
     config::{MetricsConfig, TlsFiles},
     grant_server::{self, GrantServer, without_url},
     metrics::server::Endpoint,
 };
+use anyhow::Context as _;
+use firewall_contracts::{Store, tokens};
+use firewall_grants::SigningKey;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 

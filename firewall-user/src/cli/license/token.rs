@@ -29,7 +29,7 @@ impl Args {
         runtime()?.block_on(async {
             let store = Store::open(url).await.context("no token was made")?;
             // Adds the token table to a store made before it existed.
-            let store = Store::init(store.url(), None)
+            let store = Store::init(store.url(), None, false)
                 .await
                 .context("cannot update the store's schema")?;
             if self.revoke {

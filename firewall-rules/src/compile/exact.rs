@@ -10,7 +10,13 @@ use firewall_common::{
     EXACT_DST, EXACT_SRC, Entry, ExactSlot, MAX_LEAF_ENTRIES, Node, cond, exact,
 };
 
-use super::Compiled;
+/// Where a table goes: the generation's nodes, leaf lists (shared when equal) and slots.
+pub struct Out<'a> {
+    pub nodes: &'a mut Vec<Node>,
+    pub leaves: &'a mut Vec<u32>,
+    pub shared_leaves: &'a mut HashMap<Vec<u32>, u32>,
+    pub slots: &'a mut Vec<ExactSlot>,
+}
 
 /// Fewer host entries of one kind than this stay in the trees: a tree leaf that short costs
 /// no more than a probe.
@@ -75,16 +81,8 @@ pub struct Built {
 }
 
 /// Builds the `kind` table over `members` (indices into `entries`, in rule order, each a host
-/// in that address) into `compiled`'s nodes, leaves and exact slots; `base` is the index of
-/// `entries[0]` in the generation.
-pub fn build(
-    kind: Kind,
-    entries: &[Entry],
-    base: u32,
-    members: Vec<u32>,
-    compiled: &mut Compiled,
-    shared_leaves: &mut HashMap<Vec<u32>, u32>,
-) -> Built {
+/// in that address) into `out`; `base` is the index of `entries[0]` in the generation.
+pub fn build(kind: Kind, entries: &[Entry], base: u32, members: Vec<u32>, out: Out) -> Built {
     let mut groups: Vec<([u32; 4], Vec<u32>)> = Vec::new();
     let mut by_addr: HashMap<[u32; 4], usize> = HashMap::new();
     for m in members {
@@ -123,10 +121,10 @@ pub fn build(
             leftovers,
         };
     };
-    let first = compiled.exact.len() as u32;
+    let first = out.slots.len() as u32;
+    let (leaves, shared_leaves) = (out.leaves, out.shared_leaves);
     for placed in table {
-        let (leaves, shared_leaves) = (&mut compiled.leaves, &mut *shared_leaves);
-        compiled.exact.push(match placed {
+        out.slots.push(match placed {
             None => ExactSlot::default(),
             Some(i) => {
                 let (addr, list) = &lists[i];
@@ -148,10 +146,8 @@ pub fn build(
             }
         });
     }
-    let root = compiled.nodes.len() as u32;
-    compiled
-        .nodes
-        .push(Node::internal(first, kind.dim(), shift, 0));
+    let root = out.nodes.len() as u32;
+    out.nodes.push(Node::internal(first, kind.dim(), shift, 0));
     Built {
         root: Some((root, base + lowest)),
         leftovers,
@@ -195,6 +191,26 @@ mod tests {
     use super::*;
     use firewall_common::{LEAF, family};
 
+    /// A generation's parts, as the compiler holds them.
+    #[derive(Default)]
+    struct Compiled {
+        nodes: Vec<Node>,
+        leaves: Vec<u32>,
+        shared: HashMap<Vec<u32>, u32>,
+        exact: Vec<ExactSlot>,
+    }
+
+    impl Compiled {
+        fn out(&mut self) -> Out<'_> {
+            Out {
+                nodes: &mut self.nodes,
+                leaves: &mut self.leaves,
+                shared_leaves: &mut self.shared,
+                slots: &mut self.exact,
+            }
+        }
+    }
+
     fn host(i: u32) -> Entry {
         Entry {
             dst_addr: [u32::to_be(0xc613_0000 + i), 0, 0, 0],
@@ -221,14 +237,7 @@ mod tests {
         for n in [8u32, 1_000, 100_000] {
             let entries: Vec<Entry> = (0..n).map(host).collect();
             let mut c = Compiled::default();
-            let built = build(
-                Kind::Dst,
-                &entries,
-                10,
-                (0..n).collect(),
-                &mut c,
-                &mut HashMap::new(),
-            );
+            let built = build(Kind::Dst, &entries, 10, (0..n).collect(), c.out());
             assert!(built.leftovers.is_empty(), "{n}: {}", built.leftovers.len());
             let (root, lowest) = built.root.unwrap();
             assert_eq!(lowest, 10);
@@ -255,14 +264,7 @@ mod tests {
         entries[0] = udp;
         entries.extend([host(0), udp, Entry { protocol: 6, ..udp }]);
         let mut c = Compiled::default();
-        let built = build(
-            Kind::Dst,
-            &entries,
-            0,
-            (0..11).collect(),
-            &mut c,
-            &mut HashMap::new(),
-        );
+        let built = build(Kind::Dst, &entries, 0, (0..11).collect(), c.out());
         let root = c.nodes[built.root.unwrap().0 as usize];
         let leaf = probe(root, &c.exact, entries[0].dst_addr).unwrap();
         assert_eq!(

@@ -234,7 +234,13 @@ fn compile_direction(
                 if members.is_empty() {
                     continue;
                 }
-                let built = exact::build(kind, &entries, base, members, compiled, shared_leaves);
+                let out = exact::Out {
+                    nodes: &mut compiled.nodes,
+                    leaves: &mut compiled.leaves,
+                    shared_leaves,
+                    slots: &mut compiled.exact,
+                };
+                let built = exact::build(kind, &entries, base, members, out);
                 if let Some((root, min_entry)) = built.root {
                     family_trees[table] = Tree { root, min_entry };
                 }

@@ -1,7 +1,11 @@
 //! Positioned errors for the operator's YAML files (`FILE:LINE:COL: error: ...`) and the one
-//! YAML entry point that produces them.
+//! YAML entry point that produces them; `file` reads such a file without waiting on a FIFO.
+
+mod file;
 
 use std::{fmt, path::Path};
+
+pub use file::{FileError, read_regular};
 
 use serde::de::DeserializeOwned;
 use serde_saphyr::Location;

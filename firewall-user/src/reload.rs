@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use firewall_common::ConntrackSettings;
 
 use firewall_dataplane::loader::{Capacity, Dataplane, LoaderError};
+use firewall_diagnostic::FileError;
 use firewall_rules::{
     Rule, RuleSet, RulesError,
     compile::{self, CompileError, Compiled, RuleCounters},
@@ -256,40 +257,25 @@ impl Loaded {
     }
 }
 
-/// Reads, parses and validates the rule file, refusing anything but a regular file: it is
-/// opened with O_NONBLOCK (opening a FIFO that no one writes to does not wait) and checked
-/// with fstat before a byte is read, so a FIFO or a device is an error at once.
+/// Far beyond any rule file the dataplane could hold (100,000 rules are about 10 MB).
+const MAX_RULES_BYTES: u64 = 4 << 30;
+
+/// Reads, parses and validates the rule file, refusing anything but a regular file
+/// (`firewall_diagnostic::read_regular`: a FIFO or a device is an error at once).
 pub fn read_rules(path: &Path) -> Result<RuleSet, ReloadError> {
-    use std::{
-        io::Read as _,
-        os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
-    };
     let read = |error| RulesError::Read {
         path: path.to_path_buf(),
         error,
     };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(read)?;
-    let kind = file.metadata().map_err(read)?.file_type();
-    if !kind.is_file() {
-        let kind = match () {
-            () if kind.is_fifo() => "a FIFO",
-            () if kind.is_char_device() => "a character device",
-            () if kind.is_block_device() => "a block device",
-            () if kind.is_socket() => "a socket",
-            () if kind.is_dir() => "a directory",
-            () => "not a file",
-        };
-        return Err(ReloadError::NotAFile {
-            rules: path.to_path_buf(),
-            kind,
-        });
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(read)?;
+    let bytes =
+        firewall_diagnostic::read_regular(path, MAX_RULES_BYTES).map_err(|error| match error {
+            FileError::NotAFile(kind) => ReloadError::NotAFile {
+                rules: path.to_path_buf(),
+                kind,
+            },
+            FileError::Io(error) => read(error).into(),
+            FileError::TooLarge => read(std::io::Error::other("larger than 4 GiB")).into(),
+        })?;
     let text = firewall_diagnostic::decode(path, bytes).map_err(RulesError::from)?;
     Ok(RuleSet::parse(path, &text).map_err(RulesError::from)?)
 }

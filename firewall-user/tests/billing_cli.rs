@@ -5,7 +5,9 @@
 
 use std::{path::Path, process::Command};
 
-const SMF_FIREWALL: &str = env!("CARGO_BIN_EXE_smf-firewall");
+mod common;
+
+use common::{ok, smf};
 const PRICES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prices.yaml");
 
 /// Worked example 3 of issue 14 (10 Entries, 2 Standbys, the outage of 2026-08-03 claimed on
@@ -22,31 +24,6 @@ outages:
   - {management: MG-1, from: \"2026-08-03T10:00:00+09:00\", to: \"2026-08-06T09:30:00+09:00\",
      wholly_unusable: true, provider_fault: true, claimed: 2026-10-20}
 ";
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn smf(db: &str, args: &[&str]) -> Out {
-    let out = Command::new(SMF_FIREWALL)
-        .args(args)
-        .args(["--db", db])
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(db: &str, args: &[&str]) -> String {
-    let out = smf(db, args);
-    assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
-    out.stdout
-}
 
 /// An SQLite store in `dir` holding [`HISTORY`].
 fn store(dir: &Path) -> String {

@@ -3,33 +3,9 @@
 
 use std::{path::Path, process::Command};
 
-const SMF_FIREWALL: &str = env!("CARGO_BIN_EXE_smf-firewall");
+mod common;
 
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn smf(db: &str, args: &[&str]) -> Out {
-    let out = Command::new(SMF_FIREWALL)
-        .args(args)
-        .args(["--db", db])
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Runs a command that must succeed and returns its stdout.
-fn ok(db: &str, args: &[&str]) -> String {
-    let out = smf(db, args);
-    assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
-    out.stdout
-}
+use common::{SMF_FIREWALL, ok, smf};
 
 fn sqlite(dir: &Path) -> String {
     format!("sqlite:{}", dir.join("contracts.db").display())

@@ -32,7 +32,7 @@ use serde::{
 use serde_saphyr::{Location, Spanned};
 
 use crate::model::{Day, Model, Role, parse_day};
-use firewall_diagnostic::{Diagnostic, Diagnostics, decode, parse_yaml};
+use firewall_diagnostic::{Diagnostic, Diagnostics, FileError, decode, parse_yaml};
 
 /// Above this a number is a typing error, not a price; it keeps every sum far from overflow.
 const MAX_PRICE: u64 = 1_000_000_000_000;
@@ -461,47 +461,21 @@ impl Check {
     }
 }
 
-/// The bytes of `path`, refusing anything but a regular file before a byte is read: it is
-/// opened with O_NONBLOCK (opening a FIFO no one writes to does not wait) and checked with
-/// fstat; at most `MAX_SHEET_BYTES + 1` bytes are read, in case it grows meanwhile.
+/// The bytes of `path`, refusing anything but a regular file before a byte is read, and more
+/// than `MAX_SHEET_BYTES`.
 fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
-    use std::{
-        io::Read as _,
-        os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
-    };
-    let shown = || path.display().to_string();
-    let io = |source| ReadError::Io {
-        path: shown(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(io)?;
-    let kind = file.metadata().map_err(io)?.file_type();
-    if !kind.is_file() {
-        let kind = match () {
-            () if kind.is_fifo() => "a FIFO",
-            () if kind.is_char_device() => "a character device",
-            () if kind.is_block_device() => "a block device",
-            () if kind.is_socket() => "a socket",
-            () if kind.is_dir() => "a directory",
-            () => "something else",
-        };
-        return Err(ReadError::NotAFile {
-            path: shown(),
+    let path_shown = path.display().to_string();
+    firewall_diagnostic::read_regular(path, MAX_SHEET_BYTES).map_err(|error| match error {
+        FileError::Io(source) => ReadError::Io {
+            path: path_shown,
+            source,
+        },
+        FileError::NotAFile(kind) => ReadError::NotAFile {
+            path: path_shown,
             kind,
-        });
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_SHEET_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > MAX_SHEET_BYTES {
-        return Err(ReadError::TooLarge { path: shown() });
-    }
-    Ok(bytes)
+        },
+        FileError::TooLarge => ReadError::TooLarge { path: path_shown },
+    })
 }
 
 #[cfg(test)]

@@ -405,10 +405,14 @@ impl Store {
         if self.migrated.load(Ordering::Acquire) {
             return Ok(());
         }
-        Migrator::new(Embedded(self.engine))
-            .await?
-            .run(&self.pool)
-            .await?;
+        // Only when something is pending: the migrator creates its own table first, which a
+        // read-only role (the grant server's, README "A fleet") may not.
+        if self.pending_migrations().await {
+            Migrator::new(Embedded(self.engine))
+                .await?
+                .run(&self.pool)
+                .await?;
+        }
         let mut conn = self.pool.acquire().await?;
         let unkeyed = ids(
             &mut conn,
@@ -425,6 +429,22 @@ impl Store {
         }
         self.migrated.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Is a migration of this binary not applied yet (or can the store not tell)?
+    async fn pending_migrations(&self) -> bool {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(applied) => applied,
+                Err(_) => return true,
+            };
+        self.engine
+            .migrations()
+            .iter()
+            .any(|(version, _, _)| !applied.contains(version))
     }
 
     async fn holds_contracts(&self) -> Result<bool, StoreError> {

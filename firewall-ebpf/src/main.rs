@@ -68,7 +68,12 @@ fn firewall<C: Wire>(ctx: &C, direction: u32) -> Verdict {
     if let Ok(parse::Frame::Ip(packet)) = &frame {
         drop_log::report(ctx, slot, verdict, rule, judged.flags, packet);
     }
-    let outcome = trace::outcome(judged.tracked, judged.class, judged.verdict, verdict);
+    let outcome = trace::Outcome {
+        tracked: judged.tracked,
+        class: judged.class,
+        decided: judged.verdict,
+        applied: verdict,
+    };
     trace::report(ctx, slot, &frame, judged.rule, outcome);
     verdict
 }

@@ -37,29 +37,43 @@ static TRACE_BUCKET: Array<RateBucket> = Array::with_max_entries(1, 0);
 #[map]
 static TRACE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(trace::COUNTERS, 0);
 
-/// How a packet was judged, in one register (a BPF call takes at most five arguments):
-/// `tracked`, the frame class (`meter::IP` or a `FrameClass`), the rules' verdict and the
-/// verdict applied.
-#[inline(always)]
-pub fn outcome(tracked: bool, class: u32, decided: Verdict, applied: Verdict) -> u32 {
-    let frame = match class {
-        meter::IP => frame::IP,
-        c if c == FrameClass::NonIp as u32 => frame::NON_IP,
-        _ => frame::MALFORMED,
-    };
-    u32::from(tracked) | u32::from(frame) << 8 | (decided as u32) << 16 | (applied as u32) << 24
+/// How the packet path judged a packet.
+pub struct Outcome {
+    /// Passed by a tracked flow, before the rules.
+    pub tracked: bool,
+    /// `meter::IP` or a `FrameClass`.
+    pub class: u32,
+    /// The verdict of the rules (the default, the flow).
+    pub decided: Verdict,
+    /// The verdict applied (see `license::applied`).
+    pub applied: Verdict,
+}
+
+impl Outcome {
+    /// In one register (a BPF call takes at most five arguments).
+    #[inline(always)]
+    fn packed(&self) -> u32 {
+        let frame = match self.class {
+            meter::IP => frame::IP,
+            c if c == FrameClass::NonIp as u32 => frame::NON_IP,
+            _ => frame::MALFORMED,
+        };
+        u32::from(self.tracked)
+            | u32::from(frame) << 8
+            | (self.decided as u32) << 16
+            | (self.applied as u32) << 24
+    }
 }
 
 /// Reports the packet on directed slot `slot`, decided by rule counter slot `rule` (or
-/// `meter::NO_RULE`) with `outcome`, if a trace is on and wants it. Off, this is the one read
-/// of the switch.
+/// `meter::NO_RULE`), if a trace is on and wants it. Off, this is the one read of the switch.
 #[inline(always)]
 pub fn report<C: Wire>(
     ctx: &C,
     slot: u32,
     frame: &Result<Frame, Malformed>,
     rule: u32,
-    outcome: u32,
+    outcome: Outcome,
 ) {
     match TRACE_CONTROL.get(0) {
         Some(control) if control.until_ns != 0 => {
@@ -67,7 +81,7 @@ pub fn report<C: Wire>(
                 Ok(Frame::Ip(packet)) => packet as *const Packet,
                 _ => ptr::null(),
             };
-            record(slot, packet, rule, outcome, ctx.len());
+            record(slot, packet, rule, outcome.packed(), ctx.len());
         }
         _ => {}
     }

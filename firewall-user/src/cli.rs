@@ -15,6 +15,7 @@ pub mod replay;
 pub mod run;
 pub mod status;
 pub mod top;
+pub mod trace;
 pub mod unload;
 
 use std::process::ExitCode;
@@ -62,6 +63,7 @@ commands! {
     Reload => reload,
     Status => status,
     Top => top,
+    Trace => trace,
     Conntrack => conntrack,
     License => license,
     Contracts => contracts,

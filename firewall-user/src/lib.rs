@@ -1,6 +1,6 @@
 //! The smf-firewall daemon and its command line (`cli`): the daemon's configuration, its
 //! start, reloads and control socket, metrics, drop logs and the licence loop, and the
-//! metrics reader behind `smf-firewall top`. The rule pipeline is `firewall-rules`, the
+//! metrics reader behind `smf-firewall top`, live packet traces. The rule pipeline is `firewall-rules`, the
 //! kernel side `firewall-dataplane`, the contract store `firewall-contracts`.
 
 pub mod cli;
@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod reload;
 pub mod state;
 pub mod top;
+pub mod trace;

@@ -374,6 +374,8 @@ pub mod trace {
         pub const DST: u16 = 1 << 3;
         pub const SRC_PORT: u16 = 1 << 4;
         pub const DST_PORT: u16 = 1 << 5;
+        /// IP packets only (any filter at all: frames that are not IP match none).
+        pub const IP: u16 = 1 << 6;
     }
 
     /// `TraceEvent::frame`: what the parser made of the frame.

@@ -70,9 +70,13 @@ pub struct FilterError {
 /// ENDPOINT = (any | ADDRESS | ADDRESS/LEN)[:PORT | :LO-HI]
 /// ```
 /// IPv6 goes in brackets when a port follows (`[2001:2::/48]:443`). Ports match only
-/// packets that have them (TCP, UDP, SCTP), as in rules.
+/// packets that have them (TCP, UDP, SCTP), as in rules. A filter matches IP packets only;
+/// without one (`Filter::default()`) a trace shows every frame, also those that are not IP
+/// or are malformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Filter {
+    /// IP packets only: any filter parsed.
+    pub ip: bool,
     pub protocol: Option<u8>,
     pub src: Endpoint,
     pub dst: Endpoint,
@@ -131,7 +135,12 @@ impl Filter {
                 protocol::name(number).map_or_else(|| number.to_string(), str::to_string)
             )));
         }
-        Ok(Filter { protocol, src, dst })
+        Ok(Filter {
+            ip: true,
+            protocol,
+            src,
+            dst,
+        })
     }
 
     /// The kernel's filter for tracing `slots` (by direction) at `rate` until `until_ns`.
@@ -142,6 +151,9 @@ impl Filter {
             rate_per_second: rate,
             ..TraceControl::OFF
         };
+        if self.ip {
+            control.conditions |= trace::cond::IP;
+        }
         if let Some(number) = self.protocol {
             control.conditions |= trace::cond::PROTOCOL;
             control.protocol = number;
@@ -739,7 +751,7 @@ impl Names {
 }
 
 /// The event in one ring buffer record; `None` if it is too short (another build's program).
-fn event(record: &[u8]) -> Option<TraceEvent> {
+pub fn event(record: &[u8]) -> Option<TraceEvent> {
     (record.len() >= size_of::<TraceEvent>()).then(|| {
         // SAFETY: the record holds at least size_of::<TraceEvent>() bytes, and TraceEvent is
         // plain data valid for any bit pattern; read_unaligned copes with any alignment.
@@ -768,12 +780,18 @@ mod tests {
     #[test]
     fn filters_read_as_written() {
         let any = Endpoint::default();
+        let ip = Filter {
+            ip: true,
+            ..Filter::default()
+        };
         let cases = [
-            ("", Filter::default()),
-            ("any", Filter::default()),
+            ("", ip),
+            ("any", ip),
+            ("any -> any", ip),
             (
                 "tcp 198.19.0.0/16 -> any:22",
                 Filter {
+                    ip: true,
                     protocol: Some(protocol::TCP),
                     src: Endpoint {
                         net: net("198.19.0.0/16"),
@@ -789,12 +807,13 @@ mod tests {
                 "icmp",
                 Filter {
                     protocol: Some(protocol::ICMP),
-                    ..Filter::default()
+                    ..ip
                 },
             ),
             (
                 "any:1000-2000 -> 198.18.0.1",
                 Filter {
+                    ip: true,
                     protocol: None,
                     src: Endpoint {
                         net: None,
@@ -809,6 +828,7 @@ mod tests {
             (
                 "udp [2001:2::/48]:53 -> 2001:2::1",
                 Filter {
+                    ip: true,
                     protocol: Some(protocol::UDP),
                     src: Endpoint {
                         net: net("2001:2::/48"),
@@ -823,6 +843,7 @@ mod tests {
             (
                 "47 any -> any",
                 Filter {
+                    ip: true,
                     protocol: Some(47),
                     src: any,
                     dst: any,
@@ -872,7 +893,7 @@ mod tests {
         use trace::cond;
         assert_eq!(
             control.conditions,
-            cond::PROTOCOL | cond::SRC | cond::FAMILY | cond::DST_PORT
+            cond::IP | cond::PROTOCOL | cond::SRC | cond::FAMILY | cond::DST_PORT
         );
         assert_eq!(control.protocol, protocol::TCP);
         assert_eq!(control.family, family::IPV4);
@@ -881,7 +902,10 @@ mod tests {
         assert_eq!((control.dst_port_lo, control.dst_port_hi), (22, 23));
         assert_eq!((control.until_ns, control.rate_per_second), (7, 50));
         assert_eq!(control.slots, [3, trace::NO_SLOT]);
+        // No filter: every frame; any filter at all: IP packets only.
         assert_eq!(Filter::default().control([0, 64], 1, 1).conditions, 0);
+        let any = Filter::parse("any").unwrap().control([0, 64], 1, 1);
+        assert_eq!(any.conditions, cond::IP);
     }
 
     #[test]

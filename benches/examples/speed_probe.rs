@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use aya::{Ebpf, programs::Xdp};
+use firewall_common::{TraceControl, protocol, trace};
 use firewall_dataplane::{
     conntrack::Timeouts,
     loader::{Capacity, Dataplane},
@@ -94,6 +95,29 @@ fn main() {
             &reply,
         ),
     ];
+    // The same packet with a live trace on (`smf-firewall trace`): one whose filter this packet
+    // does not match, and one that traces everything at one event a second (the rest are
+    // suppressed, the flood case).
+    let traced = |conditions: u16, rate: u32| {
+        let mut dataplane = load(&set(port));
+        let on = TraceControl {
+            until_ns: u64::MAX,
+            slots: [0, trace::NO_SLOT],
+            rate_per_second: rate,
+            conditions,
+            protocol: protocol::TCP,
+            ..TraceControl::OFF
+        };
+        dataplane.set_trace(on).unwrap();
+        dataplane
+    };
+    let extra = [
+        (
+            "1 rule, trace on, not matched",
+            traced(trace::cond::PROTOCOL, 100),
+        ),
+        ("1 rule, trace on, rate-suppressed", traced(0, 1)),
+    ];
     let mut trivial_ebpf = Ebpf::load(XDP_PASS_OBJECT).unwrap();
     let trivial: &mut Xdp = trivial_ebpf
         .program_mut("xdp_pass")
@@ -104,6 +128,11 @@ fn main() {
     let mut loaded: Vec<(String, Dataplane, &[u8])> = cases
         .into_iter()
         .map(|(name, text, frame)| (name.to_string(), load(&text), frame))
+        .chain(
+            extra
+                .into_iter()
+                .map(|(name, dataplane)| (name.to_string(), dataplane, &miss[..])),
+        )
         .collect();
     let mut samples = vec![Vec::new(); loaded.len() + 1];
     for _ in 0..7 {

@@ -346,6 +346,133 @@ impl RateBucket {
     }
 }
 
+/// Live packet traces (`smf-firewall trace`): while the daemon holds the switch on, the
+/// program reports each packet of the traced slots that matches the trace's filter, with the
+/// rule that decided it, through the `TRACE` ring buffer (at most
+/// `TraceControl::rate_per_second`, one token bucket). Off, the packet path pays one read of
+/// `TraceControl::until_ns`.
+pub mod trace {
+    /// Bytes of the `TRACE` ring buffer: 3,276 events of 72 bytes (each with an 8-byte header).
+    pub const RING_BYTES: u32 = 1 << 18;
+    /// Events per second unless the trace asks otherwise.
+    pub const DEFAULT_RATE: u32 = 100;
+    /// The most events per second a trace may ask for.
+    pub const MAX_RATE: u32 = 10_000;
+    /// `TraceControl::slots` of a direction not traced.
+    pub const NO_SLOT: u32 = u32::MAX;
+    /// `TRACE_STATS` indices (per-CPU `u64` counters), as in `drop_log`.
+    pub const SENT: u32 = 0;
+    pub const SUPPRESSED: u32 = 1;
+    pub const LOST: u32 = 2;
+    pub const COUNTERS: u32 = 3;
+
+    /// `TraceControl::conditions` bits: which parts of the filter apply.
+    pub mod cond {
+        pub const FAMILY: u16 = 1 << 0;
+        pub const PROTOCOL: u16 = 1 << 1;
+        pub const SRC: u16 = 1 << 2;
+        pub const DST: u16 = 1 << 3;
+        pub const SRC_PORT: u16 = 1 << 4;
+        pub const DST_PORT: u16 = 1 << 5;
+        /// IP packets only (any filter at all: frames that are not IP match none).
+        pub const IP: u16 = 1 << 6;
+    }
+
+    /// `TraceEvent::frame`: what the parser made of the frame.
+    pub mod frame {
+        pub const IP: u8 = 0;
+        pub const NON_IP: u8 = 1;
+        pub const MALFORMED: u8 = 2;
+    }
+}
+
+/// The `TRACE_CONTROL` map's one value, written by the daemon only: the switch, the traced
+/// slots and the filter. Addresses and masks as in `Entry`; ports in host order, inclusive,
+/// matching only packets with ports (as a rule's `src_port`/`dst_port`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceControl {
+    /// The switch. 0: off (the loader writes it at every load, so a daemon that starts turns
+    /// off a trace its predecessor left). Else the trace's lease: the program traces while
+    /// `bpf_ktime_get_coarse_ns()` is below it, and the daemon renews it while its client
+    /// is connected, so that a daemon killed mid-trace stops tracing within the lease.
+    pub until_ns: u64,
+    pub src_addr: [u32; 4],
+    pub src_mask: [u32; 4],
+    pub dst_addr: [u32; 4],
+    pub dst_mask: [u32; 4],
+    /// The directed slots traced (`directed_slot`), by direction; `trace::NO_SLOT` for none.
+    pub slots: [u32; 2],
+    /// Events per second (and the burst of a quiet trace).
+    pub rate_per_second: u32,
+    pub src_port_lo: u16,
+    pub src_port_hi: u16,
+    pub dst_port_lo: u16,
+    pub dst_port_hi: u16,
+    /// `trace::cond` bits.
+    pub conditions: u16,
+    pub family: u8,
+    pub protocol: u8,
+}
+
+impl TraceControl {
+    /// Tracing off.
+    pub const OFF: TraceControl = TraceControl {
+        until_ns: 0,
+        src_addr: [0; 4],
+        src_mask: [0; 4],
+        dst_addr: [0; 4],
+        dst_mask: [0; 4],
+        slots: [trace::NO_SLOT; 2],
+        rate_per_second: 0,
+        src_port_lo: 0,
+        src_port_hi: 0,
+        dst_port_lo: 0,
+        dst_port_hi: 0,
+        conditions: 0,
+        family: 0,
+        protocol: 0,
+    };
+}
+
+/// One traced packet: what the parser read, how it was judged. Fields past `frame` are zero
+/// for a frame that is not IP (or is malformed). Local output only, never metrics (Art. 17).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// `bpf_ktime_get_coarse_ns()` when the packet was judged.
+    pub ktime_ns: u64,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// The directed slot (`directed_slot`): the interface and the direction.
+    pub slot: u32,
+    /// The counter slot of the rule that decided (`Entry::counter`), or `u32::MAX`: none
+    /// (the default, a tracked flow, a frame that is not IP).
+    pub rule: u32,
+    /// The whole Ethernet frame, without FCS.
+    pub bytes: u32,
+    /// Ports, or ICMP type and code (see `l4`), host order.
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub vlan: u16,
+    pub family: u8,
+    pub protocol: u8,
+    /// An `l4` value.
+    pub l4: u8,
+    /// TCP: the flags byte; else 0.
+    pub tcp_flags: u8,
+    /// A `trace::frame` value.
+    pub frame: u8,
+    /// 1: passed by a tracked flow, before the rules.
+    pub tracked: u8,
+    /// The verdict applied (`Verdict as u8`).
+    pub verdict: u8,
+    /// The verdict the rules (or the default, the flow) gave: it differs from `verdict` when
+    /// the adapter is not licensed to filter (everything passes).
+    pub decided: u8,
+    pub _pad: [u8; 6],
+}
+
 /// Dimensions of the classification key: the words a tree node can cut on.
 pub mod dim {
     /// Source address words 0-3 (IPv4 uses word 0), as in `Entry::src_addr`, read big-endian.
@@ -709,6 +836,8 @@ map_types! {
     FlowKey: 40 bytes, align 4;
     Flow: 16 bytes, align 8;
     ConntrackSettings: 96 bytes, align 8;
+    TraceControl: 96 bytes, align 8;
+    TraceEvent: 72 bytes, align 8;
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ use aya::{
 use firewall_common::{
     ConntrackSettings, Counter, DropLogControl, EXACT_DST, EXACT_SRC, Entry, ExactSlot, Flow,
     FlowKey, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node, Policy,
-    UNCONFIGURED, Verdict, class_index, conntrack, counter_index, enforce, policy_index,
+    TraceControl, UNCONFIGURED, Verdict, class_index, conntrack, counter_index, enforce,
+    policy_index,
 };
 use tracing::{info, warn};
 
@@ -88,6 +89,16 @@ pub enum LoaderError {
 
 fn map_error(map: &'static str) -> impl Fn(MapError) -> LoaderError {
     move |error| LoaderError::Map { map, error }
+}
+
+/// The maps of live packet traces (`Dataplane::take_trace`).
+pub struct TraceMaps {
+    /// `TraceEvent`s.
+    pub ring: RingBuf<MapData>,
+    /// The one `TraceControl`.
+    pub control: Array<MapData, TraceControl>,
+    /// Per-CPU `firewall_common::trace` counters (`SENT`, ...).
+    pub stats: PerCpuArray<MapData, u64>,
 }
 
 /// Room in each generation's maps.
@@ -332,6 +343,8 @@ impl Dataplane {
             rate_per_second: firewall_common::drop_log::DEFAULT_RATE,
             ..DropLogControl::default()
         })?;
+        // A trace a killed daemon left on (pinned maps) ends with the next load.
+        dataplane.set_trace(TraceControl::OFF)?;
         Ok(dataplane)
     }
 
@@ -683,6 +696,29 @@ impl Dataplane {
         let stats = PerCpuArray::try_from(take(&mut self.ebpf, maps::DROP_LOG_STATS)?)
             .map_err(map_error(maps::DROP_LOG_STATS))?;
         Ok((ring, stats))
+    }
+
+    /// Sets the live trace's switch, slots and filter (`TraceControl::OFF`: no trace).
+    pub fn set_trace(&mut self, control: TraceControl) -> Result<(), LoaderError> {
+        let mut map: Array<_, TraceControl> = self.array_mut(maps::TRACE_CONTROL)?;
+        map.set(0, control, 0)
+            .map_err(map_error(maps::TRACE_CONTROL))
+    }
+
+    /// The live trace's maps, for their one user (`firewall_user::trace::Tracer`); missing
+    /// the second time.
+    pub fn take_trace(&mut self) -> Result<TraceMaps, LoaderError> {
+        let ring = RingBuf::try_from(take(&mut self.ebpf, maps::TRACE)?)
+            .map_err(map_error(maps::TRACE))?;
+        let control = Array::try_from(take(&mut self.ebpf, maps::TRACE_CONTROL)?)
+            .map_err(map_error(maps::TRACE_CONTROL))?;
+        let stats = PerCpuArray::try_from(take(&mut self.ebpf, maps::TRACE_STATS)?)
+            .map_err(map_error(maps::TRACE_STATS))?;
+        Ok(TraceMaps {
+            ring,
+            control,
+            stats,
+        })
     }
 
     /// Attaches in native (driver) mode, falling back to generic (skb) mode with a warning.

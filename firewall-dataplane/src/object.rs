@@ -78,6 +78,14 @@ pub mod maps {
         SCAN,
         /// Per-CPU packets and bytes per directed slot and verdict.
         STATS,
+        /// Live packet traces: the ring buffer of `TraceEvent`s.
+        TRACE,
+        /// Live packet traces: the one `RateBucket`.
+        TRACE_BUCKET,
+        /// Live packet traces: the one `TraceControl` (the switch, the slots, the filter).
+        TRACE_CONTROL,
+        /// Live packet traces: per-CPU `trace` counters.
+        TRACE_STATS,
     }
 }
 

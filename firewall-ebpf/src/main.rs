@@ -2,7 +2,8 @@
 //! leaving it (`direction: out` rules), one packet path for both. It reads top to bottom:
 //! find the interface's live rule set for the direction, parse the headers, let a tracked flow
 //! pass, else take the first matching rule's verdict (or the default) and open a flow for a
-//! `state: true` pass, count the packet once, report it if its rule logs drops.
+//! `state: true` pass, count the packet once, report it if its rule logs drops, and to a
+//! live trace if one is on and wants it.
 #![no_std]
 #![no_main]
 
@@ -13,6 +14,7 @@ mod drop_log;
 mod license;
 mod meter;
 mod parse;
+mod trace;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
@@ -66,6 +68,13 @@ fn firewall<C: Wire>(ctx: &C, direction: u32) -> Verdict {
     if let Ok(parse::Frame::Ip(packet)) = &frame {
         drop_log::report(ctx, slot, verdict, rule, judged.flags, packet);
     }
+    let outcome = trace::Outcome {
+        tracked: judged.tracked,
+        class: judged.class,
+        decided: judged.verdict,
+        applied: verdict,
+    };
+    trace::report(ctx, slot, &frame, judged.rule, outcome);
     verdict
 }
 

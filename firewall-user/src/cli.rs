@@ -16,6 +16,7 @@ pub mod replay;
 pub mod run;
 pub mod status;
 pub mod top;
+pub mod trace;
 pub mod unload;
 
 use std::process::ExitCode;
@@ -64,6 +65,7 @@ commands! {
     Reload => reload,
     Status => status,
     Top => top,
+    Trace => trace,
     Conntrack => conntrack,
     License => license,
     Contracts => contracts,

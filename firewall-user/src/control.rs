@@ -1,6 +1,7 @@
 //! The daemon's control socket (`runtime_dir/control.sock`, root only): one JSON request per
-//! connection, one JSON answer ([`protocol`]). `smf-firewall reload` and `status` are its
-//! clients.
+//! connection, one JSON answer ([`protocol`]); a trace request is answered with a line per
+//! traced packet for as long as the connection stays open (`crate::trace`). `smf-firewall
+//! reload`, `status` and `trace` are its clients.
 
 pub mod protocol;
 
@@ -14,6 +15,7 @@ use std::{
 };
 
 use serde::Deserialize as _;
+use std::sync::Arc;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt},
     net::UnixListener,
@@ -22,6 +24,8 @@ use tokio::{
 use tracing::warn;
 
 pub use protocol::{Answer, Request};
+
+use crate::trace::Tracer;
 
 /// A request and where its answer goes.
 pub type Call = (Request, oneshot::Sender<Answer>);
@@ -80,10 +84,14 @@ impl Server {
         })
     }
 
-    /// Accepts connections forever, handing each request to `calls`. An accept() error (out
-    /// of file descriptors, a connection aborted) is logged and retried after
-    /// [`ACCEPT_BACKOFF`]: it never stops the daemon.
-    pub async fn serve(&self, calls: mpsc::Sender<Call>) -> io::Result<()> {
+    /// Accepts connections forever, handing each request to `calls`, a trace to `tracer` (none:
+    /// traces are refused). An accept() error (out of file descriptors, a connection aborted)
+    /// is logged and retried after [`ACCEPT_BACKOFF`]: it never stops the daemon.
+    pub async fn serve(
+        &self,
+        calls: mpsc::Sender<Call>,
+        tracer: Option<Arc<Tracer>>,
+    ) -> io::Result<()> {
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -93,9 +101,9 @@ impl Server {
                     continue;
                 }
             };
-            let calls = calls.clone();
+            let (calls, tracer) = (calls.clone(), tracer.clone());
             tokio::spawn(async move {
-                if let Err(error) = answer(stream, calls).await {
+                if let Err(error) = answer(stream, calls, tracer.as_deref()).await {
                     warn!(%error, "control connection failed");
                 }
             });
@@ -116,10 +124,18 @@ impl Drop for Server {
     }
 }
 
-async fn answer(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -> io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let answer = match read_request(read).await {
-        Ok(request) => {
+async fn answer(
+    stream: tokio::net::UnixStream,
+    calls: mpsc::Sender<Call>,
+    tracer: Option<&Tracer>,
+) -> io::Result<()> {
+    let (mut read, mut write) = stream.into_split();
+    let answer = match (read_request(&mut read).await, tracer) {
+        (Ok(Request::Trace(request)), Some(tracer)) => {
+            return tracer.serve(request, read, write).await;
+        }
+        (Ok(Request::Trace(_)), None) => failure("this daemon cannot trace".into()),
+        (Ok(request), _) => {
             let (tx, rx) = oneshot::channel();
             calls
                 .send((request, tx))
@@ -128,7 +144,7 @@ async fn answer(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -> io
             rx.await
                 .map_err(|_| io::Error::other("the daemon is stopping"))?
         }
-        Err(message) => failure(message),
+        (Err(message), _) => failure(message),
     };
     let mut text = serde_json::to_vec(&answer)?;
     text.push(b'\n');
@@ -224,7 +240,7 @@ mod tests {
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let (tx, mut rx) = mpsc::channel(1);
-        tokio::spawn(async move { server.serve(tx).await });
+        tokio::spawn(async move { server.serve(tx, None).await });
         tokio::spawn(async move {
             while let Some((request, reply)) = rx.recv().await {
                 let _ = reply.send(failure(format!("asked {request:?}")));

@@ -51,6 +51,7 @@ use crate::{
     },
     reload::{Loaded, ReloadError, Summary},
     state::Saved,
+    trace::{TraceError, Tracer},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,8 @@ pub enum DaemonError {
     Licensing(#[from] crate::licensing::LicensingError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
 }
 
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
@@ -140,6 +143,9 @@ struct Prepared {
     dataplane: Dataplane,
     maps_dir: PathBuf,
     drop_log: DropLog,
+    /// Rule ids by counter slot, for metrics and traces; reloads keep them current.
+    labels: RuleLabels,
+    tracer: Arc<Tracer>,
 }
 
 async fn prepare(config_path: &Path, config: Config, pins: &Pins) -> Result<Prepared, DaemonError> {
@@ -190,6 +196,12 @@ async fn prepare(config_path: &Path, config: Config, pins: &Pins) -> Result<Prep
         loaded.slots(),
         &loaded.logged,
     )?;
+    let labels: RuleLabels = Arc::new(RwLock::new(loaded.rule_labels()));
+    let tracer = Arc::new(Tracer::new(
+        dataplane.take_trace()?,
+        loaded.slots(),
+        Arc::clone(&labels),
+    )?);
     info!(
         entries = compiled.entries.len(),
         tree_nodes = compiled.nodes.len(),
@@ -222,6 +234,8 @@ async fn prepare(config_path: &Path, config: Config, pins: &Pins) -> Result<Prep
         dataplane,
         maps_dir,
         drop_log,
+        labels,
+        tracer,
     })
 }
 
@@ -241,6 +255,8 @@ struct Attached {
     dataplane: Arc<Mutex<Dataplane>>,
     maps_dir: PathBuf,
     drop_log: DropLog,
+    labels: RuleLabels,
+    tracer: Arc<Tracer>,
     attachments: Vec<Attachment>,
     /// The attachments as the metrics see them, kept up to date by `Interfaces`.
     shared: SharedAttachments,
@@ -269,6 +285,8 @@ fn attach(prepared: Prepared, pins: &Pins) -> Result<Attached, DaemonError> {
         mut dataplane,
         maps_dir,
         drop_log,
+        labels,
+        tracer,
     } = prepared;
     let ops = &config.operations;
     let attachments = attach_all(&mut dataplane, pins, &loaded, &ifindexes, saved.as_ref())?;
@@ -296,6 +314,8 @@ fn attach(prepared: Prepared, pins: &Pins) -> Result<Attached, DaemonError> {
         dataplane,
         maps_dir,
         drop_log,
+        labels,
+        tracer,
         attachments,
         shared,
         counts,
@@ -313,7 +333,7 @@ struct Metrics {
 fn register_metrics(attached: &Attached) -> Metrics {
     let config = &attached.config;
     let registry = Registry::new();
-    let labels: RuleLabels = Arc::new(RwLock::new(attached.loaded.rule_labels()));
+    let labels = Arc::clone(&attached.labels);
     registry
         .register(Box::new(DataplaneCollector::new(
             Arc::clone(&attached.dataplane),
@@ -380,6 +400,8 @@ async fn run_until_stopped(
         dataplane,
         maps_dir,
         drop_log,
+        labels: _,
+        tracer,
         attachments,
         shared,
         counts: _,
@@ -426,6 +448,7 @@ async fn run_until_stopped(
         keep_attached_on_exit: ops.keep_attached_on_exit,
         watch: ops.watch,
         drop_log,
+        tracer: Arc::clone(&tracer),
         flows: (Arc::clone(&sweeps), config.conntrack.max_entries),
         interfaces,
         generation,
@@ -434,7 +457,7 @@ async fn run_until_stopped(
     };
     let (calls_tx, mut calls) = mpsc::channel(8);
     let serve_metrics = metrics::serve(endpoint, registry);
-    let serve_control = control.serve(calls_tx);
+    let serve_control = control.serve(calls_tx, Some(Arc::clone(&tracer)));
     // Their own tasks: they take the dataplane lock, which a reload holds while it swaps.
     let mut recheck = AbortOnDrop(tokio::spawn(licensing.run(Arc::clone(&dataplane))));
     let mut sweep = AbortOnDrop(tokio::spawn(sweeper(
@@ -499,6 +522,10 @@ async fn run_until_stopped(
                     let _ = reply.send(operator.status());
                     break HANDOVER;
                 }
+                // Served on their connection (`control::answer`), never sent here.
+                Request::Trace(_) => {
+                    let _ = reply.send(control::failure("a trace is served on its connection".into()));
+                }
             },
             Some(outcome) = done.recv() => {
                 let Some(Reloading { trigger, reply, .. }) = reloading.take() else {
@@ -515,6 +542,8 @@ async fn run_until_stopped(
         }
     };
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    // Before anything goes: a trace's switch is off also for a daemon taking over the maps.
+    tracer.stop();
     // A reload still reading is abandoned (its outcome is never applied); one swapping rules
     // in holds the dataplane lock: wait for it, so that nothing writes maps while they go.
     drop(reloading);
@@ -735,6 +764,8 @@ struct Operator {
     watch: bool,
     /// Its rule names follow reloads.
     drop_log: DropLog,
+    /// Told of reloads, as the drop log.
+    tracer: Arc<Tracer>,
     /// The flow table's fill as of the last sweep, and its size.
     flows: (Arc<SweepTotals>, u32),
     /// Re-attaches interfaces that went away and came back.
@@ -832,6 +863,7 @@ impl Operator {
                 self.tracking = tracking;
                 let loaded = lock(&self.loaded).clone();
                 self.drop_log.rename(loaded.slots(), &logged);
+                self.tracer.renamed();
                 self.reloads.succeeded(&counts, false);
                 for attachment in &mut self.attachments {
                     if let Some((_, count)) =

@@ -1,6 +1,7 @@
 //! The smf-firewall daemon and its command line (`cli`): the daemon's configuration, its
 //! start, reloads and control socket, metrics, drop logs and the licence loop, and the
-//! metrics reader behind `smf-firewall top`, the grant server of `smf-firewall license serve`. The rule pipeline is `firewall-rules`, the
+//! metrics reader behind `smf-firewall top`, the grant server of `smf-firewall license serve`,
+//! live packet traces. The rule pipeline is `firewall-rules`, the
 //! kernel side `firewall-dataplane`, the contract store `firewall-contracts`.
 
 pub mod cli;
@@ -18,3 +19,4 @@ pub mod metrics;
 pub mod reload;
 pub mod state;
 pub mod top;
+pub mod trace;

@@ -311,6 +311,7 @@ fn help_lists_the_commands_in_the_order_an_operator_needs_them() {
             "reload",
             "status",
             "top",
+            "trace",
             "conntrack",
             "license",
             "contracts",

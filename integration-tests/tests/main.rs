@@ -27,6 +27,8 @@ mod package_e2e;
 mod replay;
 mod resilience_e2e;
 mod swap;
+mod trace_e2e;
+mod trace_kernel;
 
 /// The `smf-firewall` binary under test: `SMF_FIREWALL_BIN` (set by `cargo xtask test`, which
 /// builds it first), else the workspace's debug build.

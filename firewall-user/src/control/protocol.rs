@@ -13,8 +13,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use crate::reload::Summary;
 
-/// `{"command":"reload"}`, `{"command":"status"}` or `{"command":"handover"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `{"command":"reload"}`, `{"command":"status"}`, `{"command":"handover"}` or
+/// `{"command":"trace",...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Reload,
@@ -22,6 +23,31 @@ pub enum Request {
     /// Answer the status, then exit leaving XDP attached and everything pinned, as
     /// `keep_attached_on_exit` does, for the next daemon to take over (an upgrade).
     Handover,
+    /// A live packet trace, for as long as the connection stays open: the answer is a
+    /// stream of lines (`crate::trace::Line`), not one.
+    Trace(TraceRequest),
+}
+
+/// `smf-firewall trace`'s request: which packets to trace, how many, how fast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRequest {
+    /// Stop after this many packets; none: until the client goes.
+    pub count: Option<u64>,
+    /// `in` or `out`; none: both.
+    pub direction: Option<TraceDirection>,
+    pub interface: String,
+    /// `--match`'s filter (`crate::trace::Filter`); none: every packet.
+    #[serde(rename = "match")]
+    pub filter: Option<String>,
+    /// Packets a second, at most (the kernel's token bucket).
+    pub rate_per_second: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceDirection {
+    In,
+    Out,
 }
 
 /// What the daemon answers: the status, a reload that took effect, or why a request failed.
@@ -271,7 +297,14 @@ mod tests {
 
     #[test]
     fn every_message_reads_back_as_itself() {
-        for request in [Request::Reload, Request::Status, Request::Handover] {
+        let trace = Request::Trace(TraceRequest {
+            count: Some(2),
+            direction: Some(TraceDirection::Out),
+            interface: "lan0".into(),
+            filter: Some("tcp any -> any:22".into()),
+            rate_per_second: 100,
+        });
+        for request in [Request::Reload, Request::Status, Request::Handover, trace] {
             assert_eq!(round_trip(&request), request);
         }
         let answers = [
@@ -300,6 +333,17 @@ mod tests {
         assert_eq!(text(Request::Reload), r#"{"command":"reload"}"#);
         assert_eq!(text(Request::Status), r#"{"command":"status"}"#);
         assert_eq!(text(Request::Handover), r#"{"command":"handover"}"#);
+        let trace = TraceRequest {
+            count: None,
+            direction: None,
+            interface: "lan0".into(),
+            filter: None,
+            rate_per_second: 100,
+        };
+        assert_eq!(
+            text(Request::Trace(trace)),
+            r#"{"command":"trace","count":null,"direction":null,"interface":"lan0","match":null,"rate_per_second":100}"#
+        );
     }
 
     /// The text that `status --json` prints, key for key (alphabetical, as when the answer

@@ -45,6 +45,9 @@ use crate::{
 pub const LEASE: Duration = Duration::from_secs(5);
 /// How often the daemon renews the lease while its client is connected.
 const RENEW: Duration = Duration::from_secs(1);
+/// How long a client may leave a line unread (stopped, or not reading) before the daemon
+/// ends its trace: it would hold the one trace there is.
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -759,11 +762,17 @@ pub fn event(record: &[u8]) -> Option<TraceEvent> {
     })
 }
 
+/// Writes one line within `WRITE_LIMIT`.
 async fn send(write: &mut (impl AsyncWrite + Unpin), line: &Line) -> io::Result<()> {
     let mut text = serde_json::to_vec(line)?;
     text.push(b'\n');
-    write.write_all(&text).await?;
-    write.flush().await
+    let written = async {
+        write.write_all(&text).await?;
+        write.flush().await
+    };
+    tokio::time::timeout(WRITE_LIMIT, written)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 #[cfg(test)]

@@ -114,7 +114,9 @@ impl Args {
                 Line::Failed(failure) => bail!("the daemon cannot trace: {}", failure.error),
             }
         }
-        bail!("the daemon ended the trace without a word (it stopped?)")
+        bail!(
+            "the daemon ended the trace without a word (it was killed, or this client did not read its output for 10 s)"
+        )
     }
 }
 
@@ -146,7 +148,7 @@ fn summary(shown: u64, totals: Totals) -> String {
     )
 }
 
-/// One line: `lan0 in tcp 198.18.0.2:40000 -> 198.18.0.1:22 [SYN] 74 bytes: drop by rule `ssh``.
+/// One line: `lan0 in tcp 198.18.0.2:40000 -> 198.18.0.1:22 [SYN], 74 bytes: drop by rule `ssh``.
 pub fn describe(packet: &TracedPacket) -> String {
     let way = match packet.direction {
         TraceDirection::In => "in",
@@ -197,7 +199,40 @@ pub fn describe(packet: &TracedPacket) -> String {
         ),
     };
     format!(
-        "{} {way} {what} {} bytes: {} {why}{unlicensed}",
+        "{} {way} {what}, {} bytes: {} {why}{unlicensed}",
         packet.interface, packet.bytes, packet.verdict
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packet_reads_as_one_line() {
+        let json = concat!(
+            r#"{"bytes":74,"default":false,"direction":"in","dst":"2001:2::1","dst_port":22,"#,
+            r#""family":"ipv6","fragment":false,"frame":"ip","icmp_code":null,"icmp_type":null,"#,
+            r#""interface":"lan0","ktime_ns":5,"protocol":"tcp","reason":"rule","rule":"ssh","#,
+            r#""rules_verdict":"drop","src":"2001:2::2","src_port":40000,"#,
+            r#""tcp_flags":["SYN"],"tracked":false,"verdict":"pass","vlan":7}"#
+        );
+        let packet: TracedPacket = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            describe(&packet),
+            "lan0 in tcp [2001:2::2]:40000 -> [2001:2::1]:22 [SYN] vlan 7, 74 bytes: pass by rule `ssh` (not licensed to filter: the rules say drop)"
+        );
+        let tracked = TracedPacket {
+            reason: "tracked".into(),
+            rule: None,
+            rules_verdict: "pass".into(),
+            tcp_flags: Some(vec!["ACK".into()]),
+            vlan: Some(0),
+            ..packet
+        };
+        assert_eq!(
+            describe(&tracked),
+            "lan0 in tcp [2001:2::2]:40000 -> [2001:2::1]:22 [ACK], 74 bytes: pass by a tracked flow"
+        );
+    }
 }

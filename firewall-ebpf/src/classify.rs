@@ -101,17 +101,10 @@ pub fn first_match(policy: &Policy, packet: &Packet) -> Option<&'static Entry> {
         // (its unrolled walk, inline, would cost the verifier more than the loop costs).
         let leaf = match root.dim {
             LEAF => root,
-            EXACT_DST | EXACT_SRC => {
-                let addr = if root.dim == EXACT_DST {
-                    &packet.dst
-                } else {
-                    &packet.src
-                };
-                match exact_leaf(&root, addr) {
-                    Some(leaf) => leaf,
-                    None => continue,
-                }
-            }
+            EXACT_DST | EXACT_SRC => match exact_leaf(&root, packet) {
+                Some(leaf) => leaf,
+                None => continue,
+            },
             _ => {
                 from = t;
                 break;
@@ -230,10 +223,8 @@ extern "C" fn scan_entry(i: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn leaf(root: u32, packet: &Packet) -> Option<Node> {
     let mut node = *NODES.get(root)?;
-    match node.dim {
-        EXACT_DST => return exact_leaf(&node, &packet.dst),
-        EXACT_SRC => return exact_leaf(&node, &packet.src),
-        _ => {}
+    if matches!(node.dim, EXACT_DST | EXACT_SRC) {
+        return exact_leaf(&node, packet);
     }
     for _ in 0..MAX_TREE_DEPTH {
         if node.dim == LEAF {
@@ -247,10 +238,16 @@ fn leaf(root: u32, packet: &Packet) -> Option<Node> {
     (node.dim == LEAF).then_some(node)
 }
 
-/// The leaf of `addr` in the exact table at `root`, probing from its home slot until the
-/// address or an empty slot (`firewall_common::exact`).
+/// The leaf of the packet's destination (`EXACT_DST`) or source address in the exact table
+/// at `root`, probing from its home slot until the address or an empty slot
+/// (`firewall_common::exact`).
 #[inline(always)]
-fn exact_leaf(root: &Node, addr: &[u32; 4]) -> Option<Node> {
+fn exact_leaf(root: &Node, packet: &Packet) -> Option<Node> {
+    let addr = if root.dim == EXACT_DST {
+        &packet.dst
+    } else {
+        &packet.src
+    };
     let home = exact::home(addr, root.shift);
     let mask = exact::mask(root.shift);
     for i in 0..exact::PROBES {

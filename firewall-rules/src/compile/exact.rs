@@ -130,15 +130,7 @@ pub fn build(kind: Kind, entries: &[Entry], base: u32, members: Vec<u32>, out: O
                 let (addr, list) = &lists[i];
                 let list: Vec<u32> = list.iter().map(|m| m + base).collect();
                 let count = list.len() as u16;
-                let at = match shared_leaves.get(&list) {
-                    Some(&at) => at,
-                    None => {
-                        let at = leaves.len() as u32;
-                        leaves.extend_from_slice(&list);
-                        shared_leaves.insert(list, at);
-                        at
-                    }
-                };
+                let at = super::leaves::store(leaves, shared_leaves, list);
                 ExactSlot {
                     addr: *addr,
                     leaf: Node::leaf(at, count),

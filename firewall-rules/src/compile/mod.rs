@@ -5,6 +5,7 @@
 mod entries;
 mod error;
 mod exact;
+mod leaves;
 mod tree;
 
 use std::collections::{HashMap, HashSet};

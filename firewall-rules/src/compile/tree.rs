@@ -16,7 +16,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use firewall_common::{Entry, MAX_LEAF_ENTRIES, MAX_TREE_DEPTH, Node, cond, dim, family};
 
-use super::error::CompileError;
+use super::{error::CompileError, leaves};
 
 /// Entries at or below which a node becomes a leaf.
 pub const LEAF_TARGET: usize = 8;
@@ -184,15 +184,7 @@ impl<'a> Builder<'a> {
         }
         let count = members.len() as u16;
         let members: Vec<u32> = members.into_iter().map(|m| m + self.base).collect();
-        let first = match self.shared_leaves.get(&members) {
-            Some(&first) => first,
-            None => {
-                let first = self.leaves.len() as u32;
-                self.leaves.extend_from_slice(&members);
-                self.shared_leaves.insert(members, first);
-                first
-            }
-        };
+        let first = leaves::store(self.leaves, self.shared_leaves, members);
         self.nodes[index] = Node::leaf(first, count);
         Ok(())
     }

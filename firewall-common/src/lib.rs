@@ -3,6 +3,10 @@
 //! one side needs lives on that side.
 #![no_std]
 
+pub mod limit;
+
+use limit::{Limit, LimitBucket, LimitKey};
+
 /// IP protocol numbers, and the names rules give them.
 pub mod protocol {
     pub const ICMP: u8 = 1;
@@ -182,6 +186,9 @@ pub mod cond {
     pub const ICMP_TYPE: u16 = 1 << 6;
     pub const ICMP_CODE: u16 = 1 << 7;
     pub const VLAN: u16 = 1 << 8;
+    /// The rule has a `limit:` (`entry_flag::LIMIT`): not a condition the entry checks, but
+    /// one the trees must not take as met (the entry covers no region).
+    pub const LIMIT: u16 = 1 << 10;
 }
 
 /// IP version numbers as `Entry::family` holds them.
@@ -224,6 +231,8 @@ pub mod entry_flag {
     pub const STATE: u8 = 1 << 0;
     /// `log: true`: a dropped packet sends a (rate-limited) drop-log event.
     pub const LOG: u8 = 1 << 1;
+    /// `limit:`: the entry matches only a packet over the rule's limit (`crate::limit`).
+    pub const LIMIT: u8 = 1 << 2;
 }
 
 /// Drop logs (`log: true` on a drop rule): the program sends a sampled event for each packet
@@ -838,6 +847,9 @@ map_types! {
     ConntrackSettings: 96 bytes, align 8;
     TraceControl: 96 bytes, align 8;
     TraceEvent: 72 bytes, align 8;
+    Limit: 40 bytes, align 8;
+    LimitBucket: 24 bytes, align 8;
+    LimitKey: 24 bytes, align 4;
 }
 
 #[cfg(test)]

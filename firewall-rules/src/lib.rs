@@ -8,6 +8,7 @@
 pub mod address;
 pub mod compile;
 pub mod interface;
+pub mod rate_limit;
 pub mod reference;
 pub mod ruleset;
 pub mod schema;

@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 pub use firewall_common::protocol;
 
+use crate::rate_limit::RateLimit;
+
 /// What a rule (or an interface's default) does with a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -138,6 +140,9 @@ pub struct Rule {
     pub direction: Direction,
     /// `log: true`: the packets it drops are reported in the daemon's log (drop rules only).
     pub log: bool,
+    /// `limit:`: the rule matches only the packets over this rate; the others go on to later
+    /// rules.
+    pub limit: Option<RateLimit>,
     /// Position of the rule's id in its file, for messages.
     pub line: u32,
     pub column: u32,

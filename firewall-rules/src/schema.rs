@@ -66,8 +66,22 @@ pub struct RawRule {
     /// `log: true`: report the packets this (drop) rule drops in the daemon's log, sampled.
     #[serde(default)]
     pub log: Option<Spanned<bool>>,
+    /// `limit:`: the rule matches only the packets over this rate.
+    #[serde(default)]
+    pub limit: Option<Spanned<RawLimit>>,
     #[serde(default)]
     pub description: Option<String>,
+}
+
+/// `limit: { over: 10/s, burst: 20, per: src/24 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub over: Spanned<Scalar>,
+    #[serde(default)]
+    pub burst: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    pub per: Option<Spanned<String>>,
 }
 
 /// A YAML scalar that is a number or text (`80`, `"8000-8080"`, `198.18.0.0/15`, `$web`).

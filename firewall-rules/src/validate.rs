@@ -11,10 +11,11 @@ use firewall_diagnostic::Diagnostic;
 
 use crate::{
     address, interface,
+    rate_limit::{self, LimitKey, RateLimit},
     ruleset::{
         Action, Family, ListField, Policy, Ports, Rule, RuleSet, SetUse, family_of, protocol,
     },
-    schema::{RawInterface, RawList, RawRule, RawRules, Scalar},
+    schema::{RawInterface, RawLimit, RawList, RawRule, RawRules, Scalar},
 };
 
 pub const SUPPORTED_VERSION: u32 = 1;
@@ -331,6 +332,10 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
     let vlan = raw.vlan.as_ref().and_then(|v| vlan_id(v, problems));
     let family = family(raw, src.as_deref(), dst.as_deref(), protocol, problems);
     let state = state(raw, problems);
+    let limit = raw
+        .limit
+        .as_ref()
+        .and_then(|limit| rate_limit(limit, raw, family, protocol, problems));
     let log = raw
         .log
         .as_ref()
@@ -350,6 +355,7 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         state,
         direction: raw.direction.unwrap_or_default(),
         log,
+        limit,
         line: u32::try_from(id.referenced.line()).unwrap_or(u32::MAX),
         column: u32::try_from(id.referenced.column()).unwrap_or(u32::MAX),
         sets: uses,
@@ -557,6 +563,65 @@ fn state(raw: &RawRule, problems: &mut Problems) -> bool {
     state.value
 }
 
+/// `limit:`: a rate, a burst (one period's worth unless written) and a key, each checked at
+/// its position; the numbers must fit the kernel's token arithmetic.
+fn rate_limit(
+    limit: &Spanned<RawLimit>,
+    raw: &RawRule,
+    family: Option<Family>,
+    protocol: Option<u8>,
+    problems: &mut Problems,
+) -> Option<RateLimit> {
+    let before = problems.len();
+    let RawLimit { over, burst, per } = &limit.value;
+    let rate = rate_limit::rate(&over.value.to_string())
+        .map_err(|e| problems.push(&over.referenced, e))
+        .ok();
+    let key = per.as_ref().map_or(Some(LimitKey::Rule), |per| {
+        let key = rate_limit::key(&per.value)
+            .map_err(|e| problems.push(&per.referenced, e))
+            .ok()?;
+        let ipv6 = family == Some(Family::Ipv6) || protocol == Some(protocol::ICMPV6);
+        if let Some(prefix) = key.ipv6_prefix()
+            && !ipv6
+        {
+            problems.push(
+                &per.referenced,
+                format!(
+                    "`/{prefix}` is longer than an IPv4 address: the rule needs `family: ipv6`"
+                ),
+            );
+        }
+        Some(key)
+    });
+    if let Some(state) = &raw.state
+        && state.value
+    {
+        problems.push(
+            &state.referenced,
+            "`state: true` cannot go with `limit`: the flows of a flood would be tracked",
+        );
+    }
+    let (amount, unit, period_s) = rate?;
+    let burst = match burst {
+        None => RateLimit::default_burst(amount, unit),
+        Some(burst) => rate_limit::burst(&burst.value.to_string(), unit)
+            .map_err(|e| problems.push(&burst.referenced, e))
+            .ok()?,
+    };
+    let limit_value = RateLimit {
+        amount,
+        unit,
+        period_s,
+        burst,
+        key: key?,
+    };
+    if let Err(e) = limit_value.kernel() {
+        problems.push(&limit.referenced, e);
+    }
+    (problems.len() == before).then_some(limit_value)
+}
+
 fn vlan_id(value: &Spanned<i64>, problems: &mut Problems) -> Option<u16> {
     let id = u16::try_from(value.value)
         .ok()
@@ -712,6 +777,10 @@ fn policy_warnings(name: &str, policy: &Policy, at: &Location, limits: &Limits) 
 /// Does every packet that `later` matches also match `earlier`? Conservative: a `true` is
 /// always right; coverage by several earlier rules together is not detected.
 pub fn covers(earlier: &Rule, later: &Rule) -> bool {
+    // A limit rule lets the packets under its limit through to later rules.
+    if earlier.limit.is_some() {
+        return false;
+    }
     fn field<T: PartialEq>(earlier: Option<T>, later: Option<T>) -> bool {
         earlier.is_none() || earlier == later
     }

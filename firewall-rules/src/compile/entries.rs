@@ -130,9 +130,17 @@ fn entry(
         counter,
         verdict: rule.action.verdict() as u8,
         flags: if rule.state { entry_flag::STATE } else { 0 }
-            | if rule.log { entry_flag::LOG } else { 0 },
+            | if rule.log { entry_flag::LOG } else { 0 }
+            | if rule.limit.is_some() {
+                entry_flag::LIMIT
+            } else {
+                0
+            },
         ..Entry::default()
     };
+    if rule.limit.is_some() {
+        e.conditions |= cond::LIMIT;
+    }
     let address_family = src.or(dst).map(|net| family_of(net.addr()));
     if let Some(f) = rule.family.or(address_family) {
         e.conditions |= cond::FAMILY;

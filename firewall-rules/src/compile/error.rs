@@ -15,6 +15,8 @@ pub enum CompileError {
         firewall_common::MAX_ENTRIES
     )]
     TooManyEntries { entries: u64 },
+    #[error("rule {rule}: {message}")]
+    Limit { rule: String, message: String },
     #[error("interface {0} is not in the rule file")]
     NoRules(String),
 }

@@ -36,6 +36,9 @@ pub struct Compiled {
     pub policies: Vec<(u32, Policy)>,
     /// Rule counter slots given to rules that had none: their counts start at zero.
     pub fresh_counters: Vec<u32>,
+    /// The limit of each `limit:` rule, by its counter slot (`LIMITS`; epoch 0: the daemon
+    /// gives each one, keeping the epoch, and so the buckets, of a limit that did not change).
+    pub limits: Vec<(u32, firewall_common::limit::Limit)>,
 }
 
 impl Compiled {
@@ -219,6 +222,13 @@ fn compile_direction(
         let mut entries = Vec::new();
         for rule in policy.rules.iter().filter(|r| r.direction == direction) {
             let counter = counters.slot(name, &rule.id, &mut compiled.fresh_counters)?;
+            if let Some(limit) = &rule.limit {
+                let limit = limit.kernel().map_err(|message| CompileError::Limit {
+                    rule: rule.id.clone(),
+                    message,
+                })?;
+                compiled.limits.push((counter, limit));
+            }
             entries.extend(entries::of_rule(rule, counter));
         }
         // Leaves hold indices into the generation's entries: this interface's come after the

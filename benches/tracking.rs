@@ -9,7 +9,7 @@ use aya::programs::Xdp;
 use firewall_benches::{Row, generate};
 use firewall_dataplane::{
     conntrack::Timeouts,
-    loader::{Capacity, Dataplane},
+    loader::{Capacity, Dataplane, LruSizes},
     test_run::{self, XDP_PASS},
 };
 use firewall_rules::Direction;
@@ -231,7 +231,14 @@ pub fn conntrack_rows(
     [firewall_common::conntrack::DEFAULT_MAX_ENTRIES, 1_000_000]
         .into_iter()
         .map(|max_entries| {
-            let dataplane = Dataplane::load_with(Capacity::default(), max_entries).map_err(err)?;
+            let dataplane = Dataplane::load_with(
+                Capacity::default(),
+                LruSizes {
+                    flows: max_entries,
+                    ..LruSizes::default()
+                },
+            )
+            .map_err(err)?;
             Ok(ConntrackMemory {
                 max_entries,
                 kernel_bytes: dataplane.conntrack_memory().ok_or("no memlock in fdinfo")?,

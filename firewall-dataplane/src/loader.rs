@@ -24,6 +24,7 @@ use firewall_common::{
     ConntrackSettings, Counter, DropLogControl, EXACT_DST, EXACT_SRC, Entry, ExactSlot, Flow,
     FlowKey, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node, Policy,
     TraceControl, UNCONFIGURED, Verdict, class_index, conntrack, counter_index, enforce,
+    limit::{self, Limit, LimitBucket, LimitKey},
     policy_index,
 };
 use tracing::{info, warn};
@@ -99,6 +100,23 @@ pub struct TraceMaps {
     pub control: Array<MapData, TraceControl>,
     /// Per-CPU `firewall_common::trace` counters (`SENT`, ...).
     pub stats: PerCpuArray<MapData, u64>,
+}
+
+/// Entries of the LRU tables, which the daemon's config sizes: the flow table
+/// (`conntrack.max_entries`) and the rate limits' per-address buckets (`limits.max_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LruSizes {
+    pub flows: u32,
+    pub limit_keys: u32,
+}
+
+impl Default for LruSizes {
+    fn default() -> Self {
+        LruSizes {
+            flows: conntrack::DEFAULT_MAX_ENTRIES,
+            limit_keys: limit::DEFAULT_MAX_KEYS,
+        }
+    }
 }
 
 /// Room in each generation's maps.
@@ -263,36 +281,40 @@ pub struct Dataplane {
     held_links: Vec<(String, FdLink)>,
     /// Pinned links taken over, by interface: the programs hold them.
     adopted: Vec<(String, Adopted)>,
+    /// The counter slots of the live generation's limit rules.
+    limited: std::collections::HashSet<u32>,
 }
 
 impl Dataplane {
     /// Loads and verifies the program with room for `capacity` and the default
     /// connection-tracking table; attaches nowhere yet.
     pub fn load(capacity: Capacity) -> Result<Self, LoaderError> {
-        Self::load_with(capacity, conntrack::DEFAULT_MAX_ENTRIES)
+        Self::load_with(capacity, LruSizes::default())
     }
 
-    /// Like `load`, with a connection-tracking table of `flows` entries. Tracking works from
-    /// the start with the default timeouts (`crate::conntrack::Timeouts::default()`).
-    pub fn load_with(capacity: Capacity, flows: u32) -> Result<Self, LoaderError> {
-        Self::load_maps(capacity, flows, None)
+    /// Like `load`, with LRU tables of `lru` entries. Tracking works from the start with the
+    /// default timeouts (`crate::conntrack::Timeouts::default()`).
+    pub fn load_with(capacity: Capacity, lru: LruSizes) -> Result<Self, LoaderError> {
+        Self::load_maps(capacity, lru, None)
     }
 
     /// Loads the program on the maps pinned in `dir` (`pins::pinned_maps()` by name): those
     /// already there are taken over with their contents, the others are created and pinned.
-    /// `capacity` and `flows` must be those of maps already there (`pinned_capacity`).
-    pub fn load_pinned(capacity: Capacity, flows: u32, dir: &Path) -> Result<Self, LoaderError> {
-        Self::load_maps(capacity, flows, Some(dir))
+    /// `capacity` and `lru` must be those of maps already there (`pinned_capacity`,
+    /// `pinned_lru`).
+    pub fn load_pinned(capacity: Capacity, lru: LruSizes, dir: &Path) -> Result<Self, LoaderError> {
+        Self::load_maps(capacity, lru, Some(dir))
     }
 
     fn load_maps(
         capacity: Capacity,
-        flows: u32,
+        lru: LruSizes,
         pin_dir: Option<&Path>,
     ) -> Result<Self, LoaderError> {
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(maps::CONNTRACK, flows.max(1))
+            .map_max_entries(maps::CONNTRACK, lru.flows.max(1))
+            .map_max_entries(maps::LIMIT_KEYS, lru.limit_keys.max(1))
             .map_max_entries(maps::NODES, GENERATIONS * capacity.nodes)
             .map_max_entries(maps::LEAVES, GENERATIONS * capacity.leaves)
             .map_max_entries(maps::ENTRIES, GENERATIONS * capacity.entries)
@@ -326,6 +348,7 @@ impl Dataplane {
             capacity,
             held_links: Vec::new(),
             adopted: Vec::new(),
+            limited: std::collections::HashSet::new(),
         };
         // Maps taken over from a running dataplane: a packet may be reading the live
         // generation right now.
@@ -377,18 +400,20 @@ impl Dataplane {
         )
     }
 
-    /// The size of the connection-tracking table pinned in `dir`, if there is one.
-    pub fn pinned_flows(dir: &Path) -> Result<Option<u32>, LoaderError> {
-        let path = dir.join(maps::CONNTRACK);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let map = MapData::from_pin(&path).map_err(map_error(maps::CONNTRACK))?;
-        Ok(Some(
-            map.info()
-                .map_err(map_error(maps::CONNTRACK))?
-                .max_entries(),
-        ))
+    /// The sizes of the LRU tables pinned in `dir`, if both are there.
+    pub fn pinned_lru(dir: &Path) -> Result<Option<LruSizes>, LoaderError> {
+        let size = |name: &'static str| -> Result<Option<u32>, LoaderError> {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let map = MapData::from_pin(&path).map_err(map_error(name))?;
+            Ok(Some(map.info().map_err(map_error(name))?.max_entries()))
+        };
+        Ok(match (size(maps::CONNTRACK)?, size(maps::LIMIT_KEYS)?) {
+            (Some(flows), Some(limit_keys)) => Some(LruSizes { flows, limit_keys }),
+            _ => None,
+        })
     }
 
     /// The generation the program reads (0 or 1), as counted by installs.
@@ -606,6 +631,7 @@ impl Dataplane {
             cap.exact as usize,
             exact,
         )?;
+        self.write_limits(&compiled.limits, &compiled.fresh_counters)?;
         let mut policies: Array<_, Policy> = self.array_mut(maps::POLICIES)?;
         for (slot, policy) in &compiled.policies {
             let mut policy = *policy;
@@ -628,6 +654,7 @@ impl Dataplane {
             .map_err(map_error(maps::GENERATION))?;
         self.live = next;
         self.last_flip = Some(Instant::now());
+        self.limited = compiled.limits.iter().map(|(slot, _)| *slot).collect();
         Ok(())
     }
 
@@ -797,6 +824,91 @@ impl Dataplane {
 }
 
 impl Dataplane {
+    /// Writes each limit rule's `Limit` by counter slot, before `install` makes its entries
+    /// live. A limit equal to the one its slot holds keeps that epoch, and so its buckets (a
+    /// reload keeps the buckets of unchanged rules); a changed limit, or a slot new to its
+    /// rule (`fresh`), gets the next epoch, whose buckets start full.
+    fn write_limits(&mut self, limits: &[(u32, Limit)], fresh: &[u32]) -> Result<(), LoaderError> {
+        let mut array: Array<_, Limit> = self.array_mut(maps::LIMITS)?;
+        for &(slot, limit) in limits {
+            let held = array.get(&slot, 0).map_err(map_error(maps::LIMITS))?;
+            let unchanged =
+                held.epoch != 0 && !fresh.contains(&slot) && Limit { epoch: 0, ..held } == limit;
+            if unchanged {
+                continue;
+            }
+            let epoch = match held.epoch.wrapping_add(1) {
+                0 => 1,
+                next => next,
+            };
+            array
+                .set(slot, Limit { epoch, ..limit }, 0)
+                .map_err(map_error(maps::LIMITS))?;
+        }
+        Ok(())
+    }
+
+    /// Is the rule with counter slot `slot` a limit rule of the live rule set?
+    pub fn is_limited(&self, slot: u32) -> bool {
+        self.limited.contains(&slot)
+    }
+
+    /// The limit of a counter slot as the kernel holds it (epoch 0: none was written).
+    pub fn limit(&self, slot: u32) -> Result<Limit, LoaderError> {
+        let array: Array<_, Limit> = self.array(maps::LIMITS)?;
+        array.get(&slot, 0).map_err(map_error(maps::LIMITS))
+    }
+
+    /// Makes the limits count time from a fixed clock (nanoseconds; 0: the kernel's clock
+    /// again). Tests only: the daemon never sets it.
+    pub fn set_limit_clock(&mut self, now_ns: u64) -> Result<(), LoaderError> {
+        let mut array: Array<_, u64> = self.array_mut(maps::LIMIT_CLOCK)?;
+        array
+            .set(0, now_ns, 0)
+            .map_err(map_error(maps::LIMIT_CLOCK))
+    }
+
+    /// Live per-address buckets by limit rule counter slot: the keys of `LIMIT_KEYS` whose
+    /// epoch is their slot's current one (the others are stale and wait for the LRU to evict
+    /// them). Walks the table, one system call per key; at most its size in keys, since a key
+    /// evicted under the walk restarts it from the first (under a flood the census is an
+    /// estimate).
+    pub fn limit_census(&self) -> Result<std::collections::HashMap<u32, u64>, LoaderError> {
+        let most = self.limit_keys_capacity().unwrap_or(0) as usize;
+        let map = self
+            .ebpf
+            .map(maps::LIMIT_KEYS)
+            .ok_or(LoaderError::Missing(maps::LIMIT_KEYS))?;
+        let keys: HashMap<_, LimitKey, LimitBucket> =
+            HashMap::try_from(map).map_err(map_error(maps::LIMIT_KEYS))?;
+        let limits: Array<_, Limit> = self.array(maps::LIMITS)?;
+        let mut epochs = std::collections::HashMap::new();
+        let mut census = std::collections::HashMap::new();
+        for key in keys.keys().take(most) {
+            let Ok(key) = key else { break };
+            let epoch = match epochs.get(&key.slot) {
+                Some(&epoch) => epoch,
+                None => {
+                    let epoch = limits.get(&key.slot, 0).map_or(0, |l| l.epoch);
+                    epochs.insert(key.slot, epoch);
+                    epoch
+                }
+            };
+            if epoch != 0 && epoch == key.epoch {
+                *census.entry(key.slot).or_insert(0) += 1;
+            }
+        }
+        Ok(census)
+    }
+
+    /// Entries the per-address bucket table holds at most.
+    pub fn limit_keys_capacity(&self) -> Option<u32> {
+        match self.ebpf.map(maps::LIMIT_KEYS)? {
+            Map::LruHashMap(data) => data.info().ok().map(|info| info.max_entries()),
+            _ => None,
+        }
+    }
+
     /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by.
     pub fn set_conntrack(&mut self, settings: &ConntrackSettings) -> Result<(), LoaderError> {
         let mut array: Array<_, ConntrackSettings> = self.array_mut(maps::CONNTRACK_SETTINGS)?;

@@ -16,13 +16,14 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
 };
 use firewall_common::{
-    EXACT_DST, EXACT_SRC, Entry, ExactSlot, GENERATIONS, LEAF, MAX_IFINDEX, MAX_SLOTS,
-    MAX_TREE_DEPTH, NO_TREE, Node, Policy, TREES, Tree, UNCONFIGURED, VLAN_TREE, cond, dim,
-    directed_slot, exact, family, policy_index,
+    EXACT_DST, EXACT_SRC, Entry, ExactSlot, GENERATIONS, LEAF, MAX_IFINDEX,
+    MAX_SLOTS, MAX_TREE_DEPTH, NO_TREE, Node, Policy, TREES, Tree, UNCONFIGURED, VLAN_TREE, cond,
+    dim, directed_slot, entry_flag, exact, family, policy_index,
 };
 
 use crate::{
     context::Wire,
+    limit,
     parse::{L4, Packet},
 };
 
@@ -68,17 +69,19 @@ pub fn policy(slot: u32) -> Option<&'static Policy> {
     POLICIES.get(policy_index(generation, slot))
 }
 
-/// The first entry, in rule order, that matches the packet: the lowest matching entry index
-/// over the family's trees.
+/// The entry that decides the packet (`len` bytes): the first, in rule order, that matches
+/// it (the lowest matching entry index over the family's trees), unless that is a limit
+/// rule's and the packet is under the limit: then the packet goes on to the first match after
+/// it, through as many limit rules as it is under.
 ///
 /// The common case runs inline on the stack: the first `INLINE_TREES` trees in use when their
 /// root is a leaf or an exact table (a table of hosts and a port rule, say), and the first
 /// `INLINE_ENTRIES` of each leaf. Whatever is left (trees to walk, more trees, longer leaves,
-/// the VLAN tree of a tagged packet) runs under `bpf_loop`,
-/// which the verifier checks once rather than once per tree or entry, from a per-CPU `Scan`
-/// (the stack is nearly full: 512 bytes for the whole call chain), set up only then.
+/// the VLAN tree of a tagged packet, a limit rule's match) runs under one `bpf_loop`, which
+/// the verifier checks once rather than once per tree or entry, from a per-CPU `Scan` (the
+/// stack is nearly full: 512 bytes for the whole call chain), set up only then.
 #[inline(always)]
-pub fn first_match(policy: &Policy, packet: &Packet) -> Option<&'static Entry> {
+pub fn deciding(policy: &Policy, packet: &Packet, len: u32) -> Option<&'static Entry> {
     let family = usize::from(packet.family == family::IPV6);
     let trees = policy.trees.get(family)?;
     let used = u32::from(*policy.used.get(family)?);
@@ -116,7 +119,7 @@ pub fn first_match(policy: &Policy, packet: &Packet) -> Option<&'static Entry> {
             if i >= count || stopped {
                 break;
             }
-            stopped = check(leaf.first.wrapping_add(i), packet, &mut best);
+            stopped = check(leaf.first.wrapping_add(i), packet, &mut best, 0);
         }
         if !stopped && count > INLINE_ENTRIES {
             from = t;
@@ -124,8 +127,15 @@ pub fn first_match(policy: &Policy, packet: &Packet) -> Option<&'static Entry> {
         }
     }
     let vlan = u32::from(packet.vlan != 0 && trees[VLAN_TREE].root != NO_TREE);
-    if from < used || vlan != 0 {
-        best = rest(packet, best, trees, from, used - from + vlan)?;
+    let limited = ENTRIES
+        .get(best)
+        .is_some_and(|entry| entry.flags & entry_flag::LIMIT != 0);
+    if from < used || vlan != 0 || limited {
+        let left = Round {
+            from,
+            trees: used - from + vlan,
+        };
+        best = rest(packet, len, best, trees, left, used + vlan)?;
     }
     ENTRIES.get(best)
 }
@@ -137,10 +147,25 @@ const INLINE_TREES: u32 = 2;
 /// Leaf entries checked inline before `bpf_loop` takes over, for the same reason.
 const INLINE_ENTRIES: u32 = 1;
 
-/// Walks `count` trees from `from` under `bpf_loop` (the VLAN tree as the last, if `count`
-/// reaches past the trees in use), from this CPU's `Scan`; the new best entry index.
+/// Trees one round of `scan_tree` walks: `trees` of them from `from` (the VLAN tree as the
+/// last, if `trees` reaches past the trees in use).
+struct Round {
+    from: u32,
+    trees: u32,
+}
+
+/// Walks the trees of round `left` under `bpf_loop`, from this CPU's `Scan`, and then, while
+/// the best entry is a limit rule's that the packet is under, all `all` trees again for the
+/// first match after it; the entry index that decides.
 #[inline(always)]
-fn rest(packet: &Packet, best: u32, trees: &[Tree; TREES], from: u32, count: u32) -> Option<u32> {
+fn rest(
+    packet: &Packet,
+    len: u32,
+    best: u32,
+    trees: &[Tree; TREES],
+    left: Round,
+    all: u32,
+) -> Option<u32> {
     // A raw pointer throughout, never a `&mut Scan` held across a `bpf_loop` call: the
     // callbacks write through their own copy of the pointer, which a live `&mut` would forbid
     // (LLVM would keep `best` in a register across the call).
@@ -156,11 +181,21 @@ fn rest(packet: &Packet, best: u32, trees: &[Tree; TREES], from: u32, count: u32
         (*scan).packet = *packet;
         (*scan).best = best;
         core::ptr::copy_nonoverlapping(trees, &mut (*scan).trees, 1);
-        (*scan).trees_from = from;
-        bpf_loop(count, scan_tree as *mut c_void, ctx, 0);
+        (*scan).trees_from = left.from;
+        (*scan).round = left.trees;
+        (*scan).t = 0;
+        (*scan).all = all;
+        (*scan).after = 0;
+        (*scan).len = len;
+        (*scan).now = 0;
+        // Each round moves past at least one entry: the entries and trees bound the steps.
+        bpf_loop(MAX_STEPS, scan_tree as *mut c_void, ctx, 0);
         Some((*scan).best)
     }
 }
+
+/// `bpf_loop`'s most iterations (its own limit): far more than entries times trees.
+const MAX_STEPS: u32 = 1 << 23;
 
 /// What the `bpf_loop` callbacks get: where this CPU's `Scan` is.
 #[repr(C)]
@@ -176,35 +211,71 @@ unsafe fn scan_of(ctx: *mut c_void) -> *mut Scan {
     unsafe { (*ctx.cast::<ScanAt>()).scan }
 }
 
-/// `bpf_loop`'s callback over trees: the tree `scan.trees_from + t` (past the trees in use,
-/// the VLAN tree), walked and its whole leaf checked (under a nested `bpf_loop`).
-extern "C" fn scan_tree(t: u64, ctx: *mut c_void) -> i64 {
+/// `bpf_loop`'s callback over trees: the next tree of the round (`scan.trees_from +
+/// scan.t`; past the trees in use, the VLAN tree), walked and its whole leaf checked (under a
+/// nested `bpf_loop`). At the end of a round, `next_round` decides whether to go on; 1 stops.
+extern "C" fn scan_tree(_: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer `rest` gave it; the references end before the
     // nested `bpf_loop`.
     unsafe {
         let scan = scan_of(ctx);
-        let mut t = (*scan).trees_from.wrapping_add(t as u32) as usize;
+        if (*scan).round == 0 && !next_round(scan) {
+            return 1;
+        }
+        let mut t = (*scan).trees_from.wrapping_add((*scan).t) as usize;
+        (*scan).t = (*scan).t.wrapping_add(1);
         if (*scan).trees.get(t).is_none_or(|tree| tree.root == NO_TREE) {
             t = VLAN_TREE;
         }
-        let Some(&tree) = (*scan).trees.get(t) else {
-            return 1;
-        };
-        if tree.root == NO_TREE || tree.min_entry >= (*scan).best {
-            return 0;
+        if let Some(&tree) = (*scan).trees.get(t)
+            && tree.root != NO_TREE
+            && tree.min_entry < (*scan).best
+            && let Some(leaf) = leaf(tree.root, &(*scan).packet)
+        {
+            (*scan).first = leaf.first;
+            bpf_loop(
+                u32::from(leaf.leaf_count()),
+                scan_entry as *mut c_void,
+                ctx,
+                0,
+            );
         }
-        let Some(leaf) = leaf(tree.root, &(*scan).packet) else {
-            return 0;
-        };
-        (*scan).first = leaf.first;
-        bpf_loop(
-            u32::from(leaf.leaf_count()),
-            scan_entry as *mut c_void,
-            ctx,
-            0,
-        );
+        if (*scan).t >= (*scan).round && !next_round(scan) {
+            return 1;
+        }
     }
     0
+}
+
+/// At the end of a round: false (stop) if the best entry decides (none, or one without a
+/// limit, or a limit the packet is over); else the packet takes its tokens and the next round
+/// looks for the first match after it, in all trees.
+///
+/// SAFETY: `scan` must be this CPU's `Scan`, as `rest` set it up.
+#[inline(never)]
+unsafe fn next_round(scan: *mut Scan) -> bool {
+    unsafe {
+        let best = (*scan).best;
+        let Some(entry) = ENTRIES.get(best) else {
+            return false;
+        };
+        if entry.flags & entry_flag::LIMIT == 0 {
+            return false;
+        }
+        if (*scan).now == 0 {
+            (*scan).now = limit::now();
+        }
+        let (packet, scratch) = (&(*scan).packet, &mut (*scan).limit);
+        if limit::over(entry.counter, packet, (*scan).len, (*scan).now, scratch) {
+            return false;
+        }
+        (*scan).after = best.wrapping_add(1);
+        (*scan).best = u32::MAX;
+        (*scan).trees_from = 0;
+        (*scan).t = 0;
+        (*scan).round = (*scan).all;
+        (*scan).all != 0
+    }
 }
 
 /// `bpf_loop`'s callback over a leaf: checks the `i`-th item from `scan.first`; 1 stops.
@@ -214,7 +285,7 @@ extern "C" fn scan_entry(i: u64, ctx: *mut c_void) -> i64 {
     unsafe {
         let scan = scan_of(ctx);
         let at = (*scan).first.wrapping_add(i as u32);
-        i64::from(check(at, &(*scan).packet, &mut (*scan).best))
+        i64::from(check(at, &(*scan).packet, &mut (*scan).best, (*scan).after))
     }
 }
 
@@ -268,23 +339,38 @@ struct Scan {
     /// The packet's family's trees.
     trees: [Tree; TREES],
     packet: Packet,
-    /// The first tree the `scan_tree` loop walks.
+    /// The first tree of this round.
     trees_from: u32,
+    /// Trees in this round, and how many of them were walked.
+    round: u32,
+    t: u32,
+    /// Trees in a round after a limit rule (all of them).
+    all: u32,
     /// The leaf's first item in `LEAVES`.
     first: u32,
     /// The lowest matching entry index so far (`u32::MAX`: none).
     best: u32,
+    /// Entries below this are not candidates (they are limit rules the packet is under).
+    after: u32,
+    /// The packet's length, for byte limits.
+    len: u32,
+    /// The limits' clock, read once per packet that meets a limit rule (0: not yet).
+    now: u64,
+    limit: limit::Scratch,
 }
 
-/// Checks the entry that `LEAVES[at]` names; true (stop) at a match or at an entry that cannot
-/// beat the best so far (leaves list entries in rule order).
+/// Checks the entry that `LEAVES[at]` names if it is not below `after`; true (stop) at a
+/// match or at an entry that cannot beat the best so far (leaves list entries in rule order).
 #[inline(always)]
-fn check(at: u32, packet: &Packet, best: &mut u32) -> bool {
+fn check(at: u32, packet: &Packet, best: &mut u32, after: u32) -> bool {
     let Some(&index) = LEAVES.get(at) else {
         return true;
     };
     if index >= *best {
         return true;
+    }
+    if index < after {
+        return false;
     }
     match ENTRIES.get(index) {
         Some(entry) if matches(entry, packet) => {

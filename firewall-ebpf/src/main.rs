@@ -12,6 +12,7 @@ mod conntrack;
 mod context;
 mod drop_log;
 mod license;
+mod limit;
 mod meter;
 mod parse;
 mod trace;
@@ -142,7 +143,7 @@ fn judge_ip<C: Wire>(ctx: &C, policy: &Policy, packet: &parse::Packet) -> Judged
             } => replaces_expired = expired,
         }
     }
-    let (verdict, rule, flags) = match classify::first_match(policy, packet) {
+    let (verdict, rule, flags) = match classify::deciding(policy, packet, ctx.len()) {
         Some(entry) => {
             let verdict = Verdict::from_u8(entry.verdict);
             if verdict == Verdict::Pass

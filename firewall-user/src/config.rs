@@ -22,11 +22,13 @@
 //! runtime_dir: /run/smf-firewall   # control.sock (root only) and state.json
 //! drop_log: {rate_per_second: 10}  # events per second per `log: true` rule
 //! conntrack: {max_entries: 65536, timeouts: {udp: 30s}, sweep: 10s}  # see config/conntrack.rs
+//! limits: {max_keys: 65536}        # per-address buckets of `limit:` rules (LRU)
 //! ```
 
 mod conntrack;
 mod drop_log;
 mod duration;
+mod limits;
 mod metering;
 
 use std::{
@@ -45,6 +47,7 @@ use self::duration::duration;
 pub use self::{
     conntrack::ConntrackConfig,
     drop_log::DropLogConfig,
+    limits::LimitsConfig,
     metering::{DEFAULT_METRICS_LISTEN, MetricsConfig, ModelCapacity, Models, TlsFiles},
 };
 
@@ -78,6 +81,8 @@ pub struct Config {
     pub drop_log: DropLogConfig,
     /// The connection-tracking table.
     pub conntrack: ConntrackConfig,
+    /// The rate limits' table of per-address buckets.
+    pub limits: LimitsConfig,
     /// Where this came from, for errors found once the rule file is read.
     pub written: Written,
 }
@@ -209,6 +214,7 @@ struct RawConfig {
     runtime_dir: Option<PathBuf>,
     drop_log: Option<Spanned<drop_log::RawDropLog>>,
     conntrack: Option<Spanned<conntrack::RawConntrack>>,
+    limits: Option<Spanned<limits::RawLimits>>,
 }
 
 #[derive(Deserialize)]
@@ -368,6 +374,7 @@ impl Config {
         };
         let drop_log = drop_log::drop_log(raw.drop_log, &mut problems);
         let conntrack = conntrack::conntrack(raw.conntrack, &mut problems);
+        let limits = limits::limits(raw.limits, &mut problems);
         if !problems.is_empty() {
             return Err(Diagnostics {
                 file: path.display().to_string(),
@@ -383,6 +390,7 @@ impl Config {
             operations,
             drop_log,
             conntrack,
+            limits,
             written: Written {
                 file: path.to_path_buf(),
                 rules: raw.rules.referenced,
@@ -954,6 +962,10 @@ mod tests {
             "others keep defaults"
         );
         assert_eq!(c.sweep, Duration::from_secs(1));
+        assert_eq!(config.limits, LimitsConfig::default());
+        let config =
+            parse("rules: r.yaml\ninterfaces: [lan0]\nlimits: {max_keys: 1000}\n").unwrap();
+        assert_eq!(config.limits.max_keys, 1_000);
     }
 
     // Each row: a `conntrack:` line (line 3) and a fragment of its one error.
@@ -978,6 +990,8 @@ mod tests {
             ),
             ("pin_path: relative/dir", "must be absolute"),
             ("conntrack: {size: 5}", "unknown field `size`"),
+            ("limits: {max_keys: 0}", "`max_keys: 0` is not 1-16777216"),
+            ("limits: {keys: 5}", "unknown field `keys`"),
         ];
         for (line, fragment) in cases {
             let err = parse(&format!("rules: r.yaml\ninterfaces: [lan0]\n{line}\n")).unwrap_err();

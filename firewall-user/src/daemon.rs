@@ -18,7 +18,7 @@ use std::{
 use aya::programs::XdpMode;
 use firewall_contracts::StoreError;
 use firewall_dataplane::{
-    loader::{self, Capacity, Dataplane, LoaderError},
+    loader::{self, Capacity, Dataplane, LoaderError, LruSizes},
     object,
     pins::{PinError, Pins},
 };
@@ -45,6 +45,7 @@ use crate::{
         self, DataplaneCollector, RuleLabels,
         adapter::AdapterMetrics,
         conntrack::{ConntrackCollector, SweepTotals, sweeper},
+        limits::LimitCollector,
         release_freed_memory,
         server::{Endpoint, ServeError},
         status::{self, Attachment, Reloads, SharedAttachments, mode_label},
@@ -180,7 +181,11 @@ async fn prepare(config_path: &Path, config: Config, pins: &Pins) -> Result<Prep
 
     let adapter = AdapterMetrics::new(config.models.clone());
     let mut licensing = Licensing::new(config.licensing.as_ref(), adapter.clone())?;
-    let (mut dataplane, maps_dir) = open_dataplane(pins, &compiled, config.conntrack.max_entries)?;
+    let lru = LruSizes {
+        flows: config.conntrack.max_entries,
+        limit_keys: config.limits.max_keys,
+    };
+    let (mut dataplane, maps_dir) = open_dataplane(pins, &compiled, lru)?;
     dataplane.set_conntrack(&loaded.conntrack)?;
     licensing.start(&mut dataplane).await?;
     if saved.as_ref().map(|s| &s.maps_dir) != Some(&maps_dir) {
@@ -338,6 +343,12 @@ fn register_metrics(attached: &Attached) -> Metrics {
         .register(Box::new(DataplaneCollector::new(
             Arc::clone(&attached.dataplane),
             config.interfaces.clone(),
+            Arc::clone(&labels),
+        )))
+        .expect("metric names are registered once");
+    registry
+        .register(Box::new(LimitCollector::new(
+            Arc::clone(&attached.dataplane),
             Arc::clone(&labels),
         )))
         .expect("metric names are registered once");
@@ -591,7 +602,7 @@ struct Reloaded {
 fn open_dataplane(
     pins: &Pins,
     compiled: &Compiled,
-    flows: u32,
+    lru: LruSizes,
 ) -> Result<(Dataplane, PathBuf), DaemonError> {
     let layout = object::layout();
     let existing = pins.maps_dirs()?;
@@ -599,14 +610,14 @@ fn open_dataplane(
         let Some(capacity) = Dataplane::pinned_capacity(&dir.path)? else {
             continue;
         };
-        if Dataplane::pinned_flows(&dir.path)? != Some(flows) {
-            info!(maps = %dir.path.display(), flows, "the pinned flow table has another size than `conntrack.max_entries`: loading new maps beside them (tracked flows start again)");
+        if Dataplane::pinned_lru(&dir.path)? != Some(lru) {
+            info!(maps = %dir.path.display(), flows = lru.flows, limit_keys = lru.limit_keys, "the pinned flow table or limit buckets have another size than `conntrack.max_entries` or `limits.max_keys`: loading new maps beside them (tracked flows and buckets start again)");
             continue;
         }
         if fits(compiled, capacity) {
             info!(maps = %dir.path.display(), "taking over the pinned maps: counters and tracked flows continue");
             return Ok((
-                Dataplane::load_pinned(capacity, flows, &dir.path)?,
+                Dataplane::load_pinned(capacity, lru, &dir.path)?,
                 dir.path.clone(),
             ));
         }
@@ -619,7 +630,7 @@ fn open_dataplane(
         );
     }
     let dir = pins.new_maps_dir(&layout)?;
-    match Dataplane::load_pinned(Capacity::for_compiled(compiled), flows, &dir) {
+    match Dataplane::load_pinned(Capacity::for_compiled(compiled), lru, &dir) {
         Ok(dataplane) => Ok((dataplane, dir)),
         Err(error) => {
             if let Err(cleanup) = pins.remove_maps_dir(&dir) {

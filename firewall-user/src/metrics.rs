@@ -209,6 +209,7 @@ impl Collector for DataplaneCollector {
 
 pub mod adapter;
 pub mod conntrack;
+pub mod limits;
 pub mod server;
 pub mod status;
 pub mod text;

@@ -15,7 +15,7 @@ use firewall_common::{
 };
 use firewall_dataplane::{
     conntrack::{self, Timeouts},
-    loader::{Capacity, Dataplane},
+    loader::{Capacity, Dataplane, LruSizes},
     test_run::{LOOPBACK, TC_NEXT, XDP_DROP, XDP_PASS},
 };
 use firewall_rules::{
@@ -349,7 +349,14 @@ fn the_table_holds_a_million_flows() {
         return;
     }
     const FLOWS: u32 = 1_000_000;
-    let mut dp = Dataplane::load_with(Capacity::default(), FLOWS).unwrap();
+    let mut dp = Dataplane::load_with(
+        Capacity::default(),
+        LruSizes {
+            flows: FLOWS,
+            ..LruSizes::default()
+        },
+    )
+    .unwrap();
     dp.set_enforcing(true).unwrap();
     dp.bind(LOOPBACK, 0).unwrap();
     let mut counters = RuleCounters::default();

@@ -263,6 +263,35 @@ fn explain_shows_each_limit_and_what_it_decides_over_it() {
     );
 }
 
+/// `rules/limits.yaml`, the example of rules/README.md's "Rate limits", is valid and explains
+/// as the README shows.
+#[test]
+fn the_limits_example_is_valid_and_explains_as_documented() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/limits.yaml");
+    let (code, stdout, stderr) = check(&example);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains("warning"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "    4. v6-bytes drop ipv6 any limit over 2000000bit/s, burst 65536 bytes, per src/64\n"
+        ),
+        "{stdout}"
+    );
+    let out = Command::new(SMF_FIREWALL)
+        .args(["explain", example.to_str().unwrap(), "--interface", "wan0"])
+        .args([
+            "--packet",
+            "tcp 198.18.0.7:40000 -> 198.19.0.1:22",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"verdict":"pass","rule":"ssh","default":false,"limits":[{"rule":"ssh-flood","line":11,"limit":"over 10/s, burst 20, per src","bucket":"src 198.18.0.7","over":"drop"}],"over_limit":{"verdict":"drop","rule":"ssh-flood","default":false}}"#
+    );
+}
+
 /// A rule file in a fresh directory.
 fn rule_file(text: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -119,6 +119,31 @@ pub fn classify(
     Ok(decide(policy, &parse(frame)))
 }
 
+/// What the rules on `interface` decide for `frame` arriving at `now_ns`, with the buckets
+/// of that interface's limit rules in `limiter` (the frame charged its whole length): the
+/// stateful `classify`, packet by packet as the kernel judges a sequence.
+pub fn classify_at(
+    rules: &RuleSet,
+    interface: &str,
+    frame: &[u8],
+    limiter: &mut Limiter,
+    now_ns: u64,
+) -> Result<Decision, UnknownInterface> {
+    let policy = rules
+        .interfaces
+        .get(interface)
+        .ok_or_else(|| UnknownInterface(interface.to_string()))?;
+    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+    Ok(decide_direction_at(
+        policy,
+        &parse(frame),
+        Direction::In,
+        limiter,
+        now_ns,
+        len,
+    ))
+}
+
 /// The decision for a parsed frame arriving on the interface: malformed frames are dropped
 /// before any rule, non-IP frames get `non_ip`, IP packets the first matching `direction: in`
 /// rule or the default.
@@ -153,7 +178,7 @@ pub fn decide_direction_at(
     len: u32,
 ) -> Decision {
     decide_direction_with(policy, frame, direction, |rule, limit, packet| {
-        limiter.over(&rule.id, limit, packet, now_ns, len)
+        limiter.over(&rule.id, limit, (packet.src, packet.dst), now_ns, len)
     })
 }
 

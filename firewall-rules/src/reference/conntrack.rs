@@ -54,7 +54,8 @@ pub struct Tracker {
     pub flows: HashMap<Key, Flow>,
     /// Idle timeout per state, in nanoseconds.
     pub timeouts_ns: [u64; state::COUNT],
-    /// The limit rules' buckets, judged at each packet's `now` with its frame length.
+    /// The limit rules' buckets, judged at each packet's `now` with its frame length. They
+    /// are kept by rule id, so a `Tracker` judges one interface's policy (as the tests do).
     pub limiter: Limiter,
 }
 

@@ -13,7 +13,6 @@ use firewall_common::{
     limit::{self as kernel, LimitBucket},
 };
 
-use super::Packet;
 use crate::rate_limit::{LimitKey, RateLimit};
 
 /// A rule's buckets: one (`per` absent) or one per masked address and family.
@@ -37,15 +36,15 @@ impl Limiter {
         Limiter::default()
     }
 
-    /// Is a frame of `len` bytes (the whole frame, as the meter counts it) with `packet`'s
-    /// addresses over the limit of rule `id` at `now_ns`? Under the limit it takes its
+    /// Is a frame of `len` bytes (the whole frame, as the meter counts it) from `src` to `dst`
+    /// over the limit of rule `id` at `now_ns`? Under the limit it takes its
     /// tokens; over it, nothing is taken. A rule seen for the first time, or whose limit
     /// changed, starts with full buckets.
     pub fn over(
         &mut self,
         id: &str,
         limit: &RateLimit,
-        packet: &Packet,
+        (src, dst): (IpAddr, IpAddr),
         now_ns: u64,
         len: u32,
     ) -> bool {
@@ -66,7 +65,7 @@ impl Limiter {
                 })
                 .into_mut(),
         };
-        let key = bucket_key(limit.key, kernel.prefix, packet);
+        let key = bucket_key(limit.key, kernel.prefix, src, dst);
         rule.buckets
             .entry(key)
             .or_default()
@@ -81,11 +80,11 @@ impl Limiter {
 
 /// The bucket a packet takes from: the rule's own, or its source's or destination's address
 /// masked to the limit's prefix (capped at the family's width), with the family.
-fn bucket_key(key: LimitKey, prefix: u8, packet: &Packet) -> Option<(u8, [u32; 4])> {
+fn bucket_key(key: LimitKey, prefix: u8, src: IpAddr, dst: IpAddr) -> Option<(u8, [u32; 4])> {
     let addr = match key {
         LimitKey::Rule => return None,
-        LimitKey::Src { .. } => packet.src,
-        LimitKey::Dst { .. } => packet.dst,
+        LimitKey::Src { .. } => src,
+        LimitKey::Dst { .. } => dst,
     };
     let (family, words) = address_words(addr);
     Some((family, kernel::masked(&words, prefix)))
@@ -103,13 +102,13 @@ fn address_words(addr: IpAddr) -> (u8, [u32; 4]) {
     }
 }
 
-/// The bucket `packet` takes from for `limit`, in the operator's words: `the rule`,
-/// `src 198.18.0.0/24`, `dst 2001:2::1`.
-pub fn bucket_text(limit: &RateLimit, packet: &Packet) -> String {
+/// The bucket a packet from `src` to `dst` takes from for `limit`, in the operator's words:
+/// `the rule`, `src 198.18.0.0/24`, `dst 2001:2::1`.
+pub fn bucket_text(limit: &RateLimit, src: IpAddr, dst: IpAddr) -> String {
     let (field, addr, prefix) = match limit.key {
         LimitKey::Rule => return "the rule".to_string(),
-        LimitKey::Src { prefix } => ("src", packet.src, prefix),
-        LimitKey::Dst { prefix } => ("dst", packet.dst, prefix),
+        LimitKey::Src { prefix } => ("src", src, prefix),
+        LimitKey::Dst { prefix } => ("dst", dst, prefix),
     };
     let width = if addr.is_ipv4() { 32 } else { 128 };
     match prefix.filter(|p| *p < width) {
@@ -127,7 +126,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        reference::{Decision, Reason, conntrack::Tracker, decide, decide_direction_at, parse},
+        reference::{
+            Decision, Reason, classify_at, conntrack::Tracker, decide, decide_direction_at, parse,
+        },
         ruleset::{Action, Direction, Policy, RuleSet},
         spec::PacketSpec,
     };
@@ -212,6 +213,25 @@ mod tests {
         assert!(decisions[..100].iter().all(|d| *d == under));
         assert!(decisions[100..].iter().all(|d| *d == over));
         assert_eq!(lan.limiter.buckets("cap"), 1, "one bucket for the rule");
+        // The same through `classify_at`, from the rule file and the frame's bytes.
+        let rules = RuleSet::parse(
+            Path::new("t.yaml"),
+            "version: 1\ninterfaces:\n  lan0:\n    default: pass\n    rules:\n      - { id: cap, action: drop, protocol: udp, limit: { over: 100/s, burst: 100 } }\n",
+        )
+        .unwrap();
+        let frame = PacketSpec::parse("udp 198.18.0.1:4000 -> 198.19.0.1:53")
+            .unwrap()
+            .frame();
+        let mut limiter = Limiter::new();
+        let limited = (0..10_000)
+            .filter(|_| {
+                classify_at(&rules, "lan0", &frame, &mut limiter, T)
+                    .unwrap()
+                    .rule
+                    .is_some()
+            })
+            .count();
+        assert_eq!(limited, 9_900);
     }
 
     // Issue 16: 200 sources at 50/s each over 2 s are never limited by `over: 100/s per src`
@@ -534,7 +554,11 @@ mod tests {
             ("dst/128", &v6, "dst 2001:2:0:1::9"),
         ];
         for (per, packet, text) in cases {
-            assert_eq!(bucket_text(&limit(per), packet), text, "{per}");
+            assert_eq!(
+                bucket_text(&limit(per), packet.src, packet.dst),
+                text,
+                "{per}"
+            );
         }
     }
 }

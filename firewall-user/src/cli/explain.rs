@@ -215,7 +215,7 @@ fn matching_limits(
                 rule: rule.id.clone(),
                 line: rule.line,
                 limit: limit.to_string(),
-                bucket: bucket_text(limit, packet),
+                bucket: bucket_text(limit, packet.src, packet.dst),
                 over: rule.action.to_string(),
             });
         }

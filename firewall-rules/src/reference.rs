@@ -11,9 +11,15 @@ use etherparse::{
 use firewall_common::ethertype;
 use serde::Serialize;
 
-use crate::ruleset::{Action, Direction, Policy, Ports, Rule, RuleSet, family_of, protocol};
+use crate::{
+    rate_limit::RateLimit,
+    ruleset::{Action, Direction, Policy, Ports, Rule, RuleSet, family_of, protocol},
+};
 
 pub mod conntrack;
+pub mod limit;
+
+pub use limit::Limiter;
 
 /// VLAN tags (802.1Q/802.1ad) a frame may carry; more is malformed.
 pub const MAX_VLAN_TAGS: usize = 2;
@@ -76,9 +82,24 @@ pub enum Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub action: Action,
-    /// The id of the rule that decided, if one did.
+    /// The id of the rule that decided, if one did. A limit rule decides only for a packet
+    /// over its limit.
     pub rule: Option<String>,
     pub reason: Reason,
+    /// The limit rules the packet matched and was under the limit of, in rule order: it took
+    /// their tokens and went on.
+    pub passed_limits: Vec<String>,
+}
+
+impl Decision {
+    fn without_rule(action: Action, reason: Reason) -> Decision {
+        Decision {
+            action,
+            rule: None,
+            reason,
+            passed_limits: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +119,31 @@ pub fn classify(
     Ok(decide(policy, &parse(frame)))
 }
 
+/// What the rules on `interface` decide for `frame` arriving at `now_ns`, with the buckets
+/// of that interface's limit rules in `limiter` (the frame charged its whole length): the
+/// stateful `classify`, packet by packet as the kernel judges a sequence.
+pub fn classify_at(
+    rules: &RuleSet,
+    interface: &str,
+    frame: &[u8],
+    limiter: &mut Limiter,
+    now_ns: u64,
+) -> Result<Decision, UnknownInterface> {
+    let policy = rules
+        .interfaces
+        .get(interface)
+        .ok_or_else(|| UnknownInterface(interface.to_string()))?;
+    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+    Ok(decide_direction_at(
+        policy,
+        &parse(frame),
+        Direction::In,
+        limiter,
+        now_ns,
+        len,
+    ))
+}
+
 /// The decision for a parsed frame arriving on the interface: malformed frames are dropped
 /// before any rule, non-IP frames get `non_ip`, IP packets the first matching `direction: in`
 /// rule or the default.
@@ -108,38 +154,77 @@ pub fn decide(policy: &Policy, frame: &Frame) -> Decision {
 /// The decision for a parsed frame in `direction`. Leaving the interface (`out`), only
 /// `direction: out` rules apply, and what none decides passes (non-IP frames too); malformed
 /// frames are dropped either way.
+///
+/// Without a history, every limit rule is judged as by a fresh [`Limiter`] for a frame of no
+/// bytes: under its limit (a new bucket is full), so the packet goes on to later rules. A
+/// history, or a byte limit whose burst is smaller than the frame, needs
+/// [`decide_direction_at`].
 pub fn decide_direction(policy: &Policy, frame: &Frame, direction: Direction) -> Decision {
+    decide_direction_with(policy, frame, direction, |_, _, _| false)
+}
+
+/// The decision for a parsed frame of `len` bytes (the whole frame, Ethernet header included,
+/// as the meter counts it) in `direction` at `now_ns`, with the buckets in `limiter` (one
+/// `Limiter` per interface): the rules in order, and a limit rule whose conditions match
+/// decides only if the packet is over its limit; under it, the packet takes its tokens and
+/// goes on. Buckets are consulted only for a limit rule whose conditions match, in rule
+/// order, as the kernel does.
+pub fn decide_direction_at(
+    policy: &Policy,
+    frame: &Frame,
+    direction: Direction,
+    limiter: &mut Limiter,
+    now_ns: u64,
+    len: u32,
+) -> Decision {
+    decide_direction_with(policy, frame, direction, |rule, limit, packet| {
+        limiter.over(&rule.id, limit, (packet.src, packet.dst), now_ns, len)
+    })
+}
+
+/// The decision in `direction`: the first rule that matches, where a limit rule counts only
+/// if `over` says the packet exceeds its limit (`over` is asked only for a limit rule whose
+/// conditions match, in rule order); else the default. `explain --over-limit` says every
+/// limit is exceeded.
+pub fn decide_direction_with(
+    policy: &Policy,
+    frame: &Frame,
+    direction: Direction,
+    mut over: impl FnMut(&Rule, &RateLimit, &Packet) -> bool,
+) -> Decision {
     let (default, non_ip) = match direction {
         Direction::In => (policy.default, policy.non_ip),
         Direction::Out => (Action::Pass, Action::Pass),
     };
-    match frame {
-        Frame::Malformed(why) => Decision {
-            action: Action::Drop,
-            rule: None,
-            reason: Reason::Malformed(why),
-        },
-        Frame::NonIp { .. } => Decision {
-            action: non_ip,
-            rule: None,
-            reason: Reason::NonIp,
-        },
-        Frame::Ip(packet) => match policy
-            .rules
-            .iter()
-            .find(|rule| rule.direction == direction && mismatch(rule, packet).is_none())
+    let packet = match frame {
+        Frame::Malformed(why) => {
+            return Decision::without_rule(Action::Drop, Reason::Malformed(why));
+        }
+        Frame::NonIp { .. } => return Decision::without_rule(non_ip, Reason::NonIp),
+        Frame::Ip(packet) => packet,
+    };
+    let mut passed_limits = Vec::new();
+    let matching = policy
+        .rules
+        .iter()
+        .filter(|rule| rule.direction == direction && mismatch(rule, packet).is_none());
+    for rule in matching {
+        if let Some(limit) = &rule.limit
+            && !over(rule, limit, packet)
         {
-            Some(rule) => Decision {
-                action: rule.action,
-                rule: Some(rule.id.clone()),
-                reason: Reason::Rule,
-            },
-            None => Decision {
-                action: default,
-                rule: None,
-                reason: Reason::Default,
-            },
-        },
+            passed_limits.push(rule.id.clone());
+            continue;
+        }
+        return Decision {
+            action: rule.action,
+            rule: Some(rule.id.clone()),
+            reason: Reason::Rule,
+            passed_limits,
+        };
+    }
+    Decision {
+        passed_limits,
+        ..Decision::without_rule(default, Reason::Default)
     }
 }
 

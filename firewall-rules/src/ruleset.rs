@@ -230,6 +230,9 @@ impl fmt::Display for Rule {
         if self.log {
             write!(f, " log")?;
         }
+        if let Some(limit) = &self.limit {
+            write!(f, " limit {limit}")?;
+        }
         Ok(())
     }
 }

@@ -1109,6 +1109,108 @@ mod tests {
         }
     }
 
+    // Issue 16: each row a rule with a mistake in its `limit:`, the column of the error (on
+    // the rule's line) and its whole message.
+    #[test]
+    fn limit_mistakes_are_errors_at_their_position() {
+        let cases = [
+            (
+                "{ id: a, action: drop, limit: { over: 10/d } }",
+                47,
+                "`10/d` is not a rate: write an amount per second, minute or hour, like 10/s, 30/min, 2mbit/s or 64kbytes/s",
+            ),
+            (
+                "{ id: a, action: drop, limit: { over: 0/s } }",
+                47,
+                "`0/s`: a rate must be above zero",
+            ),
+            (
+                "{ id: a, action: drop, limit: { over: 10/s, burst: 64kbytes } }",
+                60,
+                "`64kbytes`: the burst of a packet rate is a number of packets",
+            ),
+            (
+                "{ id: a, action: drop, limit: { over: 2mbit/s, burst: 20 packets } }",
+                63,
+                "`20 packets`: the burst of a byte rate is in bytes (like 64kbytes)",
+            ),
+            (
+                "{ id: a, action: drop, limit: { over: 10/s, per: src/64 } }",
+                58,
+                "`/64` is longer than an IPv4 address: the rule needs `family: ipv6`",
+            ),
+            (
+                "{ id: a, action: drop, family: ipv4, limit: { over: 10/s, per: dst/33 } }",
+                72,
+                "`/33` is longer than an IPv4 address: the rule needs `family: ipv6`",
+            ),
+            (
+                "{ id: a, action: drop, limit: { over: 10/s, per: sport } }",
+                58,
+                "`sport` is not a limit key: write src, dst, src/24 or dst/64",
+            ),
+            (
+                "{ id: a, action: drop, limit: { over: 10/s, per: src/0 } }",
+                58,
+                "`src/0`: a prefix length is 1-128",
+            ),
+            (
+                "{ id: a, action: pass, state: true, limit: { over: 10/s } }",
+                39,
+                "`state: true` cannot go with `limit`: the flows of a flood would be tracked",
+            ),
+            (
+                "{ id: a, action: drop, limit: { over: 10/s, rate: 5 } }",
+                53,
+                "unknown field `rate`, expected one of over, burst, per",
+            ),
+            (
+                "{ id: a, action: drop, limit: { burst: 5 } }",
+                41,
+                "missing field `over`",
+            ),
+        ];
+        for (text, column, message) in cases {
+            let err = parse(&format!("      - {text}\n")).unwrap_err();
+            let found: Vec<(u32, u32, &str)> = err
+                .items
+                .iter()
+                .map(|d| (d.line, d.column, d.message.as_str()))
+                .collect();
+            assert_eq!(found, [(FIRST, column, message)], "{text}");
+        }
+    }
+
+    #[test]
+    fn limits_are_kept_and_shown_as_written() {
+        // Each row: a rule, and its line in `check`.
+        let cases = [
+            (
+                "{ id: ssh-flood, action: drop, protocol: tcp, dst_port: 22, limit: { over: 10/s, burst: 20, per: src } }",
+                "ssh-flood drop tcp dst_port 22 limit over 10/s, burst 20, per src",
+            ),
+            (
+                "{ id: dns-cap, action: drop, protocol: udp, dst_port: 53, limit: { over: 50000/s } }",
+                "dns-cap drop udp dst_port 53 limit over 50000/s, burst 50000",
+            ),
+            (
+                "{ id: bw, action: drop, limit: { over: 2mbit/s, per: dst/24 } }",
+                "bw drop any limit over 2000000bit/s, burst 250000 bytes, per dst/24",
+            ),
+            (
+                "{ id: v6, action: drop, family: ipv6, limit: { over: 30/min, burst: 5, per: src/64 } }",
+                "v6 drop ipv6 any limit over 30/min, burst 5, per src/64",
+            ),
+            (
+                "{ id: b, action: drop, log: true, limit: { over: 64kbytes/h, burst: 1mbytes } }",
+                "b drop any log limit over 65536bytes/h, burst 1048576 bytes",
+            ),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(rule(text).to_string(), shown, "{text}");
+        }
+    }
+
     #[test]
     fn state_is_kept_on_pass_rules_and_its_error_points_at_the_value() {
         let set = parse("      - { id: a, action: pass, state: true }\n      - { id: b, action: drop, state: false }\n").unwrap();
@@ -1232,6 +1334,23 @@ mod tests {
                 "{ id: a, action: drop, family: ipv4 }",
                 "{ id: b, action: pass, protocol: udp }",
                 false,
+            ),
+            // Issue 16: a limit rule lets what is under its limit through to later rules.
+            (
+                "{ id: a, action: drop, protocol: tcp, limit: { over: 10/s } }",
+                "{ id: b, action: pass, protocol: tcp, dst_port: 22 }",
+                false,
+            ),
+            (
+                "{ id: a, action: drop, limit: { over: 1/s, per: src } }",
+                "{ id: b, action: drop, limit: { over: 1/s, per: src } }",
+                false,
+            ),
+            // ... but is shadowed by an earlier rule without a limit like any other.
+            (
+                "{ id: a, action: drop, protocol: tcp }",
+                "{ id: b, action: drop, protocol: tcp, dst_port: 22, limit: { over: 10/s } }",
+                true,
             ),
         ];
         for (first, second, shadowed) in cases {

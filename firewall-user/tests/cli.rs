@@ -168,6 +168,130 @@ fn explain_judges_each_direction_by_its_own_rules() {
     );
 }
 
+/// Issue 16: `explain` names each limit rule the packet meets (its limit as written, its
+/// bucket, its action over the limit), shows the first packet's verdict (under every limit)
+/// and the one over every limit; `--over-limit` swaps them. Without a matching limit rule the
+/// JSON is what it always was.
+#[test]
+fn explain_shows_each_limit_and_what_it_decides_over_it() {
+    let (_dir, file) = rule_file(
+        b"version: 1\ninterfaces:\n  lan0:\n    default: drop\n    rules:\n      - { id: ssh-flood, action: drop, protocol: tcp, dst_port: 22, limit: { over: 10/s, burst: 20, per: src } }\n      - { id: dns-cap, action: drop, protocol: udp, dst_port: 53, limit: { over: 50000/s } }\n      - { id: nets, action: pass, protocol: udp, limit: { over: 2mbit/s, burst: 64, per: src/24 } }\n      - { id: ssh, action: pass, protocol: tcp, dst_port: 22 }\n      - { id: dns, action: pass, protocol: udp, dst_port: 53 }\n",
+    );
+    let explain = |packet: &str, extra: &[&str]| {
+        let out = Command::new(SMF_FIREWALL)
+            .args(["explain", file.to_str().unwrap(), "--interface", "lan0"])
+            .args(["--packet", packet])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ssh = "tcp 198.18.0.7:40000 -> 198.19.0.1:22";
+    let ssh_limit = r#"{"rule":"ssh-flood","line":6,"limit":"over 10/s, burst 20, per src","bucket":"src 198.18.0.7","over":"drop"}"#;
+    let over_ssh = r#""over_limit":{"verdict":"drop","rule":"ssh-flood","default":false}"#;
+    // Each row: the packet, extra options, the JSON answer.
+    let cases = [
+        (
+            ssh,
+            vec![],
+            format!(
+                r#"{{"verdict":"pass","rule":"ssh","default":false,"limits":[{ssh_limit}],{over_ssh}}}"#
+            ),
+        ),
+        (
+            ssh,
+            vec!["--over-limit"],
+            format!(
+                r#"{{"verdict":"drop","rule":"ssh-flood","default":false,"limits":[{ssh_limit}],{over_ssh}}}"#
+            ),
+        ),
+        // The 50-byte DNS frame is under both `dns-cap` and the byte limit of `nets`.
+        (
+            "udp 198.18.0.7:5000 -> 198.19.0.1:53",
+            vec![],
+            r#"{"verdict":"pass","rule":"dns","default":false,"limits":[{"rule":"dns-cap","line":7,"limit":"over 50000/s, burst 50000","bucket":"the rule","over":"drop"},{"rule":"nets","line":8,"limit":"over 2000000bit/s, burst 64 bytes, per src/24","bucket":"src 198.18.0.0/24","over":"pass"}],"over_limit":{"verdict":"drop","rule":"dns-cap","default":false}}"#.to_string(),
+        ),
+        // UDP to another port meets `nets` only, then the default.
+        (
+            "udp 198.18.3.4:5000 -> 198.19.0.1:9",
+            vec!["--over-limit"],
+            r#"{"verdict":"pass","rule":"nets","default":false,"limits":[{"rule":"nets","line":8,"limit":"over 2000000bit/s, burst 64 bytes, per src/24","bucket":"src 198.18.3.0/24","over":"pass"}],"over_limit":{"verdict":"pass","rule":"nets","default":false}}"#.to_string(),
+        ),
+        (
+            "icmp 198.18.0.7 -> 198.19.0.1",
+            vec![],
+            r#"{"verdict":"drop","rule":null,"default":true}"#.to_string(),
+        ),
+    ];
+    for (packet, extra, want) in cases {
+        let mut args = vec!["--json"];
+        args.extend(&extra);
+        assert_eq!(explain(packet, &args).trim(), want, "{packet} {extra:?}");
+    }
+    // A frame larger than a byte limit's burst is over it even as the first packet: the IPv6
+    // UDP frame with 8 bytes of payload is 70 bytes, the burst of `nets` 64.
+    let text = explain("udp [2001:2::7]:5000 -> [2001:2::1]:9", &[]);
+    assert_eq!(
+        text,
+        "lan0: udp [2001:2::7]:5000 -> [2001:2::1]:9\n\
+         verdict: pass by rule `nets` (the first packet: every bucket full)\n  \
+         rule `ssh-flood` (line 6): protocol does not match\n  \
+         rule `dns-cap` (line 7): dst_port does not match\n  \
+         rule `nets` (line 8): matches; limit over 2000000bit/s, burst 64 bytes, per src/24 (bucket: src 2001::/24): under it the packet goes on, over it this rule decides: pass\n\
+         over every limit: pass by rule `nets`\n",
+    );
+    let text = explain(ssh, &[]);
+    assert_eq!(
+        text,
+        "lan0: tcp 198.18.0.7:40000 -> 198.19.0.1:22\n\
+         verdict: pass by rule `ssh` (the first packet: every bucket full)\n  \
+         rule `ssh-flood` (line 6): matches; limit over 10/s, burst 20, per src (bucket: src 198.18.0.7): under it the packet goes on, over it this rule decides: drop\n  \
+         rule `dns-cap` (line 7): protocol does not match\n  \
+         rule `nets` (line 8): protocol does not match\n\
+         over every limit: drop by rule `ssh-flood`\n",
+    );
+    let (code, stdout, stderr) = check(&file);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(
+            "    1. ssh-flood drop tcp dst_port 22 limit over 10/s, burst 20, per src\n    \
+             2. dns-cap drop udp dst_port 53 limit over 50000/s, burst 50000\n    \
+             3. nets pass udp limit over 2000000bit/s, burst 64 bytes, per src/24\n"
+        ),
+        "{stdout}"
+    );
+}
+
+/// `rules/limits.yaml`, the example of rules/README.md's "Rate limits", is valid and explains
+/// as the README shows.
+#[test]
+fn the_limits_example_is_valid_and_explains_as_documented() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/limits.yaml");
+    let (code, stdout, stderr) = check(&example);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains("warning"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "    4. v6-bytes drop ipv6 any limit over 2000000bit/s, burst 65536 bytes, per src/64\n"
+        ),
+        "{stdout}"
+    );
+    let out = Command::new(SMF_FIREWALL)
+        .args(["explain", example.to_str().unwrap(), "--interface", "wan0"])
+        .args([
+            "--packet",
+            "tcp 198.18.0.7:40000 -> 198.19.0.1:22",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"verdict":"pass","rule":"ssh","default":false,"limits":[{"rule":"ssh-flood","line":11,"limit":"over 10/s, burst 20, per src","bucket":"src 198.18.0.7","over":"drop"}],"over_limit":{"verdict":"drop","rule":"ssh-flood","default":false}}"#
+    );
+}
+
 /// A rule file in a fresh directory.
 fn rule_file(text: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

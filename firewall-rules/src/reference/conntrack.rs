@@ -7,7 +7,9 @@ use std::{collections::HashMap, net::IpAddr};
 
 use firewall_common::conntrack::state;
 
-use super::{Decision, Frame, L4, Packet, Reason, decide_direction, parse_with_transport};
+use super::{
+    Decision, Frame, L4, Limiter, Packet, Reason, decide_direction_at, parse_with_transport,
+};
 use crate::ruleset::{Action, Direction, Policy, protocol};
 
 const TCP_FIN: u8 = 0x01;
@@ -45,12 +47,16 @@ pub struct Flow {
     pub reply_fin: bool,
 }
 
-/// Flows and their timeouts; time is whatever the caller says it is (nanoseconds).
+/// Flows and their timeouts, and the buckets of the limit rules; time is whatever the caller
+/// says it is (nanoseconds).
 #[derive(Debug, Clone)]
 pub struct Tracker {
     pub flows: HashMap<Key, Flow>,
     /// Idle timeout per state, in nanoseconds.
     pub timeouts_ns: [u64; state::COUNT],
+    /// The limit rules' buckets, judged at each packet's `now` with its frame length. They
+    /// are kept by rule id, so a `Tracker` judges one interface's policy (as the tests do).
+    pub limiter: Limiter,
 }
 
 impl Tracker {
@@ -58,12 +64,14 @@ impl Tracker {
         Tracker {
             flows: HashMap::new(),
             timeouts_ns,
+            limiter: Limiter::new(),
         }
     }
 
     /// What the dataplane decides for `frame` at `now` on an interface with `policy`: a live
-    /// tracked flow passes it (reason `Tracked`), else the rules do, and a pass by a rule with
-    /// `state: true` opens a flow.
+    /// tracked flow passes it (reason `Tracked`), else the rules do (limit rules with the
+    /// tracker's buckets and the frame's length), and a pass by a rule with `state: true`
+    /// opens a flow.
     pub fn judge(&mut self, policy: &Policy, frame: &[u8], now: u64) -> Decision {
         self.judge_direction(policy, frame, now, Direction::In)
     }
@@ -78,17 +86,14 @@ impl Tracker {
         direction: Direction,
     ) -> Decision {
         let (parsed, transport) = parse_with_transport(frame);
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         let Frame::Ip(packet) = &parsed else {
-            return decide_direction(policy, &parsed, direction);
+            return decide_direction_at(policy, &parsed, direction, &mut self.limiter, now, len);
         };
         if self.tracked(packet, transport, now) {
-            return Decision {
-                action: Action::Pass,
-                rule: None,
-                reason: Reason::Tracked,
-            };
+            return Decision::without_rule(Action::Pass, Reason::Tracked);
         }
-        let decision = decide_direction(policy, &parsed, direction);
+        let decision = decide_direction_at(policy, &parsed, direction, &mut self.limiter, now, len);
         let opens = decision.action == Action::Pass
             && decision
                 .rule

@@ -18,7 +18,7 @@ use aya_ebpf::{
 use firewall_common::{
     EXACT_DST, EXACT_SRC, Entry, ExactSlot, GENERATIONS, LEAF, MAX_IFINDEX, MAX_SLOTS,
     MAX_TREE_DEPTH, NO_TREE, Node, Policy, TREES, Tree, UNCONFIGURED, VLAN_TREE, cond, dim,
-    directed_slot, exact, family, policy_index,
+    directed_slot, exact, family, policy_index, protocol,
 };
 
 use crate::{
@@ -337,6 +337,15 @@ fn matches(entry: &Entry, packet: &Packet) -> bool {
         return false;
     }
     let ports = packet.l4 == L4::Ports;
+    // `tcp_flags` is 0 unless the packet is TCP with its header; `protocol` is checked too,
+    // so that an entry without a protocol condition never matches a UDP or SCTP packet.
+    if has(entry, cond::TCP_FLAGS)
+        && !(ports
+            && packet.protocol == protocol::TCP
+            && packet.tcp_flags & entry.tcp_flags_mask == entry.tcp_flags_value)
+    {
+        return false;
+    }
     if has(entry, cond::SRC_PORT)
         && !(ports
             && entry.src_port_lo <= packet.src_port_or_type

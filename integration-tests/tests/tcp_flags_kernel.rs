@@ -26,6 +26,7 @@ interfaces:
       - { id: syn-new, action: drop, protocol: tcp, tcp_flags: [syn, \"!ack\"] }
       - { id: v6-rst, action: drop, protocol: tcp, family: ipv6, tcp_flags: rst }
       - { id: fin-ack-80, action: drop, protocol: tcp, dst_port: 80, tcp_flags: \"fin,ack\" }
+      - { id: no-ack, action: drop, protocol: tcp, dst: 198.19.9.0/24, tcp_flags: \"!ack\" }
 ";
 
 /// Compiles `text` for `lo` (slot 0), makes it live with zeroed rule counters; the counter
@@ -110,6 +111,15 @@ fn tcp_flags_rules_match_the_flags_byte_of_tcp_headers_only() {
         ),
         ("tcp 198.18.0.1:40000 -> 198.19.0.1:80 flags FIN", None),
         ("tcp 198.18.0.1:40000 -> 198.19.0.1:81 flags FIN,ACK", None),
+        // Only flags that must be clear: a packet with none set matches, if it has a header.
+        (
+            "tcp 198.18.0.1:40000 -> 198.19.9.1:22 flags FIN",
+            Some("no-ack"),
+        ),
+        ("tcp 198.18.0.1:40000 -> 198.19.9.1:22", Some("no-ack")),
+        ("tcp 198.18.0.1:40000 -> 198.19.9.1:22 flags FIN,ACK", None),
+        ("tcp 198.18.0.1:40000 -> 198.19.9.1:22 frag", None),
+        ("udp 198.18.0.1:40000 -> 198.19.9.1:22", None),
         // No TCP header, no flags: a later fragment of a SYN, and UDP.
         ("tcp 198.18.0.1:40000 -> 198.19.0.1:22 flags SYN frag", None),
         (

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use firewall_rules::{
-    Direction, RuleSet,
+    Direction, Rule, RuleSet, TcpFlags,
     reference::{self, Reason},
     spec::PacketSpec,
 };
@@ -101,12 +101,34 @@ impl Args {
                 }
                 if let Some(field) = reference::mismatch(rule, &parsed) {
                     println!(
-                        "  rule `{}` (line {}): {field} does not match",
-                        rule.id, rule.line
+                        "  rule `{}` (line {}): {field} does not match{}",
+                        rule.id,
+                        rule.line,
+                        detail(field, rule, &parsed)
                     );
                 }
             }
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// What a mismatch on `field` needs besides its name: for `tcp_flags`, the packet's flags and
+/// the rule's (a flags byte is not visible in the SPEC when none is written).
+fn detail(field: &str, rule: &Rule, packet: &reference::Packet) -> String {
+    match (field, rule.tcp_flags) {
+        ("tcp_flags", Some(wanted)) => {
+            let has = match packet.tcp_flags {
+                Some(0) => "no flags".to_string(),
+                Some(byte) => TcpFlags {
+                    mask: byte,
+                    value: byte,
+                }
+                .to_string(),
+                None => "no TCP header".to_string(),
+            };
+            format!(" (the packet has {has}, the rule wants {wanted})")
+        }
+        _ => String::new(),
     }
 }

@@ -478,9 +478,7 @@ fn ports(
 ) -> Option<Vec<Ports>> {
     let field = list_field.name();
     if !protocol.is_some_and(protocol::has_ports) {
-        let shown = protocol.map_or("any".to_string(), |p| {
-            protocol::name(p).map_or(p.to_string(), str::to_string)
-        });
+        let shown = protocol_text(protocol);
         problems.push(
             &list.referenced,
             format!(
@@ -515,6 +513,13 @@ fn ports(
         }
     }
     (problems.len() == before).then_some(ranges)
+}
+
+/// A rule's protocol as messages name it: `any`, its name, or its number.
+fn protocol_text(protocol: Option<u8>) -> String {
+    protocol.map_or("any".to_string(), |p| {
+        protocol::name(p).map_or(p.to_string(), str::to_string)
+    })
 }
 
 fn set_use(field: ListField, name: &str, start: usize, len: usize) -> SetUse {
@@ -558,9 +563,7 @@ fn tcp_flags(
     problems: &mut Problems,
 ) -> Option<TcpFlags> {
     if protocol != Some(protocol::TCP) {
-        let shown = protocol.map_or("any".to_string(), |p| {
-            protocol::name(p).map_or(p.to_string(), str::to_string)
-        });
+        let shown = protocol_text(protocol);
         problems.push(
             &list.referenced,
             format!("`tcp_flags` needs `protocol: tcp`; this rule's protocol is {shown}"),

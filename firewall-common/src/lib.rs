@@ -189,6 +189,9 @@ pub mod cond {
     /// The rule has a `limit:` (`entry_flag::LIMIT`): not a condition the entry checks, but
     /// one the trees must not take as met (the entry covers no region).
     pub const LIMIT: u16 = 1 << 10;
+    /// TCP with a TCP header (not a non-first fragment) whose flags byte, under
+    /// `Entry::tcp_flags_mask`, equals `Entry::tcp_flags_value`.
+    pub const TCP_FLAGS: u16 = 1 << 9;
 }
 
 /// IP version numbers as `Entry::family` holds them.
@@ -222,7 +225,9 @@ pub struct Entry {
     pub verdict: u8,
     /// `entry_flag` bits: what the dataplane does besides the verdict.
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// `cond::TCP_FLAGS`: the flags the rule names, and which of them must be set.
+    pub tcp_flags_mask: u8,
+    pub tcp_flags_value: u8,
 }
 
 /// `Entry::flags`: per-rule options the dataplane acts on after the verdict.

@@ -423,6 +423,9 @@ fn matches(entry: &Entry, packet: &Packet) -> bool {
         return false;
     }
     let ports = packet.l4 == L4::Ports;
+    if !tcp_flags_match(entry, packet) {
+        return false;
+    }
     if has(entry, cond::SRC_PORT)
         && !(ports
             && entry.src_port_lo <= packet.src_port_or_type
@@ -440,3 +443,21 @@ fn matches(entry: &Entry, packet: &Packet) -> bool {
         || has(entry, cond::ICMP_CODE)
             && !(icmp && u16::from(entry.icmp_code) == packet.dst_port_or_code))
 }
+
+/// `cond::TCP_FLAGS`: the packet is TCP with its header, and its flags under the entry's mask
+/// equal the entry's value. Computed without a branch but the one test: the flags with bit 8
+/// set for a TCP header, against the mask and value with bit 8 added when the entry has the
+/// condition (and both zeroed when it has not). Every branch here would be walked by the
+/// verifier in every inlined copy of `matches` (a branchy version cost 128k instructions).
+#[inline(always)]
+fn tcp_flags_match(entry: &Entry, packet: &Packet) -> bool {
+    // 0x100 with the condition, else 0; and all ones with it, else 0.
+    let header = (entry.conditions & cond::TCP_FLAGS) >> 1;
+    let with = 0u16.wrapping_sub(header >> 8);
+    let flags = u16::from(packet.tcp_flags) | u16::from(packet.tcp_header) << 8;
+    let mask = (header | u16::from(entry.tcp_flags_mask)) & with;
+    let value = (header | u16::from(entry.tcp_flags_value)) & with;
+    flags & mask == value
+}
+
+const _: () = assert!(cond::TCP_FLAGS >> 1 == 0x100, "bit 8: above the flags byte");

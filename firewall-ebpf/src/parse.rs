@@ -47,6 +47,8 @@ pub struct Packet {
     pub dst_port_or_code: u16,
     /// TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10); else 0.
     pub tcp_flags: u8,
+    /// 1 when the packet is TCP with its header (so `tcp_flags` was read), else 0.
+    pub tcp_header: u8,
     /// ICMP: the echo identifier (bytes 4-5 of the header, meaningful for echo only).
     pub icmp_id: u16,
     /// Where the header after IP starts (connection tracking reads what an ICMP error quotes).
@@ -198,6 +200,7 @@ fn ipv4<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed>
         src_port_or_type: 0,
         dst_port_or_code: 0,
         tcp_flags: 0,
+        tcp_header: 0,
         icmp_id: 0,
         l4_offset: 0,
     };
@@ -224,6 +227,7 @@ fn ipv6<C: Wire>(ctx: &C, offset: usize, vlan: u16) -> Result<Packet, Malformed>
         src_port_or_type: 0,
         dst_port_or_code: 0,
         tcp_flags: 0,
+        tcp_header: 0,
         icmp_id: 0,
         l4_offset: 0,
     };
@@ -274,6 +278,7 @@ fn upper_layer<C: Wire>(ctx: &C, offset: usize, packet: &mut Packet) -> Result<(
             }
             ports(packet, tcp);
             packet.tcp_flags = tcp.u8(13);
+            packet.tcp_header = 1;
         }
         protocol::UDP => ports(packet, header(ctx, offset, 8)?),
         protocol::SCTP => ports(packet, header(ctx, offset, 12)?),

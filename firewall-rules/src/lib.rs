@@ -23,7 +23,8 @@ use std::{
 use firewall_diagnostic::{Diagnostics, parse_yaml};
 
 pub use ruleset::{
-    Action, Direction, Family, ListField, Policy, Ports, Rule, RuleSet, SetUse, ports_text,
+    Action, Direction, Family, ListField, Policy, Ports, Rule, RuleSet, SetUse, TcpFlags,
+    ports_text,
 };
 pub use validate::{Checked, Limits, Warning};
 

@@ -39,6 +39,8 @@ pub struct Packet {
     /// IPv4 protocol, or the IPv6 upper-layer header after the extension headers.
     pub protocol: u8,
     pub l4: L4,
+    /// TCP with its header (not a non-first fragment): the flags byte. `None` otherwise.
+    pub tcp_flags: Option<u8>,
 }
 
 /// What the packet says beyond the IP header.
@@ -264,6 +266,11 @@ pub fn mismatch(rule: &Rule, packet: &Packet) -> Option<&'static str> {
         Some("src_port")
     } else if !ports(&rule.dst_port, dst_port) {
         Some("dst_port")
+    } else if rule
+        .tcp_flags
+        .is_some_and(|flags| !packet.tcp_flags.is_some_and(|byte| flags.matches(byte)))
+    {
+        Some("tcp_flags")
     } else if !icmp(rule.icmp_type, |l4| match l4 {
         L4::Icmp { icmp_type, .. } => Some(icmp_type),
         _ => None,
@@ -337,10 +344,20 @@ pub fn parse_with_transport(frame: &[u8]) -> (Frame, &[u8]) {
                 dst,
                 protocol,
                 l4,
+                tcp_flags: tcp_flags(protocol, l4, transport),
             }),
             transport,
         ),
         Err(why) => (Frame::Malformed(why), &[]),
+    }
+}
+
+/// The flags byte of a TCP header that `upper_layer` read (it checked the header is whole).
+fn tcp_flags(protocol_number: u8, l4: L4, transport: &[u8]) -> Option<u8> {
+    const FLAGS_BYTE: usize = 13;
+    match l4 {
+        L4::Ports { .. } if protocol_number == protocol::TCP => transport.get(FLAGS_BYTE).copied(),
+        _ => None,
     }
 }
 
@@ -530,6 +547,126 @@ interfaces:
         ];
         for (spec, expected) in cases {
             assert_eq!(decide_on("lan0", &frame(spec)), expected, "{spec}");
+        }
+    }
+
+    const FLAG_RULES: &str = "version: 1
+interfaces:
+  lan0:
+    default: pass
+    rules:
+      - { id: syn-new, action: drop, protocol: tcp, tcp_flags: [syn, \"!ack\"] }
+      - { id: resets, action: drop, protocol: tcp, dst_port: 80, tcp_flags: rst }
+      - { id: fin-ack, action: drop, protocol: tcp, tcp_flags: \"fin,ack\" }
+";
+
+    // Each row: a packet, the rule that decides it (None: the default) and the field on
+    // which `syn-new` fails (None: it matches).
+    #[test]
+    fn tcp_flags_decide_only_tcp_packets_with_a_header() {
+        let rules = RuleSet::parse(Path::new("f.yaml"), FLAG_RULES).unwrap();
+        let policy = &rules.interfaces["lan0"];
+        let cases = [
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:22 flags SYN",
+                Some("syn-new"),
+                None,
+            ),
+            (
+                "tcp [2001:2::1]:1 -> [2001:2::2]:22 flags SYN",
+                Some("syn-new"),
+                None,
+            ),
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:22 flags SYN,ECE,CWR",
+                Some("syn-new"),
+                None,
+            ),
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:22 flags SYN,ACK",
+                None,
+                Some("tcp_flags"),
+            ),
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:22 flags ACK",
+                None,
+                Some("tcp_flags"),
+            ),
+            ("tcp 198.18.0.1 -> 198.19.0.1:22", None, Some("tcp_flags")),
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:80 flags RST",
+                Some("resets"),
+                Some("tcp_flags"),
+            ),
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:80 flags RST,ACK",
+                Some("resets"),
+                Some("tcp_flags"),
+            ),
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:81 flags RST",
+                None,
+                Some("tcp_flags"),
+            ),
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:81 flags FIN",
+                None,
+                Some("tcp_flags"),
+            ),
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:81 flags FIN,ACK",
+                Some("fin-ack"),
+                Some("tcp_flags"),
+            ),
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:81 flags FIN,ACK,PSH",
+                Some("fin-ack"),
+                Some("tcp_flags"),
+            ),
+            // A non-first fragment has no TCP header, so no flags: it never matches.
+            (
+                "tcp 198.18.0.1 -> 198.19.0.1:22 flags SYN frag",
+                None,
+                Some("tcp_flags"),
+            ),
+            (
+                "tcp [2001:2::1]:1 -> [2001:2::2]:22 flags SYN frag",
+                None,
+                Some("tcp_flags"),
+            ),
+            ("udp 198.18.0.1 -> 198.19.0.1:22", None, Some("protocol")),
+        ];
+        for (spec, rule, syn_new) in cases {
+            let parsed = parse(&frame(spec));
+            let decided = decide(policy, &parsed);
+            assert_eq!(decided.rule.as_deref(), rule, "{spec}");
+            let expected = if rule.is_some() {
+                Action::Drop
+            } else {
+                Action::Pass
+            };
+            assert_eq!(decided.action, expected, "{spec}");
+            let Frame::Ip(packet) = parsed else {
+                panic!("{spec}: not IP");
+            };
+            assert_eq!(mismatch(&policy.rules[0], &packet), syn_new, "{spec}");
+        }
+        // The flags byte is read whole: SYN plus the reserved bits' neighbour NS (byte 12)
+        // changes nothing; a zero byte is no SYN.
+        let mut syn = frame("tcp 198.18.0.1 -> 198.19.0.1:22 flags SYN");
+        let flags_at = 14 + 20 + 13;
+        assert_eq!(syn[flags_at], 0x02);
+        syn[flags_at - 1] |= 0x01;
+        assert_eq!(
+            decide(policy, &parse(&syn)).rule.as_deref(),
+            Some("syn-new")
+        );
+        syn[flags_at] = 0;
+        assert_eq!(decide(policy, &parse(&syn)).rule, None);
+        // UDP carries no flags, whatever its bytes say.
+        match parse(&frame("udp 198.18.0.1 -> 198.19.0.1:53")) {
+            Frame::Ip(packet) => assert_eq!(packet.tcp_flags, None),
+            other => panic!("{other:?}"),
         }
     }
 

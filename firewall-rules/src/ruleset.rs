@@ -133,6 +133,8 @@ pub struct Rule {
     pub dst_port: Option<Vec<Ports>>,
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
+    /// TCP flags that must be set or clear (`tcp_flags: [syn, "!ack"]`); TCP rules only.
+    pub tcp_flags: Option<TcpFlags>,
     /// The outermost 802.1Q/802.1ad tag's VLAN id.
     pub vlan: Option<u16>,
     /// `state: true`: a packet this (pass) rule passes opens a tracked flow.
@@ -149,6 +151,62 @@ pub struct Rule {
     /// The `$set`s its lists name, for messages: `check` prints a set's name and size, not
     /// its (maybe 100,000) elements.
     pub sets: Vec<SetUse>,
+}
+
+/// A `tcp_flags` condition: the packet's TCP flags byte, under `mask` (the flags the rule
+/// names), equals `value` (those of them that must be set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpFlags {
+    pub mask: u8,
+    pub value: u8,
+}
+
+impl TcpFlags {
+    /// The flags' names as rules write them, with their bit in the TCP header's flags byte
+    /// (byte 13), in bit order.
+    pub const NAMES: [(&str, u8); 8] = [
+        ("fin", 0x01),
+        ("syn", 0x02),
+        ("rst", 0x04),
+        ("psh", 0x08),
+        ("ack", 0x10),
+        ("urg", 0x20),
+        ("ece", 0x40),
+        ("cwr", 0x80),
+    ];
+
+    /// The bit of a flag's name (any case).
+    pub fn bit(name: &str) -> Option<u8> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, bit)| *bit)
+    }
+
+    /// Does a TCP header with this flags byte meet the condition?
+    pub const fn matches(self, flags: u8) -> bool {
+        flags & self.mask == self.value
+    }
+
+    /// Does every flags byte that meets `narrower` meet `self` too?
+    pub const fn implied_by(self, narrower: TcpFlags) -> bool {
+        self.mask & !narrower.mask == 0 && narrower.value & self.mask == self.value
+    }
+}
+
+impl fmt::Display for TcpFlags {
+    /// `syn,!ack`: the named flags in bit order, `!` before those that must be clear.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut separator = "";
+        for (name, bit) in Self::NAMES {
+            if self.mask & bit != 0 {
+                let clear = if self.value & bit == 0 { "!" } else { "" };
+                write!(f, "{separator}{clear}{name}")?;
+                separator = ",";
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The lists of a rule that may name sets.
@@ -217,6 +275,9 @@ impl fmt::Display for Rule {
         }
         if let Some(ports) = &self.dst_port {
             self.write_list(f, ListField::DstPort, ports, port_text, port_count)?;
+        }
+        if let Some(flags) = self.tcp_flags {
+            write!(f, " tcp_flags {flags}")?;
         }
         if let Some(icmp_type) = self.icmp_type {
             write!(f, " icmp_type {icmp_type}")?;

@@ -54,6 +54,11 @@ pub struct RawRule {
     pub icmp_type: Option<Spanned<i64>>,
     #[serde(default)]
     pub icmp_code: Option<Spanned<i64>>,
+    /// `syn`, `[syn, "!ack"]` or `"syn,!ack"`: TCP flags that must be set (or, after `!`,
+    /// clear). Present means a value: `tcp_flags: !ack` (a YAML tag on nothing) is an error,
+    /// never a rule without its condition.
+    #[serde(default, deserialize_with = "present")]
+    pub tcp_flags: Option<Spanned<RawList>>,
     #[serde(default)]
     pub vlan: Option<Spanned<i64>>,
     /// `state: true`: a packet this pass rule passes opens a tracked flow (connection
@@ -82,6 +87,14 @@ pub struct RawLimit {
     pub burst: Option<Spanned<Scalar>>,
     #[serde(default)]
     pub per: Option<Spanned<String>>,
+}
+
+/// A field that, when written, must hold a value: a null is refused rather than read as
+/// "absent".
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 /// A YAML scalar that is a number or text (`80`, `"8000-8080"`, `198.18.0.0/15`, `$web`).
@@ -129,7 +142,16 @@ impl Visitor<'_> for ScalarVisitor {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
         Ok(Scalar::Text(v.to_string()))
     }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+        Err(E::custom(EMPTY_VALUE))
+    }
 }
+
+/// What an empty list element or value is told: in YAML an unquoted `!ack` is a tag on an
+/// empty value, not the text `!ack`.
+const EMPTY_VALUE: &str =
+    "an empty value; a value that starts with `!` must be quoted, like \"!ack\"";
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -156,6 +178,10 @@ impl<'de> Visitor<'de> for ListVisitor {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<RawList, E> {
         ScalarVisitor.visit_str(v).map(RawList::One)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<RawList, E> {
+        ScalarVisitor.visit_unit().map(RawList::One)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawList, A::Error> {

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use etherparse::{IpFragOffset, IpNumber, Ipv4Header, Ipv6FragmentHeader, Ipv6Header, TcpHeader};
 use firewall_common::ethertype;
 
-use crate::ruleset::protocol;
+use crate::ruleset::{TcpFlags, protocol};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -114,11 +114,7 @@ impl PacketSpec {
                 "flags" => {
                     let flags = value("flags")?;
                     self.tcp_flags = flags.split(',').map(str::to_ascii_uppercase).collect();
-                    if let Some(bad) = self
-                        .tcp_flags
-                        .iter()
-                        .find(|f| !TCP_FLAGS.contains(&f.as_str()))
-                    {
+                    if let Some(bad) = self.tcp_flags.iter().find(|f| TcpFlags::bit(f).is_none()) {
                         return Err(format!("unknown TCP flag `{bad}`"));
                     }
                 }
@@ -168,11 +164,13 @@ impl PacketSpec {
         let mut out = match self.protocol {
             _ if self.fragment => Vec::new(),
             protocol::TCP => {
-                let mut tcp = TcpHeader::new(src, dst, 1, 1024);
-                for flag in &self.tcp_flags {
-                    set_tcp_flag(&mut tcp, flag);
-                }
-                tcp.to_bytes().to_vec()
+                let mut tcp = TcpHeader::new(src, dst, 1, 1024).to_bytes().to_vec();
+                tcp[TCP_FLAGS_BYTE] = self
+                    .tcp_flags
+                    .iter()
+                    .filter_map(|f| TcpFlags::bit(f))
+                    .fold(0, |byte, bit| byte | bit);
+                tcp
             }
             protocol::UDP => {
                 let len = (8 + payload.len()) as u16;
@@ -246,20 +244,8 @@ fn fragment_offset() -> IpFragOffset {
     IpFragOffset::try_new(FRAGMENT_OFFSET).expect("below 2^13")
 }
 
-const TCP_FLAGS: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
-
-fn set_tcp_flag(tcp: &mut TcpHeader, flag: &str) {
-    match flag {
-        "FIN" => tcp.fin = true,
-        "SYN" => tcp.syn = true,
-        "RST" => tcp.rst = true,
-        "PSH" => tcp.psh = true,
-        "ACK" => tcp.ack = true,
-        "URG" => tcp.urg = true,
-        "ECE" => tcp.ece = true,
-        _ => tcp.cwr = true,
-    }
-}
+/// Where the flags lie in a TCP header (the header `TcpHeader::new` writes has none set).
+const TCP_FLAGS_BYTE: usize = 13;
 
 fn number(text: &str, max: u32) -> Result<u32, String> {
     text.parse::<u32>()

@@ -13,7 +13,8 @@ use crate::{
     address, interface,
     rate_limit::{self, LimitKey, RateLimit},
     ruleset::{
-        Action, Family, ListField, Policy, Ports, Rule, RuleSet, SetUse, family_of, protocol,
+        Action, Family, ListField, Policy, Ports, Rule, RuleSet, SetUse, TcpFlags, family_of,
+        protocol,
     },
     schema::{RawInterface, RawLimit, RawList, RawRule, RawRules, Scalar},
 };
@@ -329,6 +330,10 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         .icmp_code
         .as_ref()
         .and_then(|v| icmp_field("icmp_code", v, protocol, problems));
+    let tcp_flags = raw
+        .tcp_flags
+        .as_ref()
+        .and_then(|list| tcp_flags(list, protocol, problems));
     let vlan = raw.vlan.as_ref().and_then(|v| vlan_id(v, problems));
     let family = family(raw, src.as_deref(), dst.as_deref(), protocol, problems);
     let state = state(raw, problems);
@@ -351,6 +356,7 @@ fn rule(raw: &RawRule, sets: &HashMap<String, Set>, problems: &mut Problems) -> 
         dst_port,
         icmp_type,
         icmp_code,
+        tcp_flags,
         vlan,
         state,
         direction: raw.direction.unwrap_or_default(),
@@ -478,9 +484,7 @@ fn ports(
 ) -> Option<Vec<Ports>> {
     let field = list_field.name();
     if !protocol.is_some_and(protocol::has_ports) {
-        let shown = protocol.map_or("any".to_string(), |p| {
-            protocol::name(p).map_or(p.to_string(), str::to_string)
-        });
+        let shown = protocol_text(protocol);
         problems.push(
             &list.referenced,
             format!(
@@ -517,6 +521,13 @@ fn ports(
     (problems.len() == before).then_some(ranges)
 }
 
+/// A rule's protocol as messages name it: `any`, its name, or its number.
+fn protocol_text(protocol: Option<u8>) -> String {
+    protocol.map_or("any".to_string(), |p| {
+        protocol::name(p).map_or(p.to_string(), str::to_string)
+    })
+}
+
 fn set_use(field: ListField, name: &str, start: usize, len: usize) -> SetUse {
     SetUse {
         field,
@@ -547,6 +558,75 @@ fn icmp_field(
         );
     }
     number
+}
+
+/// `syn`, `[syn, "!ack"]` or `"syn,!ack"`: each name a flag that must be set, or after `!`
+/// clear; TCP rules only. An unknown name, a flag both set and clear, or no flag at all is an
+/// error at the element (at the string, for a comma-separated one).
+fn tcp_flags(
+    list: &Spanned<RawList>,
+    protocol: Option<u8>,
+    problems: &mut Problems,
+) -> Option<TcpFlags> {
+    if protocol != Some(protocol::TCP) {
+        let shown = protocol_text(protocol);
+        problems.push(
+            &list.referenced,
+            format!("`tcp_flags` needs `protocol: tcp`; this rule's protocol is {shown}"),
+        );
+        return None;
+    }
+    let names: Vec<(String, Location)> = elements(list)
+        .into_iter()
+        .flat_map(|(item, at)| {
+            let text = item.to_string();
+            text.split(',')
+                .map(|name| (name.trim().to_string(), at))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if names.is_empty() {
+        problems.push(
+            &list.referenced,
+            "`tcp_flags` is an empty list; leave it out to match any flags",
+        );
+        return None;
+    }
+    let before = problems.len();
+    let mut flags = TcpFlags { mask: 0, value: 0 };
+    for (name, at) in &names {
+        let (clear, bare) = match name.strip_prefix('!') {
+            Some(bare) => (true, bare.trim()),
+            None => (false, name.as_str()),
+        };
+        let Some(bit) = TcpFlags::bit(bare) else {
+            let shown = if bare.is_empty() {
+                "an empty name".to_string()
+            } else {
+                format!("`{name}`")
+            };
+            problems.push(
+                at,
+                format!(
+                    "{shown} is not a TCP flag: use fin, syn, rst, psh, ack, urg, ece or cwr, \
+                     with `!` before a flag that must be clear (quoted: \"!ack\")"
+                ),
+            );
+            continue;
+        };
+        let value = if clear { 0 } else { bit };
+        if flags.mask & bit != 0 && flags.value & bit != value {
+            let bare = bare.to_ascii_lowercase();
+            problems.push(
+                at,
+                format!("`tcp_flags` has both `{bare}` and `!{bare}`: no packet can match"),
+            );
+            continue;
+        }
+        flags.mask |= bit;
+        flags.value |= value;
+    }
+    (problems.len() == before).then_some(flags)
 }
 
 /// `state: true` only on a pass rule: a drop opens nothing.
@@ -812,6 +892,11 @@ pub fn covers(earlier: &Rule, later: &Rule) -> bool {
         && field(earlier.protocol, later.protocol)
         && field(earlier.icmp_type, later.icmp_type)
         && field(earlier.icmp_code, later.icmp_code)
+        && earlier.tcp_flags.is_none_or(|flags| {
+            later
+                .tcp_flags
+                .is_some_and(|narrower| flags.implied_by(narrower))
+        })
         && nets(earlier.src.as_ref(), later.src.as_ref())
         && nets(earlier.dst.as_ref(), later.dst.as_ref())
         && ports(earlier.src_port.as_ref(), later.src_port.as_ref())
@@ -1211,6 +1296,123 @@ mod tests {
         }
     }
 
+    // Each row: a `tcp_flags` value as written, the mask and value it compiles to, and how
+    // `check` shows the rule.
+    #[test]
+    fn tcp_flags_are_read_in_every_spelling() {
+        let cases = [
+            ("syn", 0x02, 0x02, "syn"),
+            ("[syn, \"!ack\"]", 0x12, 0x02, "syn,!ack"),
+            ("\"syn,!ack\"", 0x12, 0x02, "syn,!ack"),
+            ("\"!ack, syn\"", 0x12, 0x02, "syn,!ack"),
+            ("[SYN, \"!Ack\"]", 0x12, 0x02, "syn,!ack"),
+            ("rst", 0x04, 0x04, "rst"),
+            ("[fin, ack]", 0x11, 0x11, "fin,ack"),
+            ("\"!ack\"", 0x10, 0x00, "!ack"),
+            ("[syn, syn]", 0x02, 0x02, "syn"),
+            (
+                "[fin, syn, rst, psh, ack, urg, ece, \"!cwr\"]",
+                0xff,
+                0x7f,
+                "fin,syn,rst,psh,ack,urg,ece,!cwr",
+            ),
+        ];
+        for (written, mask, value, shown) in cases {
+            let r = rule(&format!(
+                "{{ id: a, action: drop, protocol: tcp, tcp_flags: {written} }}"
+            ));
+            assert_eq!(r.tcp_flags, Some(TcpFlags { mask, value }), "{written}");
+            assert_eq!(r.to_string(), format!("a drop tcp tcp_flags {shown}"));
+        }
+        assert_eq!(
+            rule("{ id: a, action: drop, protocol: tcp }").tcp_flags,
+            None
+        );
+    }
+
+    // Each row: a rule, the text its error points at (the column is where that text starts
+    // on the rule's line) and the whole message.
+    #[test]
+    fn tcp_flags_errors_point_at_the_offending_element() {
+        let unknown = |shown: &str| {
+            format!(
+                "{shown} is not a TCP flag: use fin, syn, rst, psh, ack, urg, ece or cwr, with \
+                 `!` before a flag that must be clear (quoted: \"!ack\")"
+            )
+        };
+        let cases = [
+            (
+                "{ id: a, action: drop, protocol: udp, tcp_flags: syn }",
+                "syn",
+                "`tcp_flags` needs `protocol: tcp`; this rule's protocol is udp".to_string(),
+            ),
+            (
+                "{ id: a, action: drop, tcp_flags: [syn] }",
+                "[syn]",
+                "`tcp_flags` needs `protocol: tcp`; this rule's protocol is any".to_string(),
+            ),
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: [syn, ack, \"!SYN\"] }",
+                "\"!SYN\"",
+                "`tcp_flags` has both `syn` and `!syn`: no packet can match".to_string(),
+            ),
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: [syn, bogus, ack] }",
+                "bogus",
+                unknown("`bogus`"),
+            ),
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: [syn, 2] }",
+                "2]",
+                unknown("`2`"),
+            ),
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: [] }",
+                "[]",
+                "`tcp_flags` is an empty list; leave it out to match any flags".to_string(),
+            ),
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: \"syn,,ack\" }",
+                "\"syn,,ack\"",
+                unknown("an empty name"),
+            ),
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: \"syn,!syn\" }",
+                "\"syn,!syn\"",
+                "`tcp_flags` has both `syn` and `!syn`: no packet can match".to_string(),
+            ),
+        ];
+        for (text, at, message) in cases {
+            let err = parse(&format!("      - {text}\n")).unwrap_err();
+            let column = "      - ".len() + text.find(at).unwrap() + 1;
+            assert_eq!(err.items.len(), 1, "{text}: {err}");
+            assert_eq!(
+                (err.items[0].line, err.items[0].column as usize),
+                (FIRST, column),
+                "{text}: {err}"
+            );
+            assert_eq!(err.items[0].message, message, "{text}");
+        }
+    }
+
+    // An unquoted `!ack` is a YAML tag on nothing: an error, in a list or alone, never a rule
+    // that silently lost its condition.
+    #[test]
+    fn an_unquoted_bang_flag_is_an_error_not_a_missing_condition() {
+        for value in ["[syn, !ack]", "!ack", ""] {
+            let text =
+                format!("      - {{ id: a, action: drop, protocol: tcp, tcp_flags: {value} }}\n");
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.items.len(), 1, "{value}: {err}");
+            assert_eq!(err.items[0].line, FIRST, "{value}: {err}");
+            assert_eq!(
+                err.items[0].message,
+                "an empty value; a value that starts with `!` must be quoted, like \"!ack\"",
+                "{value}"
+            );
+        }
+    }
+
     #[test]
     fn state_is_kept_on_pass_rules_and_its_error_points_at_the_value() {
         let set = parse("      - { id: a, action: pass, state: true }\n      - { id: b, action: drop, state: false }\n").unwrap();
@@ -1351,6 +1553,38 @@ mod tests {
                 "{ id: a, action: drop, protocol: tcp }",
                 "{ id: b, action: drop, protocol: tcp, dst_port: 22, limit: { over: 10/s } }",
                 true,
+            ),
+            // A flag condition covers the narrower ones it is implied by, no others.
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: syn }",
+                "{ id: b, action: pass, protocol: tcp, tcp_flags: [syn, \"!ack\"] }",
+                true,
+            ),
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: \"!ack\" }",
+                "{ id: b, action: pass, protocol: tcp, dst_port: 22, tcp_flags: [syn, \"!ack\"] }",
+                true,
+            ),
+            (
+                "{ id: a, action: drop, protocol: tcp }",
+                "{ id: b, action: pass, protocol: tcp, tcp_flags: rst }",
+                true,
+            ),
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: [syn, \"!ack\"] }",
+                "{ id: b, action: pass, protocol: tcp, tcp_flags: syn }",
+                false,
+            ),
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: [syn, \"!ack\"] }",
+                "{ id: b, action: pass, protocol: tcp, tcp_flags: [syn, ack] }",
+                false,
+            ),
+            // A flag rule never matches a non-first fragment; a TCP rule without flags does.
+            (
+                "{ id: a, action: drop, protocol: tcp, tcp_flags: \"!cwr\" }",
+                "{ id: b, action: pass, protocol: tcp }",
+                false,
             ),
         ];
         for (first, second, shadowed) in cases {

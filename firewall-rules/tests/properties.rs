@@ -7,7 +7,7 @@ use std::{
 };
 
 use firewall_rules::{
-    RuleSet,
+    RuleSet, TcpFlags,
     reference::{self, Frame, L4},
     spec::PacketSpec,
 };
@@ -32,7 +32,7 @@ fn yaml_piece() -> impl Strategy<Value = String> {
         Just("version: 1\n".to_string()),
         Just("interfaces:\n  lan0:\n    default: pass\n    rules:\n".to_string()),
         Just("sets:\n  s: [80, 198.18.0.1]\n".to_string()),
-        "(src|dst|dst_port|src_port|protocol|vlan|icmp_type|family|id|action|non_ip|default): [a-z0-9$:./\\[\\], -]{0,20}\n",
+        "(src|dst|dst_port|src_port|protocol|vlan|icmp_type|tcp_flags|family|id|action|non_ip|default): [a-z0-9$:./\\[\\], !\"-]{0,20}\n",
         "      - \\{ id: [a-z]{1,3}, action: (pass|drop|x), [a-z_]{2,9}: [0-9a-z.:/$\\[\\]-]{0,16} \\}\n",
         "[ -~]{0,30}\n",
     ]
@@ -49,7 +49,9 @@ fn v6() -> impl Strategy<Value = IpAddr> {
 }
 
 /// A random SPEC and the fields its packet must have.
-fn spec() -> impl Strategy<Value = (String, u8, IpAddr, IpAddr, L4, Option<u16>)> {
+type Spec = (String, u8, IpAddr, IpAddr, L4, Option<u16>, Option<u8>);
+
+fn spec() -> impl Strategy<Value = Spec> {
     let protocol = prop_oneof![Just(6u8), Just(17), Just(132), Just(1), Just(58), Just(47)];
     let addrs = prop_oneof![(v4(), v4()), (v6(), v6())];
     (
@@ -61,9 +63,10 @@ fn spec() -> impl Strategy<Value = (String, u8, IpAddr, IpAddr, L4, Option<u16>)
         any::<u8>(),
         proptest::option::of(1u16..4095),
         any::<bool>(),
+        any::<u8>(),
     )
         .prop_map(
-            |(protocol, (src, dst), sport, dport, icmp_type, code, vlan, frag)| {
+            |(protocol, (src, dst), sport, dport, icmp_type, code, vlan, frag, flags)| {
                 let protocol = match (protocol, src) {
                     (1 | 58, IpAddr::V4(_)) => 1,
                     (1 | 58, IpAddr::V6(_)) => 58,
@@ -101,13 +104,22 @@ fn spec() -> impl Strategy<Value = (String, u8, IpAddr, IpAddr, L4, Option<u16>)
                 } else {
                     L4::Other
                 };
+                let tcp_flags = (protocol == 6 && !frag).then_some(flags);
+                if protocol == 6 && flags != 0 {
+                    let names: Vec<&str> = TcpFlags::NAMES
+                        .iter()
+                        .filter(|(_, bit)| flags & bit != 0)
+                        .map(|(name, _)| *name)
+                        .collect();
+                    text.push_str(&format!(" flags {}", names.join(",")));
+                }
                 if let Some(vlan) = vlan {
                     text.push_str(&format!(" vlan {vlan}"));
                 }
                 if frag {
                     text.push_str(" frag");
                 }
-                (text, protocol, src, dst, l4, vlan)
+                (text, protocol, src, dst, l4, vlan, tcp_flags)
             },
         )
 }
@@ -150,7 +162,7 @@ proptest! {
     /// Ref. "`explain` of a SPEC equals `classify` of the bytes it builds": the bytes carry
     /// exactly the fields the SPEC names, so classify judges the packet the operator described.
     #[test]
-    fn the_bytes_explain_builds_carry_the_spec((text, protocol, src, dst, l4, vlan) in spec()) {
+    fn the_bytes_explain_builds_carry_the_spec((text, protocol, src, dst, l4, vlan, tcp_flags) in spec()) {
         let frame = PacketSpec::parse(&text).unwrap().frame();
         match reference::parse(&frame) {
             Frame::Ip(packet) => {
@@ -159,6 +171,7 @@ proptest! {
                 prop_assert_eq!(packet.dst, dst);
                 prop_assert_eq!(packet.l4, l4, "{}", text);
                 prop_assert_eq!(packet.vlan, vlan);
+                prop_assert_eq!(packet.tcp_flags, tcp_flags, "{}", text);
             }
             other => prop_assert!(false, "{}: parsed as {:?}", text, other),
         }

@@ -292,6 +292,53 @@ fn the_limits_example_is_valid_and_explains_as_documented() {
     );
 }
 
+/// `check` shows a rule's `tcp_flags`; `explain` says which flags the packet has when they
+/// are why a rule did not match.
+#[test]
+fn explain_and_check_show_tcp_flags() {
+    let (_dir, file) = rule_file(
+        b"version: 1\ninterfaces:\n  lan0:\n    default: pass\n    rules:\n      - { id: syn-new, action: drop, protocol: tcp, tcp_flags: [syn, \"!ack\"] }\n      - { id: web, action: pass, protocol: tcp, dst_port: 80 }\n",
+    );
+    let (code, stdout, _) = check(&file);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("  1. syn-new drop tcp tcp_flags syn,!ack\n"),
+        "{stdout}"
+    );
+    let explain = |packet: &str| {
+        let out = Command::new(SMF_FIREWALL)
+            .args(["explain", file.to_str().unwrap(), "--interface", "lan0"])
+            .args(["--packet", packet])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Each row: the packet, then the verdict line and the line about syn-new.
+    let cases = [
+        (
+            "tcp 198.18.0.1:4000 -> 198.19.0.1:80 flags syn,ack",
+            "verdict: pass by rule `web`\n  rule `syn-new` (line 6): tcp_flags does not match (the packet has syn,ack, the rule wants syn,!ack)\n",
+        ),
+        (
+            "tcp 198.18.0.1:4000 -> 198.19.0.1:80",
+            "verdict: pass by rule `web`\n  rule `syn-new` (line 6): tcp_flags does not match (the packet has no flags, the rule wants syn,!ack)\n",
+        ),
+        (
+            "tcp 198.18.0.1:4000 -> 198.19.0.1:81 frag",
+            "verdict: pass by the default (no rule matched)\n  rule `syn-new` (line 6): tcp_flags does not match (the packet has no TCP header, the rule wants syn,!ack)\n  rule `web` (line 7): dst_port does not match\n",
+        ),
+        (
+            "tcp 198.18.0.1:4000 -> 198.19.0.1:80 flags SYN,ECE",
+            "verdict: drop by rule `syn-new`\n",
+        ),
+    ];
+    for (packet, want) in cases {
+        let out = explain(packet);
+        assert_eq!(out, format!("lan0: {packet}\n{want}"), "{packet}");
+    }
+}
+
 /// A rule file in a fresh directory.
 fn rule_file(text: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

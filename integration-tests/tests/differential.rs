@@ -1,7 +1,7 @@
 //! The kernel program against the reference classifier: random rule sets and random frames
 //! biased to the edges (CIDR and port-range boundaries, VLAN tags, IPv4 options and lengths,
-//! IPv6 extension headers and lengths, fragments, truncation, ICMP timestamps, padding; see
-//! `alter`), each frame through BPF_PROG_TEST_RUN and through
+//! IPv6 extension headers and lengths, fragments, truncation, ICMP timestamps, padding, TCP
+//! flags; see `alter`), each frame through BPF_PROG_TEST_RUN and through
 //! `reference::classify`. Verdicts must agree, and the counters must add up to the frames run.
 //! `SMF_FIREWALL_DIFFERENTIAL_FRAMES` sets the number of frames (default 120,000) and
 //! `SMF_FIREWALL_DIFFERENTIAL_SEED` the seed (default fixed); `cargo xtask fuzz-dataplane`
@@ -131,6 +131,9 @@ fn rule(rng: &mut ChaCha8Rng, id: usize) -> String {
             fields.push(format!("src_port: {}", list(rng, &PORTS)));
         }
     }
+    if protocol == Some("tcp") && rng.random_bool(0.6) {
+        fields.push(format!("tcp_flags: {}", tcp_flags(rng)));
+    }
     if matches!(protocol, Some("icmp" | "icmpv6")) && rng.random_bool(0.6) {
         fields.push(format!(
             "icmp_type: {}",
@@ -147,6 +150,60 @@ fn rule(rng: &mut ChaCha8Rng, id: usize) -> String {
         ));
     }
     format!("      - {{ {} }}\n", fields.join(", "))
+}
+
+const TCP_FLAGS: [&str; 8] = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"];
+
+/// A random `tcp_flags` value: one to three distinct flags, each set or (`!`) clear, most
+/// often on SYN and ACK; written as one name, a list or a comma-separated string.
+fn tcp_flags(rng: &mut ChaCha8Rng) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for _ in 0..rng.random_range(1..=3) {
+        let name = if rng.random_bool(0.6) {
+            *["syn", "ack"].choose(rng).expect("non-empty")
+        } else {
+            pick(rng, &TCP_FLAGS)
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let flags: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let clear = if rng.random_bool(0.4) { "!" } else { "" };
+            format!("{clear}{name}")
+        })
+        .collect();
+    match (flags.as_slice(), rng.random_range(0..3)) {
+        ([one], 0) if !one.starts_with('!') => one.clone(),
+        (_, 1) => format!("\"{}\"", flags.join(",")),
+        _ => {
+            let quoted: Vec<String> = flags.iter().map(|f| format!("\"{f}\"")).collect();
+            format!("[{}]", quoted.join(", "))
+        }
+    }
+}
+
+/// A random TCP flags byte for a frame: mostly the handshake's and teardown's, sometimes any.
+fn frame_tcp_flags(rng: &mut ChaCha8Rng) -> Vec<&'static str> {
+    const COMMON: [&[&str]; 7] = [
+        &["syn"],
+        &["syn", "ack"],
+        &["ack"],
+        &["rst"],
+        &["rst", "ack"],
+        &["fin", "ack"],
+        &["psh", "ack"],
+    ];
+    if rng.random_bool(0.7) {
+        COMMON.choose(rng).expect("non-empty").to_vec()
+    } else {
+        TCP_FLAGS
+            .into_iter()
+            .filter(|_| rng.random_bool(0.4))
+            .collect()
+    }
 }
 
 fn rule_set(rng: &mut ChaCha8Rng) -> String {
@@ -204,6 +261,12 @@ fn frame(rng: &mut ChaCha8Rng) -> Vec<u8> {
             ICMP_TYPES.choose(rng).expect("non-empty"),
             rng.random_range(0..2)
         );
+    }
+    if protocol == "tcp" {
+        let flags = frame_tcp_flags(rng);
+        if !flags.is_empty() {
+            let _ = write!(spec, " flags {}", flags.join(","));
+        }
     }
     if rng.random_bool(0.2) {
         let _ = write!(spec, " vlan {}", if rng.random_bool(0.5) { 10 } else { 20 });
@@ -439,6 +502,8 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
     let mut counters = RuleCounters::default();
     let (mut frames, mut sets, mut by_verdict, mut deepest, mut with_tables) =
         (0, 0, [0u64; 2], 0, 0);
+    // Frames decided by a rule with `tcp_flags`.
+    let mut by_flag_rule = 0u64;
     while frames < total {
         let text = rule_set(&mut rng);
         let rules = RuleSet::parse(Path::new("random.yaml"), &text)
@@ -460,6 +525,12 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
             .iter()
             .map(|(_, s)| dataplane.rule_counter(*s).unwrap().packets)
             .collect();
+        let with_flags: std::collections::HashSet<String> = rules.interfaces["lo"]
+            .rules
+            .iter()
+            .filter(|r| r.tcp_flags.is_some())
+            .map(|r| r.id.clone())
+            .collect();
         let mut by_rule: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         let mut expected = [0u64; 2];
         for _ in 0..FRAMES_PER_SET {
@@ -477,6 +548,9 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
                 hex(&frame)
             );
             expected[want as usize] += 1;
+            if let Some(rule) = &decision.rule {
+                by_flag_rule += u64::from(with_flags.contains(rule));
+            }
             if let Some(rule) = decision.rule {
                 *by_rule.entry(rule).or_default() += 1;
             }
@@ -502,9 +576,10 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
         sets += 1;
     }
     eprintln!(
-        "differential: {frames} frames over {sets} rule sets agree ({} pass, {} drop), deepest tree {deepest} levels, {with_tables} sets with exact-address tables",
+        "differential: {frames} frames over {sets} rule sets agree ({} pass, {} drop), deepest tree {deepest} levels, {with_tables} sets with exact-address tables, {by_flag_rule} frames decided by tcp_flags rules",
         by_verdict[0], by_verdict[1]
     );
+    assert!(by_flag_rule > 0, "tcp_flags rules must decide some frames");
     assert!(
         by_verdict[0] > 0 && by_verdict[1] > 0,
         "both verdicts must be exercised"
@@ -539,6 +614,14 @@ fn the_generator_reaches_every_limit_many_times() {
                     if !transport.is_empty() && l4 > 1024 {
                         hit("classified, upper-layer header past byte 1,024".into());
                     }
+                    match packet.tcp_flags.map(|f| f & 0x12) {
+                        Some(0x02) => hit("classified, TCP SYN without ACK".into()),
+                        Some(0x12) => hit("classified, TCP SYN-ACK".into()),
+                        _ => {}
+                    }
+                    if packet.protocol == 6 && packet.l4 == reference::L4::Fragment {
+                        hit("classified, TCP non-first fragment".into());
+                    }
                     if packet.protocol == 1
                         && matches!(
                             packet.l4,
@@ -564,6 +647,9 @@ fn the_generator_reaches_every_limit_many_times() {
             "classified, upper-layer header past byte 1,024",
             "classified, ICMP timestamp 20 bytes",
             "classified, ICMP timestamp not 20 bytes",
+            "classified, TCP SYN without ACK",
+            "classified, TCP SYN-ACK",
+            "classified, TCP non-first fragment",
             "malformed: IPv4 total length below its header length",
             "malformed: bad or cut IPv4 header",
             "malformed: more than two VLAN tags",

@@ -28,6 +28,7 @@ mod package_e2e;
 mod replay;
 mod resilience_e2e;
 mod swap;
+mod tcp_flags_kernel;
 mod trace_e2e;
 mod trace_kernel;
 

@@ -177,6 +177,10 @@ fn entry(
         e.conditions |= cond::ICMP_CODE;
         e.icmp_code = icmp_code;
     }
+    if let Some(flags) = rule.tcp_flags {
+        e.conditions |= cond::TCP_FLAGS;
+        (e.tcp_flags_mask, e.tcp_flags_value) = (flags.mask, flags.value);
+    }
     if let Some(vlan) = rule.vlan {
         e.conditions |= cond::VLAN;
         e.vlan = vlan;

@@ -528,6 +528,36 @@ mod tests {
     }
 
     #[test]
+    fn tcp_flags_compile_to_a_mask_and_a_value_on_every_entry() {
+        let set = lan0(
+            "      - { id: a, action: drop, protocol: tcp, dst_port: [22, 80], tcp_flags: [syn, \"!ack\"] }\n      \
+             - { id: b, action: drop, protocol: tcp, tcp_flags: \"!rst\" }\n      \
+             - { id: c, action: drop, protocol: tcp }\n",
+        );
+        let compiled = compile(&set, &mut RuleCounters::default());
+        let flags: Vec<(bool, u8, u8)> = compiled
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.conditions & cond::TCP_FLAGS != 0,
+                    e.tcp_flags_mask,
+                    e.tcp_flags_value,
+                )
+            })
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                (true, 0x12, 0x02),
+                (true, 0x12, 0x02),
+                (true, 0x04, 0x00),
+                (false, 0, 0)
+            ]
+        );
+    }
+
+    #[test]
     fn lists_expand_in_order_and_pair_families() {
         let set = lan0(
             "      - { id: a, action: drop, protocol: udp }\n      \
@@ -703,6 +733,19 @@ mod tests {
                         ports[rng.random_range(0..ports.len())]
                     ));
                 }
+                if proto == "tcp" && rng.random_bool(0.3) {
+                    let flags = [
+                        "syn",
+                        "[syn, \"!ack\"]",
+                        "\"rst\"",
+                        "[ack, fin]",
+                        "\"!ack\"",
+                    ];
+                    fields.push(format!(
+                        "tcp_flags: {}",
+                        flags[rng.random_range(0..flags.len())]
+                    ));
+                }
                 format!("      - {{ {} }}\n", fields.join(", "))
             })
             .collect()
@@ -746,12 +789,14 @@ mod tests {
                 dst: [22, 53, 80, 85, 90, 91, 443, 1023, 1024, 65535][rng.random_range(0..10)],
             },
         };
+        let tcp_flags = (protocol == 6 && matches!(l4, L4::Ports { .. })).then(|| rng.random());
         Packet {
             vlan: None,
             src,
             dst,
             protocol,
             l4,
+            tcp_flags,
         }
     }
 

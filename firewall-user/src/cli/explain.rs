@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use firewall_rules::{
-    Direction, Policy, RuleSet,
+    Direction, Policy, Rule, RuleSet, TcpFlags,
     reference::{self, Decision, Limiter, Reason, limit::bucket_text},
     spec::PacketSpec,
 };
@@ -153,8 +153,10 @@ impl Args {
             for rule in same_way {
                 if let Some(field) = reference::mismatch(rule, packet) {
                     println!(
-                        "  rule `{}` (line {}): {field} does not match",
-                        rule.id, rule.line
+                        "  rule `{}` (line {}): {field} does not match{}",
+                        rule.id,
+                        rule.line,
+                        detail(field, rule, packet)
                     );
                 } else if let Some(limit) = limits.iter().find(|l| l.rule == rule.id) {
                     println!(
@@ -224,4 +226,24 @@ fn matching_limits(
         }
     }
     limits
+}
+
+/// What a mismatch on `field` needs besides its name: for `tcp_flags`, the packet's flags and
+/// the rule's (a flags byte is not visible in the SPEC when none is written).
+fn detail(field: &str, rule: &Rule, packet: &reference::Packet) -> String {
+    match (field, rule.tcp_flags) {
+        ("tcp_flags", Some(wanted)) => {
+            let has = match packet.tcp_flags {
+                Some(0) => "no flags".to_string(),
+                Some(byte) => TcpFlags {
+                    mask: byte,
+                    value: byte,
+                }
+                .to_string(),
+                None => "no TCP header".to_string(),
+            };
+            format!(" (the packet has {has}, the rule wants {wanted})")
+        }
+        _ => String::new(),
+    }
 }

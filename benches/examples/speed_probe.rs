@@ -134,6 +134,18 @@ fn main() {
                 .map(|(name, dataplane)| (name.to_string(), dataplane, &miss[..])),
         )
         .collect();
+    let verified = |dataplane: &mut Dataplane| {
+        let xdp = dataplane.program().unwrap().info().unwrap();
+        let tc = dataplane.egress_program().unwrap().info().unwrap();
+        (
+            xdp.verified_instruction_count(),
+            tc.verified_instruction_count(),
+        )
+    };
+    println!(
+        "verifier: instructions processed (XDP, TC egress): {:?}",
+        verified(&mut loaded[0].1)
+    );
     let mut samples = vec![Vec::new(); loaded.len() + 1];
     for _ in 0..7 {
         samples[0].push(ns(trivial, &miss));

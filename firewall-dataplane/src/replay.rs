@@ -16,8 +16,11 @@ use firewall_common::Verdict;
 use firewall_rules::{
     Action, Direction, RuleSet,
     compile::{self, CompileError, RuleCounters},
-    reference::{self, Reason},
+    reference::{self, Limiter, Reason},
 };
+
+/// Where the replay's clock starts: the kernel's fixed clock is 0 only when it is off.
+const SECOND_NS: u64 = 1_000_000_000;
 
 use crate::loader::{Capacity, Dataplane, LoaderError};
 
@@ -72,8 +75,17 @@ pub struct Report {
     pub disagreements: Vec<Disagreement>,
 }
 
+/// A frame of a capture and when it was captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// Nanoseconds since the Unix epoch, as the capture says (a simple pcapng packet, which
+    /// has no time, takes the one before it).
+    pub at_ns: u64,
+    pub bytes: Vec<u8>,
+}
+
 /// The Ethernet frames of a pcap or pcapng file.
-pub fn read_frames(path: &Path) -> Result<Vec<Vec<u8>>, ReplayError> {
+pub fn read_frames(path: &Path) -> Result<Vec<Captured>, ReplayError> {
     let shown = path.display().to_string();
     let bytes = fs::read(path).map_err(|error| ReplayError::Read {
         path: shown.clone(),
@@ -83,7 +95,7 @@ pub fn read_frames(path: &Path) -> Result<Vec<Vec<u8>>, ReplayError> {
 }
 
 /// The Ethernet frames of a pcap or pcapng capture held in memory; `name` names it in errors.
-pub fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, ReplayError> {
+pub fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Captured>, ReplayError> {
     let capture = |error| ReplayError::Capture {
         path: name.to_string(),
         error,
@@ -99,7 +111,11 @@ pub fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, ReplayErro
         link(reader.header().datalink)?;
         let mut frames = Vec::new();
         while let Some(packet) = reader.next_packet() {
-            frames.push(packet.map_err(capture)?.data.into_owned());
+            let packet = packet.map_err(capture)?;
+            frames.push(Captured {
+                at_ns: nanos(packet.timestamp),
+                bytes: packet.data.into_owned(),
+            });
         }
         return Ok(frames);
     }
@@ -108,17 +124,33 @@ pub fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, ReplayErro
     while let Some(block) = reader.next_block() {
         match block.map_err(capture)? {
             Block::InterfaceDescription(interface) => link(interface.linktype)?,
-            Block::EnhancedPacket(packet) => frames.push(packet.data.into_owned()),
-            Block::SimplePacket(packet) => frames.push(packet.data.into_owned()),
+            Block::EnhancedPacket(packet) => frames.push(Captured {
+                at_ns: nanos(packet.timestamp),
+                bytes: packet.data.into_owned(),
+            }),
+            Block::SimplePacket(packet) => frames.push(Captured {
+                at_ns: frames.last().map_or(0, |f: &Captured| f.at_ns),
+                bytes: packet.data.into_owned(),
+            }),
             _ => {}
         }
     }
     Ok(frames)
 }
 
+fn nanos(timestamp: std::time::Duration) -> u64 {
+    u64::try_from(timestamp.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Runs every frame through the kernel program and the reference, with the rules of
-/// `interface`. Needs the privileges to load an XDP program.
-pub fn replay(rules: &RuleSet, interface: &str, frames: &[Vec<u8>]) -> Result<Report, ReplayError> {
+/// `interface`. Rate limits count time as the capture does: both run on the capture's clock
+/// (the kernel's fixed limit clock, the reference's `Limiter`), from one second at the first
+/// frame. Needs the privileges to load an XDP program.
+pub fn replay(
+    rules: &RuleSet,
+    interface: &str,
+    frames: &[Captured],
+) -> Result<Report, ReplayError> {
     if !rules.interfaces.contains_key(interface) {
         return Err(ReplayError::UnknownInterface(interface.to_string()));
     }
@@ -128,13 +160,19 @@ pub fn replay(rules: &RuleSet, interface: &str, frames: &[Vec<u8>]) -> Result<Re
     let mut dataplane = Dataplane::load_for_test_run(Capacity::for_compiled(&compiled))?;
     dataplane.install(&compiled)?;
     let mut report = Report::default();
-    for (i, frame) in frames.iter().enumerate() {
+    let mut limiter = Limiter::default();
+    let start = frames.first().map_or(0, |f| f.at_ns);
+    for (i, captured) in frames.iter().enumerate() {
         report.frames += 1;
+        let frame = &captured.bytes;
         if !(MIN_FRAME..=MAX_FRAME).contains(&frame.len()) {
             report.skipped += 1;
             continue;
         }
-        let decision = reference::classify(rules, interface, frame)
+        // A clock that goes back in the capture stays where it was, as the kernel's does.
+        let now = SECOND_NS.saturating_add(captured.at_ns.saturating_sub(start));
+        dataplane.set_limit_clock(now)?;
+        let decision = reference::classify_at(rules, interface, frame, &mut limiter, now)
             .map_err(|e| ReplayError::UnknownInterface(e.0))?;
         let slot = decision
             .rule

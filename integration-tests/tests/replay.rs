@@ -49,7 +49,16 @@ fn frames() -> Vec<Vec<u8>> {
 const EXPECTED: &str = r#"{"frames":10,"skipped":1,"verdicts":{"drop":4,"pass":5},"rules":{"no-discard":3,"ssh":2},"default":2,"non_ip":1,"malformed":1,"disagreements":[]}"#;
 
 fn replay(dir: &Path, capture: &Path, json: bool) -> (Option<i32>, String, String) {
-    std::fs::write(dir.join("rules.yaml"), RULES).unwrap();
+    replay_rules(dir, capture, RULES, json)
+}
+
+fn replay_rules(
+    dir: &Path,
+    capture: &Path,
+    rules: &str,
+    json: bool,
+) -> (Option<i32>, String, String) {
+    std::fs::write(dir.join("rules.yaml"), rules).unwrap();
     let rules = dir.join("rules.yaml");
     let mut args = vec![
         "replay",
@@ -144,5 +153,44 @@ fn a_capture_of_another_link_type_is_refused() {
     assert!(
         stderr.contains("replay reads Ethernet captures only"),
         "{stderr}"
+    );
+}
+
+/// Rate limits count the capture's time: ten frames at each of 0 s, 0.5 s and 2 s through
+/// `over: 10/s, burst: 5` give 5 over the limit each time (the bucket refills 5 in half a
+/// second, and no more than its burst in two), in the kernel and the reference alike.
+#[test]
+fn rate_limits_replay_on_the_captures_clock() {
+    if !testbed::require_root("replay::limits") {
+        return;
+    }
+    let rules = "version: 1
+interfaces:
+  lan0:
+    default: pass
+    rules:
+      - { id: dns-cap, action: drop, protocol: udp, dst_port: 53, limit: { over: 10/s, burst: 5, per: src } }
+";
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("limits.pcap");
+    let mut writer = PcapWriter::new(File::create(&capture).unwrap()).unwrap();
+    let frame = PacketSpec::parse("udp 198.18.0.1:5000 -> 198.19.0.1:53")
+        .unwrap()
+        .frame();
+    let start = Duration::from_secs(1_700_000_000);
+    for at in [0, 500, 2_000] {
+        for _ in 0..10 {
+            let time = start + Duration::from_millis(at);
+            writer
+                .write_packet(&PcapPacket::new(time, frame.len() as u32, &frame))
+                .unwrap();
+        }
+    }
+    drop(writer);
+    let (code, stdout, stderr) = replay_rules(dir.path(), &capture, rules, true);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        r#"{"frames":30,"skipped":0,"verdicts":{"drop":15,"pass":15},"rules":{"dns-cap":15},"default":15,"non_ip":0,"malformed":0,"disagreements":[]}"#
     );
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use firewall_common::Verdict;
+use firewall_common::{DropLogControl, Verdict};
 use firewall_dataplane::{
     loader::{Capacity, Dataplane, LruSizes},
     test_run::LOOPBACK,
@@ -15,6 +15,7 @@ use firewall_rules::{
     compile::{self, RuleCounters},
     spec::PacketSpec,
 };
+use firewall_user::drop_log;
 
 const SECOND: u64 = 1_000_000_000;
 /// The limits' fixed clock at the start of each test.
@@ -264,4 +265,31 @@ fn a_flood_of_distinct_sources_keeps_the_table_at_its_size() {
     let sources = u64::from(SOURCES);
     assert_eq!(f.hits("per-source"), sources);
     assert_eq!(f.verdicts(), (sources, sources));
+}
+
+#[test]
+fn a_logged_limit_rule_samples_what_it_limits_into_the_drop_log() {
+    if !testbed::require_root("limits_kernel::log") {
+        return;
+    }
+    let mut f = Fixture::new(
+        "      - { id: cap, action: drop, log: true, protocol: udp, dst_port: 53, limit: { over: 1/s, burst: 2 } }\n",
+    );
+    let (mut ring, stats) = f.dataplane.take_drop_log().unwrap();
+    f.dataplane
+        .set_drop_log(DropLogControl {
+            rate_per_second: 5,
+            clock_ns: T,
+            ..DropLogControl::default()
+        })
+        .unwrap();
+    f.run(FLOOD, 20);
+    // 2 under the limit pass unlogged; of the 18 over it, the drop log's 5 a second.
+    assert_eq!(f.verdicts(), (2, 18));
+    let events = drop_log::drain(&mut ring);
+    let slot = f.counters.get("lo", "cap").unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(events.iter().all(|e| e.rule == slot && e.dst_port == 53));
+    let suppressed = drop_log::total(&stats, firewall_common::drop_log::SUPPRESSED).unwrap();
+    assert_eq!(suppressed, 13);
 }

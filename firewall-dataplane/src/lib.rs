@@ -6,6 +6,7 @@
 //! the user side lives in this crate, each block with its SAFETY reason.
 
 pub mod conntrack;
+pub mod limits;
 pub mod loader;
 pub mod object;
 pub mod pins;

@@ -24,7 +24,7 @@ use firewall_common::{
     ConntrackSettings, Counter, DropLogControl, EXACT_DST, EXACT_SRC, Entry, ExactSlot, Flow,
     FlowKey, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node, Policy,
     TraceControl, UNCONFIGURED, Verdict, class_index, conntrack, counter_index, enforce,
-    limit::{self, Limit, LimitBucket, LimitKey},
+    limit::{self, Limit},
     policy_index,
 };
 use tracing::{info, warn};
@@ -868,45 +868,23 @@ impl Dataplane {
             .map_err(map_error(maps::LIMIT_CLOCK))
     }
 
-    /// Live per-address buckets by limit rule counter slot: the keys of `LIMIT_KEYS` whose
-    /// epoch is their slot's current one (the others are stale and wait for the LRU to evict
-    /// them). Walks the table, one system call per key; at most its size in keys, since a key
-    /// evicted under the walk restarts it from the first (under a flood the census is an
-    /// estimate).
-    pub fn limit_census(&self) -> Result<std::collections::HashMap<u32, u64>, LoaderError> {
-        let most = self.limit_keys_capacity().unwrap_or(0) as usize;
-        let map = self
-            .ebpf
-            .map(maps::LIMIT_KEYS)
-            .ok_or(LoaderError::Missing(maps::LIMIT_KEYS))?;
-        let keys: HashMap<_, LimitKey, LimitBucket> =
-            HashMap::try_from(map).map_err(map_error(maps::LIMIT_KEYS))?;
-        let limits: Array<_, Limit> = self.array(maps::LIMITS)?;
-        let mut epochs = std::collections::HashMap::new();
-        let mut census = std::collections::HashMap::new();
-        for key in keys.keys().take(most) {
-            let Ok(key) = key else { break };
-            let epoch = match epochs.get(&key.slot) {
-                Some(&epoch) => epoch,
-                None => {
-                    let epoch = limits.get(&key.slot, 0).map_or(0, |l| l.epoch);
-                    epochs.insert(key.slot, epoch);
-                    epoch
-                }
+    /// The rate limits' tables on handles of their own (`crate::limits::LimitTables`), for
+    /// the census, which must not hold the dataplane while it walks every key.
+    pub fn limit_tables(&self) -> Result<crate::limits::LimitTables, LoaderError> {
+        let id = |name: &'static str| -> Result<u32, LoaderError> {
+            let map = self.ebpf.map(name).ok_or(LoaderError::Missing(name))?;
+            let data = match map {
+                Map::LruHashMap(data) | Map::Array(data) => data,
+                _ => return Err(LoaderError::Missing(name)),
             };
-            if epoch != 0 && epoch == key.epoch {
-                *census.entry(key.slot).or_insert(0) += 1;
-            }
-        }
-        Ok(census)
+            Ok(data.info().map_err(map_error(name))?.id())
+        };
+        crate::limits::LimitTables::open(id(maps::LIMIT_KEYS)?, id(maps::LIMITS)?)
     }
 
-    /// Entries the per-address bucket table holds at most.
-    pub fn limit_keys_capacity(&self) -> Option<u32> {
-        match self.ebpf.map(maps::LIMIT_KEYS)? {
-            Map::LruHashMap(data) => data.info().ok().map(|info| info.max_entries()),
-            _ => None,
-        }
+    /// Live per-address buckets by limit rule counter slot (`LimitTables::census`).
+    pub fn limit_census(&self) -> Result<std::collections::HashMap<u32, u64>, LoaderError> {
+        self.limit_tables()?.census()
     }
 
     /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by.

@@ -5,13 +5,14 @@
 //! `smf_firewall_rule_limit_keys{interface,rule}`, its live per-address buckets (`per:`),
 //! with `smf_firewall_limit_keys_capacity` (`limits.max_keys`).
 //!
-//! Counting the buckets walks the kernel's table (one system call per key), so a scrape does
-//! it at most every `CENSUS_EVERY` and the others show that count.
+//! Counting the buckets walks the kernel's table (one system call per key): a thread of its
+//! own does it every `CENSUS_EVERY` (at least) on handles of its own, never holding the
+//! dataplane, and scrapes show its last count.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
 };
 
 use prometheus::{
@@ -25,8 +26,11 @@ use firewall_dataplane::loader::Dataplane;
 
 use super::RuleLabels;
 
-/// How old the bucket census may be when a scrape shows it.
+/// How often the bucket census runs.
 const CENSUS_EVERY: Duration = Duration::from_secs(5);
+
+/// Live per-address buckets by counter slot, as of the last census.
+type Census = Arc<Mutex<HashMap<u32, u64>>>;
 
 pub struct LimitCollector {
     dataplane: Arc<Mutex<Dataplane>>,
@@ -34,7 +38,7 @@ pub struct LimitCollector {
     /// Only describe the families; each scrape fills vectors of its own.
     described: Vectors,
     capacity: IntGauge,
-    census: Mutex<Option<(Instant, HashMap<u32, u64>)>>,
+    census: Census,
 }
 
 struct Vectors {
@@ -75,32 +79,48 @@ impl LimitCollector {
             "Per-address buckets the kernel's LRU table holds at most (limits.max_keys).",
         )
         .expect("valid metric definition");
-        let held = lock(&dataplane).limit_keys_capacity().unwrap_or(0);
-        capacity.set(i64::from(held));
+        let census = Census::default();
+        match lock(&dataplane).limit_tables() {
+            Ok(tables) => {
+                capacity.set(i64::from(tables.capacity()));
+                let weak = Arc::downgrade(&census);
+                let spawned = std::thread::Builder::new()
+                    .name("limit-census".into())
+                    .spawn(move || count_forever(&tables, &weak));
+                if let Err(error) = spawned {
+                    warn!(%error, "cannot start counting the rate limits' buckets");
+                }
+            }
+            Err(error) => warn!(%error, "cannot open the rate limits' tables"),
+        }
         LimitCollector {
             dataplane,
             rules,
             described: vectors(),
             capacity,
-            census: Mutex::new(None),
+            census,
         }
     }
+}
 
-    /// Live keys by counter slot, counted again if the last count is older than
-    /// `CENSUS_EVERY`.
-    fn census(&self, dataplane: &Dataplane) -> HashMap<u32, u64> {
-        let mut cached = self.census.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, census)) = cached.as_ref()
-            && at.elapsed() < CENSUS_EVERY
-        {
-            return census.clone();
-        }
-        let census = dataplane.limit_census().unwrap_or_else(|error| {
+/// Counts the live buckets every `CENSUS_EVERY` (or ten times as long as a count took, so
+/// that a huge table costs at most a tenth of a CPU) until the collector is gone.
+fn count_forever(
+    tables: &firewall_dataplane::limits::LimitTables,
+    census: &Weak<Mutex<HashMap<u32, u64>>>,
+) {
+    loop {
+        let started = std::time::Instant::now();
+        let counted = tables.census().unwrap_or_else(|error| {
             warn!(%error, "cannot count the rate limits' buckets");
             HashMap::new()
         });
-        *cached = Some((Instant::now(), census.clone()));
-        census
+        let Some(census) = census.upgrade() else {
+            return;
+        };
+        *lock(&census) = counted;
+        drop(census);
+        std::thread::sleep(CENSUS_EVERY.max(started.elapsed() * 10));
     }
 }
 
@@ -126,16 +146,7 @@ impl Collector for LimitCollector {
             .filter(|(_, _, slot)| dataplane.is_limited(*slot))
             .collect();
         let out = vectors();
-        let keyed = limited.iter().any(|(_, _, slot)| {
-            dataplane
-                .limit(*slot)
-                .is_ok_and(|l| l.per != firewall_common::limit::per::RULE)
-        });
-        let census = if keyed {
-            self.census(&dataplane)
-        } else {
-            HashMap::new()
-        };
+        let census = lock(&self.census).clone();
         for (interface, rule, slot) in limited {
             let labels = [interface.as_str(), rule.as_str()];
             match dataplane.rule_counter(*slot) {

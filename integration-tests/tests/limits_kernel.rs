@@ -215,13 +215,23 @@ fn a_reload_keeps_the_buckets_of_unchanged_rules_and_refills_changed_ones() {
     f.run(FLOOD, 5);
     f.run("udp 198.18.0.2:40000 -> 198.19.0.1:54", 5);
     assert_eq!((f.hits("one"), f.hits("keyed")), (2, 2));
+    let epoch = |f: &Fixture, rule: &str| {
+        let slot = f.counters.get("lo", rule).unwrap();
+        f.dataplane.limit(slot).unwrap().epoch
+    };
+    let before = (epoch(&f, "one"), epoch(&f, "keyed"));
     // The same rules again: both buckets stay empty.
     f.install(&rules(3));
+    assert_eq!((epoch(&f, "one"), epoch(&f, "keyed")), before);
     f.run(FLOOD, 1);
     f.run("udp 198.18.0.2:40000 -> 198.19.0.1:54", 1);
     assert_eq!((f.hits("one"), f.hits("keyed")), (3, 3));
     // `keyed` changed: its buckets start full; `one` did not.
     f.install(&rules(4));
+    assert_eq!(
+        (epoch(&f, "one"), epoch(&f, "keyed")),
+        (before.0, before.1 + 1)
+    );
     f.run(FLOOD, 1);
     f.run("udp 198.18.0.2:40000 -> 198.19.0.1:54", 5);
     assert_eq!((f.hits("one"), f.hits("keyed")), (4, 4));

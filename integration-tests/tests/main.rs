@@ -20,6 +20,7 @@ mod instances_e2e;
 mod interfaces_e2e;
 mod kernel;
 mod license_e2e;
+mod limits_e2e;
 mod limits_kernel;
 mod metering_e2e;
 mod metering_kernel;

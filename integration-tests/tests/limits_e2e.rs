@@ -328,6 +328,26 @@ const CONNECTIONS: usize = 40;
 /// The flood sends at least this many SYNs, and on until the client is done.
 const FLOOD_AT_LEAST: usize = 100_000;
 
+/// A flag that a thread of the test polls to end; set when dropped too, so that the thread
+/// ends when the test fails.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl SetOnDrop {
+    fn new() -> SetOnDrop {
+        SetOnDrop(Arc::new(AtomicBool::new(false)))
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.set();
+    }
+}
+
 /// Accepts connections on SERVER_PORT in the server's namespace and counts the whole
 /// messages it receives, until stopped.
 fn tcp_server(ns: &NetNs, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
@@ -367,18 +387,18 @@ fn a_syn_flood_is_cut_to_the_limit_while_a_real_client_keeps_connecting() {
     let _daemon = start(&site.adapter, &config);
     let link = lan_link(&site);
     let counter = SynCounter::start(&site.wan, "eth0");
-    let stop_server = Arc::new(AtomicBool::new(false));
-    let server = tcp_server(&site.wan, Arc::clone(&stop_server));
+    let stop_server = SetOnDrop::new();
+    let server = tcp_server(&site.wan, Arc::clone(&stop_server.0));
     // Neighbours resolved both ways before the flood, so no frame waits in an ARP queue.
     assert_eq!(site.udp_through(common::PASSED, 1).unwrap(), 1);
 
     let frames: Vec<Vec<u8>> = (0..1024u32)
         .map(|n| syn(&link, 1 + (n % 254) as u8, 10_000 + n as u16))
         .collect();
-    let client_done = Arc::new(AtomicBool::new(false));
+    let client_done = SetOnDrop::new();
     let started = Instant::now();
     let flood = {
-        let client_done = Arc::clone(&client_done);
+        let client_done = Arc::clone(&client_done.0);
         thread::spawn(move || {
             let batch: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
             let mut sent = 0;
@@ -402,7 +422,7 @@ fn a_syn_flood_is_cut_to_the_limit_while_a_real_client_keeps_connecting() {
                 .count()
         })
         .unwrap();
-    client_done.store(true, Ordering::Relaxed);
+    client_done.set();
     let sent = flood.join().unwrap();
 
     let passed = rule_metric(
@@ -416,7 +436,7 @@ fn a_syn_flood_is_cut_to_the_limit_while_a_real_client_keeps_connecting() {
     // What reached the server is what the XDP program passed, once the forwarding drained.
     testbed::eventually(Duration::from_secs(5), || counter.count() >= passed);
     let at_server = counter.count();
-    stop_server.store(true, Ordering::Relaxed);
+    stop_server.set();
     let messages = server.join().unwrap();
     eprintln!(
         "syn flood: sent {sent}, limited {over}, passed {passed}, at the server {at_server}, \

@@ -265,3 +265,25 @@ fn a_flood_of_distinct_sources_keeps_the_table_at_its_size() {
     assert_eq!(f.hits("per-source"), sources);
     assert_eq!(f.verdicts(), (sources, sources));
 }
+
+// A rule whose values overlap has several entries a packet matches (here ports 65535 and
+// 1024-65535): its bucket charges the packet once, not once per entry. The differential test
+// found this.
+#[test]
+fn a_rule_with_overlapping_values_charges_a_packet_once() {
+    if !testbed::require_root("limits_kernel::overlap") {
+        return;
+    }
+    let mut f = Fixture::new(concat!(
+        "      - { id: overlap, action: drop, protocol: udp, src_port: [\"65535\", \"1024-65535\"], dst: [198.19.0.0/16, 198.19.0.1], limit: { over: 1/h, burst: 3, per: src } }\n",
+        "      - { id: after, action: drop, protocol: udp, dst_port: 53 }\n",
+    ));
+    f.run("udp 198.18.0.2:65535 -> 198.19.0.1:53", 3);
+    assert_eq!(
+        (f.hits("overlap"), f.hits("after")),
+        (0, 3),
+        "three under a burst of 3"
+    );
+    f.run("udp 198.18.0.2:65535 -> 198.19.0.1:53", 2);
+    assert_eq!((f.hits("overlap"), f.hits("after")), (2, 3), "then over");
+}

@@ -186,6 +186,7 @@ fn rest(
         (*scan).t = 0;
         (*scan).all = all;
         (*scan).after = 0;
+        (*scan).passed = NO_COUNTER;
         (*scan).len = len;
         (*scan).now = 0;
         // Each round moves past at least one entry: the entries and trees bound the steps.
@@ -193,6 +194,9 @@ fn rest(
         Some((*scan).best)
     }
 }
+
+/// No rule's counter slot (they are below `MAX_RULE_COUNTERS`).
+const NO_COUNTER: u32 = u32::MAX;
 
 /// `bpf_loop`'s most iterations (its own limit): far more than entries times trees.
 const MAX_STEPS: u32 = 1 << 23;
@@ -249,7 +253,10 @@ extern "C" fn scan_tree(_: u64, ctx: *mut c_void) -> i64 {
 
 /// At the end of a round: false (stop) if the best entry decides (none, or one without a
 /// limit, or a limit the packet is over); else the packet takes its tokens and the next round
-/// looks for the first match after it, in all trees.
+/// looks for the first match after it, in all trees. A rule whose values overlap (ports
+/// `[65535, 1024-65535]`) has several entries the packet matches, one after another in rule
+/// order: the first charges the packet, the others let it go on, so a rule takes a packet's
+/// tokens once, as the reference's does.
 ///
 /// SAFETY: `scan` must be this CPU's `Scan`, as `rest` set it up.
 #[inline(never)]
@@ -262,12 +269,15 @@ unsafe fn next_round(scan: *mut Scan) -> bool {
         if entry.flags & entry_flag::LIMIT == 0 {
             return false;
         }
-        if (*scan).now == 0 {
-            (*scan).now = limit::now();
-        }
-        let (packet, scratch) = (&(*scan).packet, &mut (*scan).limit);
-        if limit::over(entry.counter, packet, (*scan).len, (*scan).now, scratch) {
-            return false;
+        if entry.counter != (*scan).passed {
+            if (*scan).now == 0 {
+                (*scan).now = limit::now();
+            }
+            let (packet, scratch) = (&(*scan).packet, &mut (*scan).limit);
+            if limit::over(entry.counter, packet, (*scan).len, (*scan).now, scratch) {
+                return false;
+            }
+            (*scan).passed = entry.counter;
         }
         (*scan).after = best.wrapping_add(1);
         (*scan).best = u32::MAX;
@@ -352,6 +362,8 @@ struct Scan {
     best: u32,
     /// Entries below this are not candidates (they are limit rules the packet is under).
     after: u32,
+    /// The counter slot of the limit rule the packet went on under last (`NO_COUNTER`: none).
+    passed: u32,
     /// The packet's length, for byte limits.
     len: u32,
     /// The limits' clock, read once per packet that meets a limit rule (0: not yet).

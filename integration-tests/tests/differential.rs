@@ -2,19 +2,27 @@
 //! biased to the edges (CIDR and port-range boundaries, VLAN tags, IPv4 options and lengths,
 //! IPv6 extension headers and lengths, fragments, truncation, ICMP timestamps, padding, TCP
 //! flags; see `alter`), each frame through BPF_PROG_TEST_RUN and through
-//! `reference::classify`. Verdicts must agree, and the counters must add up to the frames run.
+//! `reference::classify_at`. Rule sets have rate limits too (`limit:`, see `limit`): the
+//! kernel's fixed limit clock and the reference's `now` step together, frame by frame, and
+//! the reference's buckets live on over reloads as the kernel's do. Verdicts must agree, each
+//! frame's deciding rule must have counted it, and the counters must add up to the frames run.
 //! `SMF_FIREWALL_DIFFERENTIAL_FRAMES` sets the number of frames (default 120,000) and
 //! `SMF_FIREWALL_DIFFERENTIAL_SEED` the seed (default fixed); `cargo xtask fuzz-dataplane`
 //! runs the long version with a new seed each time.
 
-use std::{fmt::Write as _, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Write as _,
+    path::Path,
+};
 
 use firewall_common::{Verdict, ethertype};
 use firewall_dataplane::loader::Dataplane;
 use firewall_rules::{
     Action, Direction, RuleSet,
     compile::{self, RuleCounters},
-    reference,
+    rate_limit::{LimitKey, RateLimit, RateUnit},
+    reference::{self, Limiter},
     spec::PacketSpec,
 };
 use rand::{Rng, SeedableRng, seq::IndexedRandom};
@@ -78,8 +86,8 @@ fn list(rng: &mut ChaCha8Rng, items: &[&str]) -> String {
     format!("[{}]", chosen.join(", "))
 }
 
-/// One random, valid rule.
-fn rule(rng: &mut ChaCha8Rng, id: usize) -> String {
+/// One random, valid rule; with `limit_odds`, one with `limit:`.
+fn rule(rng: &mut ChaCha8Rng, id: usize, limit_odds: f64) -> String {
     let mut fields = vec![
         format!("id: r{id}"),
         format!(
@@ -101,6 +109,8 @@ fn rule(rng: &mut ChaCha8Rng, id: usize) -> String {
     if let Some(p) = protocol {
         fields.push(format!("protocol: {p}"));
     }
+    // What `per: src/N` with N above 32 needs.
+    let mut ipv6_only = protocol == Some("icmpv6");
     if family != 0 {
         // Often single hosts, the frames' own: large sets then have enough of them for the
         // exact-address tables.
@@ -121,6 +131,7 @@ fn rule(rng: &mut ChaCha8Rng, id: usize) -> String {
                 "family: {}",
                 if family == 1 { "ipv4" } else { "ipv6" }
             ));
+            ipv6_only |= family == 2;
         }
     }
     if matches!(protocol, Some("tcp" | "udp" | "sctp")) {
@@ -149,7 +160,50 @@ fn rule(rng: &mut ChaCha8Rng, id: usize) -> String {
             if rng.random_bool(0.5) { 10 } else { 20 }
         ));
     }
+    if rng.random_bool(limit_odds) {
+        // Often IPv6-only, so that IPv6 prefixes (longer than 32) come up.
+        if family == 2 && !ipv6_only && rng.random_bool(0.5) {
+            fields.push("family: ipv6".to_string());
+            ipv6_only = true;
+        }
+        fields.push(format!("limit: {}", limit(rng, ipv6_only)));
+    }
     format!("      - {{ {} }}\n", fields.join(", "))
+}
+
+/// A random `limit:` small enough that the frames of one rule set (some 35 s of the stepping
+/// clock, see `step`) go both over and under it: packets per second or minute, bytes or bits
+/// per second, a burst or the default one, one bucket for the rule or one per address or
+/// prefix (IPv6 prefixes such as /64 on an IPv6-only rule).
+fn limit(rng: &mut ChaCha8Rng, ipv6_only: bool) -> String {
+    let (over, bytes) = match rng.random_range(0..8) {
+        0..=3 => (format!("{}/s", rng.random_range(1..=6)), false),
+        4 => (format!("{}/min", rng.random_range(1..=120)), false),
+        5 => (format!("{}bytes/s", rng.random_range(50..=2_000)), true),
+        6 => (format!("{}kbytes/s", rng.random_range(1..=2)), true),
+        _ => (format!("{}kbit/s", rng.random_range(1..=24)), true),
+    };
+    let mut fields = vec![format!("over: {over}")];
+    match (rng.random_range(0..4), bytes) {
+        (0, _) => {}
+        (1, true) => fields.push(format!("burst: {}kbytes", rng.random_range(1..=2))),
+        (_, true) => fields.push(format!("burst: {}", rng.random_range(60..=2_000))),
+        (_, false) => fields.push(format!("burst: {}", rng.random_range(1..=4))),
+    }
+    let field = if rng.random_bool(0.7) { "src" } else { "dst" };
+    let mut prefixes = vec![8, 16, 24, 25, 31, 32];
+    if ipv6_only {
+        prefixes.extend([48, 49, 63, 64, 127, 128]);
+    }
+    match rng.random_range(0..4) {
+        0 => {}
+        1 => fields.push(format!("per: {field}")),
+        _ => fields.push(format!(
+            "per: {field}/{}",
+            prefixes.choose(rng).expect("non-empty")
+        )),
+    }
+    format!("{{ {} }}", fields.join(", "))
 }
 
 const TCP_FLAGS: [&str; 8] = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"];
@@ -212,14 +266,16 @@ fn rule_set(rng: &mut ChaCha8Rng) -> String {
         if rng.random_bool(0.5) { "pass" } else { "drop" },
         if rng.random_bool(0.8) { "pass" } else { "drop" },
     );
-    // Small sets test the rules; large ones make deep decision trees.
-    let count = if rng.random_bool(0.3) {
-        rng.random_range(100..1500)
+    // Small sets test the rules; large ones make deep decision trees. Either has limit rules
+    // among the others, a few in a large set (each adds keys to the kernel's table, which
+    // must not fill: the reference never evicts).
+    let (count, limit_odds) = if rng.random_bool(0.3) {
+        (rng.random_range(100..1500), 0.004)
     } else {
-        rng.random_range(1..16)
+        (rng.random_range(1..16), 0.35)
     };
     for id in 0..count {
-        text.push_str(&rule(rng, id));
+        text.push_str(&rule(rng, id, limit_odds));
     }
     text
 }
@@ -482,6 +538,54 @@ fn depth(compiled: &compile::Compiled) -> usize {
         .unwrap_or(0)
 }
 
+const MS: u64 = 1_000_000;
+/// The limits' clock at the first frame: far from zero, as a kernel clock is (0 would mean
+/// the kernel's own clock).
+const START_NS: u64 = 1_000_000 * MS;
+
+/// Nanoseconds the limits' clock advances before a frame: often none (frames in one
+/// instant, as a burst), else up to 50 ms.
+fn step(rng: &mut ChaCha8Rng) -> u64 {
+    if rng.random_bool(0.3) {
+        0
+    } else {
+        rng.random_range(0..=50 * MS)
+    }
+}
+
+/// How the frames met the limit rules, over a run.
+#[derive(Default)]
+struct LimitStats {
+    /// Frames decided by a limit rule (over its limit), by a per-rule, a per-address or
+    /// -prefix, and an IPv6 prefix (longer than 32) limit, and by a byte or bit rate.
+    over: u64,
+    over_per_rule: u64,
+    over_per_key: u64,
+    over_ipv6_prefix: u64,
+    over_bytes: u64,
+    /// Frames under at least one limit, and under two or more.
+    under: u64,
+    under_two: u64,
+    /// Keys the kernel's per-address table was given (an upper bound: a key of a rule that
+    /// stays for several sets counts once per set).
+    keys: u64,
+}
+
+impl LimitStats {
+    fn count(&mut self, decision: &reference::Decision, limits: &HashMap<String, RateLimit>) {
+        self.under += u64::from(!decision.passed_limits.is_empty());
+        self.under_two += u64::from(decision.passed_limits.len() > 1);
+        let Some(limit) = decision.rule.as_ref().and_then(|id| limits.get(id)) else {
+            return;
+        };
+        self.over += 1;
+        self.over_per_rule += u64::from(limit.key == LimitKey::Rule);
+        self.over_per_key += u64::from(limit.key != LimitKey::Rule);
+        self.over_ipv6_prefix += u64::from(limit.key.ipv6_prefix().is_some());
+        self.over_bytes += u64::from(limit.unit != RateUnit::Packets);
+    }
+}
+
 #[test]
 fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
     if !testbed::require_root("differential") {
@@ -499,7 +603,12 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Licensed: the rules' verdicts apply (a fresh program passes everything).
     let mut dataplane = common::dataplane();
+    let key_capacity = u64::from(dataplane.limit_tables().unwrap().capacity());
     let mut counters = RuleCounters::default();
+    // The limits' clock, the kernel's fixed one and the reference's `now`, and the
+    // reference's buckets, kept over reloads as the kernel keeps those of unchanged rules.
+    let (mut now, mut limiter) = (START_NS, Limiter::new());
+    let mut limit_stats = LimitStats::default();
     let (mut frames, mut sets, mut by_verdict, mut deepest, mut with_tables) =
         (0, 0, [0u64; 2], 0, 0);
     // Frames decided by a rule with `tcp_flags`.
@@ -508,52 +617,68 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
         let text = rule_set(&mut rng);
         let rules = RuleSet::parse(Path::new("random.yaml"), &text)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let policy = &rules.interfaces["lo"];
         let compiled = compile::ruleset(&rules, &[("lo".to_string(), 0)], &mut counters).unwrap();
         dataplane
             .reset_rule_counters(&compiled.fresh_counters)
             .unwrap();
         dataplane.install(&compiled).unwrap();
+        limiter.reload(policy);
         deepest = deepest.max(depth(&compiled));
         with_tables += usize::from(!compiled.exact.is_empty());
         let before = Verdict::ALL.map(|v| dataplane.counter(0, v).unwrap().packets);
-        let rule_slots: Vec<(String, u32)> = rules.interfaces["lo"]
+        let slots: HashMap<String, u32> = policy
             .rules
             .iter()
             .map(|r| (r.id.clone(), counters.get("lo", &r.id).unwrap()))
             .collect();
-        let rules_before: Vec<u64> = rule_slots
+        // Each rule's counter as the frames so far must have left it.
+        let mut rule_counts: HashMap<String, u64> = slots
             .iter()
-            .map(|(_, s)| dataplane.rule_counter(*s).unwrap().packets)
+            .map(|(id, s)| (id.clone(), dataplane.rule_counter(*s).unwrap().packets))
             .collect();
-        let with_flags: std::collections::HashSet<String> = rules.interfaces["lo"]
+        let with_flags: HashSet<String> = policy
             .rules
             .iter()
             .filter(|r| r.tcp_flags.is_some())
             .map(|r| r.id.clone())
             .collect();
-        let mut by_rule: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        let limits: HashMap<String, RateLimit> = policy
+            .rules
+            .iter()
+            .filter_map(|r| Some((r.id.clone(), r.limit?)))
+            .collect();
         let mut expected = [0u64; 2];
         for _ in 0..FRAMES_PER_SET {
             let frame = frame(&mut rng);
-            let decision = reference::classify(&rules, "lo", &frame).unwrap();
+            if !limits.is_empty() {
+                now += step(&mut rng);
+                dataplane.set_limit_clock(now).unwrap();
+            }
+            let decision = reference::classify_at(&rules, "lo", &frame, &mut limiter, now).unwrap();
             let want = match decision.action {
                 Action::Pass => Verdict::Pass,
                 Action::Drop => Verdict::Drop,
             };
             let got = kernel_verdict(&mut dataplane, &frame);
-            assert_eq!(
-                got,
-                want,
-                "frame {} ({decision:?}) under rules:\n{text}",
-                hex(&frame)
-            );
+            let context = || {
+                format!(
+                    "frame {} ({decision:?}) at {now} ns, {} keys given to a table of {key_capacity}, under rules:\n{text}",
+                    hex(&frame),
+                    limit_stats.keys
+                )
+            };
+            assert_eq!(got, want, "{}", context());
             expected[want as usize] += 1;
+            // The deciding rule, frame by frame (the others, set by set below).
             if let Some(rule) = &decision.rule {
                 by_flag_rule += u64::from(with_flags.contains(rule));
+                let count = rule_counts.get_mut(rule).expect("a rule of the set");
+                *count += 1;
+                let counted = dataplane.rule_counter(slots[rule]).unwrap().packets;
+                assert_eq!(counted, *count, "rule {rule} counter: {}", context());
             }
-            if let Some(rule) = decision.rule {
-                *by_rule.entry(rule).or_default() += 1;
-            }
+            limit_stats.count(&decision, &limits);
         }
         for verdict in Verdict::ALL {
             let counted = dataplane.counter(0, verdict).unwrap().packets - before[verdict as usize];
@@ -563,21 +688,38 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
             );
             by_verdict[verdict as usize] += counted;
         }
-        // The deciding rule, as the per-rule counters saw it.
-        for ((id, slot), before) in rule_slots.iter().zip(rules_before) {
-            let counted = dataplane.rule_counter(*slot).unwrap().packets - before;
+        // No rule counted a frame that another rule or the default decided.
+        for (id, slot) in &slots {
+            let counted = dataplane.rule_counter(*slot).unwrap().packets;
             assert_eq!(
-                counted,
-                by_rule.get(id).copied().unwrap_or(0),
+                counted, rule_counts[id],
                 "rule {id} counter under rules:\n{text}"
             );
         }
+        limit_stats.keys += limits
+            .iter()
+            .filter(|(_, limit)| limit.key != LimitKey::Rule)
+            .map(|(id, _)| limiter.buckets(id) as u64)
+            .sum::<u64>();
         frames += FRAMES_PER_SET;
         sets += 1;
     }
+    let l = &limit_stats;
     eprintln!(
         "differential: {frames} frames over {sets} rule sets agree ({} pass, {} drop), deepest tree {deepest} levels, {with_tables} sets with exact-address tables, {by_flag_rule} frames decided by tcp_flags rules",
         by_verdict[0], by_verdict[1]
+    );
+    eprintln!(
+        "differential: limits over {:.1} s of the clock: {} frames over a limit ({} per rule, {} per address or prefix, {} per IPv6 prefix, {} of a byte rate), {} under one or more ({} under two or more), at most {} keys in a table of {key_capacity}",
+        (now - START_NS) as f64 / 1e9,
+        l.over,
+        l.over_per_rule,
+        l.over_per_key,
+        l.over_ipv6_prefix,
+        l.over_bytes,
+        l.under,
+        l.under_two,
+        l.keys
     );
     assert!(by_flag_rule > 0, "tcp_flags rules must decide some frames");
     assert!(
@@ -587,6 +729,21 @@ fn the_kernel_agrees_with_the_reference_on_random_rules_and_frames() {
     assert!(
         with_tables > 0,
         "the exact-address tables must be exercised"
+    );
+    for (what, n) in [
+        ("frames over a limit", l.over),
+        ("frames over a per-rule limit", l.over_per_rule),
+        ("frames over a per-address limit", l.over_per_key),
+        ("frames over an IPv6-prefix limit", l.over_ipv6_prefix),
+        ("frames over a byte limit", l.over_bytes),
+        ("frames under a limit", l.under),
+        ("frames under two limits", l.under_two),
+    ] {
+        assert!(n > 0, "{what} must come up");
+    }
+    assert!(
+        l.keys < key_capacity,
+        "the kernel's table must not fill (the reference never evicts)"
     );
 }
 

@@ -13,7 +13,10 @@ use firewall_common::{
     limit::{self as kernel, LimitBucket},
 };
 
-use crate::rate_limit::{LimitKey, RateLimit};
+use crate::{
+    rate_limit::{LimitKey, RateLimit},
+    ruleset::Policy,
+};
 
 /// A rule's buckets: one (`per` absent) or one per masked address and family.
 #[derive(Debug, Clone)]
@@ -70,6 +73,15 @@ impl Limiter {
             .entry(key)
             .or_default()
             .over(&rule.kernel, now_ns, len)
+    }
+
+    /// A reload to `policy`: the buckets of rules no longer in it go, so that a rule that
+    /// comes back in a later reload starts full, as the kernel gives its new counter slot a
+    /// new epoch. A rule that stays keeps its buckets, even if it lost its limit meanwhile (its
+    /// slot keeps the limit, and an unchanged one takes it up again).
+    pub fn reload(&mut self, policy: &Policy) {
+        self.rules
+            .retain(|id, _| policy.rules.iter().any(|rule| rule.id == *id));
     }
 
     /// Live buckets of rule `id` (per-address buckets, or 1 for a per-rule limit once used).
@@ -343,6 +355,24 @@ mod tests {
         assert_eq!(lan.by("udp 198.18.0.9 -> 198.19.0.1:53", later), "default");
         assert_eq!(lan.by("udp 198.18.0.9 -> 198.19.0.1:53", later), "victim");
         assert_eq!(lan.limiter.buckets("victim"), 2);
+    }
+
+    // A reload forgets the buckets of rules that left; a rule that stays keeps them.
+    #[test]
+    fn a_reload_forgets_the_rules_that_left() {
+        let cap = "      - { id: cap, action: drop, limit: { over: 1/h, burst: 1 } }\n";
+        let other = "      - { id: other, action: drop, protocol: tcp }\n";
+        let both = format!("{cap}{other}");
+        let udp = "udp 198.18.0.1 -> 198.19.0.1:53";
+        let mut lan = Interface::new(&both);
+        assert_eq!(lan.by(udp, T), "default");
+        assert_eq!(lan.by(udp, T), "cap");
+        lan.limiter.reload(&policy(&both));
+        assert_eq!(lan.by(udp, T), "cap", "a rule that stays keeps its bucket");
+        lan.limiter.reload(&policy(other));
+        assert_eq!(lan.limiter.buckets("cap"), 0);
+        lan.limiter.reload(&policy(&both));
+        assert_eq!(lan.by(udp, T), "default", "back, it starts full");
     }
 
     /// A UDP/IPv4 frame of exactly `len` bytes.

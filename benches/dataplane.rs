@@ -5,8 +5,9 @@
 //!
 //! Parts (`--only PART[,PART...]`, default all): `rules` (generated rule sets, 1 to 100k),
 //! `peers` (xdp-filter and the same content in both shapes), `tracking` (the flow table's
-//! costs), `floors` (the building blocks), `live`, `breakdown`, `control` (compile, swap,
-//! memory). Then the targets of issue 17, each computed from the parts that ran.
+//! costs), `limits` (rate limits under and over, against the rule without one, and their
+//! lookup's floor), `floors` (the building blocks), `live`, `breakdown`, `control` (compile,
+//! swap, memory). Then the targets of issues 16 and 17, each computed from the parts that ran.
 //!
 //! Without a context the kernel runs a program as if the frame arrived on loopback
 //! (ifindex 1), so the rules are bound there (`firewall_dataplane::test_run`).
@@ -15,6 +16,7 @@ mod breakdown;
 mod control;
 mod floors;
 mod kernel;
+mod limits;
 mod live;
 mod peers;
 mod targets;
@@ -31,10 +33,11 @@ use crate::kernel::{Result, Tracking, err, frame, time_expecting};
 const SIZES: [usize; 4] = [1, 1_000, 10_000, 100_000];
 
 /// The parts, in the order they run.
-const PARTS: [&str; 7] = [
+const PARTS: [&str; 8] = [
     "rules",
     "peers",
     "tracking",
+    "limits",
     "floors",
     "live",
     "breakdown",
@@ -178,6 +181,7 @@ fn main() -> Result<()> {
                     &mut measured,
                 )?);
             }
+            "limits" => limits::rows(trivial_ns, &mut rows, &mut measured)?,
             "floors" => floors::rows(trivial_ns, &mut rows, &mut measured)?,
             _ => continue,
         }

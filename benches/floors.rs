@@ -10,6 +10,10 @@ use aya::{
     programs::Xdp,
 };
 use firewall_benches::Row;
+use firewall_common::{
+    family,
+    limit::{LimitBucket, LimitKey},
+};
 use firewall_dataplane::{
     object::BENCH_PROGRAMS_OBJECT,
     test_run::{XDP_DROP, XDP_PASS},
@@ -33,6 +37,23 @@ fn flow_key(frame: &[u8]) -> [u8; 16] {
     key
 }
 
+/// The packet the limits part's rule meets, and whose source the limit floor's key holds.
+pub const LIMITED: &str = "udp 198.18.0.2:40000 -> 198.19.0.1:53";
+
+/// The bench programs' per-source limit key of an IPv4 frame without options: its source
+/// address, rule slot 0, epoch 1.
+fn limit_key(frame: &[u8]) -> LimitKey {
+    let mut addr = [0; 4];
+    addr[0] = u32::from_ne_bytes([frame[26], frame[27], frame[28], frame[29]]);
+    LimitKey {
+        addr,
+        slot: 0,
+        epoch: 1,
+        family: family::IPV4,
+        _pad: 0,
+    }
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     ebpf.program_mut(name)
         .ok_or(format!("{name} missing from the bench object"))?
@@ -51,6 +72,7 @@ pub fn load() -> Result<Ebpf> {
         "floor_flow",
         "floor_flow_alone",
         "floor_hosts_alone",
+        "floor_limit_alone",
     ] {
         program(&mut ebpf, name)?.load().map_err(err)?;
     }
@@ -67,11 +89,16 @@ pub fn load() -> Result<Ebpf> {
             .insert(u32::from_ne_bytes(address.octets()), i as u32, 0)
             .map_err(err)?;
     }
+    let mut limits: HashMap<&mut MapData, LimitKey, LimitBucket> =
+        HashMap::try_from(ebpf.map_mut("LIMIT_KEYS").ok_or("LIMIT_KEYS missing")?).map_err(err)?;
+    limits
+        .insert(limit_key(&frame(LIMITED)), LimitBucket::default(), 0)
+        .map_err(err)?;
     Ok(ebpf)
 }
 
 /// Times each floor; records `floor_drop`, `floor_parse`, `floor_flow` (the established-flow
-/// floor), `floor_flow_alone_hit`, `floor_flow_alone_miss`, `floor_hosts`.
+/// floor), `floor_flow_alone_hit`, `floor_flow_alone_miss`, `floor_hosts`, `floor_limit_alone`.
 pub fn rows(
     trivial_ns: f64,
     rows: &mut Vec<Row>,
@@ -80,7 +107,8 @@ pub fn rows(
     let mut ebpf = load()?;
     let established = frame(ESTABLISHED);
     let miss = frame(PEER_MISS);
-    let floors: [(&str, &str, &str, &[u8], u32); 6] = [
+    let limited = frame(LIMITED);
+    let floors: [(&str, &str, &str, &[u8], u32); 7] = [
         ("floor_drop", "xdp_drop", "return XDP_DROP", &miss, XDP_DROP),
         (
             "floor_parse",
@@ -115,6 +143,13 @@ pub fn rows(
             "floor_hosts_alone",
             "hash set of 1,000 hosts, miss",
             &miss,
+            XDP_PASS,
+        ),
+        (
+            "floor_limit_alone",
+            "floor_limit_alone",
+            "24-byte limit-key LRU lookup alone, hit",
+            &limited,
             XDP_PASS,
         ),
     ];

@@ -1,4 +1,4 @@
-//! Issue 17's targets, each computed from measurements of this run (never across runs): a
+//! Issues 16's and 17's targets, each computed from measurements of this run (never across runs): a
 //! report, not a pass/fail test.
 
 use std::collections::BTreeMap;
@@ -76,6 +76,12 @@ pub fn evaluate(m: &BTreeMap<&'static str, f64>) -> Vec<Target> {
     let ratio = |a: &str, b: &str| Some(get(a)? / get(b)?);
     let minus = |a: &str, b: &str| Some(get(a)? - get(b)?);
     use Goal::{AtLeast, AtMost, Info};
+    // Issue 16: what a limit adds to its rule, against one LRU lookup (the floor over the
+    // trivial program).
+    let limit_extra = |case: &str| {
+        let extra = minus(case, "limit_none")?;
+        Some((extra, AtMost(minus("limit_floor", "trivial_pass")?)))
+    };
     vec![
         target(
             "1,000 host rules + port rule, miss: smf / xdp-filter",
@@ -123,6 +129,30 @@ pub fn evaluate(m: &BTreeMap<&'static str, f64>) -> Vec<Target> {
             ratio("established", "floor_flow").map(|r| (r, AtMost(1.25))),
         ),
         target(
+            "limit under / the rule without limit (per: src)",
+            "x",
+            "limits",
+            ratio("limit_under", "limit_none").map(|r| (r, Info)),
+        ),
+        target(
+            "limit over / the rule without limit (per: src)",
+            "x",
+            "limits",
+            ratio("limit_over", "limit_none").map(|r| (r, Info)),
+        ),
+        target(
+            "limit under - without limit, at most one 24-byte LRU lookup",
+            "ns",
+            "limits",
+            limit_extra("limit_under"),
+        ),
+        target(
+            "limit over - without limit, at most one 24-byte LRU lookup",
+            "ns",
+            "limits",
+            limit_extra("limit_over"),
+        ),
+        target(
             "100k rules / 1k rules, last rule matches",
             "x",
             "rules",
@@ -168,7 +198,7 @@ pub fn evaluate(m: &BTreeMap<&'static str, f64>) -> Vec<Target> {
 }
 
 pub fn print(targets: &[Target]) {
-    println!("\ntargets (issue 17), from this run:");
+    println!("\ntargets (issues 16 and 17), from this run:");
     println!(
         "  {:<66} {:>12} {:>12} {:>5}",
         "case", "measured", "target", "met"

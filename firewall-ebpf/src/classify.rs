@@ -16,9 +16,9 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
 };
 use firewall_common::{
-    EXACT_DST, EXACT_SRC, Entry, ExactSlot, GENERATIONS, LEAF, MAX_IFINDEX,
-    MAX_SLOTS, MAX_TREE_DEPTH, NO_TREE, Node, Policy, TREES, Tree, UNCONFIGURED, VLAN_TREE, cond,
-    dim, directed_slot, entry_flag, exact, family, policy_index,
+    EXACT_DST, EXACT_SRC, Entry, ExactSlot, GENERATIONS, LEAF, MAX_IFINDEX, MAX_SLOTS,
+    MAX_TREE_DEPTH, NO_TREE, Node, Policy, TREES, Tree, UNCONFIGURED, VLAN_TREE, cond, dim,
+    directed_slot, entry_flag, exact, family, policy_index,
 };
 
 use crate::{

@@ -5,13 +5,16 @@ use anyhow::Result;
 use crate::{cargo, run, setup, workspace_root};
 
 /// Time the XDP program and its peers, in one run, and print one table per part (docs/dataplane.md
-/// "Speed" says how to read them), then issue 17's targets computed from that run. Needs root.
+/// "Speed" says how to read them), then issues 16's and 17's targets computed from that run.
+/// Needs root.
 ///
 /// Parts: `rules` (BPF_PROG_TEST_RUN of 1, 1k, 10k and 100k generated rules, the probe rule
 /// first, last, or no match), `peers` (xdp-filter and ours with the same content: 1,000 hosts
 /// each its own rule, or one rule over a set of them, plus a UDP port rule; verifier counts),
 /// `tracking` (the flow table's cost without a `state: true` rule, an untracked packet with
-/// one, the established flow, opening a flow, the table's memory), `floors` (each building
+/// one, the established flow, opening a flow, the table's memory), `limits` (a packet through
+/// a `per: src` limit rule under and over its limit, the same rule without `limit`, and the
+/// floor of one 24-byte LRU lookup: issue 16's target), `floors` (each building
 /// block alone as a tiny program: XDP_DROP, a parse, a 16-byte flow lookup, a hash set),
 /// `live` (frames pushed with XDP live frames through veth into a trivial XDP_DROP,
 /// xdp-filter, smf-firewall and nftables netdev ingress, interleaved, medians;
@@ -33,6 +36,7 @@ enum Part {
     Rules,
     Peers,
     Tracking,
+    Limits,
     Floors,
     Live,
     Breakdown,
@@ -46,6 +50,7 @@ impl Part {
             Part::Rules => "rules",
             Part::Peers => "peers",
             Part::Tracking => "tracking",
+            Part::Limits => "limits",
             Part::Floors => "floors",
             Part::Live => "live",
             Part::Breakdown => "breakdown",

@@ -8,9 +8,10 @@ use anyhow::Result;
 use crate::{cargo, run, setup};
 
 /// Run random rule sets and `--frames` random frames (biased to rule edges, VLAN tags, IPv6
-/// extension headers, fragments, truncation) through the loaded XDP program with
-/// BPF_PROG_TEST_RUN and through the reference classifier; fail on the first disagreement in
-/// verdict or deciding rule, printing the frame and the rules. Needs root.
+/// extension headers, fragments, truncation; rate-limit rules on a clock the kernel and the
+/// reference step together) through the loaded XDP program with BPF_PROG_TEST_RUN and through
+/// the reference classifier; fail on the first disagreement in verdict or deciding rule,
+/// printing the frame and the rules. Needs root.
 #[derive(clap::Args)]
 pub struct Args {
     /// How many frames to run.

@@ -23,6 +23,10 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
+use firewall_common::{
+    family,
+    limit::{LimitBucket, LimitKey},
+};
 
 /// A 16-byte IPv4 flow key: addresses as on the wire, ports in host order.
 #[repr(C)]
@@ -61,6 +65,10 @@ static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
 /// Destination hosts (IPv4, as on the wire) to a rule index.
 #[map]
 static HOSTS: HashMap<u32, u32> = HashMap::with_max_entries(1_024, 0);
+
+/// Per-source rate-limit buckets, keyed as the firewall's `LIMIT_KEYS` (24 bytes).
+#[map]
+static LIMIT_KEYS: LruHashMap<LimitKey, LimitBucket> = LruHashMap::with_max_entries(65_536, 0);
 
 #[xdp]
 pub fn xdp_drop(_ctx: XdpContext) -> u32 {
@@ -155,6 +163,28 @@ pub fn floor_hosts_alone(ctx: XdpContext) -> u32 {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
+    }
+}
+
+/// One 24-byte rate-limit key lookup alone (the source's per-address key of rule slot 0,
+/// epoch 1), the lookup a `per: src` limit adds: XDP_PASS when found, XDP_DROP when not.
+#[xdp]
+pub fn floor_limit_alone(ctx: XdpContext) -> u32 {
+    let Some(flow) = fixed_key(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let key = LimitKey {
+        addr: [flow.src, 0, 0, 0],
+        slot: 0,
+        epoch: 1,
+        family: family::IPV4,
+        _pad: 0,
+    };
+    // SAFETY: only whether it is there is used.
+    if unsafe { LIMIT_KEYS.get(key) }.is_some() {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
     }
 }
 

@@ -188,7 +188,11 @@ fn rest(
         (*scan).after = 0;
         (*scan).passed = NO_COUNTER;
         (*scan).len = len;
-        (*scan).now = 0;
+        // A limit entry the inline pass found, with no tree left to walk: judged here, so
+        // that a packet over the limit (a flood's) never enters `bpf_loop`.
+        if left.trees == 0 && !next_round(scan) {
+            return Some((*scan).best);
+        }
         // Each round moves past at least one entry: the entries and trees bound the steps.
         bpf_loop(MAX_STEPS, scan_tree as *mut c_void, ctx, 0);
         Some((*scan).best)
@@ -223,9 +227,6 @@ extern "C" fn scan_tree(_: u64, ctx: *mut c_void) -> i64 {
     // nested `bpf_loop`.
     unsafe {
         let scan = scan_of(ctx);
-        if (*scan).round == 0 && !next_round(scan) {
-            return 1;
-        }
         let mut t = (*scan).trees_from.wrapping_add((*scan).t) as usize;
         (*scan).t = (*scan).t.wrapping_add(1);
         if (*scan).trees.get(t).is_none_or(|tree| tree.root == NO_TREE) {
@@ -270,11 +271,8 @@ unsafe fn next_round(scan: *mut Scan) -> bool {
             return false;
         }
         if entry.counter != (*scan).passed {
-            if (*scan).now == 0 {
-                (*scan).now = limit::now();
-            }
             let (packet, scratch) = (&(*scan).packet, &mut (*scan).limit);
-            if limit::over(entry.counter, packet, (*scan).len, (*scan).now, scratch) {
+            if limit::over(entry.counter, packet, (*scan).len, scratch) {
                 return false;
             }
             (*scan).passed = entry.counter;
@@ -366,8 +364,6 @@ struct Scan {
     passed: u32,
     /// The packet's length, for byte limits.
     len: u32,
-    /// The limits' clock, read once per packet that meets a limit rule (0: not yet).
-    now: u64,
     limit: limit::Scratch,
 }
 

@@ -8,7 +8,7 @@
 //! limit can pass under it, at most one per CPU per race.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns},
     macros::map,
     maps::{Array, LruHashMap},
 };
@@ -37,12 +37,14 @@ static LIMIT_KEYS: LruHashMap<LimitKey, LimitBucket> =
 #[map]
 static LIMIT_CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
-/// The time limits count in.
+/// The time `limit` counts in: a fixed clock if a test set one, else the kernel's monotonic
+/// clock, coarse where the limit allows it (`Limit::coarse`).
 #[inline(always)]
-pub fn now() -> u64 {
+fn now(limit: &Limit) -> u64 {
     match LIMIT_CLOCK.get(0) {
         Some(&fixed) if fixed != 0 => fixed,
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        // SAFETY: the clock helpers have no preconditions.
+        _ if limit.coarse != 0 => unsafe { bpf_ktime_get_coarse_ns() },
         _ => unsafe { bpf_ktime_get_ns() },
     }
 }
@@ -62,13 +64,14 @@ pub struct Scratch {
 // in `Scan`: by value they would be copied onto the stack first.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
-pub fn over(slot: u32, packet: &Packet, len: u32, now: u64, scratch: &mut Scratch) -> bool {
+pub fn over(slot: u32, packet: &Packet, len: u32, scratch: &mut Scratch) -> bool {
     let Some(limit) = LIMITS.get(slot) else {
         return true;
     };
     if limit.epoch == 0 {
         return true;
     }
+    let now = now(limit);
     if limit.per == per::RULE {
         return match LIMIT_BUCKETS.get_ptr_mut(slot) {
             // SAFETY: a valid map value; races between CPUs are described above.

@@ -197,7 +197,8 @@ impl RateLimit {
                 RateUnit::Packets => unit::PACKETS,
                 _ => unit::BYTES,
             },
-            _pad: [0; 3],
+            coarse: u8::from(capacity / kernel::COARSE_TICKS_NS >= refill),
+            _pad: [0; 2],
         })
     }
 }
@@ -292,6 +293,14 @@ mod tests {
         );
         assert_eq!(k.full_after_ns, 2 * SECOND_NS);
         assert_eq!((k.per, k.prefix, k.unit), (per::SRC, 24, unit::PACKETS));
+        // A burst of two seconds' worth may count coarse time; one of a millisecond's may not.
+        assert_eq!(k.coarse, 1);
+        let tight = RateLimit {
+            amount: 100_000,
+            burst: 100,
+            ..limit
+        };
+        assert_eq!(tight.kernel().unwrap().coarse, 0);
         // 2 Mbit/s is 250,000 bytes per second: a byte costs 8 bit-tokens.
         let bits = RateLimit {
             amount: 2_000_000,

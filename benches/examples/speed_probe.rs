@@ -111,12 +111,30 @@ fn main() {
         dataplane.set_trace(on).unwrap();
         dataplane
     };
+    // A flow opened by its SYN (the state rule), then its reply timed: the tracked path.
+    let established = |opener: &str| {
+        let mut dataplane = load(&set(&(state.to_string() + port)));
+        test_run::run(dataplane.program().unwrap(), &frame(opener), 1).unwrap();
+        dataplane
+    };
+    let reply6 = frame("tcp [2001:2::200:1]:7 -> [2001:2::9]:40000 flags ack");
     let extra = [
         (
             "1 rule, trace on, not matched",
             traced(trace::cond::PROTOCOL, 100),
+            &miss[..],
         ),
-        ("1 rule, trace on, rate-suppressed", traced(0, 1)),
+        ("1 rule, trace on, rate-suppressed", traced(0, 1), &miss[..]),
+        (
+            "state rule, established IPv4 reply",
+            established("tcp 198.18.9.9:40000 -> 198.18.200.1:7 flags syn"),
+            &reply[..],
+        ),
+        (
+            "state rule, established IPv6 reply",
+            established("tcp [2001:2::9]:40000 -> [2001:2::200:1]:7 flags syn"),
+            &reply6[..],
+        ),
     ];
     let mut trivial_ebpf = Ebpf::load(XDP_PASS_OBJECT).unwrap();
     let trivial: &mut Xdp = trivial_ebpf
@@ -131,7 +149,7 @@ fn main() {
         .chain(
             extra
                 .into_iter()
-                .map(|(name, dataplane)| (name.to_string(), dataplane, &miss[..])),
+                .map(|(name, dataplane, frame)| (name.to_string(), dataplane, frame)),
         )
         .collect();
     let verified = |dataplane: &mut Dataplane| {
@@ -168,8 +186,9 @@ fn main() {
             .unwrap()
             .action;
         let id = loaded[i].1.program().unwrap().info().unwrap().id();
+        let tracked = loaded[i].1.conntrack_hits(0).unwrap_or(0);
         println!(
-            "{name:<40} {m:>8.1} {:>8.1}  action {action}  prog id {id}",
+            "{name:<40} {m:>8.1} {:>8.1}  action {action}  tracked {tracked}  prog id {id}",
             m - t
         );
     }

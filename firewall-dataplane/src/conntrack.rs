@@ -9,13 +9,16 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use aya::{
+    Pod,
+    maps::{Array, HashMap, Map, MapData, MapError},
+};
 use firewall_common::{
-    ConntrackSettings, Flow, FlowKey,
+    ConntrackSettings, Flow, FlowKey, FlowKey4,
     conntrack::{flushed, state},
 };
 
-use firewall_common::protocol;
+use firewall_common::{family, protocol};
 
 use crate::object::maps;
 
@@ -83,6 +86,32 @@ pub fn now_ns(settings: &ConntrackSettings) -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The flow table: one LRU hash per address family, each `conntrack.max_entries` long.
+pub struct Flows<T> {
+    /// `CONNTRACK4`.
+    pub ipv4: HashMap<T, FlowKey4, Flow>,
+    /// `CONNTRACK`.
+    pub ipv6: HashMap<T, FlowKey, Flow>,
+}
+
+impl<T: Borrow<MapData>> Flows<T> {
+    /// Every entry of both tables, expired or not; IPv4 keys in `FlowKey`'s layout.
+    pub fn iter(&self) -> impl Iterator<Item = (FlowKey, Flow)> + '_ {
+        let ipv4 = self.ipv4.iter().flatten();
+        let ipv6 = self.ipv6.iter().flatten();
+        ipv4.map(|(key, flow)| (FlowKey::from(key), flow))
+            .chain(ipv6)
+    }
+
+    /// Entries of each table, expired or not: (IPv4, IPv6).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.ipv4.keys().flatten().count() as u64,
+            self.ipv6.keys().flatten().count() as u64,
+        )
+    }
+}
+
 /// What a sweep found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -92,12 +121,23 @@ pub struct Swept {
     pub expired: u64,
 }
 
-/// Deletes the expired flows. A flow the kernel deletes or refreshes meanwhile is skipped.
-pub fn sweep<T: BorrowMut<MapData>>(
-    flows: &mut HashMap<T, FlowKey, Flow>,
-    settings: &ConntrackSettings,
-) -> Swept {
+/// Deletes the expired flows of both tables. A flow the kernel deletes or refreshes meanwhile
+/// is skipped.
+pub fn sweep<T: BorrowMut<MapData>>(flows: &mut Flows<T>, settings: &ConntrackSettings) -> Swept {
     let now = now_ns(settings);
+    let ipv4 = sweep_table(&mut flows.ipv4, settings, now);
+    let ipv6 = sweep_table(&mut flows.ipv6, settings, now);
+    Swept {
+        live: ipv4.live + ipv6.live,
+        expired: ipv4.expired + ipv6.expired,
+    }
+}
+
+fn sweep_table<T: BorrowMut<MapData>, K: Pod>(
+    flows: &mut HashMap<T, K, Flow>,
+    settings: &ConntrackSettings,
+    now: u64,
+) -> Swept {
     let mut swept = Swept::default();
     let mut doomed = Vec::new();
     for (key, flow) in flows.iter().flatten() {
@@ -119,23 +159,30 @@ pub fn sweep<T: BorrowMut<MapData>>(
     swept
 }
 
-/// Live flows by (protocol, state) and the number of expired ones not swept yet.
+/// Live flows by (protocol, state) and by family (each table), and the number of expired ones
+/// not swept yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Census {
     pub by_state: BTreeMap<(&'static str, &'static str), u64>,
+    /// Live IPv4 flows (`CONNTRACK4`).
+    pub ipv4: u64,
+    /// Live IPv6 flows (`CONNTRACK`).
+    pub ipv6: u64,
     pub expired: u64,
 }
 
-pub fn census<T: Borrow<MapData>>(
-    flows: &HashMap<T, FlowKey, Flow>,
-    settings: &ConntrackSettings,
-) -> Census {
+pub fn census<T: Borrow<MapData>>(flows: &Flows<T>, settings: &ConntrackSettings) -> Census {
     let now = now_ns(settings);
     let mut census = Census::default();
-    for (key, flow) in flows.iter().flatten() {
+    for (key, flow) in flows.iter() {
         if flow.expired(settings, now) {
             census.expired += 1;
             continue;
+        }
+        if key.family == family::IPV4 {
+            census.ipv4 += 1;
+        } else {
+            census.ipv6 += 1;
         }
         let protocol = protocol::name(key.protocol).unwrap_or("other");
         let state = state::NAMES
@@ -150,7 +197,7 @@ pub fn census<T: Borrow<MapData>>(
 /// The flow table and its companions, as a daemon pinned them (`crate::pins`).
 pub struct Pinned {
     dir: PathBuf,
-    pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub flows: Flows<MapData>,
     pub settings: ConntrackSettings,
     flushed: Array<MapData, u64>,
 }
@@ -176,8 +223,11 @@ impl Pinned {
             let path = dir.join(file);
             move |error| ConntrackError::Map { path, error }
         };
-        let flows =
-            HashMap::try_from(open(maps::CONNTRACK)?).map_err(map_error(maps::CONNTRACK))?;
+        let flows = Flows {
+            ipv4: HashMap::try_from(open(maps::CONNTRACK4)?)
+                .map_err(map_error(maps::CONNTRACK4))?,
+            ipv6: HashMap::try_from(open(maps::CONNTRACK)?).map_err(map_error(maps::CONNTRACK))?,
+        };
         let settings: Array<MapData, ConntrackSettings> =
             Array::try_from(open(maps::CONNTRACK_SETTINGS)?)
                 .map_err(map_error(maps::CONNTRACK_SETTINGS))?;
@@ -203,15 +253,10 @@ impl Pinned {
         self.settings.tracking != 0
     }
 
-    /// Deletes every flow and adds their number to the daemon's flush counter; returns it.
+    /// Deletes every flow of both tables and adds their number to the daemon's flush counter;
+    /// returns it.
     pub fn flush(&mut self) -> Result<u64, ConntrackError> {
-        let keys: Vec<FlowKey> = self.flows.keys().flatten().collect();
-        let mut deleted = 0;
-        for key in keys {
-            if self.flows.remove(&key).is_ok() {
-                deleted += 1;
-            }
-        }
+        let deleted = flush_table(&mut self.flows.ipv4) + flush_table(&mut self.flows.ipv6);
         let path = self.dir.join(maps::CONNTRACK_FLUSHED);
         let map_error = |error| ConntrackError::Map {
             path: path.clone(),
@@ -223,4 +268,10 @@ impl Pinned {
             .map_err(map_error)?;
         Ok(deleted)
     }
+}
+
+/// Deletes every entry of one table; returns how many it deleted.
+fn flush_table<T: BorrowMut<MapData>, K: Pod>(flows: &mut HashMap<T, K, Flow>) -> u64 {
+    let keys: Vec<K> = flows.keys().flatten().collect();
+    keys.iter().filter(|key| flows.remove(key).is_ok()).count() as u64
 }

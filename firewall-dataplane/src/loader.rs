@@ -21,9 +21,9 @@ use aya::{
     },
 };
 use firewall_common::{
-    ConntrackSettings, Counter, DropLogControl, EXACT_DST, EXACT_SRC, Entry, ExactSlot, Flow,
-    FlowKey, FrameClass, GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node, Policy,
-    TraceControl, UNCONFIGURED, Verdict, class_index, conntrack, counter_index, enforce,
+    ConntrackSettings, Counter, DropLogControl, EXACT_DST, EXACT_SRC, Entry, ExactSlot, FrameClass,
+    GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node, Policy, TraceControl,
+    UNCONFIGURED, Verdict, class_index, conntrack, counter_index, enforce,
     limit::{self, Limit},
     policy_index,
 };
@@ -31,7 +31,10 @@ use tracing::{info, warn};
 
 use firewall_rules::compile::Compiled;
 
-use crate::object::{EGRESS_PROGRAM, FIREWALL_OBJECT, PROGRAM, maps};
+use crate::{
+    conntrack::Flows,
+    object::{EGRESS_PROGRAM, FIREWALL_OBJECT, PROGRAM, maps},
+};
 
 /// How long a packet may still be reading the generation that was live before a flip; the
 /// daemon does not rewrite that generation sooner. XDP runs to completion within a NAPI poll,
@@ -106,6 +109,7 @@ pub struct TraceMaps {
 /// (`conntrack.max_entries`) and the rate limits' per-address buckets (`limits.max_keys`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LruSizes {
+    /// Flows per address family: `CONNTRACK4` and `CONNTRACK` each hold this many.
     pub flows: u32,
     pub limit_keys: u32,
 }
@@ -314,6 +318,7 @@ impl Dataplane {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(maps::CONNTRACK, lru.flows.max(1))
+            .map_max_entries(maps::CONNTRACK4, lru.flows.max(1))
             .map_max_entries(maps::LIMIT_KEYS, lru.limit_keys.max(1))
             .map_max_entries(maps::NODES, GENERATIONS * capacity.nodes)
             .map_max_entries(maps::LEAVES, GENERATIONS * capacity.leaves)
@@ -400,7 +405,8 @@ impl Dataplane {
         )
     }
 
-    /// The sizes of the LRU tables pinned in `dir`, if both are there.
+    /// The sizes of the LRU tables pinned in `dir`, if all are there and both flow tables
+    /// (one per family) have the same size.
     pub fn pinned_lru(dir: &Path) -> Result<Option<LruSizes>, LoaderError> {
         let size = |name: &'static str| -> Result<Option<u32>, LoaderError> {
             let path = dir.join(name);
@@ -410,10 +416,18 @@ impl Dataplane {
             let map = MapData::from_pin(&path).map_err(map_error(name))?;
             Ok(Some(map.info().map_err(map_error(name))?.max_entries()))
         };
-        Ok(match (size(maps::CONNTRACK)?, size(maps::LIMIT_KEYS)?) {
-            (Some(flows), Some(limit_keys)) => Some(LruSizes { flows, limit_keys }),
-            _ => None,
-        })
+        Ok(
+            match (
+                size(maps::CONNTRACK4)?,
+                size(maps::CONNTRACK)?,
+                size(maps::LIMIT_KEYS)?,
+            ) {
+                (Some(flows), Some(flows6), Some(limit_keys)) if flows == flows6 => {
+                    Some(LruSizes { flows, limit_keys })
+                }
+                _ => None,
+            },
+        )
     }
 
     /// The generation the program reads (0 or 1), as counted by installs.
@@ -895,13 +909,17 @@ impl Dataplane {
             .map_err(map_error(maps::CONNTRACK_SETTINGS))
     }
 
-    /// The flow table.
-    pub fn conntrack_flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, Flow>, LoaderError> {
-        let map = self
+    /// The flow table, both families.
+    pub fn conntrack_flows(&mut self) -> Result<Flows<&mut MapData>, LoaderError> {
+        let [ipv4, ipv6] = self
             .ebpf
-            .map_mut(maps::CONNTRACK)
-            .ok_or(LoaderError::Missing(maps::CONNTRACK))?;
-        HashMap::try_from(map).map_err(map_error(maps::CONNTRACK))
+            .maps_disjoint_mut([maps::CONNTRACK4, maps::CONNTRACK]);
+        let ipv4 = ipv4.ok_or(LoaderError::Missing(maps::CONNTRACK4))?;
+        let ipv6 = ipv6.ok_or(LoaderError::Missing(maps::CONNTRACK))?;
+        Ok(Flows {
+            ipv4: HashMap::try_from(ipv4).map_err(map_error(maps::CONNTRACK4))?,
+            ipv6: HashMap::try_from(ipv6).map_err(map_error(maps::CONNTRACK))?,
+        })
     }
 
     /// Sum over CPUs of a `conntrack::event` count.
@@ -922,11 +940,15 @@ impl Dataplane {
             .map_err(map_error(maps::CONNTRACK_FLUSHED))
     }
 
-    /// Kernel memory of the flow table in bytes, as the kernel accounts it (`memlock` in the
-    /// map's fdinfo).
+    /// Kernel memory of the flow table (both families) in bytes, as the kernel accounts it
+    /// (`memlock` in the maps' fdinfo).
     pub fn conntrack_memory(&self) -> Option<u64> {
-        let map = self.ebpf.map(maps::CONNTRACK)?;
-        let fd = match map {
+        Some(self.lru_memory(maps::CONNTRACK4)? + self.lru_memory(maps::CONNTRACK)?)
+    }
+
+    /// `memlock` of one LRU hash.
+    fn lru_memory(&self, name: &str) -> Option<u64> {
+        let fd = match self.ebpf.map(name)? {
             Map::LruHashMap(data) => data.fd().as_fd().as_raw_fd(),
             _ => return None,
         };

@@ -38,8 +38,10 @@ pub mod maps {
     names! {
         /// Per-CPU packets and bytes of an interface slot's non-IP and malformed frames.
         CLASS_STATS,
-        /// Connection tracking: the flow table (LRU hash, `FlowKey` to `Flow`).
+        /// Connection tracking: the IPv6 flow table (LRU hash, `FlowKey` to `Flow`).
         CONNTRACK,
+        /// Connection tracking: the IPv4 flow table (LRU hash, `FlowKey4` to `Flow`).
+        CONNTRACK4,
         /// Per-CPU `conntrack::event` counts.
         CONNTRACK_EVENTS,
         /// Flows deleted by `smf-firewall conntrack flush`; written by userspace only.

@@ -1,5 +1,6 @@
 //! Connection tracking (SEIL's `state enable`): a packet passed by a rule with `state: true`
-//! opens a flow in the `CONNTRACK` LRU hash; later packets of the flow, in either direction and
+//! opens a flow in an LRU hash (`CONNTRACK4` for IPv4, keyed by the 16-byte `FlowKey4`, which
+//! hashes faster than IPv6's 40-byte `FlowKey` in `CONNTRACK`); later packets of the flow, in either direction and
 //! on any interface, pass before the rules are looked at. TCP follows SYN, SYN-ACK, ACK, FIN and
 //! RST; UDP and ICMP echo have idle timeouts; an ICMP error that quotes a tracked flow passes.
 //!
@@ -15,7 +16,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
-    ConntrackSettings, Flow, FlowKey, MAX_SLOTS,
+    ConntrackSettings, Flow, FlowKey, FlowKey4, MAX_SLOTS,
     conntrack::{DEFAULT_MAX_ENTRIES, event, fin, origin, state},
     family, protocol,
 };
@@ -25,7 +26,12 @@ use crate::{
     parse::{self, L4, Packet},
 };
 
-/// The flows; `max_entries` is set by the daemon at load time from its config.
+/// The IPv4 flows; `max_entries` is set by the daemon at load time from its config.
+#[map]
+static CONNTRACK4: LruHashMap<FlowKey4, Flow> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_ENTRIES, 0);
+
+/// The IPv6 flows; sized as `CONNTRACK4`.
 #[map]
 static CONNTRACK: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(DEFAULT_MAX_ENTRIES, 0);
 
@@ -86,15 +92,33 @@ pub fn now(settings: &ConntrackSettings) -> u64 {
 /// for the whole chain).
 #[inline(never)]
 pub fn track(packet: &Packet, settings: &ConntrackSettings) -> Track {
-    let Some((key, sender)) = key_of(packet) else {
-        return Track::Miss {
-            replaces_expired: false,
-        };
+    let miss = Track::Miss {
+        replaces_expired: false,
     };
-    let Some(flow) = CONNTRACK.get_ptr_mut(key) else {
-        return Track::Miss {
-            replaces_expired: false,
-        };
+    let Some((src_port, dst_port)) = ports_of(packet) else {
+        return miss;
+    };
+    let found = if packet.family == family::IPV4 {
+        let (key, sender) = normalised4(
+            packet.protocol,
+            packet.src[0],
+            packet.dst[0],
+            src_port,
+            dst_port,
+        );
+        CONNTRACK4.get_ptr_mut(key).map(|flow| (flow, sender))
+    } else {
+        let (key, sender) = normalised6(
+            packet.protocol,
+            &packet.src,
+            &packet.dst,
+            src_port,
+            dst_port,
+        );
+        CONNTRACK.get_ptr_mut(key).map(|flow| (flow, sender))
+    };
+    let Some((flow, sender)) = found else {
+        return miss;
     };
     // SAFETY: the kernel keeps the value alive while the program runs; concurrent updates of
     // the same flow from two CPUs may interleave, which costs at most one state step.
@@ -107,9 +131,7 @@ pub fn track(packet: &Packet, settings: &ConntrackSettings) -> Track {
     }
     let from_origin = sender == flow.origin;
     if packet.l4 == L4::Icmp && !echo_fits(packet, from_origin) {
-        return Track::Miss {
-            replaces_expired: false,
-        };
+        return miss;
     }
     advance(flow, packet, from_origin);
     flow.last_seen = now;
@@ -120,7 +142,7 @@ pub fn track(packet: &Packet, settings: &ConntrackSettings) -> Track {
 /// and ICMP echo requests open flows. Not inlined, as `track`.
 #[inline(never)]
 pub fn open(packet: &Packet, replaces_expired: bool, settings: &ConntrackSettings) {
-    let Some((key, sender)) = key_of(packet) else {
+    let Some((src_port, dst_port)) = ports_of(packet) else {
         return;
     };
     let state = match packet.protocol {
@@ -132,16 +154,35 @@ pub fn open(packet: &Packet, replaces_expired: bool, settings: &ConntrackSetting
         _ if echo_request(packet) => state::ICMP_ECHO,
         _ => return,
     };
-    let flow = Flow {
+    let flow = |origin| Flow {
         last_seen: now(settings),
         state,
-        origin: sender,
+        origin,
         fins: 0,
         _pad: [0; 5],
     };
     // BPF_NOEXIST = 1, BPF_ANY = 0: never overwrite a live flow another CPU just opened.
     let flags = if replaces_expired { 0 } else { 1 };
-    if CONNTRACK.insert(key, flow, flags).is_ok() {
+    let inserted = if packet.family == family::IPV4 {
+        let (key, sender) = normalised4(
+            packet.protocol,
+            packet.src[0],
+            packet.dst[0],
+            src_port,
+            dst_port,
+        );
+        CONNTRACK4.insert(key, flow(sender), flags)
+    } else {
+        let (key, sender) = normalised6(
+            packet.protocol,
+            &packet.src,
+            &packet.dst,
+            src_port,
+            dst_port,
+        );
+        CONNTRACK.insert(key, flow(sender), flags)
+    };
+    if inserted.is_ok() {
         count(event::CREATED);
         if replaces_expired {
             count(event::EXPIRED_REPLACED);
@@ -185,15 +226,16 @@ pub fn related<C: Wire>(ctx: &C, packet: &Packet, settings: &ConntrackSettings) 
         protocol::ICMP | protocol::ICMPV6 => (quoted.dst_port_or_id, quoted.dst_port_or_id),
         _ => return miss,
     };
-    let (key, _) = normalised(
-        packet.family,
-        quoted.protocol,
-        &quoted.src,
-        &quoted.dst,
-        a,
-        b,
-    );
-    match CONNTRACK.get_ptr(key) {
+    // Keys by reference here (by value in `track` and `open`): whichever gives the smaller
+    // frame (128 bytes each; the chain with the packet path's 368 must fit in 512).
+    let flow = if packet.family == family::IPV4 {
+        let (key, _) = normalised4(quoted.protocol, quoted.src[0], quoted.dst[0], a, b);
+        CONNTRACK4.get_ptr(&key)
+    } else {
+        let (key, _) = normalised6(quoted.protocol, &quoted.src, &quoted.dst, a, b);
+        CONNTRACK.get_ptr(&key)
+    };
+    match flow {
         // SAFETY: as in `track`; only read here.
         Some(flow) if !unsafe { &*flow }.expired(settings, now(settings)) => Track::Hit,
         _ => miss,
@@ -281,60 +323,76 @@ pub fn is_icmp_error(packet: &Packet) -> bool {
                 && (1..=4).contains(&packet.src_port_or_type))
 }
 
-/// The packet's flow key and which endpoint of the key sent it (`origin::LO` or `HI`); `None`
-/// for what is not tracked (other protocols, fragments, ICMP other than echo).
+/// The packet's ports as its flow key holds them (source, destination): TCP and UDP ports,
+/// the echo identifier twice for ICMP echo; `None` for what is not tracked (other protocols,
+/// fragments, ICMP other than echo).
 #[inline(always)]
-fn key_of(packet: &Packet) -> Option<(FlowKey, u8)> {
+fn ports_of(packet: &Packet) -> Option<(u16, u16)> {
     match packet.l4 {
         L4::Ports if packet.protocol == protocol::TCP || packet.protocol == protocol::UDP => {
-            Some(normalised(
-                packet.family,
-                packet.protocol,
-                &packet.src,
-                &packet.dst,
-                packet.src_port_or_type,
-                packet.dst_port_or_code,
-            ))
+            Some((packet.src_port_or_type, packet.dst_port_or_code))
         }
-        L4::Icmp if echo_request(packet) || echo_reply(packet) => Some(normalised(
-            packet.family,
-            packet.protocol,
-            &packet.src,
-            &packet.dst,
-            packet.icmp_id,
-            packet.icmp_id,
-        )),
+        L4::Icmp if echo_request(packet) || echo_reply(packet) => {
+            Some((packet.icmp_id, packet.icmp_id))
+        }
         _ => None,
     }
 }
 
-/// The key with the lower endpoint (address as a big-endian number, then port) first.
+/// Does the source endpoint (address as a big-endian number, then port) come first in the
+/// key? `src` and `dst` are the addresses' words, most significant first.
 #[inline(always)]
-fn normalised(
-    family: u8,
+fn src_first<const N: usize>(src: &[u32; N], dst: &[u32; N], src_port: u16, dst_port: u16) -> bool {
+    // The most significant differing word decides (it is compared last); no early exit, so
+    // the verifier walks one path.
+    let mut first = src_port <= dst_port;
+    for i in (0..N).rev() {
+        let (s, d) = (u32::from_be(src[i]), u32::from_be(dst[i]));
+        if s != d {
+            first = s < d;
+        }
+    }
+    first
+}
+
+/// The IPv4 key with the lower endpoint first, and which endpoint of it sent the packet
+/// (`origin::LO` or `HI`).
+#[inline(always)]
+fn normalised4(protocol: u8, src: u32, dst: u32, src_port: u16, dst_port: u16) -> (FlowKey4, u8) {
+    let key = |lo_addr, hi_addr, lo_port, hi_port| FlowKey4 {
+        lo_addr,
+        hi_addr,
+        lo_port,
+        hi_port,
+        protocol,
+        _pad: [0; 3],
+    };
+    if src_first(&[src], &[dst], src_port, dst_port) {
+        (key(src, dst, src_port, dst_port), origin::LO)
+    } else {
+        (key(dst, src, dst_port, src_port), origin::HI)
+    }
+}
+
+/// The IPv6 key, as `normalised4`.
+#[inline(always)]
+fn normalised6(
     protocol: u8,
     src: &[u32; 4],
     dst: &[u32; 4],
     src_port: u16,
     dst_port: u16,
 ) -> (FlowKey, u8) {
-    let mut src_first = src_port <= dst_port;
-    for i in (0..4).rev() {
-        let (s, d) = (u32::from_be(src[i]), u32::from_be(dst[i]));
-        if s != d {
-            src_first = s < d;
-        }
-    }
     let key = |lo: &[u32; 4], hi: &[u32; 4], lo_port, hi_port| FlowKey {
         lo_addr: *lo,
         hi_addr: *hi,
         lo_port,
         hi_port,
         protocol,
-        family,
+        family: family::IPV6,
         _pad: [0; 2],
     };
-    if src_first {
+    if src_first(src, dst, src_port, dst_port) {
         (key(src, dst, src_port, dst_port), origin::LO)
     } else {
         (key(dst, src, dst_port, src_port), origin::HI)

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use firewall_common::{
     ConntrackSettings, Verdict,
-    conntrack::{event, state},
+    conntrack::{event, origin, state},
     directed_slot, direction, protocol,
 };
 use firewall_dataplane::{
@@ -265,7 +265,7 @@ fn flows_expire_by_their_state_timeout_and_the_sweep_deletes_them() {
             expired: 2
         }
     );
-    assert_eq!(dp.conntrack_flows().unwrap().keys().count(), 0);
+    assert_eq!(dp.conntrack_flows().unwrap().counts(), (0, 0));
     // A new SYN re-opens the TCP flow; one whose old entry the kernel finds expired counts
     // as expired-and-replaced.
     assert_eq!(run(&mut dp, &frame(&format!("{OUT} flags SYN"))), XDP_PASS);
@@ -367,25 +367,19 @@ fn the_table_holds_a_million_flows() {
     {
         let mut flows = dp.conntrack_flows().unwrap();
         for i in 0..FLOWS - 1 {
-            let key = firewall_common::FlowKey {
-                lo_addr: [
-                    u32::from_ne_bytes([198, 18, (i >> 8) as u8, i as u8]),
-                    0,
-                    0,
-                    0,
-                ],
-                hi_addr: [u32::from_ne_bytes([198, 19, 0, 1]), 0, 0, 0],
+            let key = firewall_common::FlowKey4 {
+                lo_addr: u32::from_ne_bytes([198, 18, (i >> 8) as u8, i as u8]),
+                hi_addr: u32::from_ne_bytes([198, 19, 0, 1]),
                 lo_port: (i >> 16) as u16 + 1024,
                 hi_port: 53,
                 protocol: protocol::UDP,
-                family: 4,
-                _pad: [0; 2],
+                _pad: [0; 3],
             };
             let flow = firewall_common::Flow {
                 state: state::UDP_UNREPLIED,
                 ..Default::default()
             };
-            flows.insert(key, flow, 0).unwrap();
+            flows.ipv4.insert(key, flow, 0).unwrap();
         }
     }
     assert_eq!(
@@ -410,6 +404,132 @@ fn the_table_holds_a_million_flows() {
         "conntrack: {live} flows, {} bytes of kernel memory",
         dp.conntrack_memory().unwrap_or(0)
     );
+}
+
+/// Stateful rules for both families.
+const BOTH: &str = "
+version: 1
+interfaces:
+  lo:
+    default: drop
+    rules:
+      - { id: tcp-out, action: pass, protocol: tcp, src: [198.18.0.0/16, 2001:2::/64], state: true }
+      - { id: udp-out, action: pass, protocol: udp, src: [198.18.0.0/16, 2001:2::/64], state: true }
+      - { id: ping-out, action: pass, protocol: icmp, icmp_type: 8, src: 198.18.0.0/16, state: true }
+";
+
+#[test]
+fn each_family_has_its_own_table_and_sweep_census_flush_see_both() {
+    if !testbed::require_root("conntrack::families") {
+        return;
+    }
+    // Pinned maps, so that `conntrack::Pinned` (what `smf-firewall conntrack` opens) can
+    // flush them; the directory goes with `pins`.
+    let pins = testbed::DaemonDir::new().unwrap();
+    let dir = pins.pin_path().join("maps");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut dp = Dataplane::load_pinned(Capacity::default(), LruSizes::default(), &dir).unwrap();
+    dp.set_enforcing(true).unwrap();
+    dp.bind(LOOPBACK, 0).unwrap();
+    let timeouts = Timeouts::default();
+    install(&mut dp, BOTH, &mut RuleCounters::default());
+    set_clock(&mut dp, &timeouts, 0);
+    let v6_tcp = "tcp [2001:2::2]:40000 -> [2001:2:0:1::2]:443";
+    let v6_back = "tcp [2001:2:0:1::2]:443 -> [2001:2::2]:40000";
+    let v4_udp = frame("udp 198.18.1.2:5000 -> 198.19.1.2:53");
+    let v6_udp = frame("udp [2001:2::2]:5000 -> [2001:2:0:1::2]:53");
+    // Openers: 3 IPv4 flows (the ping to a lower address: its key starts with the responder),
+    // 2 IPv6 flows.
+    for opener in [
+        frame(&format!("{OUT} flags SYN")),
+        v4_udp.clone(),
+        echo("198.18.1.2", "198.18.0.9", 8, 7),
+        frame(&format!("{v6_tcp} flags SYN")),
+        v6_udp.clone(),
+    ] {
+        assert_eq!(run(&mut dp, &opener), XDP_PASS);
+    }
+    assert_eq!(dp.conntrack_flows().unwrap().counts(), (3, 2));
+    // The IPv4 keys are normalised: lower endpoint first, `origin` says who opened.
+    let ipv4: Vec<_> = {
+        let flows = dp.conntrack_flows().unwrap();
+        let mut keys: Vec<_> = flows.ipv4.iter().flatten().collect();
+        keys.sort_by_key(|(key, _)| *key);
+        keys.into_iter().map(|(k, f)| (k, f.origin)).collect()
+    };
+    let addr = |a: [u8; 4]| u32::from_ne_bytes(a);
+    let key = |lo, hi, lo_port, hi_port, protocol| firewall_common::FlowKey4 {
+        lo_addr: addr(lo),
+        hi_addr: addr(hi),
+        lo_port,
+        hi_port,
+        protocol,
+        _pad: [0; 3],
+    };
+    let mut want = vec![
+        (
+            key([198, 18, 1, 2], [198, 19, 1, 2], 40000, 443, protocol::TCP),
+            origin::LO,
+        ),
+        (
+            key([198, 18, 1, 2], [198, 19, 1, 2], 5000, 53, protocol::UDP),
+            origin::LO,
+        ),
+        (
+            key([198, 18, 0, 9], [198, 18, 1, 2], 7, 7, protocol::ICMP),
+            origin::HI,
+        ),
+    ];
+    want.sort_by_key(|(key, _)| *key);
+    assert_eq!(ipv4, want);
+    // Replies of each family are tracked; an ICMP error quoting a flow of each passes.
+    let hits = dp.conntrack_hits(0).unwrap();
+    let v4_error = PacketSpec::parse("icmp 198.19.9.9 -> 198.18.1.2 type 3 code 3")
+        .unwrap()
+        .frame_with_payload(&v4_udp[14..14 + 28]);
+    let v6_error = PacketSpec::parse("icmpv6 2001:2:0:2::1 -> 2001:2::2 type 1 code 4")
+        .unwrap()
+        .frame_with_payload(&v6_udp[14..14 + 48]);
+    for reply in [
+        frame(&format!("{BACK} flags SYN,ACK")),
+        echo("198.18.0.9", "198.18.1.2", 0, 7),
+        frame(&format!("{v6_back} flags SYN,ACK")),
+        v4_error,
+        v6_error,
+    ] {
+        assert_eq!(run(&mut dp, &reply), XDP_PASS);
+    }
+    assert_eq!(dp.conntrack_hits(0).unwrap() - hits, 5);
+    let census = conntrack::census(&dp.conntrack_flows().unwrap(), &settings(&timeouts, 0));
+    assert_eq!((census.ipv4, census.ipv6, census.expired), (3, 2, 0));
+    assert_eq!(census.by_state[&("tcp", "tcp_syn_recv")], 2);
+    assert_eq!(census.by_state[&("udp", "udp")], 2);
+    assert_eq!(census.by_state[&("icmp", "icmp")], 1);
+    // At 31 s the UDP flows (30 s unreplied) and the echo (30 s) are expired in both tables.
+    let later = settings(&timeouts, 31 * SECOND);
+    let census = conntrack::census(&dp.conntrack_flows().unwrap(), &later);
+    assert_eq!((census.ipv4, census.ipv6, census.expired), (1, 1, 3));
+    let swept = conntrack::sweep(&mut dp.conntrack_flows().unwrap(), &later);
+    assert_eq!(
+        swept,
+        conntrack::Swept {
+            live: 2,
+            expired: 3
+        }
+    );
+    assert_eq!(dp.conntrack_flows().unwrap().counts(), (1, 1));
+    // `smf-firewall conntrack flush` empties both tables.
+    let mut pinned = conntrack::Pinned::open(&dir).unwrap();
+    assert_eq!(pinned.flush().unwrap(), 2);
+    assert_eq!(dp.conntrack_flows().unwrap().counts(), (0, 0));
+    assert_eq!(dp.conntrack_flushed().unwrap(), 2);
+    for (reply, what) in [(BACK, "IPv4"), (v6_back, "IPv6")] {
+        assert_eq!(
+            run(&mut dp, &frame(&format!("{reply} flags ACK"))),
+            XDP_DROP,
+            "the {what} flow is gone"
+        );
+    }
 }
 
 // ---- differential: random packet sequences through the kernel and the reference ----
@@ -621,7 +741,6 @@ fn the_kernel_tracks_random_sequences_as_the_reference_does() {
             let at = settings(&timeouts, now);
             flows
                 .iter()
-                .flatten()
                 .filter(|(_, f)| !f.expired(&at, now))
                 .map(|(_, f)| f.state)
                 .collect()

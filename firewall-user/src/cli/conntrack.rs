@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use firewall_dataplane::{conntrack::Pinned, pins::Pins};
 
-/// The running daemon's connection-tracking table: live flows by protocol and state (no
-/// addresses). `conntrack flush` deletes every flow. Reads the maps the daemon pinned
-/// under its config's `pin_path`. Needs root.
+/// The running daemon's connection-tracking table: live flows by protocol and state, and by
+/// address family (each family has its own table of `conntrack.max_entries`; no addresses).
+/// `conntrack flush` deletes every flow of both. Reads the maps the daemon pinned under its
+/// config's `pin_path`. Needs root.
 #[derive(clap::Args)]
 pub struct Args {
     /// The daemon's configuration: says where it pins its maps.
@@ -40,7 +41,10 @@ impl Args {
             None => {
                 let census = pinned.census();
                 let live: u64 = census.by_state.values().sum();
-                println!("{live} flows ({} expired, not swept yet)", census.expired);
+                println!(
+                    "{live} flows ({} expired, not swept yet); IPv4 {}, IPv6 {}",
+                    census.expired, census.ipv4, census.ipv6
+                );
                 if live > 0 {
                     println!("{:<8} {:<16} {:>10}", "protocol", "state", "flows");
                 }

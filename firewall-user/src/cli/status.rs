@@ -136,7 +136,7 @@ fn print(status: &Status) {
         }
     }
     println!(
-        "conntrack: {} of {} entries",
+        "conntrack: {} flows, room for {} per address family (IPv4, IPv6)",
         status.conntrack.entries, status.conntrack.capacity
     );
     println!(

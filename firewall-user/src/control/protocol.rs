@@ -177,7 +177,7 @@ pub struct LicenseStatus {
 /// The flow table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConntrackStatus {
-    /// `conntrack.max_entries`.
+    /// `conntrack.max_entries`: flows per address family (the IPv4 and the IPv6 table each).
     pub capacity: u32,
     /// Live flows as of the last sweep.
     pub entries: u64,

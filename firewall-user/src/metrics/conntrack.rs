@@ -120,7 +120,7 @@ impl ConntrackCollector {
             ),
             capacity: gauge(
                 "smf_firewall_conntrack_capacity",
-                "Entries the connection-tracking table holds (conntrack.max_entries).",
+                "Flows the connection-tracking table holds per address family (conntrack.max_entries; IPv4 and IPv6 each).",
             ),
             created: counter(
                 "smf_firewall_conntrack_created_total",

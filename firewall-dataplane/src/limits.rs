@@ -8,7 +8,16 @@ use std::collections::HashMap;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
 use firewall_common::limit::{Limit, LimitBucket, LimitKey};
 
-use crate::{loader::LoaderError, object::maps};
+use crate::object::maps;
+
+/// A rate-limit table that could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+#[error("map {map}: {error}")]
+pub struct TableError {
+    map: &'static str,
+    #[source]
+    error: MapError,
+}
 
 /// `LIMIT_KEYS` and `LIMITS`, opened by id.
 pub struct LimitTables {
@@ -17,12 +26,12 @@ pub struct LimitTables {
     capacity: u32,
 }
 
-fn map_error(map: &'static str) -> impl Fn(MapError) -> LoaderError {
-    move |error| LoaderError::Map { map, error }
+fn map_error(map: &'static str) -> impl Fn(MapError) -> TableError {
+    move |error| TableError { map, error }
 }
 
 impl LimitTables {
-    pub(crate) fn open(keys: u32, limits: u32) -> Result<LimitTables, LoaderError> {
+    pub(crate) fn open(keys: u32, limits: u32) -> Result<LimitTables, TableError> {
         let keys = MapData::from_id(keys).map_err(map_error(maps::LIMIT_KEYS))?;
         let capacity = keys
             .info()
@@ -49,7 +58,7 @@ impl LimitTables {
     /// slot's current one (the others are stale and wait for the LRU to evict them). At most
     /// the table's size in keys, since a key evicted under the walk restarts it from the
     /// first: under a flood the census is an estimate.
-    pub fn census(&self) -> Result<HashMap<u32, u64>, LoaderError> {
+    pub fn census(&self) -> Result<HashMap<u32, u64>, TableError> {
         let mut epochs = HashMap::new();
         let mut census = HashMap::new();
         for key in self.keys.keys().take(self.capacity as usize) {

@@ -51,6 +51,8 @@ pub enum LoaderError {
     Missing(&'static str),
     #[error("map {map}: {error}")]
     Map { map: &'static str, error: MapError },
+    #[error(transparent)]
+    LimitTable(#[from] crate::limits::TableError),
     #[error("cannot map {map} into memory: {error}")]
     Mmap {
         map: &'static str,
@@ -893,12 +895,15 @@ impl Dataplane {
             };
             Ok(data.info().map_err(map_error(name))?.id())
         };
-        crate::limits::LimitTables::open(id(maps::LIMIT_KEYS)?, id(maps::LIMITS)?)
+        Ok(crate::limits::LimitTables::open(
+            id(maps::LIMIT_KEYS)?,
+            id(maps::LIMITS)?,
+        )?)
     }
 
     /// Live per-address buckets by limit rule counter slot (`LimitTables::census`).
     pub fn limit_census(&self) -> Result<std::collections::HashMap<u32, u64>, LoaderError> {
-        self.limit_tables()?.census()
+        Ok(self.limit_tables()?.census()?)
     }
 
     /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by.

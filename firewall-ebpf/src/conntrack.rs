@@ -230,10 +230,10 @@ pub fn related<C: Wire>(ctx: &C, packet: &Packet, settings: &ConntrackSettings) 
     // frame (128 bytes each; the chain with the packet path's 368 must fit in 512).
     let flow = if packet.family == family::IPV4 {
         let (key, _) = normalised4(quoted.protocol, quoted.src[0], quoted.dst[0], a, b);
-        CONNTRACK4.get_ptr(&key)
+        CONNTRACK4.get_ptr(key)
     } else {
         let (key, _) = normalised6(quoted.protocol, &quoted.src, &quoted.dst, a, b);
-        CONNTRACK.get_ptr(&key)
+        CONNTRACK.get_ptr(key)
     };
     match flow {
         // SAFETY: as in `track`; only read here.

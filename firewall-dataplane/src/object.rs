@@ -70,14 +70,14 @@ pub mod maps {
         INTERFACES,
         /// The entry indices the tree leaves list, of both generations.
         LEAVES,
+        /// Rate limits: each limit rule's `Limit`, by counter slot.
+        LIMITS,
         /// Rate limits: a `LimitBucket` per limit rule without `per:`, by counter slot.
         LIMIT_BUCKETS,
         /// Rate limits: a fixed clock for tests (0: the kernel's); written by userspace only.
         LIMIT_CLOCK,
         /// Rate limits: the `per:` buckets (LRU hash, `LimitKey` to `LimitBucket`).
         LIMIT_KEYS,
-        /// Rate limits: each limit rule's `Limit`, by counter slot.
-        LIMITS,
         /// The tree nodes of both generations.
         NODES,
         /// A `Policy` per generation and directed slot.

@@ -210,6 +210,7 @@ fn count(index: u32) {
 /// An ICMP error (`is_icmp_error`) passes when it quotes a live flow and goes back to the
 /// quoted packet's sender. Not inlined, as `track`: the quote is read in this frame.
 #[inline(never)]
+#[allow(clippy::needless_borrows_for_generic_args)]
 pub fn related<C: Wire>(ctx: &C, packet: &Packet, settings: &ConntrackSettings) -> Track {
     let miss = Track::Miss {
         replaces_expired: false,
@@ -227,13 +228,14 @@ pub fn related<C: Wire>(ctx: &C, packet: &Packet, settings: &ConntrackSettings) 
         _ => return miss,
     };
     // Keys by reference here (by value in `track` and `open`): whichever gives the smaller
-    // frame (128 bytes each; the chain with the packet path's 368 must fit in 512).
+    // frame (128 bytes each; the chain with the packet path's 368 must fit in 512). Clippy
+    // would have them by value, which copies them and overflows the stack.
     let flow = if packet.family == family::IPV4 {
         let (key, _) = normalised4(quoted.protocol, quoted.src[0], quoted.dst[0], a, b);
-        CONNTRACK4.get_ptr(key)
+        CONNTRACK4.get_ptr(&key)
     } else {
         let (key, _) = normalised6(quoted.protocol, &quoted.src, &quoted.dst, a, b);
-        CONNTRACK.get_ptr(key)
+        CONNTRACK.get_ptr(&key)
     };
     match flow {
         // SAFETY: as in `track`; only read here.

@@ -523,8 +523,7 @@ impl Tracer {
             filter: request.filter.clone(),
             rate_per_second: request.rate_per_second,
         };
-        send(&mut write, &Line::Started { ok: Is, started }).await?;
-        info!(interface = %request.interface, "trace started");
+        // On before the client hears "started": what it then sends is traced.
         let switch = Switch {
             tracer: self,
             filter,
@@ -532,6 +531,8 @@ impl Tracer {
             rate: request.rate_per_second,
         };
         switch.renew();
+        send(&mut write, &Line::Started { ok: Is, started }).await?;
+        info!(interface = %request.interface, "trace started");
         let ended = self
             .run(&mut session, &switch, request.count, &mut read, &mut write)
             .await;

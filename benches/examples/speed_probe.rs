@@ -3,6 +3,7 @@
 //! benchmark (`cargo xtask bench` is); a developer's probe. Needs root.
 //!
 //! `cargo run --release -p firewall-benches --features kernel --example speed_probe`
+//! (`SMF_PROBE_HOLD=NAME` holds one case for a profiler instead, see below)
 use std::path::Path;
 
 use aya::{Ebpf, programs::Xdp};
@@ -164,6 +165,23 @@ fn main() {
         "verifier: instructions processed (XDP, TC egress): {:?}",
         verified(&mut loaded[0].1)
     );
+    // `SMF_PROBE_HOLD=NAME`: runs the first case whose name contains NAME for 12 s, printing
+    // its program id and thread, for `perf record -t` and `bpftool prog dump xlated linum`.
+    if let Ok(hold) = std::env::var("SMF_PROBE_HOLD") {
+        let (name, dataplane, frame) = loaded
+            .iter_mut()
+            .find(|(name, _, _)| name.contains(&hold))
+            .expect("SMF_PROBE_HOLD names a case");
+        let program = dataplane.program().unwrap();
+        let id = program.info().unwrap().id();
+        let thread = std::fs::read_link("/proc/thread-self").unwrap();
+        println!("holding {name}: prog id {id} thread {}", thread.display());
+        let start = std::time::Instant::now();
+        while start.elapsed().as_secs() < 12 {
+            ns(program, frame);
+        }
+        return;
+    }
     let mut samples = vec![Vec::new(); loaded.len() + 1];
     for _ in 0..7 {
         samples[0].push(ns(trivial, &miss));

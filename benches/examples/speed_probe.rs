@@ -174,8 +174,10 @@ fn main() {
             .expect("SMF_PROBE_HOLD names a case");
         let program = dataplane.program().unwrap();
         let id = program.info().unwrap().id();
+        // `/proc/thread-self` links to `PID/task/TID`: the TID is what `perf record -t` takes.
         let thread = std::fs::read_link("/proc/thread-self").unwrap();
-        println!("holding {name}: prog id {id} thread {}", thread.display());
+        let tid = thread.file_name().unwrap().to_string_lossy();
+        println!("holding {name}: prog id {id} tid {tid}");
         let start = std::time::Instant::now();
         while start.elapsed().as_secs() < 12 {
             ns(program, frame);

@@ -622,19 +622,48 @@ pub const TREES: usize = 7;
 pub const VLAN_TREE: usize = TREES - 1;
 
 /// One decision tree: its root node, and the lowest entry index in it, so that a packet
-/// skips a tree that cannot hold an earlier match than one already found.
+/// skips a tree that cannot hold an earlier match than one already found. The root node and,
+/// when it is a leaf, its first entry are copied here, so that the common case (a tree that
+/// is one leaf, an exact table) costs the packet no lookup of `NODES` or `LEAVES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tree {
+    /// The root's index in `NODES`, or `NO_TREE`.
     pub root: u32,
     pub min_entry: u32,
+    /// A copy of `NODES[root]`.
+    pub node: Node,
+    /// A leaf root's first entry index (`LEAVES[node.first]`), else `NO_ENTRY`.
+    pub entry: u32,
 }
+
+/// `Tree::entry` of a root that is not a leaf, or an empty one: above every entry index, so
+/// the program's check stops at it.
+pub const NO_ENTRY: u32 = u32::MAX;
 
 impl Tree {
     pub const NONE: Tree = Tree {
         root: NO_TREE,
         min_entry: u32::MAX,
+        node: Node::leaf(0, 0),
+        entry: NO_ENTRY,
     };
+
+    /// The tree rooted at `root` (`nodes[root]`) with its lowest entry `min_entry`, the
+    /// root's copy and first entry taken from `nodes` and `leaves`.
+    pub fn new(root: u32, min_entry: u32, nodes: &[Node], leaves: &[u32]) -> Tree {
+        let node = nodes[root as usize];
+        let entry = match node.dim {
+            LEAF if node.leaf_count() > 0 => leaves[node.first as usize],
+            _ => NO_ENTRY,
+        };
+        Tree {
+            root,
+            min_entry,
+            node,
+            entry,
+        }
+    }
 }
 
 /// One interface's rule set in one generation: what the program needs besides the trees.
@@ -876,8 +905,8 @@ map_types! {
     RateBucket: 16 bytes, align 8;
     Entry: 88 bytes, align 4;
     Node: 8 bytes, align 4;
-    Policy: 116 bytes, align 4;
-    Tree: 8 bytes, align 4;
+    Policy: 284 bytes, align 4;
+    Tree: 20 bytes, align 4;
     ExactSlot: 24 bytes, align 4;
     FlowKey: 40 bytes, align 4;
     FlowKey4: 16 bytes, align 4;

@@ -22,7 +22,7 @@ use aya::{
 };
 use firewall_common::{
     ConntrackSettings, Counter, DropLogControl, EXACT_DST, EXACT_SRC, Entry, ExactSlot, FrameClass,
-    GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_TREE, Node, Policy, TraceControl,
+    GENERATIONS, LEAF, MAX_IFINDEX, MAX_INTERFACES, NO_ENTRY, NO_TREE, Node, Policy, TraceControl,
     UNCONFIGURED, Verdict, class_index, conntrack, counter_index, enforce,
     limit::{self, Limit},
     policy_index,
@@ -607,7 +607,7 @@ impl Dataplane {
             next * cap.exact,
         );
         let tables = &self.tables;
-        let nodes = compiled.nodes.iter().map(|node| Node {
+        let placed = |node: &Node| Node {
             first: node.first
                 + match node.dim {
                     LEAF => leaf_base,
@@ -615,7 +615,8 @@ impl Dataplane {
                     _ => node_base,
                 },
             ..*node
-        });
+        };
+        let nodes = compiled.nodes.iter().map(placed);
         Mapped::new::<Node>(&tables.nodes, maps::NODES, GENERATIONS * cap.nodes)?.write(
             node_base as usize,
             cap.nodes as usize,
@@ -659,6 +660,10 @@ impl Dataplane {
             {
                 tree.root += node_base;
                 tree.min_entry += entry_base;
+                tree.node = placed(&tree.node);
+                if tree.entry != NO_ENTRY {
+                    tree.entry += entry_base;
+                }
             }
             policies
                 .set(policy_index(next, *slot), policy, 0)

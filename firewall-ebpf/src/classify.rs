@@ -76,7 +76,7 @@ pub fn policy(slot: u32) -> Option<&'static Policy> {
 ///
 /// The common case runs inline on the stack: the first `INLINE_TREES` trees in use when their
 /// root is a leaf or an exact table (a table of hosts and a port rule, say), and the first
-/// `INLINE_ENTRIES` of each leaf. Whatever is left (trees to walk, more trees, longer leaves,
+/// entry of each leaf. Whatever is left (trees to walk, more trees, longer leaves,
 /// the VLAN tree of a tagged packet, a limit rule's match) runs under one `bpf_loop`, which
 /// the verifier checks once rather than once per tree or entry, from a per-CPU `Scan` (the
 /// stack is nearly full: 512 bytes for the whole call chain), set up only then.
@@ -97,15 +97,16 @@ pub fn deciding(policy: &Policy, packet: &Packet, len: u32) -> Option<&'static E
         if tree.min_entry >= best {
             continue;
         }
-        let Some(&root) = NODES.get(tree.root) else {
-            continue;
-        };
-        // A root that is a leaf or an exact table inline; a tree to walk under `bpf_loop`
-        // (its unrolled walk, inline, would cost the verifier more than the loop costs).
-        let leaf = match root.dim {
-            LEAF => root,
-            EXACT_DST | EXACT_SRC => match exact_leaf(&root, packet) {
-                Some(leaf) => leaf,
+        // A root that is a leaf or an exact table inline, its first entry checked; a tree to
+        // walk under `bpf_loop` (its unrolled walk, inline, would cost the verifier more than
+        // the loop costs). A leaf root's first entry is in the policy: no lookup.
+        let (leaf, first) = match tree.node.dim {
+            LEAF => (tree.node, tree.entry),
+            EXACT_DST | EXACT_SRC => match exact_leaf(&tree.node, packet) {
+                Some(leaf) => match LEAVES.get(leaf.first) {
+                    Some(&first) => (leaf, first),
+                    None => continue,
+                },
                 None => continue,
             },
             _ => {
@@ -113,15 +114,7 @@ pub fn deciding(policy: &Policy, packet: &Packet, len: u32) -> Option<&'static E
                 break;
             }
         };
-        let count = u32::from(leaf.leaf_count());
-        let mut stopped = false;
-        for i in 0..INLINE_ENTRIES {
-            if i >= count || stopped {
-                break;
-            }
-            stopped = check(leaf.first.wrapping_add(i), packet, &mut best, 0);
-        }
-        if !stopped && count > INLINE_ENTRIES {
+        if !check_entry(first, packet, &mut best, 0) && leaf.leaf_count() > 1 {
             from = t;
             break;
         }
@@ -143,9 +136,6 @@ pub fn deciding(policy: &Policy, packet: &Packet, len: u32) -> Option<&'static E
 /// Trees walked inline before `bpf_loop` takes over: each one inline multiplies the states
 /// the verifier walks.
 const INLINE_TREES: u32 = 2;
-
-/// Leaf entries checked inline before `bpf_loop` takes over, for the same reason.
-const INLINE_ENTRIES: u32 = 1;
 
 /// Trees one round of `scan_tree` walks: `trees` of them from `from` (the VLAN tree as the
 /// last, if `trees` reaches past the trees in use).
@@ -235,7 +225,7 @@ extern "C" fn scan_tree(_: u64, ctx: *mut c_void) -> i64 {
         if let Some(&tree) = (*scan).trees.get(t)
             && tree.root != NO_TREE
             && tree.min_entry < (*scan).best
-            && let Some(leaf) = leaf(tree.root, &(*scan).packet)
+            && let Some(leaf) = leaf(tree.node, &(*scan).packet)
         {
             (*scan).first = leaf.first;
             bpf_loop(
@@ -297,11 +287,11 @@ extern "C" fn scan_entry(i: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// Walks a tree from `root` to the leaf the packet leads to; an exact table's root probes for
-/// the packet's address instead.
+/// Walks a tree from its `root` node to the leaf the packet leads to; an exact table's root
+/// probes for the packet's address instead.
 #[inline(always)]
-fn leaf(root: u32, packet: &Packet) -> Option<Node> {
-    let mut node = *NODES.get(root)?;
+fn leaf(root: Node, packet: &Packet) -> Option<Node> {
+    let mut node = root;
     if matches!(node.dim, EXACT_DST | EXACT_SRC) {
         return exact_leaf(&node, packet);
     }
@@ -371,9 +361,16 @@ struct Scan {
 /// match or at an entry that cannot beat the best so far (leaves list entries in rule order).
 #[inline(always)]
 fn check(at: u32, packet: &Packet, best: &mut u32, after: u32) -> bool {
-    let Some(&index) = LEAVES.get(at) else {
-        return true;
-    };
+    match LEAVES.get(at) {
+        Some(&index) => check_entry(index, packet, best, after),
+        None => true,
+    }
+}
+
+/// Checks entry `index` if it is not below `after`; true (stop) at a match or at an entry
+/// that cannot beat the best so far (`NO_ENTRY` cannot).
+#[inline(always)]
+fn check_entry(index: u32, packet: &Packet, best: &mut u32, after: u32) -> bool {
     if index >= *best {
         return true;
     }

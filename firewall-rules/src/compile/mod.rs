@@ -253,7 +253,8 @@ fn compile_direction(
                 };
                 let built = exact::build(kind, &entries, base, members, out);
                 if let Some((root, min_entry)) = built.root {
-                    family_trees[table] = Tree { root, min_entry };
+                    family_trees[table] =
+                        Tree::new(root, min_entry, &compiled.nodes, &compiled.leaves);
                 }
                 // What found no slot goes to the tree of that address, in rule order.
                 parts[tree].extend(built.leftovers);
@@ -271,10 +272,8 @@ fn compile_direction(
                     &mut compiled.leaves,
                     shared_leaves,
                 );
-                *tree = Tree {
-                    root: builder.build(members)?,
-                    min_entry: base + min,
-                };
+                let root = builder.build(members)?;
+                *tree = Tree::new(root, base + min, &compiled.nodes, &compiled.leaves);
             }
             // The program walks the trees in this order and skips one whose lowest entry cannot
             // beat a match already found: the tree holding the earliest rules goes first. The

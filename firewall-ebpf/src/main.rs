@@ -17,6 +17,8 @@ mod meter;
 mod parse;
 mod trace;
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     macros::{classifier, xdp},
@@ -58,7 +60,8 @@ fn firewall<C: Wire>(ctx: &C, direction: u32) -> Verdict {
     let Some(policy) = classify::policy(slot) else {
         return Verdict::Pass;
     };
-    let frame = parse::headers(ctx);
+    let mut packet = MaybeUninit::uninit();
+    let frame = parse::headers(ctx, &mut packet);
     let judged = judge(ctx, policy, &frame);
     // Unlicensed: still metered (Art. 24), never filtered; see license.rs.
     let (verdict, rule) = license::applied(judged.verdict, judged.rule);

@@ -78,7 +78,7 @@ pub fn report<C: Wire>(
     match TRACE_CONTROL.get(0) {
         Some(control) if control.until_ns != 0 => {
             let packet = match frame {
-                Ok(Frame::Ip(packet)) => packet as *const Packet,
+                Ok(Frame::Ip(packet)) => *packet as *const Packet,
                 _ => ptr::null(),
             };
             record(slot, packet, rule, outcome.packed(), ctx.len());

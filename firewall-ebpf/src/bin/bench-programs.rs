@@ -17,6 +17,8 @@ mod context;
 #[allow(dead_code)]
 mod parse;
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
@@ -84,7 +86,8 @@ pub fn xdp_tx(_ctx: XdpContext) -> u32 {
 /// A full parse of the frame: XDP_PASS for IP (its fields folded so none is optimised away).
 #[xdp]
 pub fn floor_parse(ctx: XdpContext) -> u32 {
-    match parse::headers(&ctx) {
+    let mut packet = MaybeUninit::uninit();
+    match parse::headers(&ctx, &mut packet) {
         Ok(parse::Frame::Ip(p)) => {
             let fold = p.src[0] ^ p.dst[0] ^ p.src[3] ^ p.dst[3] ^ u32::from(p.vlan);
             let fold = fold
@@ -107,7 +110,8 @@ pub fn floor_parse(ctx: XdpContext) -> u32 {
 /// struct. XDP_PASS when the flow is found, XDP_DROP when not.
 #[xdp]
 pub fn floor_flow(ctx: XdpContext) -> u32 {
-    let Ok(parse::Frame::Ip(p)) = parse::headers(&ctx) else {
+    let mut packet = MaybeUninit::uninit();
+    let Ok(parse::Frame::Ip(p)) = parse::headers(&ctx, &mut packet) else {
         return xdp_action::XDP_ABORTED;
     };
     let key = FlowKey {

@@ -186,10 +186,6 @@ pub fn headers<'a, C: Wire>(
         ethertype::IPV6 => ipv6(ctx, offset, vlan, out)?,
         _ => return Ok(Frame::NonIp),
     }
-    // The packet's address escapes: LLVM then reads its fields where they are used (a map
-    // lookup, an opaque call, might change them) instead of loading them all at once and
-    // spilling them to other stack slots.
-    core::hint::black_box(out);
     // SAFETY: `ipv4` and `ipv6` wrote every field of an IP packet.
     Ok(Frame::Ip(unsafe { packet.assume_init_ref() }))
 }

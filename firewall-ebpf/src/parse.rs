@@ -307,15 +307,11 @@ fn upper_layer<C: Wire>(
 /// TCP, UDP or SCTP ports (the TCP fields are the caller's).
 #[inline(always)]
 fn ports(out: *mut Packet, offset: usize, l4: Header) {
-    put!(out, l4, L4::Ports);
-    put!(out, src_port_or_type, l4.be16(0));
-    put!(out, dst_port_or_code, l4.be16(2));
-    put!(out, icmp_id, 0);
-    put!(out, l4_offset, offset as u16);
+    put_l4(out, offset, L4::Ports, (l4.be16(0), l4.be16(2)), 0);
 }
 
-/// What follows IP for a packet without ports: `L4::Icmp` with the type and code (and echo
-/// identifier), a fragment, another protocol. The TCP fields are the caller's.
+/// What follows IP: its kind, the ports (or ICMP type and code), the echo identifier, and
+/// where the header starts. The TCP fields are the caller's.
 #[inline(always)]
 fn put_l4(out: *mut Packet, offset: usize, l4: L4, (a, b): (u16, u16), icmp_id: u16) {
     put!(out, l4, l4);

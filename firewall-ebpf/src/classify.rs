@@ -168,7 +168,7 @@ fn rest(
     // an assignment would be a call to memmove, which the BPF backend does not inline (a
     // `Policy` in its map and the `Scan` could alias, for all it knows).
     unsafe {
-        core::ptr::copy_nonoverlapping(packet, &mut (*scan).packet, 1);
+        (*scan).packet = *packet;
         (*scan).best = best;
         core::ptr::copy_nonoverlapping(trees, &mut (*scan).trees, 1);
         (*scan).trees_from = left.from;

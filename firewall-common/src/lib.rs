@@ -870,10 +870,15 @@ impl Flow {
 pub struct ConntrackSettings {
     /// Idle timeout per `conntrack::state`, in nanoseconds.
     pub timeouts_ns: [u64; conntrack::state::COUNT],
-    /// Non-zero: the kernel's "now" is `fixed_now_ns` instead of `bpf_ktime_get_coarse_ns()`. Tests
-    /// use it to step time exactly as the reference classifier's clock; the daemon never sets it.
+    /// Non-zero: the kernel's "now" is `fixed_now_ns` instead of its flow clock. Tests use it to
+    /// step time exactly as the reference classifier's clock; the daemon never sets it.
     pub fixed_clock: u64,
     pub fixed_now_ns: u64,
+    /// The flow clock: `bpf_jiffies64()` × `tick_ns` + `offset_ns` (wrapping), which the loader
+    /// calibrates to equal CLOCK_MONOTONIC_COARSE to within a tick. Reading jiffies is a memory
+    /// load; `bpf_ktime_get_coarse_ns()`, used while `tick_ns` is zero, is a helper call.
+    pub tick_ns: u64,
+    pub offset_ns: u64,
     /// Zero: no lookups at all (no rule has `state: true` and the table is empty), so that
     /// rule sets without stateful rules pay nothing for tracking.
     pub tracking: u64,
@@ -911,7 +916,7 @@ map_types! {
     FlowKey: 40 bytes, align 4;
     FlowKey4: 16 bytes, align 4;
     Flow: 16 bytes, align 8;
-    ConntrackSettings: 96 bytes, align 8;
+    ConntrackSettings: 112 bytes, align 8;
     TraceControl: 96 bytes, align 8;
     TraceEvent: 72 bytes, align 8;
     Limit: 40 bytes, align 8;

@@ -56,6 +56,9 @@ impl Timeouts {
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             fixed_clock: 0,
             fixed_now_ns: 0,
+            // Filled by `Dataplane::set_conntrack`.
+            tick_ns: 0,
+            offset_ns: 0,
             tracking: 0,
         }
     }
@@ -71,8 +74,8 @@ pub enum ConntrackError {
     Map { path: PathBuf, error: MapError },
 }
 
-/// The kernel's "now" for flows: CLOCK_MONOTONIC_COARSE, the clock of
-/// `bpf_ktime_get_coarse_ns`, unless the settings fix it (tests).
+/// The kernel's "now" for flows: CLOCK_MONOTONIC_COARSE (which its jiffies are calibrated to,
+/// `crate::clock`), unless the settings fix it (tests).
 pub fn now_ns(settings: &ConntrackSettings) -> u64 {
     if settings.fixed_clock != 0 {
         return settings.fixed_now_ns;

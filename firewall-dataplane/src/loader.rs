@@ -33,7 +33,7 @@ use firewall_rules::compile::Compiled;
 
 use crate::{
     conntrack::Flows,
-    object::{EGRESS_PROGRAM, FIREWALL_OBJECT, PROGRAM, maps},
+    object::{CLOCK_PROGRAM, EGRESS_PROGRAM, FIREWALL_OBJECT, PROGRAM, maps},
 };
 
 /// How long a packet may still be reading the generation that was live before a flip; the
@@ -289,6 +289,9 @@ pub struct Dataplane {
     adopted: Vec<(String, Adopted)>,
     /// The counter slots of the live generation's limit rules.
     limited: std::collections::HashSet<u32>,
+    /// The kernel's tick, for the flow clock (`crate::clock`); `None` if it could not be
+    /// measured, and the kernel then reads its clock with a helper.
+    tick_ns: Option<u64>,
 }
 
 impl Dataplane {
@@ -356,6 +359,7 @@ impl Dataplane {
             held_links: Vec::new(),
             adopted: Vec::new(),
             limited: std::collections::HashSet::new(),
+            tick_ns: None,
         };
         // Maps taken over from a running dataplane: a packet may be reading the live
         // generation right now.
@@ -368,6 +372,17 @@ impl Dataplane {
             .egress_program()?
             .load()
             .map_err(LoaderError::Program)?;
+        dataplane
+            .clock_program()?
+            .load()
+            .map_err(LoaderError::Program)?;
+        dataplane.tick_ns =
+            crate::clock::calibrate(dataplane.clock_program()?).map_err(LoaderError::Program)?;
+        if dataplane.tick_ns.is_none() {
+            warn!(
+                "the kernel's jiffies did not move in a second; flows use the slower clock helper"
+            );
+        }
         dataplane.set_conntrack(&crate::conntrack::Timeouts::default().settings())?;
         dataplane.set_drop_log(DropLogControl {
             rate_per_second: firewall_common::drop_log::DEFAULT_RATE,
@@ -475,6 +490,15 @@ impl Dataplane {
         self.ebpf
             .program_mut(EGRESS_PROGRAM)
             .ok_or(LoaderError::Missing(EGRESS_PROGRAM))?
+            .try_into()
+            .map_err(LoaderError::Program)
+    }
+
+    /// The program that reads the kernel's clocks (`crate::clock`).
+    fn clock_program(&mut self) -> Result<&mut Xdp, LoaderError> {
+        self.ebpf
+            .program_mut(CLOCK_PROGRAM)
+            .ok_or(LoaderError::Missing(CLOCK_PROGRAM))?
             .try_into()
             .map_err(LoaderError::Program)
     }
@@ -911,8 +935,16 @@ impl Dataplane {
         Ok(self.limit_tables()?.census()?)
     }
 
-    /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by.
+    /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by, with the
+    /// flow clock related afresh to CLOCK_MONOTONIC_COARSE (`crate::clock`).
     pub fn set_conntrack(&mut self, settings: &ConntrackSettings) -> Result<(), LoaderError> {
+        let mut settings = *settings;
+        if let Some(tick_ns) = self.tick_ns {
+            let reading =
+                crate::clock::read(self.clock_program()?).map_err(LoaderError::Program)?;
+            settings.tick_ns = tick_ns;
+            settings.offset_ns = reading.offset_ns(tick_ns);
+        }
         let mut array: Array<_, ConntrackSettings> = self.array_mut(maps::CONNTRACK_SETTINGS)?;
         array
             .set(0, settings, 0)

@@ -22,6 +22,8 @@ pub static BENCH_PROGRAMS_OBJECT: &[u8] =
 pub const PROGRAM: &str = "smf_firewall";
 /// The TC egress program (`direction: out` rules), attached with TCX.
 pub const EGRESS_PROGRAM: &str = "smf_firewall_egress";
+/// Never attached: reads the kernel's clocks for the flow clock (`crate::clock`).
+pub const CLOCK_PROGRAM: &str = "smf_clock";
 
 /// The names of the maps the program declares with `#[map]`, each spelled once: userspace
 /// names a map only through these. A test checks them against the embedded object, so a map

@@ -36,6 +36,13 @@ pub fn smf_firewall(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Never attached: run by the loader with BPF_PROG_TEST_RUN to read the kernel's clocks
+/// (`conntrack::clocks`).
+#[xdp]
+pub fn smf_clock(ctx: XdpContext) -> u32 {
+    conntrack::clocks(&ctx)
+}
+
 /// Headers the egress program makes readable before parsing (a locally built packet may keep
 /// them outside the linear part of its buffer).
 const EGRESS_HEADERS: u32 = 256;

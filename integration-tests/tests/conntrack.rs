@@ -275,6 +275,52 @@ fn flows_expire_by_their_state_timeout_and_the_sweep_deletes_them() {
     assert_eq!(dp.conntrack_event(event::EXPIRED_REPLACED).unwrap(), 1);
 }
 
+/// The kernel stamps flows by jiffies (an inlined load, not a helper call), which the loader
+/// relates to CLOCK_MONOTONIC_COARSE: the clock the sweep and `smf-firewall conntrack` age
+/// flows by. A flow opened now is stamped now, to within a tick or two, also after a second
+/// `set_conntrack` (the daemon's reload) relates them afresh.
+#[test]
+fn flows_are_stamped_with_the_coarse_monotonic_clock() {
+    if !testbed::require_root("conntrack::real_clock") {
+        return;
+    }
+    let timeouts = Timeouts::default();
+    let (mut dp, _, _) = dataplane(RULES, &timeouts);
+    let real = ConntrackSettings {
+        tracking: 1,
+        ..timeouts.settings()
+    };
+    for (round, port) in [(0, 5000), (1, 5001)] {
+        dp.set_conntrack(&real).unwrap();
+        let before = conntrack::now_ns(&real);
+        let opener = format!("udp 198.18.1.2:{port} -> 198.19.1.2:53");
+        assert_eq!(run(&mut dp, &frame(&opener)), XDP_PASS);
+        let after = conntrack::now_ns(&real);
+        let stamps: Vec<u64> = dp
+            .conntrack_flows()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| key.lo_port == port || key.hi_port == port)
+            .map(|(_, flow)| flow.last_seen)
+            .collect();
+        assert_eq!(stamps.len(), 1, "round {round}: one flow on port {port}");
+        // A tick is at most 10 ms (HZ=100); the readings may straddle two.
+        let slack = 20_000_000;
+        assert!(
+            stamps[0] + slack >= before && stamps[0] <= after + slack,
+            "round {round}: stamped {} against CLOCK_MONOTONIC_COARSE {before}..{after}",
+            stamps[0]
+        );
+        // And the flow is live by the sweep's clock: a reply passes, tracked.
+        let hits = dp.conntrack_hits(0).unwrap();
+        let reply = format!("udp 198.19.1.2:53 -> 198.18.1.2:{port}");
+        assert_eq!(run(&mut dp, &frame(&reply)), XDP_PASS);
+        assert_eq!(dp.conntrack_hits(0).unwrap(), hits + 1, "round {round}");
+        let swept = conntrack::sweep(&mut dp.conntrack_flows().unwrap(), &real);
+        assert_eq!(swept.expired, 0, "round {round}: nothing expired");
+    }
+}
+
 #[test]
 fn timeouts_from_the_config_reach_the_kernel() {
     if !testbed::require_root("conntrack::configured_timeouts") {

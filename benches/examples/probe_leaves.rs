@@ -6,7 +6,9 @@
 use std::{collections::HashMap, net::Ipv4Addr, path::Path};
 
 use firewall_benches::generate;
-use firewall_common::{Entry, LEAF, NO_TREE, cond, dim};
+use firewall_common::{
+    EXACT_DST, EXACT_SRC, Entry, ExactSlot, LEAF, NO_TREE, Node, cond, dim, exact,
+};
 use firewall_rules::{
     RuleSet,
     compile::{self, RuleCounters},
@@ -52,6 +54,29 @@ fn main() {
                 }
                 let mut node = c.nodes[tree.root as usize];
                 let mut path = Vec::new();
+                if matches!(node.dim, EXACT_DST | EXACT_SRC) {
+                    let word = if node.dim == EXACT_DST {
+                        key[4]
+                    } else {
+                        key[0]
+                    };
+                    let addr = [word.to_be(), 0, 0, 0];
+                    path.push(format!(
+                        "exact d{} {} slots",
+                        node.dim,
+                        exact::mask(node.shift) + 1
+                    ));
+                    match exact_leaf(&c.exact, &node, &addr) {
+                        Some(leaf) => node = leaf,
+                        None => {
+                            println!(
+                                "  {name} tree{ti} min {}: exact table, no slot",
+                                tree.min_entry
+                            );
+                            continue;
+                        }
+                    }
+                }
                 while node.dim != LEAF {
                     path.push(format!(
                         "d{}>>{}&{:x}",
@@ -93,6 +118,16 @@ fn main() {
             println!("  {name}: total entries checked {total}");
         }
     }
+}
+
+/// The kernel's `exact_leaf`: the leaf of `addr` in the exact table at `root`, if any.
+fn exact_leaf(slots: &[ExactSlot], root: &Node, addr: &[u32; 4]) -> Option<Node> {
+    let home = exact::home(addr, root.shift);
+    (0..exact::PROBES)
+        .map(|i| slots[(root.first + (home.wrapping_add(i) & exact::mask(root.shift))) as usize])
+        .take_while(|slot| slot.leaf.dim == LEAF)
+        .find(|slot| slot.addr == *addr)
+        .map(|slot| slot.leaf)
 }
 
 fn describe(e: &Entry) -> String {

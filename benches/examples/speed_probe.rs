@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use aya::{Ebpf, programs::Xdp};
+use firewall_benches::generate;
 use firewall_common::{TraceControl, protocol, trace};
 use firewall_dataplane::{
     conntrack::Timeouts,
@@ -30,8 +31,10 @@ fn frame(spec: &str) -> Vec<u8> {
 
 fn load(text: &str) -> Dataplane {
     let rules = RuleSet::parse(Path::new("probe.yaml"), text).unwrap();
+    // Its first interface as slot 0, which a test run's loopback is bound to.
+    let interface = rules.interfaces.keys().next().unwrap().clone();
     let compiled =
-        compile::ruleset(&rules, &[("lo".into(), 0)], &mut RuleCounters::default()).unwrap();
+        compile::ruleset(&rules, &[(interface, 0)], &mut RuleCounters::default()).unwrap();
     let mut dataplane = Dataplane::load_for_test_run(Capacity::for_compiled(&compiled)).unwrap();
     let mut settings = Timeouts::default().settings();
     settings.tracking = u64::from(rules.stateful());
@@ -65,6 +68,9 @@ fn main() {
     let miss = frame("udp 198.18.9.9:40000 -> 198.18.200.1:53");
     let reply = frame("tcp 198.18.200.1:7 -> 198.18.9.9:40000 flags ack");
     let hit = frame("udp 198.18.9.9:40000 -> 198.19.3.250:53");
+    // The benchmark's generated rules (`cargo xtask bench`'s 1k and 100k rows).
+    let generated_hit = frame(generate::MIDDLE_PACKET);
+    let generated_miss = frame(generate::MISS_PACKET);
     let cases: Vec<(&str, String, &[u8])> = vec![
         ("1 rule, no match", set(port), &miss),
         (
@@ -84,6 +90,21 @@ fn main() {
             "1k host rules + port, last host",
             set(&(own_rules.clone() + port)),
             &hit,
+        ),
+        (
+            "1k generated rules, last",
+            generate::rules(1_000, 1),
+            &generated_hit,
+        ),
+        (
+            "100k generated rules, last",
+            generate::rules(100_000, 1),
+            &generated_hit,
+        ),
+        (
+            "100k generated rules, none",
+            generate::rules(100_000, 1),
+            &generated_miss,
         ),
         (
             "state rule, untracked miss",

@@ -227,13 +227,10 @@ extern "C" fn scan_tree(_: u64, ctx: *mut c_void) -> i64 {
             && tree.min_entry < (*scan).best
             && let Some(leaf) = leaf(tree.node, &(*scan).packet)
         {
+            let count = u32::from(leaf.leaf_count());
             (*scan).first = leaf.first;
-            bpf_loop(
-                u32::from(leaf.leaf_count()),
-                scan_entry as *mut c_void,
-                ctx,
-                0,
-            );
+            (*scan).count = count;
+            bpf_loop(count.div_ceil(BATCH), scan_entries as *mut c_void, ctx, 0);
         }
         if (*scan).t >= (*scan).round && !next_round(scan) {
             return 1;
@@ -276,15 +273,32 @@ unsafe fn next_round(scan: *mut Scan) -> bool {
     }
 }
 
-/// `bpf_loop`'s callback over a leaf: checks the `i`-th item from `scan.first`; 1 stops.
-extern "C" fn scan_entry(i: u64, ctx: *mut c_void) -> i64 {
+/// Entries one `scan_entries` call checks: each call costs a BPF-to-BPF call and its return
+/// thunk, so a leaf's entries go a few at a time.
+const BATCH: u32 = 4;
+
+/// `bpf_loop`'s callback over a leaf: checks its `i`-th batch of `BATCH` items from
+/// `scan.first`; 1 stops.
+extern "C" fn scan_entries(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the `ScanAt` pointer `rest` gave it; the references last
-    // this one check.
+    // one check each.
     unsafe {
         let scan = scan_of(ctx);
-        let at = (*scan).first.wrapping_add(i as u32);
-        i64::from(check(at, &(*scan).packet, &mut (*scan).best, (*scan).after))
+        let from = (i as u32).wrapping_mul(BATCH);
+        // A constant trip count, unrolled: a loop over a runtime range would be walked by
+        // the verifier as unbounded.
+        for j in 0..BATCH {
+            let k = from.wrapping_add(j);
+            if k >= (*scan).count {
+                return 1;
+            }
+            let at = (*scan).first.wrapping_add(k);
+            if check(at, &(*scan).packet, &mut (*scan).best, (*scan).after) {
+                return 1;
+            }
+        }
     }
+    0
 }
 
 /// Walks a tree from its `root` node to the leaf the packet leads to; an exact table's root
@@ -344,8 +358,9 @@ struct Scan {
     t: u32,
     /// Trees in a round after a limit rule (all of them).
     all: u32,
-    /// The leaf's first item in `LEAVES`.
+    /// The leaf's first item in `LEAVES`, and its length.
     first: u32,
+    count: u32,
     /// The lowest matching entry index so far (`u32::MAX`: none).
     best: u32,
     /// Entries below this are not candidates (they are limit rules the packet is under).

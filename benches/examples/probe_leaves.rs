@@ -96,6 +96,16 @@ fn main() {
                 let mut conds: HashMap<String, usize> = HashMap::new();
                 for &i in items {
                     let e: &Entry = &c.entries[i as usize];
+                    if std::env::var("PROBE_DUMP").is_ok() && items.len() > 8 {
+                        println!(
+                            "       {i}: {} src {:?}/{:x} dst {:?}/{:x}",
+                            describe(e),
+                            Ipv4Addr::from(u32::from_be(e.src_addr[0])),
+                            u32::from_be(e.src_mask[0]),
+                            Ipv4Addr::from(u32::from_be(e.dst_addr[0])),
+                            u32::from_be(e.dst_mask[0])
+                        );
+                    }
                     let n = &names[&e.counter];
                     let kind = n.split('-').next().unwrap().to_string();
                     *kinds.entry(kind).or_default() += 1;

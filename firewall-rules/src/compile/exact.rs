@@ -128,7 +128,8 @@ pub fn build(kind: Kind, entries: &[Entry], base: u32, members: Vec<u32>, out: O
             None => ExactSlot::default(),
             Some(i) => {
                 let (addr, list) = &lists[i];
-                let list: Vec<u32> = list.iter().map(|m| m + base).collect();
+                let list = super::leaves::unshadowed(entries, list.clone());
+                let list: Vec<u32> = list.into_iter().map(|m| m + base).collect();
                 let count = list.len() as u16;
                 let at = super::leaves::store(leaves, shared_leaves, list);
                 ExactSlot {

@@ -182,6 +182,7 @@ impl<'a> Builder<'a> {
                 entries: members.len(),
             });
         }
+        let members = leaves::unshadowed(self.entries, members);
         let count = members.len() as u16;
         let members: Vec<u32> = members.into_iter().map(|m| m + self.base).collect();
         let first = leaves::store(self.leaves, self.shared_leaves, members);

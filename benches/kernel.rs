@@ -10,6 +10,7 @@ use std::{
 
 use aya::programs::Xdp;
 use firewall_benches::REPEAT;
+use firewall_common::conntrack::tracked;
 use firewall_dataplane::{
     conntrack::Timeouts,
     loader::{Capacity, Dataplane},
@@ -132,13 +133,13 @@ pub fn load(text: &str, tracking: Tracking) -> Result<Dataplane> {
     Ok(dataplane)
 }
 
-/// The tracking switch for `rules`: the daemon's rule (firewall-user's reload) is on when some
-/// rule has `state: true`.
+/// The tracking switch for `rules`: the daemon's rule (firewall-user's reload) tracks the
+/// protocols of the `state: true` rules.
 fn switch(rules: &RuleSet, tracking: Tracking) -> u64 {
     match tracking {
-        Tracking::Daemon => Timeouts::default().settings().tracking | u64::from(rules.stateful()),
+        Tracking::Daemon => Timeouts::default().settings().tracking | rules.tracked(),
         Tracking::Off => 0,
-        Tracking::On => 1,
+        Tracking::On => tracked::ALL,
     }
 }
 

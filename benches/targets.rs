@@ -114,7 +114,16 @@ pub fn evaluate(m: &BTreeMap<&'static str, f64>) -> Vec<Target> {
             minus("hosts_on", "hosts_off").map(|d| (d, Info)),
         ),
         target(
-            "state: true present, untracked packet: extra over tracking off",
+            "state: true present, untracked tcp (tracked protocol): extra over off",
+            "ns",
+            "tracking,floors",
+            minus("stateful_untracked_tcp", "stateful_untracked_tcp_off").and_then(|d| {
+                let allowance = minus("floor_flow_alone_miss", "trivial_pass")?;
+                Some((d, AtMost(allowance)))
+            }),
+        ),
+        target(
+            "state: true present, untracked udp (no udp state rule): extra over off",
             "ns",
             "tracking,floors",
             minus("stateful_untracked", "stateful_untracked_off").and_then(|d| {

@@ -26,12 +26,18 @@ use crate::{
 /// A row of the switch table: its key in the targets, its case, the switch.
 type Case = (&'static str, &'static str, Tracking);
 
+/// A TCP packet that misses shape (a)'s content and, coming from outside 198.18.0.0/16, the
+/// state rule: an untracked packet of a tracked protocol.
+const TCP_MISS: &str = "tcp 198.19.250.9:40000 -> 198.18.200.1:443 flags ACK";
+
 /// The flow table's switch around shape (a)'s content (1,000 host rules + a port rule), on
-/// its miss: without a `state: true` rule (as the daemon sets it, off, forced on) and behind
-/// one the packet does not match (as the daemon sets it, i.e. on, and off). Each rule set is
-/// loaded once and only the switch changes between rounds, interleaved: two loads of one
-/// program differ by several ns here, more than what is measured. Records `hosts_daemon`,
-/// `hosts_off`, `hosts_on`, `stateful_untracked`, `stateful_untracked_off`.
+/// a miss: without a `state: true` rule (as the daemon sets it, off, forced on) and behind a
+/// TCP one the packet does not match (as the daemon sets it, and off), for shape (a)'s UDP
+/// miss (a protocol no flow is tracked for) and a TCP miss. Each rule set is loaded once and
+/// only the switch changes between rounds, interleaved: two loads of one program differ by
+/// several ns here, more than what is measured. Records `hosts_daemon`, `hosts_off`,
+/// `hosts_on`, `stateful_untracked`, `stateful_untracked_off`, `stateful_untracked_tcp`,
+/// `stateful_untracked_tcp_off`.
 pub fn switch_rows(
     trivial_ns: f64,
     rows: &mut Vec<Row>,
@@ -40,9 +46,10 @@ pub fn switch_rows(
     let addresses = peer_addresses();
     let plain = kernel::host_rules(&addresses, "");
     let stateful = kernel::host_rules(&addresses, STATE_RULE);
-    let sets: [(&String, Vec<Case>); 2] = [
+    let sets: [(&String, &str, Vec<Case>); 3] = [
         (
             &plain,
+            PEER_MISS,
             vec![
                 (
                     "hosts_daemon",
@@ -59,27 +66,44 @@ pub fn switch_rows(
         ),
         (
             &stateful,
+            PEER_MISS,
             vec![
                 (
                     "stateful_untracked",
-                    "state rule, untracked udp, as the daemon sets it",
+                    "tcp state rule, untracked udp, as the daemon sets it",
                     Tracking::Daemon,
                 ),
                 (
                     "stateful_untracked_off",
-                    "state rule, untracked udp, tracking off",
+                    "tcp state rule, untracked udp, tracking off",
+                    Tracking::Off,
+                ),
+            ],
+        ),
+        (
+            &stateful,
+            TCP_MISS,
+            vec![
+                (
+                    "stateful_untracked_tcp",
+                    "tcp state rule, untracked tcp, as the daemon sets it",
+                    Tracking::Daemon,
+                ),
+                (
+                    "stateful_untracked_tcp_off",
+                    "tcp state rule, untracked tcp, tracking off",
                     Tracking::Off,
                 ),
             ],
         ),
     ];
-    for (text, cases) in sets {
+    for (text, miss, cases) in sets {
         let mut dataplane = kernel::load(text, Tracking::Daemon)?;
         let switches: Vec<u64> = cases
             .iter()
             .map(|(_, _, tracking)| kernel::tracking_switch(text, *tracking))
             .collect::<Result<_>>()?;
-        let times = time_switched(&mut dataplane, &switches)?;
+        let times = time_switched(&mut dataplane, &frame(miss), &switches)?;
         for ((key, case, _), ns) in cases.into_iter().zip(times) {
             rows.push(Row::new(
                 "smf-firewall",
@@ -94,10 +118,9 @@ pub fn switch_rows(
     Ok(())
 }
 
-/// Times shape (a)'s miss through `dataplane` with each value of the tracking switch, the
-/// rounds interleaved; the median of 5 rounds each.
-fn time_switched(dataplane: &mut Dataplane, switches: &[u64]) -> Result<Vec<f64>> {
-    let miss = frame(PEER_MISS);
+/// Times `miss` (a frame the rules pass) through `dataplane` with each value of the tracking
+/// switch, the rounds interleaved; the median of 5 rounds each.
+fn time_switched(dataplane: &mut Dataplane, miss: &[u8], switches: &[u64]) -> Result<Vec<f64>> {
     let mut rounds = vec![Vec::new(); switches.len()];
     for _ in 0..5 {
         for (i, switch) in switches.iter().enumerate() {
@@ -106,13 +129,13 @@ fn time_switched(dataplane: &mut Dataplane, switches: &[u64]) -> Result<Vec<f64>
             settings.tracking = *switch;
             dataplane.set_conntrack(&settings).map_err(err)?;
             let program = dataplane.program().map_err(err)?;
-            let action = test_run::run(program, &miss, 1).map_err(err)?.action;
+            let action = test_run::run(program, miss, 1).map_err(err)?.action;
             if action != XDP_PASS {
                 return Err(format!(
                     "the miss was not passed ({action}): wrong path timed"
                 ));
             }
-            let outcome = test_run::run(program, &miss, kernel::repeat()).map_err(err)?;
+            let outcome = test_run::run(program, miss, kernel::repeat()).map_err(err)?;
             rounds[i].push(outcome.duration.as_nanos() as f64);
         }
     }

@@ -37,7 +37,7 @@ fn load(text: &str) -> Dataplane {
         compile::ruleset(&rules, &[(interface, 0)], &mut RuleCounters::default()).unwrap();
     let mut dataplane = Dataplane::load_for_test_run(Capacity::for_compiled(&compiled)).unwrap();
     let mut settings = Timeouts::default().settings();
-    settings.tracking = u64::from(rules.stateful());
+    settings.tracking = rules.tracked();
     dataplane.set_conntrack(&settings).unwrap();
     dataplane.install(&compiled).unwrap();
     dataplane

@@ -766,6 +766,32 @@ pub mod conntrack {
         ];
     }
 
+    /// `ConntrackSettings::tracking` bits: the protocols whose packets look their flow up.
+    /// Flows exist only for TCP, UDP and ICMP echo, and only for the protocols of `state: true`
+    /// rules, so a packet of any other protocol skips the table.
+    pub mod tracked {
+        use crate::protocol;
+
+        pub const TCP: u64 = 1;
+        pub const UDP: u64 = 1 << 1;
+        /// ICMP and ICMPv6 echo.
+        pub const ICMP: u64 = 1 << 2;
+        /// What a `state: true` rule without a protocol may open a flow for.
+        pub const ALL: u64 = TCP | UDP | ICMP;
+
+        /// The bit of packets (and rules) of IP protocol `protocol`; 0 for one that never has a
+        /// flow.
+        #[inline(always)]
+        pub const fn of(protocol: u8) -> u64 {
+            match protocol {
+                protocol::TCP => TCP,
+                protocol::UDP => UDP,
+                protocol::ICMP | protocol::ICMPV6 => ICMP,
+                _ => 0,
+            }
+        }
+    }
+
     /// `Flow::fins` bits: which side has sent a FIN.
     pub mod fin {
         pub const ORIGIN: u8 = 1 << 0;
@@ -879,8 +905,9 @@ pub struct ConntrackSettings {
     /// load; `bpf_ktime_get_coarse_ns()`, used while `tick_ns` is zero, is a helper call.
     pub tick_ns: u64,
     pub offset_ns: u64,
-    /// Zero: no lookups at all (no rule has `state: true` and the table is empty), so that
-    /// rule sets without stateful rules pay nothing for tracking.
+    /// `conntrack::tracked` bits: the protocols whose packets look their flow up (those of the
+    /// `state: true` rules). Zero: no lookups at all, so that rule sets without stateful rules
+    /// pay nothing for tracking.
     pub tracking: u64,
 }
 

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use firewall_common::{
     ConntrackSettings, Flow, FlowKey, FlowKey4, MAX_SLOTS,
-    conntrack::{DEFAULT_MAX_ENTRIES, event, fin, origin, state},
+    conntrack::{DEFAULT_MAX_ENTRIES, event, fin, origin, state, tracked},
     family, protocol,
 };
 
@@ -113,13 +113,17 @@ pub fn clocks(ctx: &XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Looks the packet's flow up; on a live flow, advances its state and last-seen time. IPv4
-/// runs inline: a BPF-to-BPF call costs a return thunk here (5-7 ns, on a hit and on a miss).
-/// IPv6 runs in a call of its own, so that its 40-byte key and spills get a frame of their own
-/// instead of growing the packet path's, which the classifier's `bpf_loop` callbacks share
-/// (512 bytes for the whole chain).
+/// Looks the packet's flow up, if its protocol is tracked; on a live flow, advances its state
+/// and last-seen time. IPv4 runs inline: a BPF-to-BPF call costs a return thunk here (5-7 ns,
+/// on a hit and on a miss). IPv6 runs in a call of its own, so that its 40-byte key and spills
+/// get a frame of their own instead of growing the packet path's, which the classifier's
+/// `bpf_loop` callbacks share (512 bytes for the whole chain).
 #[inline(always)]
 pub fn track(packet: &Packet, settings: &ConntrackSettings) -> Track {
+    // Only the protocols of `state: true` rules can have a flow.
+    if settings.tracking & tracked::of(packet.protocol) == 0 {
+        return MISS;
+    }
     let Some((src_port, dst_port)) = ports_of(packet) else {
         return MISS;
     };

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt, net::IpAddr, ops::RangeInclusive};
 
-use firewall_common::Verdict;
+use firewall_common::{Verdict, conntrack::tracked};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -99,12 +99,16 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Does any rule track connections (`state: true`)? Only then does the kernel look
-    /// packets up in the flow table.
-    pub fn stateful(&self) -> bool {
+    /// The protocols whose flows `state: true` rules open (`conntrack::tracked` bits; 0
+    /// without such a rule): only packets of these look up the flow table.
+    pub fn tracked(&self) -> u64 {
         self.interfaces
             .values()
-            .any(|policy| policy.rules.iter().any(|rule| rule.state))
+            .flat_map(|policy| &policy.rules)
+            .filter(|rule| rule.state)
+            .fold(0, |bits, rule| {
+                bits | rule.protocol.map_or(tracked::ALL, tracked::of)
+            })
     }
 }
 
@@ -367,4 +371,43 @@ fn port_text(p: &Ports) -> String {
 /// `22,80-90` for a port list.
 pub fn ports_text(ports: &[Ports]) -> String {
     ports.iter().map(port_text).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use firewall_common::conntrack::tracked;
+
+    use super::RuleSet;
+
+    fn tracked_by(rules: &[&str]) -> u64 {
+        let text = format!(
+            "version: 1\ninterfaces:\n  eth0:\n    default: drop\n    rules:\n{}",
+            rules
+                .iter()
+                .map(|rule| format!("      - {rule}\n"))
+                .collect::<String>()
+        );
+        RuleSet::parse(Path::new("t.yaml"), &text)
+            .unwrap()
+            .tracked()
+    }
+
+    #[test]
+    fn only_the_protocols_of_state_rules_are_tracked() {
+        let tcp = "{ id: a, action: pass, protocol: tcp, state: true }";
+        let udp = "{ id: b, action: pass, protocol: udp, dst_port: 53, state: true }";
+        let ping6 = "{ id: c, action: pass, protocol: icmpv6, icmp_type: 128, state: true }";
+        let any = "{ id: d, action: pass, dst: 198.18.0.0/16, state: true }";
+        let sctp = "{ id: e, action: pass, protocol: sctp, state: true }";
+        let stateless = "{ id: f, action: pass, protocol: udp }";
+        assert_eq!(tracked_by(&[stateless]), 0);
+        assert_eq!(tracked_by(&[tcp, stateless]), tracked::TCP);
+        assert_eq!(tracked_by(&[tcp, udp]), tracked::TCP | tracked::UDP);
+        assert_eq!(tracked_by(&[ping6]), tracked::ICMP);
+        assert_eq!(tracked_by(&[tcp, any]), tracked::ALL);
+        // SCTP never opens a flow, so its packets need not look one up.
+        assert_eq!(tracked_by(&[sctp]), 0);
+    }
 }

@@ -130,7 +130,7 @@ impl Loaded {
                 error,
             }
         })?;
-        conntrack.tracking |= u64::from(rules.stateful());
+        conntrack.tracking |= rules.tracked();
         let logged = rules
             .interfaces
             .iter()

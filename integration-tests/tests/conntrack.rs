@@ -10,7 +10,7 @@ use std::path::Path;
 
 use firewall_common::{
     ConntrackSettings, Verdict,
-    conntrack::{event, origin, state},
+    conntrack::{event, origin, state, tracked},
     directed_slot, direction, protocol,
 };
 use firewall_dataplane::{
@@ -72,12 +72,13 @@ fn dataplane(text: &str, timeouts: &Timeouts) -> (Dataplane, RuleSet, RuleCounte
     (dataplane, rules, counters)
 }
 
-/// The daemon's settings for a rule set with `state: true`, on a clock the test steps.
+/// The daemon's settings for a rule set with a `state: true` rule for every protocol, on a
+/// clock the test steps.
 fn settings(timeouts: &Timeouts, now: u64) -> ConntrackSettings {
     ConntrackSettings {
         fixed_clock: 1,
         fixed_now_ns: now,
-        tracking: 1,
+        tracking: tracked::ALL,
         ..timeouts.settings()
     }
 }
@@ -287,7 +288,7 @@ fn flows_are_stamped_with_the_coarse_monotonic_clock() {
     let timeouts = Timeouts::default();
     let (mut dp, _, _) = dataplane(RULES, &timeouts);
     let real = ConntrackSettings {
-        tracking: 1,
+        tracking: tracked::ALL,
         ..timeouts.settings()
     };
     for (round, port) in [(0, 5000), (1, 5001)] {
@@ -749,7 +750,13 @@ fn the_kernel_tracks_random_sequences_as_the_reference_does() {
             } else {
                 (Direction::In, 0)
             };
-            set_clock(&mut dp, &timeouts, now);
+            // As the daemon sets it: only the protocols of this rule set's `state: true` rules
+            // look their flow up, which must lose no flow.
+            let at = ConntrackSettings {
+                tracking: rules.tracked(),
+                ..settings(&timeouts, now)
+            };
+            dp.set_conntrack(&at).unwrap();
             let hits = dp.conntrack_hits(slot).unwrap();
             let got = if leaving {
                 match run_egress(&mut dp, &frame) {
@@ -839,4 +846,39 @@ fn with_tracking_off_the_table_is_not_consulted() {
         XDP_PASS
     );
     assert_eq!(dp.conntrack_event(event::CREATED).unwrap(), 1, "nor opened");
+}
+
+/// A packet of a protocol that `tracking` leaves out does not look its flow up: with UDP
+/// tracked no more, a UDP flow's reply meets the rules, while TCP's still passes.
+#[test]
+fn only_the_tracked_protocols_look_their_flow_up() {
+    if !testbed::require_root("conntrack::tracked_protocols") {
+        return;
+    }
+    let timeouts = Timeouts::default();
+    let (mut dp, _, _) = dataplane(RULES, &timeouts);
+    let udp_out = "udp 198.18.1.2:5000 -> 198.19.1.2:5353";
+    let udp_back = "udp 198.19.1.2:5353 -> 198.18.1.2:5000";
+    for out in [format!("{OUT} flags SYN"), udp_out.to_string()] {
+        assert_eq!(run(&mut dp, &frame(&out)), XDP_PASS, "{out} opens a flow");
+    }
+    assert_eq!(dp.conntrack_event(event::CREATED).unwrap(), 2);
+    assert_eq!(run(&mut dp, &frame(udp_back)), XDP_PASS, "tracked");
+    let tcp_only = ConntrackSettings {
+        tracking: tracked::TCP,
+        ..settings(&timeouts, 0)
+    };
+    dp.set_conntrack(&tcp_only).unwrap();
+    let hits = dp.conntrack_hits(0).unwrap();
+    assert_eq!(
+        run(&mut dp, &frame(udp_back)),
+        XDP_DROP,
+        "UDP is not looked up"
+    );
+    assert_eq!(
+        run(&mut dp, &frame(&format!("{BACK} flags SYN,ACK"))),
+        XDP_PASS,
+        "TCP still is"
+    );
+    assert_eq!(dp.conntrack_hits(0).unwrap(), hits + 1);
 }

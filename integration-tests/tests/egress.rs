@@ -46,7 +46,7 @@ fn out_rules_judge_leaving_packets_and_only_them() {
     let mut dp = common::dataplane();
     // As the daemon sets it: the ssh-out rule has `state: true`, so the flow table is used.
     let mut settings = Timeouts::default().settings();
-    settings.tracking = u64::from(rules.stateful());
+    settings.tracking = rules.tracked();
     dp.set_conntrack(&settings).unwrap();
     dp.install(&compiled).unwrap();
     let policy = &rules.interfaces["lo"];

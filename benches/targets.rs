@@ -82,6 +82,15 @@ pub fn evaluate(m: &BTreeMap<&'static str, f64>) -> Vec<Target> {
         let extra = minus(case, "limit_none")?;
         Some((extra, AtMost(minus("limit_floor", "trivial_pass")?)))
     };
+    // Issue 17: what the flow table adds to an untracked packet (on - off), against one
+    // 16-byte flow lookup that misses.
+    let untracked_extra = |on: &str, off: &str| {
+        let extra = minus(on, off)?;
+        Some((
+            extra,
+            AtMost(minus("floor_flow_alone_miss", "trivial_pass")?),
+        ))
+    };
     vec![
         target(
             "1,000 host rules + port rule, miss: smf / xdp-filter",
@@ -117,19 +126,13 @@ pub fn evaluate(m: &BTreeMap<&'static str, f64>) -> Vec<Target> {
             "state: true present, untracked tcp (tracked protocol): extra over off",
             "ns",
             "tracking,floors",
-            minus("stateful_untracked_tcp", "stateful_untracked_tcp_off").and_then(|d| {
-                let allowance = minus("floor_flow_alone_miss", "trivial_pass")?;
-                Some((d, AtMost(allowance)))
-            }),
+            untracked_extra("stateful_untracked_tcp", "stateful_untracked_tcp_off"),
         ),
         target(
             "state: true present, untracked udp (no udp state rule): extra over off",
             "ns",
             "tracking,floors",
-            minus("stateful_untracked", "stateful_untracked_off").and_then(|d| {
-                let allowance = minus("floor_flow_alone_miss", "trivial_pass")?;
-                Some((d, AtMost(allowance)))
-            }),
+            untracked_extra("stateful_untracked", "stateful_untracked_off"),
         ),
         target(
             "established flow / floor (parse + 16-byte flow hit + counter)",

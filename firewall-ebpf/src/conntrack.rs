@@ -130,13 +130,7 @@ pub fn track(packet: &Packet, settings: &ConntrackSettings) -> Track {
     if packet.family != family::IPV4 {
         return track6(packet, settings, src_port, dst_port);
     }
-    let (key, sender) = normalised4(
-        packet.protocol,
-        packet.src[0],
-        packet.dst[0],
-        src_port,
-        dst_port,
-    );
+    let (key, sender) = key4(packet, src_port, dst_port);
     match CONNTRACK4.get_ptr_mut(key) {
         Some(flow) => live(flow, sender, packet, settings),
         None => MISS,
@@ -212,13 +206,7 @@ pub fn open(packet: &Packet, replaces_expired: bool, settings: &ConntrackSetting
     // BPF_NOEXIST = 1, BPF_ANY = 0: never overwrite a live flow another CPU just opened.
     let flags = if replaces_expired { 0 } else { 1 };
     let inserted = if packet.family == family::IPV4 {
-        let (key, sender) = normalised4(
-            packet.protocol,
-            packet.src[0],
-            packet.dst[0],
-            src_port,
-            dst_port,
-        );
+        let (key, sender) = key4(packet, src_port, dst_port);
         CONNTRACK4.insert(key, flow(sender), flags)
     } else {
         let (key, sender) = normalised6(
@@ -400,6 +388,18 @@ fn src_first<const N: usize>(src: &[u32; N], dst: &[u32; N], src_port: u16, dst_
         }
     }
     first
+}
+
+/// An IPv4 packet's flow key and sender, as `normalised4`.
+#[inline(always)]
+fn key4(packet: &Packet, src_port: u16, dst_port: u16) -> (FlowKey4, u8) {
+    normalised4(
+        packet.protocol,
+        packet.src[0],
+        packet.dst[0],
+        src_port,
+        dst_port,
+    )
 }
 
 /// The IPv4 key with the lower endpoint first, and which endpoint of it sent the packet

@@ -820,6 +820,138 @@ pub mod conntrack {
         /// Flows deleted by `smf-firewall conntrack flush`.
         pub const FLOWS: u32 = 0;
     }
+
+    /// The flow tables' presence filter (`FLOW_PRESENCE`), so that a packet with no flow, the
+    /// common case of a flood or a scan behind a `state: true` rule, skips the hash lookup: a
+    /// byte per slot, non-zero at every slot a key of either table hashes to (`of_key4`,
+    /// `of_key6`), 16 slots per flow of `conntrack.max_entries`. A zero byte proves the key is
+    /// in no table; a non-zero one (the key's, or another's sharing its slot) means look.
+    ///
+    /// It has two halves. The kernel marks a new flow's slot in both, after inserting it; it
+    /// reads the half `ConntrackSettings::presence` names. The daemon drops the marks of flows
+    /// gone (expired, evicted, flushed) by rebuilding the other half: zero it, mark the slot
+    /// of every key in the tables, then name it. A flow inserted before the zeroing is in the
+    /// tables when they are walked; one marked after it is marked in the new half: none is
+    /// lost. The daemon zeroes a half only `GRACE_MS` after it stopped being read.
+    pub mod presence {
+        use crate::{FlowKey, FlowKey4};
+
+        /// Bytes of one `FLOW_PRESENCE` element.
+        pub const BLOCK: u32 = 64;
+        /// Slots per flow of the table: when the tables are full, a key with no flow still
+        /// skips the lookup 15 times in 16.
+        pub const SLOTS_PER_FLOW: u32 = 16;
+        /// The fewest and most slots of a half, as powers of two.
+        pub const MIN_BITS: u32 = 16;
+        pub const MAX_BITS: u32 = 26;
+        /// How long after a half stopped being read the daemon may zero it: far longer than a
+        /// packet's run, which read `ConntrackSettings::presence` before the switch.
+        pub const GRACE_MS: u64 = 50;
+
+        /// log2 of the slots of a half for tables of `flows` entries each.
+        pub const fn bits(flows: u32) -> u32 {
+            let slots = (flows as u64) * SLOTS_PER_FLOW as u64;
+            let bits = 64 - slots.saturating_sub(1).leading_zeros();
+            if bits < MIN_BITS {
+                MIN_BITS
+            } else if bits > MAX_BITS {
+                MAX_BITS
+            } else {
+                bits
+            }
+        }
+
+        /// `FLOW_PRESENCE` elements for halves of `1 << bits` slots.
+        pub const fn elements(bits: u32) -> u32 {
+            2 << (bits - BLOCK.trailing_zeros())
+        }
+
+        /// The element and the byte in it of `slot` in `half` (0 or 1).
+        #[inline(always)]
+        pub fn at(half: u32, slot: u32, bits: u32) -> (u32, usize) {
+            let shift = BLOCK.trailing_zeros();
+            let element = (half & 1) << (bits.wrapping_sub(shift) & 31) | slot >> shift;
+            (element, (slot & (BLOCK - 1)) as usize)
+        }
+
+        /// The slot of an IPv4 flow between endpoints (`a`, `a_port`) and (`b`, `b_port`), in
+        /// halves of `1 << bits` slots: the same for either order, so that the kernel hashes a
+        /// packet's endpoints as they come, before it builds (normalises) the key, and a
+        /// packet without a flow returns before that work too.
+        #[inline(always)]
+        pub fn slot4(a: u32, b: u32, a_port: u16, b_port: u16, protocol: u8, bits: u32) -> u32 {
+            finish(mix(0, pair(a, b)), a_port, b_port, protocol, bits)
+        }
+
+        /// `slot4` for IPv6 endpoints.
+        #[inline(always)]
+        pub fn slot6(
+            a: &[u32; 4],
+            b: &[u32; 4],
+            a_port: u16,
+            b_port: u16,
+            protocol: u8,
+            bits: u32,
+        ) -> u32 {
+            // Two words folded into each step (rotated apart, so that equal words do not
+            // cancel): three multiplications instead of five.
+            let fold = |i: usize| pair(a[i], b[i]) ^ pair(a[i + 1], b[i + 1]).rotate_left(23);
+            finish(
+                mix(mix(0, fold(0)), fold(2)),
+                a_port,
+                b_port,
+                protocol,
+                bits,
+            )
+        }
+
+        /// The slot of a key of `CONNTRACK4`.
+        pub fn of_key4(key: &FlowKey4, bits: u32) -> u32 {
+            slot4(
+                key.lo_addr,
+                key.hi_addr,
+                key.lo_port,
+                key.hi_port,
+                key.protocol,
+                bits,
+            )
+        }
+
+        /// The slot of a key of `CONNTRACK`.
+        pub fn of_key6(key: &FlowKey, bits: u32) -> u32 {
+            slot6(
+                &key.lo_addr,
+                &key.hi_addr,
+                key.lo_port,
+                key.hi_port,
+                key.protocol,
+                bits,
+            )
+        }
+
+        /// Two words in an order-free form: their sum and their exclusive or.
+        #[inline(always)]
+        fn pair(a: u32, b: u32) -> u64 {
+            u64::from(a.wrapping_add(b)) | u64::from(a ^ b) << 32
+        }
+
+        #[inline(always)]
+        fn finish(h: u64, a_port: u16, b_port: u16, protocol: u8, bits: u32) -> u32 {
+            let ports = (u64::from(a_port) + u64::from(b_port))
+                | u64::from(a_port ^ b_port) << 17
+                | u64::from(protocol) << 33;
+            mix(h, ports).wrapping_shr(64u32.wrapping_sub(bits)) as u32
+        }
+
+        /// One step of a multiplicative hash: the product's top bits depend on every bit of
+        /// `h ^ word`, and folding them into the low half carries them into the next step.
+        /// No division, no table: a few instructions on the packet path.
+        #[inline(always)]
+        fn mix(h: u64, word: u64) -> u64 {
+            let product = (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            product ^ product >> 32
+        }
+    }
 }
 
 /// An IPv6 flow (`CONNTRACK`), the same for both directions: the endpoint that compares lower
@@ -909,6 +1041,11 @@ pub struct ConntrackSettings {
     /// `state: true` rules). Zero: no lookups at all, so that rule sets without stateful rules
     /// pay nothing for tracking.
     pub tracking: u64,
+    /// The half of the presence filter (`conntrack::presence`) the kernel reads, plus one;
+    /// zero: none (every tracked packet looks its flow up). Written by the daemon only.
+    pub presence: u64,
+    /// log2 of the slots of each half (`conntrack::presence::bits`).
+    pub presence_bits: u64,
 }
 
 /// Every type the kernel and user space exchange through a map, with its size and alignment:
@@ -943,7 +1080,7 @@ map_types! {
     FlowKey: 40 bytes, align 4;
     FlowKey4: 16 bytes, align 4;
     Flow: 16 bytes, align 8;
-    ConntrackSettings: 112 bytes, align 8;
+    ConntrackSettings: 128 bytes, align 8;
     TraceControl: 96 bytes, align 8;
     TraceEvent: 72 bytes, align 8;
     Limit: 40 bytes, align 8;
@@ -954,9 +1091,60 @@ map_types! {
 #[cfg(test)]
 mod tests {
     use super::{
-        RateBucket,
-        conntrack::{expired, state},
+        FlowKey, FlowKey4, RateBucket,
+        conntrack::{expired, presence, state},
+        family,
     };
+
+    #[test]
+    fn presence_filters_are_sized_by_the_table_and_slots_stay_inside_a_half() {
+        assert_eq!(presence::bits(65_536), 20);
+        assert_eq!(presence::bits(1), presence::MIN_BITS);
+        assert_eq!(presence::bits(u32::MAX), presence::MAX_BITS);
+        assert_eq!(presence::elements(20), 2 * (1 << 20) / presence::BLOCK);
+        let bits = 20;
+        let last = (1u32 << bits) - 1;
+        assert_eq!(presence::at(0, last, bits), (16_383, 63));
+        assert_eq!(presence::at(1, 0, bits), (16_384, 0));
+        assert_eq!(presence::at(1, last, bits), (32_767, 63));
+    }
+
+    /// A flood's keys differ in a port or the last address byte: they must spread over the
+    /// slots as random ones would (65,536 keys in 2^20 slots share about 2,000 of them).
+    #[test]
+    fn presence_slots_spread_keys_that_differ_in_a_few_bits() {
+        const BITS: u32 = 20;
+        let mut seen = [0u64; 1 << (BITS - 6)];
+        let mut shared = 0;
+        let mut mark = |slot: u32| {
+            assert!(slot < 1 << BITS);
+            let (word, bit) = ((slot >> 6) as usize, slot & 63);
+            shared += usize::from(seen[word] >> bit & 1 == 1);
+            seen[word] |= 1 << bit;
+        };
+        for i in 0..32_768u32 {
+            let v4 = FlowKey4 {
+                lo_addr: u32::from_be_bytes([198, 18, (i >> 8) as u8, i as u8]),
+                hi_addr: u32::from_be_bytes([198, 19, 0, 1]),
+                lo_port: 40_000,
+                hi_port: 443,
+                protocol: 6,
+                _pad: [0; 3],
+            };
+            mark(presence::of_key4(&v4, BITS));
+            let v6 = FlowKey {
+                lo_addr: [0x2001_0002u32.to_be(), 0, 0, i.to_be()],
+                hi_addr: [0x2001_0002u32.to_be(), 0, 0, 0xffff_ffff],
+                lo_port: 40_000,
+                hi_port: 443,
+                protocol: 6,
+                family: family::IPV6,
+                _pad: [0; 2],
+            };
+            mark(presence::of_key6(&v6, BITS));
+        }
+        assert!(shared < 3_000, "{shared} of 65,536 keys shared a slot");
+    }
 
     #[test]
     fn a_flow_expires_after_its_states_timeout_and_an_unknown_state_at_once() {

@@ -60,6 +60,8 @@ impl Timeouts {
             tick_ns: 0,
             offset_ns: 0,
             tracking: 0,
+            presence: 0,
+            presence_bits: 0,
         }
     }
 }

@@ -34,6 +34,7 @@ use firewall_rules::compile::Compiled;
 use crate::{
     conntrack::Flows,
     object::{CLOCK_PROGRAM, EGRESS_PROGRAM, FIREWALL_OBJECT, PROGRAM, maps},
+    presence::Presence,
 };
 
 /// How long a packet may still be reading the generation that was live before a flip; the
@@ -93,7 +94,7 @@ pub enum LoaderError {
     },
 }
 
-fn map_error(map: &'static str) -> impl Fn(MapError) -> LoaderError {
+pub(crate) fn map_error(map: &'static str) -> impl Fn(MapError) -> LoaderError {
     move |error| LoaderError::Map { map, error }
 }
 
@@ -182,7 +183,7 @@ fn stride_of<T>() -> usize {
 
 /// An mmap-able BPF array, mapped into our memory while a generation is written (mapped only
 /// then, so that the daemon's resident memory does not hold the tables between reloads).
-struct Mapped<'a> {
+pub(crate) struct Mapped<'a> {
     _map: &'a MapData,
     ptr: NonNull<u8>,
     len: usize,
@@ -192,7 +193,11 @@ struct Mapped<'a> {
 }
 
 impl<'a> Mapped<'a> {
-    fn new<T>(map: &'a MapData, name: &'static str, capacity: u32) -> Result<Self, LoaderError> {
+    pub(crate) fn new<T>(
+        map: &'a MapData,
+        name: &'static str,
+        capacity: u32,
+    ) -> Result<Self, LoaderError> {
         let stride = stride_of::<T>();
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
@@ -221,6 +226,11 @@ impl<'a> Mapped<'a> {
             capacity: capacity as usize,
             name,
         })
+    }
+
+    /// The mapping's first byte.
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
     }
 
     /// Writes `values` from element `offset` on; `room` is what the caller may use from there.
@@ -292,6 +302,7 @@ pub struct Dataplane {
     /// The kernel's tick, for the flow clock (`crate::clock`); `None` if it could not be
     /// measured, and the kernel then reads its clock with a helper.
     tick_ns: Option<u64>,
+    presence: Presence,
 }
 
 impl Dataplane {
@@ -325,6 +336,10 @@ impl Dataplane {
             .map_max_entries(maps::CONNTRACK, lru.flows.max(1))
             .map_max_entries(maps::CONNTRACK4, lru.flows.max(1))
             .map_max_entries(maps::LIMIT_KEYS, lru.limit_keys.max(1))
+            .map_max_entries(
+                maps::FLOW_PRESENCE,
+                conntrack::presence::elements(conntrack::presence::bits(lru.flows.max(1))),
+            )
             .map_max_entries(maps::NODES, GENERATIONS * capacity.nodes)
             .map_max_entries(maps::LEAVES, GENERATIONS * capacity.leaves)
             .map_max_entries(maps::ENTRIES, GENERATIONS * capacity.entries)
@@ -347,6 +362,7 @@ impl Dataplane {
             entries: array(&mut ebpf, maps::ENTRIES)?,
             exact: array(&mut ebpf, maps::EXACT)?,
         };
+        let presence = Presence::new(array(&mut ebpf, maps::FLOW_PRESENCE)?)?;
         let mut dataplane = Dataplane {
             ebpf,
             stats,
@@ -360,6 +376,7 @@ impl Dataplane {
             adopted: Vec::new(),
             limited: std::collections::HashSet::new(),
             tick_ns: None,
+            presence,
         };
         // Maps taken over from a running dataplane: a packet may be reading the live
         // generation right now.
@@ -936,7 +953,9 @@ impl Dataplane {
     }
 
     /// Writes the timeouts (and, in tests, a fixed clock) the kernel judges flows by, with the
-    /// flow clock related afresh to CLOCK_MONOTONIC_COARSE (`crate::clock`).
+    /// flow clock related afresh to CLOCK_MONOTONIC_COARSE (`crate::clock`). The presence
+    /// filter's half stays the one read (`presence` of `settings` is ignored); with none read
+    /// yet (new maps), the filter is built and read from now on.
     pub fn set_conntrack(&mut self, settings: &ConntrackSettings) -> Result<(), LoaderError> {
         let mut settings = *settings;
         if let Some(tick_ns) = self.tick_ns {
@@ -945,6 +964,54 @@ impl Dataplane {
             settings.tick_ns = tick_ns;
             settings.offset_ns = reading.offset_ns(tick_ns);
         }
+        settings.presence = self.conntrack_settings()?.presence;
+        settings.presence_bits = u64::from(self.presence.bits);
+        self.write_conntrack_settings(settings)?;
+        if settings.presence == 0 {
+            self.rebuild_presence()?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the half of the presence filter that the kernel does not read from the keys
+    /// in the flow tables, then has the kernel read it (`firewall_common::conntrack::presence`),
+    /// so that flows gone since the last rebuild (expired, evicted, flushed) no longer cost
+    /// a packet without a flow its lookup. On an error the kernel keeps reading the old half,
+    /// which is complete.
+    pub fn rebuild_presence(&mut self) -> Result<(), LoaderError> {
+        let mut settings = self.conntrack_settings()?;
+        let half = Presence::other(settings.presence);
+        // Zeroed before the walk: a flow inserted before this is found by the walk, one
+        // inserted after it is marked by the kernel.
+        self.presence.zero(half)?;
+        let bits = self.presence.bits;
+        let flows = self.conntrack_flows()?;
+        let mut slots = Vec::new();
+        for key in flows.ipv4.keys() {
+            let key = key.map_err(map_error(maps::CONNTRACK4))?;
+            slots.push(conntrack::presence::of_key4(&key, bits));
+        }
+        for key in flows.ipv6.keys() {
+            let key = key.map_err(map_error(maps::CONNTRACK))?;
+            slots.push(conntrack::presence::of_key6(&key, bits));
+        }
+        self.presence.mark(half, slots.into_iter())?;
+        settings.presence = u64::from(half) + 1;
+        settings.presence_bits = u64::from(bits);
+        self.write_conntrack_settings(settings)?;
+        self.presence.switched();
+        Ok(())
+    }
+
+    /// The `ConntrackSettings` the kernel reads.
+    fn conntrack_settings(&self) -> Result<ConntrackSettings, LoaderError> {
+        let array: Array<_, ConntrackSettings> = self.array(maps::CONNTRACK_SETTINGS)?;
+        array
+            .get(&0, 0)
+            .map_err(map_error(maps::CONNTRACK_SETTINGS))
+    }
+
+    fn write_conntrack_settings(&mut self, settings: ConntrackSettings) -> Result<(), LoaderError> {
         let mut array: Array<_, ConntrackSettings> = self.array_mut(maps::CONNTRACK_SETTINGS)?;
         array
             .set(0, settings, 0)
@@ -982,23 +1049,24 @@ impl Dataplane {
             .map_err(map_error(maps::CONNTRACK_FLUSHED))
     }
 
-    /// Kernel memory of the flow table (both families) in bytes, as the kernel accounts it
-    /// (`memlock` in the maps' fdinfo).
+    /// Kernel memory of the flow table (both families) and its presence filter in bytes, as
+    /// the kernel accounts it (`memlock` in the maps' fdinfo).
     pub fn conntrack_memory(&self) -> Option<u64> {
-        Some(self.lru_memory(maps::CONNTRACK4)? + self.lru_memory(maps::CONNTRACK)?)
-    }
-
-    /// `memlock` of one LRU hash.
-    fn lru_memory(&self, name: &str) -> Option<u64> {
-        let fd = match self.ebpf.map(name)? {
-            Map::LruHashMap(data) => data.fd().as_fd().as_raw_fd(),
-            _ => return None,
+        let lru = |name| match self.ebpf.map(name)? {
+            Map::LruHashMap(data) => memlock(data),
+            _ => None,
         };
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-        info.lines()
-            .find_map(|l| l.strip_prefix("memlock:"))
-            .and_then(|v| v.trim().parse().ok())
+        Some(lru(maps::CONNTRACK4)? + lru(maps::CONNTRACK)? + memlock(self.presence.map())?)
     }
+}
+
+/// `memlock` of a map, from its fdinfo.
+fn memlock(map: &MapData) -> Option<u64> {
+    let fd = map.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn per_cpu_sum(ebpf: &Ebpf, name: &'static str, index: u32) -> Result<u64, LoaderError> {

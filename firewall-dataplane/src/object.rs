@@ -66,6 +66,9 @@ pub mod maps {
         ENTRIES,
         /// The exact-address tables' slots of both generations.
         EXACT,
+        /// Connection tracking: the tables' presence filter (`conntrack::presence`), two
+        /// halves of bytes, rebuilt by the daemon through mmap.
+        FLOW_PRESENCE,
         /// The generation the program reads.
         GENERATION,
         /// Interface index to its slot plus one.

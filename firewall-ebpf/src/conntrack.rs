@@ -3,6 +3,8 @@
 //! hashes faster than IPv6's 40-byte `FlowKey` in `CONNTRACK`); later packets of the flow, in either direction and
 //! on any interface, pass before the rules are looked at. TCP follows SYN, SYN-ACK, ACK, FIN and
 //! RST; UDP and ICMP echo have idle timeouts; an ICMP error that quotes a tracked flow passes.
+//! A packet whose slot in the presence filter (`FLOW_PRESENCE`) is clear has no flow and skips
+//! the lookup.
 //!
 //! Time is CLOCK_MONOTONIC_COARSE, read as jiffies (`now`). A flow whose idle time exceeds
 //! its state's timeout (`CONNTRACK_SETTINGS`, written by the daemon from its config), or in no
@@ -11,7 +13,7 @@
 //! (`firewall-rules/src/reference/conntrack.rs`).
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_F_MMAPABLE, xdp_action},
     helpers::generated::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
@@ -19,7 +21,11 @@ use aya_ebpf::{
 };
 use firewall_common::{
     ConntrackSettings, Flow, FlowKey, FlowKey4, MAX_SLOTS,
-    conntrack::{DEFAULT_MAX_ENTRIES, event, fin, origin, state, tracked},
+    conntrack::{
+        DEFAULT_MAX_ENTRIES, event, fin, origin,
+        presence::{self, BLOCK},
+        state, tracked,
+    },
     family, protocol,
 };
 
@@ -36,6 +42,11 @@ static CONNTRACK4: LruHashMap<FlowKey4, Flow> =
 /// The IPv6 flows; sized as `CONNTRACK4`.
 #[map]
 static CONNTRACK: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(DEFAULT_MAX_ENTRIES, 0);
+
+/// The tables' presence filter (`firewall_common::conntrack::presence`): both halves, sized
+/// by the daemon at load time, rebuilt by it through mmap.
+#[map]
+static FLOW_PRESENCE: Array<[u8; BLOCK as usize]> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Timeouts and the clock; one entry.
 #[map]
@@ -127,6 +138,9 @@ pub fn track(packet: &Packet, settings: &ConntrackSettings) -> Track {
     let Some((src_port, dst_port)) = ports_of(packet) else {
         return MISS;
     };
+    if !may_hold(settings, slot(packet, src_port, dst_port, settings)) {
+        return MISS;
+    }
     if packet.family != family::IPV4 {
         return track6(packet, settings, src_port, dst_port);
     }
@@ -134,6 +148,67 @@ pub fn track(packet: &Packet, settings: &ConntrackSettings) -> Track {
     match CONNTRACK4.get_ptr_mut(key) {
         Some(flow) => live(flow, sender, packet, settings),
         None => MISS,
+    }
+}
+
+/// The packet's flow's slot in the presence filter (`presence::slot4`, `slot6`).
+#[inline(always)]
+fn slot(packet: &Packet, src_port: u16, dst_port: u16, settings: &ConntrackSettings) -> u32 {
+    let bits = settings.presence_bits as u32;
+    if packet.family == family::IPV4 {
+        presence::slot4(
+            packet.src[0],
+            packet.dst[0],
+            src_port,
+            dst_port,
+            packet.protocol,
+            bits,
+        )
+    } else {
+        presence::slot6(
+            &packet.src,
+            &packet.dst,
+            src_port,
+            dst_port,
+            packet.protocol,
+            bits,
+        )
+    }
+}
+
+/// False if the presence filter proves no flow's key has `slot` (then no flow, expired or
+/// not, is in the tables under the key); true if a flow may (or no filter is read yet).
+#[inline(always)]
+fn may_hold(settings: &ConntrackSettings, slot: u32) -> bool {
+    if settings.presence == 0 {
+        return true;
+    }
+    let half = (settings.presence as u32).wrapping_sub(1);
+    let (element, byte) = presence::at(half, slot, settings.presence_bits as u32);
+    match FLOW_PRESENCE.get(element) {
+        Some(bytes) => bytes.get(byte).is_none_or(|&b| b != 0),
+        None => true,
+    }
+}
+
+/// Marks the packet's flow in both halves of the presence filter, once it is inserted.
+#[inline(never)]
+fn mark(packet: &Packet, settings: &ConntrackSettings) {
+    let Some((src_port, dst_port)) = ports_of(packet) else {
+        return;
+    };
+    let bits = settings.presence_bits as u32;
+    let slot = slot(packet, src_port, dst_port, settings);
+    for half in 0..2 {
+        let (element, byte) = presence::at(half, slot, bits);
+        if let Some(bytes) = FLOW_PRESENCE.get_ptr_mut(element)
+            && byte < BLOCK as usize
+        {
+            // SAFETY: the element is the map's while the program runs; `byte` is inside it.
+            // Every writer of a marked byte writes 1 (the daemon zeroes only a half no packet
+            // reads), so a race between CPUs loses nothing.
+            unsafe { (*bytes)[byte] = 1 };
+        }
     }
 }
 
@@ -180,21 +255,32 @@ fn live(flow: *mut Flow, sender: u8, packet: &Packet, settings: &ConntrackSettin
 }
 
 /// Opens a flow for a packet the rules passed with `state: true`. Only TCP (not a RST), UDP
-/// and ICMP echo requests open flows. Not inlined, as `track6`: its keys and the new flow get
-/// a frame of their own.
-#[inline(never)]
+/// and ICMP echo requests open flows. Inserted, then marked in the presence filter: a flow
+/// marked before a rebuild zeroes a half is already in the tables the rebuild walks
+/// (`presence`). Two calls, each from the packet path: either one inside the other would
+/// overflow the stack the chain of calls shares.
+#[inline(always)]
 pub fn open(packet: &Packet, replaces_expired: bool, settings: &ConntrackSettings) {
+    if insert(packet, replaces_expired, settings) {
+        mark(packet, settings);
+    }
+}
+
+/// `open`'s insertion; true if a flow was inserted. Not inlined, as `track6`: its keys and the
+/// new flow get a frame of their own.
+#[inline(never)]
+fn insert(packet: &Packet, replaces_expired: bool, settings: &ConntrackSettings) -> bool {
     let Some((src_port, dst_port)) = ports_of(packet) else {
-        return;
+        return false;
     };
     let state = match packet.protocol {
-        protocol::TCP if packet.tcp_flags & TCP_RST != 0 => return,
+        protocol::TCP if packet.tcp_flags & TCP_RST != 0 => return false,
         protocol::TCP if packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => state::TCP_SYN_SENT,
         // Picked up mid-stream (e.g. after a restart of the daemon).
         protocol::TCP => state::TCP_ESTABLISHED,
         protocol::UDP => state::UDP_UNREPLIED,
         _ if echo_request(packet) => state::ICMP_ECHO,
-        _ => return,
+        _ => return false,
     };
     let flow = |origin| Flow {
         last_seen: now(settings),
@@ -224,6 +310,7 @@ pub fn open(packet: &Packet, replaces_expired: bool, settings: &ConntrackSetting
             count(event::EXPIRED_REPLACED);
         }
     }
+    inserted.is_ok()
 }
 
 /// Counts a packet passed by a tracked flow.

@@ -757,6 +757,11 @@ fn the_kernel_tracks_random_sequences_as_the_reference_does() {
                 ..settings(&timeouts, now)
             };
             dp.set_conntrack(&at).unwrap();
+            // Now and then the daemon's sweep, and the presence filter's rebuild after it.
+            if rng.random_bool(0.02) {
+                conntrack::sweep(&mut dp.conntrack_flows().unwrap(), &at);
+                dp.rebuild_presence().unwrap();
+            }
             let hits = dp.conntrack_hits(slot).unwrap();
             let got = if leaving {
                 match run_egress(&mut dp, &frame) {
@@ -846,6 +851,71 @@ fn with_tracking_off_the_table_is_not_consulted() {
         XDP_PASS
     );
     assert_eq!(dp.conntrack_event(event::CREATED).unwrap(), 1, "nor opened");
+}
+
+/// The presence filter (`conntrack::presence`) decides before the table: a flow written into
+/// the table behind the kernel's back (so not marked) is not found until a rebuild marks it;
+/// flows the kernel opened stay found across rebuilds, which zero each half in turn; and the
+/// mark of a flow gone is dropped by the next rebuild.
+#[test]
+fn the_presence_filter_is_rebuilt_from_the_tables() {
+    if !testbed::require_root("conntrack::presence") {
+        return;
+    }
+    let timeouts = Timeouts::default();
+    let (mut dp, _, _) = dataplane(RULES, &timeouts);
+    assert_eq!(run(&mut dp, &frame(&format!("{OUT} flags SYN"))), XDP_PASS);
+    let udp_back = frame("udp 198.19.1.2:53 -> 198.18.1.2:5000");
+    let key = firewall_common::FlowKey4 {
+        lo_addr: u32::from_ne_bytes([198, 18, 1, 2]),
+        hi_addr: u32::from_ne_bytes([198, 19, 1, 2]),
+        lo_port: 5000,
+        hi_port: 53,
+        protocol: protocol::UDP,
+        _pad: [0; 3],
+    };
+    let behind_the_kernel = |dp: &mut Dataplane| {
+        let flow = firewall_common::Flow {
+            state: state::UDP_UNREPLIED,
+            origin: origin::LO,
+            ..Default::default()
+        };
+        dp.conntrack_flows()
+            .unwrap()
+            .ipv4
+            .insert(key, flow, 0)
+            .unwrap();
+    };
+    behind_the_kernel(&mut dp);
+    assert_eq!(run(&mut dp, &udp_back), XDP_DROP, "no mark: no lookup");
+    dp.rebuild_presence().unwrap();
+    assert_eq!(run(&mut dp, &udp_back), XDP_PASS, "the rebuild marked it");
+    for _ in 0..3 {
+        dp.rebuild_presence().unwrap();
+    }
+    assert_eq!(
+        run(&mut dp, &frame(&format!("{BACK} flags SYN,ACK"))),
+        XDP_PASS,
+        "the kernel's flow after both halves were rebuilt"
+    );
+    assert_eq!(run(&mut dp, &udp_back), XDP_PASS);
+    // Gone from the table, then written again unmarked: the stale mark lets it be found
+    // until a rebuild drops it.
+    dp.conntrack_flows().unwrap().ipv4.remove(&key).unwrap();
+    behind_the_kernel(&mut dp);
+    assert_eq!(
+        run(&mut dp, &udp_back),
+        XDP_PASS,
+        "a mark is kept until a rebuild"
+    );
+    dp.conntrack_flows().unwrap().ipv4.remove(&key).unwrap();
+    dp.rebuild_presence().unwrap();
+    behind_the_kernel(&mut dp);
+    assert_eq!(
+        run(&mut dp, &udp_back),
+        XDP_DROP,
+        "the rebuild dropped the mark"
+    );
 }
 
 /// A packet of a protocol that `tracking` leaves out does not look its flow up: with UDP

@@ -34,7 +34,8 @@ pub struct SweepTotals {
     pub evicted: AtomicU64,
 }
 
-/// Deletes expired flows every `interval`, forever; updates `totals`.
+/// Deletes expired flows every `interval`, forever, and rebuilds the presence filter
+/// (`Dataplane::rebuild_presence`); updates `totals`.
 pub async fn sweeper(
     dataplane: Arc<Mutex<Dataplane>>,
     settings: firewall_common::ConntrackSettings,
@@ -64,6 +65,10 @@ pub fn sweep_once(
             return;
         }
     };
+    // The flows just deleted, and those the LRU evicted or a flush removed, leave the filter.
+    if let Err(error) = dataplane.rebuild_presence() {
+        warn!(%error, "cannot rebuild the flow tables' presence filter");
+    }
     totals.live.store(swept.live, Ordering::Relaxed);
     let swept_total = totals.swept.fetch_add(swept.expired, Ordering::Relaxed) + swept.expired;
     let created = dataplane.conntrack_event(event::CREATED).unwrap_or(0);

@@ -48,6 +48,13 @@ impl Row {
     }
 }
 
+/// The median of timings (the upper one of an even number).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 /// Prints the rows as a table.
 pub fn print_table(rows: &[Row]) {
     println!(

@@ -24,6 +24,7 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
+use firewall_benches::median;
 use firewall_dataplane::{loader, object::XDP_PASS_OBJECT};
 use nix::{
     sched::{CpuSet, sched_setaffinity},
@@ -367,12 +368,6 @@ pub fn table(measured: &mut BTreeMap<&'static str, f64>) -> Result<Vec<Rate>> {
         measured.insert(key, rate.mpps);
     }
     Ok(rates)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 /// Prints the live table: the median rates and smf-firewall's ratio to each receiver.

@@ -85,6 +85,17 @@ pub fn time_expecting(program: &Xdp, frame: &[u8], action: u32) -> Result<f64> {
     time(program, frame)
 }
 
+/// Fresh loads of a program whose time is a row's figure: where the kernel places a
+/// program's image moves its time by several ns from one load to the next (the same program,
+/// the same run), so a row is the median over this many loads.
+pub const LOADS: usize = 3;
+
+/// The median of `LOADS` calls of `timed`, each of which loads its program afresh.
+pub fn over_loads(mut timed: impl FnMut() -> Result<f64>) -> Result<f64> {
+    let times = (0..LOADS).map(|_| timed()).collect::<Result<Vec<_>>>()?;
+    Ok(firewall_benches::median(&times))
+}
+
 /// The kernel's average nanoseconds per run of `frame`, over `repeat()` runs (the median of 3).
 pub fn time(program: &Xdp, frame: &[u8]) -> Result<f64> {
     let mut rounds = Vec::new();

@@ -116,13 +116,9 @@ fn program_id(interface: &str) -> Result<String> {
         .ok_or(format!("no XDP program on {interface}: {out}"))
 }
 
-/// Loads of each program: where the kernel places a program's image moves its time by
-/// several ns from one load to the next (the same program, the same run), so each of the three
-/// is loaded this many times and the median load counts.
-const LOADS: usize = 3;
-
 /// xdp-filter and ours with the content as a rule per host (a) and as one rule over the set
-/// (b), loaded as the daemon loads them, timed interleaved; each loaded `LOADS` times afresh.
+/// (b), loaded as the daemon loads them, timed interleaved; all three loaded `kernel::LOADS`
+/// times afresh, the median load counting.
 /// Records `xdp_filter`, `smf_hosts`, `smf_set`.
 pub fn rows(
     trivial_ns: f64,
@@ -138,7 +134,7 @@ pub fn rows(
     std::fs::write(&path, &miss).map_err(err)?;
     let mut loads: [Vec<f64>; 3] = Default::default();
     let mut timed = || -> Result<()> {
-        for load in 0..LOADS {
+        for load in 0..kernel::LOADS {
             let filter = XdpFilter::load(&veth.name, &addresses)?;
             let mut hosts = kernel::load(&kernel::host_rules(&addresses, ""), Tracking::Daemon)?;
             let mut set = kernel::load(&kernel::set_rules(&addresses), Tracking::Daemon)?;

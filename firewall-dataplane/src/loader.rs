@@ -94,7 +94,7 @@ pub enum LoaderError {
     },
 }
 
-pub(crate) fn map_error(map: &'static str) -> impl Fn(MapError) -> LoaderError {
+fn map_error(map: &'static str) -> impl Fn(MapError) -> LoaderError {
     move |error| LoaderError::Map { map, error }
 }
 
@@ -183,7 +183,7 @@ fn stride_of<T>() -> usize {
 
 /// An mmap-able BPF array, mapped into our memory while a generation is written (mapped only
 /// then, so that the daemon's resident memory does not hold the tables between reloads).
-pub(crate) struct Mapped<'a> {
+struct Mapped<'a> {
     _map: &'a MapData,
     ptr: NonNull<u8>,
     len: usize,
@@ -193,11 +193,7 @@ pub(crate) struct Mapped<'a> {
 }
 
 impl<'a> Mapped<'a> {
-    pub(crate) fn new<T>(
-        map: &'a MapData,
-        name: &'static str,
-        capacity: u32,
-    ) -> Result<Self, LoaderError> {
+    fn new<T>(map: &'a MapData, name: &'static str, capacity: u32) -> Result<Self, LoaderError> {
         let stride = stride_of::<T>();
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
@@ -228,9 +224,11 @@ impl<'a> Mapped<'a> {
         })
     }
 
-    /// The mapping's first byte.
-    pub(crate) fn ptr(&self) -> NonNull<u8> {
-        self.ptr
+    /// The whole mapping as bytes.
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `len` bytes from `ptr` are mapped (`new`) for as long as `self` lives, and
+        // `&mut self` makes this the only reference into them on our side.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     /// Writes `values` from element `offset` on; `room` is what the caller may use from there.
@@ -302,6 +300,8 @@ pub struct Dataplane {
     /// The kernel's tick, for the flow clock (`crate::clock`); `None` if it could not be
     /// measured, and the kernel then reads its clock with a helper.
     tick_ns: Option<u64>,
+    /// `FLOW_PRESENCE` and its size.
+    presence_map: MapData,
     presence: Presence,
 }
 
@@ -362,7 +362,13 @@ impl Dataplane {
             entries: array(&mut ebpf, maps::ENTRIES)?,
             exact: array(&mut ebpf, maps::EXACT)?,
         };
-        let presence = Presence::new(array(&mut ebpf, maps::FLOW_PRESENCE)?)?;
+        let presence_map = array(&mut ebpf, maps::FLOW_PRESENCE)?;
+        let presence = Presence::new(
+            presence_map
+                .info()
+                .map_err(map_error(maps::FLOW_PRESENCE))?
+                .max_entries(),
+        );
         let mut dataplane = Dataplane {
             ebpf,
             stats,
@@ -376,6 +382,7 @@ impl Dataplane {
             adopted: Vec::new(),
             limited: std::collections::HashSet::new(),
             tick_ns: None,
+            presence_map,
             presence,
         };
         // Maps taken over from a running dataplane: a packet may be reading the live
@@ -981,9 +988,17 @@ impl Dataplane {
     pub fn rebuild_presence(&mut self) -> Result<(), LoaderError> {
         let mut settings = self.conntrack_settings()?;
         let half = Presence::other(settings.presence);
+        let elements = self.presence.elements();
         // Zeroed before the walk: a flow inserted before this is found by the walk, one
         // inserted after it is marked by the kernel.
-        self.presence.zero(half)?;
+        {
+            let mut mapped = Mapped::new::<[u8; conntrack::presence::BLOCK as usize]>(
+                &self.presence_map,
+                maps::FLOW_PRESENCE,
+                elements,
+            )?;
+            self.presence.zero(mapped.bytes(), half);
+        }
         let bits = self.presence.bits;
         let flows = self.conntrack_flows()?;
         let mut slots = Vec::new();
@@ -995,7 +1010,13 @@ impl Dataplane {
             let key = key.map_err(map_error(maps::CONNTRACK))?;
             slots.push(conntrack::presence::of_key6(&key, bits));
         }
-        self.presence.mark(half, slots.into_iter())?;
+        let mut mapped = Mapped::new::<[u8; conntrack::presence::BLOCK as usize]>(
+            &self.presence_map,
+            maps::FLOW_PRESENCE,
+            elements,
+        )?;
+        self.presence.mark(mapped.bytes(), half, slots.into_iter());
+        drop(mapped);
         settings.presence = u64::from(half) + 1;
         settings.presence_bits = u64::from(bits);
         self.write_conntrack_settings(settings)?;
@@ -1056,7 +1077,7 @@ impl Dataplane {
             Map::LruHashMap(data) => memlock(data),
             _ => None,
         };
-        Some(lru(maps::CONNTRACK4)? + lru(maps::CONNTRACK)? + memlock(self.presence.map())?)
+        Some(lru(maps::CONNTRACK4)? + lru(maps::CONNTRACK)? + memlock(&self.presence_map)?)
     }
 }
 

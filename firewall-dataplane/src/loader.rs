@@ -988,19 +988,16 @@ impl Dataplane {
     pub fn rebuild_presence(&mut self) -> Result<(), LoaderError> {
         let mut settings = self.conntrack_settings()?;
         let half = Presence::other(settings.presence);
-        let elements = self.presence.elements();
+        let mut mapped = Mapped::new::<[u8; conntrack::presence::BLOCK as usize]>(
+            &self.presence_map,
+            maps::FLOW_PRESENCE,
+            self.presence.elements(),
+        )?;
         // Zeroed before the walk: a flow inserted before this is found by the walk, one
         // inserted after it is marked by the kernel.
-        {
-            let mut mapped = Mapped::new::<[u8; conntrack::presence::BLOCK as usize]>(
-                &self.presence_map,
-                maps::FLOW_PRESENCE,
-                elements,
-            )?;
-            self.presence.zero(mapped.bytes(), half);
-        }
+        self.presence.zero(mapped.bytes(), half);
         let bits = self.presence.bits;
-        let flows = self.conntrack_flows()?;
+        let flows = flows_in(&mut self.ebpf)?;
         let mut slots = Vec::new();
         for key in flows.ipv4.keys() {
             let key = key.map_err(map_error(maps::CONNTRACK4))?;
@@ -1010,11 +1007,6 @@ impl Dataplane {
             let key = key.map_err(map_error(maps::CONNTRACK))?;
             slots.push(conntrack::presence::of_key6(&key, bits));
         }
-        let mut mapped = Mapped::new::<[u8; conntrack::presence::BLOCK as usize]>(
-            &self.presence_map,
-            maps::FLOW_PRESENCE,
-            elements,
-        )?;
         self.presence.mark(mapped.bytes(), half, slots.into_iter());
         drop(mapped);
         settings.presence = u64::from(half) + 1;
@@ -1041,15 +1033,7 @@ impl Dataplane {
 
     /// The flow table, both families.
     pub fn conntrack_flows(&mut self) -> Result<Flows<&mut MapData>, LoaderError> {
-        let [ipv4, ipv6] = self
-            .ebpf
-            .maps_disjoint_mut([maps::CONNTRACK4, maps::CONNTRACK]);
-        let ipv4 = ipv4.ok_or(LoaderError::Missing(maps::CONNTRACK4))?;
-        let ipv6 = ipv6.ok_or(LoaderError::Missing(maps::CONNTRACK))?;
-        Ok(Flows {
-            ipv4: HashMap::try_from(ipv4).map_err(map_error(maps::CONNTRACK4))?,
-            ipv6: HashMap::try_from(ipv6).map_err(map_error(maps::CONNTRACK))?,
-        })
+        flows_in(&mut self.ebpf)
     }
 
     /// Sum over CPUs of a `conntrack::event` count.
@@ -1079,6 +1063,17 @@ impl Dataplane {
         };
         Some(lru(maps::CONNTRACK4)? + lru(maps::CONNTRACK)? + memlock(&self.presence_map)?)
     }
+}
+
+/// The flow tables of `ebpf` (`Dataplane::conntrack_flows`), borrowing only the object.
+fn flows_in(ebpf: &mut Ebpf) -> Result<Flows<&mut MapData>, LoaderError> {
+    let [ipv4, ipv6] = ebpf.maps_disjoint_mut([maps::CONNTRACK4, maps::CONNTRACK]);
+    let ipv4 = ipv4.ok_or(LoaderError::Missing(maps::CONNTRACK4))?;
+    let ipv6 = ipv6.ok_or(LoaderError::Missing(maps::CONNTRACK))?;
+    Ok(Flows {
+        ipv4: HashMap::try_from(ipv4).map_err(map_error(maps::CONNTRACK4))?,
+        ipv6: HashMap::try_from(ipv6).map_err(map_error(maps::CONNTRACK))?,
+    })
 }
 
 /// `memlock` of a map, from its fdinfo.

@@ -50,6 +50,13 @@ pub fn report<C: Wire>(
     if verdict != Verdict::Drop || rule == meter::NO_RULE || flags & entry_flag::LOG == 0 {
         return;
     }
+    send(slot, rule, ctx.ifindex(), ctx.len(), packet);
+}
+
+/// The report proper, a BPF-to-BPF call: its event and spills take a frame of their own, not
+/// the packet path's (which the stack limit leaves no room to grow).
+#[inline(never)]
+fn send(slot: u32, rule: u32, ifindex: u32, bytes: u32, packet: &Packet) {
     let Some(config) = DROP_LOG_CONFIG.get(0) else {
         return;
     };
@@ -71,10 +78,10 @@ pub fn report<C: Wire>(
         ktime_ns: now,
         src: packet.src,
         dst: packet.dst,
-        ifindex: ctx.ifindex(),
+        ifindex,
         interface: slot,
         rule,
-        bytes: ctx.len(),
+        bytes,
         src_port: packet.src_port_or_type,
         dst_port: packet.dst_port_or_code,
         vlan: packet.vlan,

@@ -982,6 +982,25 @@ pub struct FlowKey4 {
     pub _pad: [u8; 3],
 }
 
+impl FlowKey4 {
+    /// The key with its padding zeroed, built as four words: a literal's 3-byte `_pad` becomes
+    /// a call to compiler-builtins' `memset` in BPF (a BPF-to-BPF call and a byte loop on
+    /// every flow lookup).
+    #[inline(always)]
+    pub fn new(lo_addr: u32, hi_addr: u32, lo_port: u16, hi_port: u16, protocol: u8) -> FlowKey4 {
+        let ports = if cfg!(target_endian = "little") {
+            u32::from(lo_port) | u32::from(hi_port) << 16
+        } else {
+            u32::from(hi_port) | u32::from(lo_port) << 16
+        };
+        // The protocol is the last word's first byte, in either byte order.
+        let last = u32::from_ne_bytes([protocol, 0, 0, 0]);
+        // SAFETY: `FlowKey4` is `repr(C)`, 16 bytes of integers without implicit padding, and
+        // any bit pattern is a valid value.
+        unsafe { core::mem::transmute::<[u32; 4], FlowKey4>([lo_addr, hi_addr, ports, last]) }
+    }
+}
+
 impl From<FlowKey4> for FlowKey {
     /// The same flow in the IPv6 table's layout (IPv4 in the first word), so that listings
     /// see one kind of key.
@@ -1014,6 +1033,16 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// A new flow with its padding zeroed, built as two words (as `FlowKey4::new`, whose
+    /// literal would call `memset`).
+    #[inline(always)]
+    pub fn new(last_seen: u64, state: u8, origin: u8) -> Flow {
+        let rest = u64::from_ne_bytes([state, origin, 0, 0, 0, 0, 0, 0]);
+        // SAFETY: `Flow` is `repr(C)`, 16 bytes of integers without implicit padding, and any
+        // bit pattern is a valid value.
+        unsafe { core::mem::transmute::<[u64; 2], Flow>([last_seen, rest]) }
+    }
+
     /// `conntrack::expired` for this flow under `settings`' timeouts.
     #[inline(always)]
     pub fn expired(&self, settings: &ConntrackSettings, now: u64) -> bool {
@@ -1091,10 +1120,33 @@ map_types! {
 #[cfg(test)]
 mod tests {
     use super::{
-        FlowKey, FlowKey4, RateBucket,
+        Flow, FlowKey, FlowKey4, RateBucket,
         conntrack::{expired, presence, state},
         family,
     };
+
+    #[test]
+    fn flow_constructors_match_their_literals() {
+        let key = FlowKey4::new(0x0102_0304, 0xa0b0_c0d0, 40_000, 443, 6);
+        let literal = FlowKey4 {
+            lo_addr: 0x0102_0304,
+            hi_addr: 0xa0b0_c0d0,
+            lo_port: 40_000,
+            hi_port: 443,
+            protocol: 6,
+            _pad: [0; 3],
+        };
+        assert_eq!(key, literal);
+        let flow = Flow::new(u64::MAX - 7, state::TCP_SYN_SENT, 1);
+        let literal = Flow {
+            last_seen: u64::MAX - 7,
+            state: state::TCP_SYN_SENT,
+            origin: 1,
+            fins: 0,
+            _pad: [0; 5],
+        };
+        assert_eq!(flow, literal);
+    }
 
     #[test]
     fn presence_filters_are_sized_by_the_table_and_slots_stay_inside_a_half() {

@@ -282,13 +282,7 @@ fn insert(packet: &Packet, replaces_expired: bool, settings: &ConntrackSettings)
         _ if echo_request(packet) => state::ICMP_ECHO,
         _ => return false,
     };
-    let flow = |origin| Flow {
-        last_seen: now(settings),
-        state,
-        origin,
-        fins: 0,
-        _pad: [0; 5],
-    };
+    let flow = |origin| Flow::new(now(settings), state, origin);
     // BPF_NOEXIST = 1, BPF_ANY = 0: never overwrite a live flow another CPU just opened.
     let flags = if replaces_expired { 0 } else { 1 };
     let inserted = if packet.family == family::IPV4 {
@@ -493,18 +487,16 @@ fn key4(packet: &Packet, src_port: u16, dst_port: u16) -> (FlowKey4, u8) {
 /// (`origin::LO` or `HI`).
 #[inline(always)]
 fn normalised4(protocol: u8, src: u32, dst: u32, src_port: u16, dst_port: u16) -> (FlowKey4, u8) {
-    let key = |lo_addr, hi_addr, lo_port, hi_port| FlowKey4 {
-        lo_addr,
-        hi_addr,
-        lo_port,
-        hi_port,
-        protocol,
-        _pad: [0; 3],
-    };
     if src_first(&[src], &[dst], src_port, dst_port) {
-        (key(src, dst, src_port, dst_port), origin::LO)
+        (
+            FlowKey4::new(src, dst, src_port, dst_port, protocol),
+            origin::LO,
+        )
     } else {
-        (key(dst, src, dst_port, src_port), origin::HI)
+        (
+            FlowKey4::new(dst, src, dst_port, src_port, protocol),
+            origin::HI,
+        )
     }
 }
 

@@ -26,21 +26,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use firewall_common::{
-    family,
+    FlowKey4 as FlowKey, family,
     limit::{LimitBucket, LimitKey},
 };
-
-/// A 16-byte IPv4 flow key: addresses as on the wire, ports in host order.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct FlowKey {
-    pub src: u32,
-    pub dst: u32,
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub protocol: u8,
-    pub pad: [u8; 3],
-}
 
 /// What a flow entry holds: when it was last seen and its state.
 #[repr(C)]
@@ -114,14 +102,14 @@ pub fn floor_flow(ctx: XdpContext) -> u32 {
     let Ok(parse::Frame::Ip(p)) = parse::headers(&ctx, &mut packet) else {
         return xdp_action::XDP_ABORTED;
     };
-    let key = FlowKey {
-        src: p.src[0],
-        dst: p.dst[0],
-        src_port: p.src_port_or_type,
-        dst_port: p.dst_port_or_code,
-        protocol: p.protocol,
-        pad: [0; 3],
-    };
+    // Not normalised: the packet's own order, which the benchmark's key holds.
+    let key = FlowKey::new(
+        p.src[0],
+        p.dst[0],
+        p.src_port_or_type,
+        p.dst_port_or_code,
+        p.protocol,
+    );
     // SAFETY: the value is read once, while the program runs.
     let found = unsafe { FLOWS.get(key) }.is_some_and(|flow| flow.state != u32::MAX);
     if let Some(counter) = COUNTERS.get_ptr_mut(0) {
@@ -163,7 +151,7 @@ pub fn floor_hosts_alone(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: only whether it is there is used.
-    if unsafe { HOSTS.get(key.dst) }.is_some() {
+    if unsafe { HOSTS.get(key.hi_addr) }.is_some() {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
@@ -178,7 +166,7 @@ pub fn floor_limit_alone(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     };
     let key = LimitKey {
-        addr: [flow.src, 0, 0, 0],
+        addr: [flow.lo_addr, 0, 0, 0],
         slot: 0,
         epoch: 1,
         family: family::IPV4,
@@ -204,14 +192,13 @@ fn fixed_key(ctx: &XdpContext) -> Option<FlowKey> {
         let at = |offset: usize| (start + offset) as *const u8;
         let word = |offset: usize| (at(offset) as *const u32).read_unaligned();
         let port = |offset: usize| u16::from_be((at(offset) as *const u16).read_unaligned());
-        Some(FlowKey {
-            src: word(26),
-            dst: word(30),
-            src_port: port(34),
-            dst_port: port(36),
-            protocol: *at(23),
-            pad: [0; 3],
-        })
+        Some(FlowKey::new(
+            word(26),
+            word(30),
+            port(34),
+            port(36),
+            *at(23),
+        ))
     }
 }
 

@@ -54,7 +54,7 @@ fn limit_key(frame: &[u8]) -> LimitKey {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     ebpf.program_mut(name)
         .ok_or(format!("{name} missing from the bench object"))?
         .try_into()

@@ -137,8 +137,8 @@ pub fn evaluate(m: &BTreeMap<&'static str, f64>) -> Vec<Target> {
         target(
             "established flow / floor (parse + 16-byte flow hit + counter)",
             "x",
-            "tracking,floors",
-            ratio("established", "floor_flow").map(|r| (r, AtMost(1.25))),
+            "tracking",
+            ratio("established", "established_floor").map(|r| (r, AtMost(1.25))),
         ),
         target(
             "limit under / the rule without limit (per: src)",

@@ -16,7 +16,7 @@ use firewall_rules::Direction;
 use serde::Serialize;
 
 use crate::{
-    floors::ESTABLISHED,
+    floors::{self, ESTABLISHED},
     kernel::{
         self, PEER_ADDRESSES, PEER_MISS, Result, STATE_RULE, Tracking, err, frame, peer_addresses,
         time,
@@ -165,6 +165,49 @@ fn time_each(program: &Xdp, frames: &[Vec<u8>]) -> Result<f64> {
     Ok(total / frames.len() as f64)
 }
 
+/// Rounds of the established flow and of its floor, interleaved (a change in the machine's
+/// load hits both alike, and their ratio is a target): the median of 5 rounds each.
+const PAIRED_ROUNDS: usize = 5;
+
+/// Opens the flow of `reply` in `dataplane` with `syn`, then times `reply` through it and
+/// through a fresh load of its floor (`floor_flow`), their rounds interleaved.
+fn established_beside_floor(
+    dataplane: &mut Dataplane,
+    syn: &[u8],
+    reply: &[u8],
+) -> Result<(f64, f64)> {
+    dataplane.run(syn, Direction::In).map_err(err)?;
+    dataplane.run(reply, Direction::In).map_err(err)?;
+    if dataplane.conntrack_hits(0).map_err(err)? != 1 {
+        return Err("the reply was not tracked: the established row would time the rules".into());
+    }
+    let mut object = floors::load()?;
+    let programs: [&Xdp; 2] = [
+        dataplane.program().map_err(err)?,
+        floors::program(&mut object, "floor_flow")?,
+    ];
+    for program in programs {
+        let action = test_run::run(program, reply, 1).map_err(err)?.action;
+        if action != XDP_PASS {
+            return Err(format!(
+                "the reply was not passed ({action}): wrong path timed"
+            ));
+        }
+    }
+    let mut rounds = [Vec::new(), Vec::new()];
+    for _ in 0..PAIRED_ROUNDS {
+        for (i, program) in programs.into_iter().enumerate() {
+            kernel::check()?;
+            let outcome = test_run::run(program, reply, kernel::repeat()).map_err(err)?;
+            rounds[i].push(outcome.duration.as_nanos() as f64);
+        }
+    }
+    Ok((
+        firewall_benches::median(&rounds[0]),
+        firewall_benches::median(&rounds[1]),
+    ))
+}
+
 /// Kernel memory of the connection-tracking table at one size.
 #[derive(Serialize)]
 pub struct ConntrackMemory {
@@ -185,7 +228,8 @@ pub fn stateful_rules() -> String {
 
 /// The established-flow fast path (a tracked reply), the cost of opening a flow (every SYN
 /// finds its entry expired, as all timeouts are 0, and replaces it), and the table's kernel
-/// memory at 65,536 and 1,000,000 entries. Records `established`.
+/// memory at 65,536 and 1,000,000 entries. Records `established` and `established_floor`, its
+/// floor timed beside it.
 pub fn conntrack_rows(
     trivial_ns: f64,
     rows: &mut Vec<Row>,
@@ -193,28 +237,17 @@ pub fn conntrack_rows(
 ) -> Result<Vec<ConntrackMemory>> {
     let syn = frame("tcp 198.18.7.1:40000 -> 198.19.200.1:443 flags SYN");
     let reply = frame(ESTABLISHED);
-    let established_in = |dataplane: &mut Dataplane| -> Result<f64> {
-        dataplane.run(&syn, Direction::In).map_err(err)?;
-        dataplane.run(&reply, Direction::In).map_err(err)?;
-        if dataplane.conntrack_hits(0).map_err(err)? != 1 {
-            return Err(
-                "the reply was not tracked: the established row would time the rules".into(),
-            );
-        }
-        time(dataplane.program().map_err(err)?, &reply)
-    };
-    // The median over fresh loads, as its floor's (`kernel::LOADS`); this load goes on below.
+    // Fresh loads of both, as every compared row (`kernel::LOADS`); this load goes on below.
     let mut dataplane = kernel::load(&stateful_rules(), Tracking::Daemon)?;
-    let mut times = vec![established_in(&mut dataplane)?];
+    let mut pairs = vec![established_beside_floor(&mut dataplane, &syn, &reply)?];
     for _ in 1..kernel::LOADS {
-        times.push(established_in(&mut kernel::load(
-            &stateful_rules(),
-            Tracking::Daemon,
-        )?)?);
+        let mut fresh = kernel::load(&stateful_rules(), Tracking::Daemon)?;
+        pairs.push(established_beside_floor(&mut fresh, &syn, &reply)?);
     }
-    let established = firewall_benches::median(&times);
+    let established = firewall_benches::median(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
+    let floor = firewall_benches::median(&pairs.iter().map(|p| p.1).collect::<Vec<_>>());
     measured.insert("established", established);
-    let program = dataplane.program().map_err(err)?;
+    measured.insert("established_floor", floor);
     rows.push(Row::new(
         "smf-firewall",
         1_001,
@@ -222,6 +255,14 @@ pub fn conntrack_rows(
         established,
         trivial_ns,
     ));
+    rows.push(Row::new(
+        "floor_flow",
+        0,
+        "its floor, timed beside it (parse + flow hit + counter)",
+        floor,
+        trivial_ns,
+    ));
+    let program = dataplane.program().map_err(err)?;
     let untracked = time(program, &frame(generate::MIDDLE_PACKET))?;
     rows.push(Row::new(
         "smf-firewall",

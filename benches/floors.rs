@@ -11,7 +11,7 @@ use aya::{
 };
 use firewall_benches::Row;
 use firewall_common::{
-    family,
+    FlowKey4, family,
     limit::{LimitBucket, LimitKey},
 };
 use firewall_dataplane::{
@@ -24,17 +24,13 @@ use crate::kernel::{self, PEER_MISS, Result, err, frame, peer_addresses, time_ex
 /// The tracked reply the established-flow row times: the floor parses and looks up the same.
 pub const ESTABLISHED: &str = "tcp 198.19.200.1:443 -> 198.18.7.1:40000 flags ACK";
 
-/// The bench programs' 16-byte flow key of an IPv4 frame without options: addresses as on
-/// the wire, ports in host order, the protocol, three bytes of padding.
-fn flow_key(frame: &[u8]) -> [u8; 16] {
-    let mut key = [0; 16];
-    key[..8].copy_from_slice(&frame[26..34]);
-    let src_port = u16::from_be_bytes([frame[34], frame[35]]);
-    let dst_port = u16::from_be_bytes([frame[36], frame[37]]);
-    key[8..10].copy_from_slice(&src_port.to_ne_bytes());
-    key[10..12].copy_from_slice(&dst_port.to_ne_bytes());
-    key[12] = frame[23];
-    key
+/// The bench programs' flow key of an IPv4 frame without options: the firewall's `FlowKey4`,
+/// not normalised (addresses as on the wire, ports in host order, in the frame's order).
+fn flow_key(frame: &[u8]) -> FlowKey4 {
+    let word =
+        |at: usize| u32::from_ne_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
+    let port = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+    FlowKey4::new(word(26), word(30), port(34), port(36), frame[23])
 }
 
 /// The packet the limits part's rule meets, and whose source the limit floor's key holds.
@@ -76,7 +72,7 @@ pub fn load() -> Result<Ebpf> {
     ] {
         program(&mut ebpf, name)?.load().map_err(err)?;
     }
-    let mut flows: HashMap<&mut MapData, [u8; 16], [u8; 16]> =
+    let mut flows: HashMap<&mut MapData, FlowKey4, [u8; 16]> =
         HashMap::try_from(ebpf.map_mut("FLOWS").ok_or("FLOWS missing")?).map_err(err)?;
     flows
         .insert(flow_key(&frame(ESTABLISHED)), [0; 16], 0)

@@ -26,7 +26,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use firewall_common::{
-    FlowKey4 as FlowKey, family,
+    Counter, FlowKey4, family,
     limit::{LimitBucket, LimitKey},
 };
 
@@ -39,15 +39,8 @@ pub struct Flow {
     pub flags: u32,
 }
 
-/// A per-CPU counter struct: packets and bytes in one value.
-#[repr(C)]
-pub struct Counter {
-    pub packets: u64,
-    pub bytes: u64,
-}
-
 #[map]
-static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(65_536, 0);
+static FLOWS: LruHashMap<FlowKey4, Flow> = LruHashMap::with_max_entries(65_536, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
@@ -103,7 +96,7 @@ pub fn floor_flow(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     };
     // Not normalised: the packet's own order, which the benchmark's key holds.
-    let key = FlowKey::new(
+    let key = FlowKey4::new(
         p.src[0],
         p.dst[0],
         p.src_port_or_type,
@@ -182,7 +175,7 @@ pub fn floor_limit_alone(ctx: XdpContext) -> u32 {
 
 /// The flow key from fixed offsets, behind one bounds check.
 #[inline(always)]
-fn fixed_key(ctx: &XdpContext) -> Option<FlowKey> {
+fn fixed_key(ctx: &XdpContext) -> Option<FlowKey4> {
     let start = ctx.data();
     if start + FIXED_LEN > ctx.data_end() {
         return None;
@@ -192,7 +185,7 @@ fn fixed_key(ctx: &XdpContext) -> Option<FlowKey> {
         let at = |offset: usize| (start + offset) as *const u8;
         let word = |offset: usize| (at(offset) as *const u32).read_unaligned();
         let port = |offset: usize| u16::from_be((at(offset) as *const u16).read_unaligned());
-        Some(FlowKey::new(
+        Some(FlowKey4::new(
             word(26),
             word(30),
             port(34),

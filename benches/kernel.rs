@@ -2,11 +2,7 @@
 //! peer comparison's content, loading rules as the daemon does, commands, and the stop flag
 //! that turns Ctrl-C into an error so that every guard's `Drop` cleans up.
 
-use std::{
-    path::Path,
-    process::Command,
-    sync::atomic::{AtomicBool, Ordering},
-};
+use std::{path::Path, process::Command};
 
 use aya::programs::Xdp;
 use firewall_benches::REPEAT;
@@ -21,7 +17,6 @@ use firewall_rules::{
     compile::{self, RuleCounters},
     spec::PacketSpec,
 };
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 pub type Result<T> = std::result::Result<T, String>;
 
@@ -42,31 +37,16 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: i32) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Ctrl-C and SIGTERM set the stop flag instead of killing the process: the next `check`
-/// fails, and the guards of what was created (namespaces, programs, nft tables, sysctls)
-/// undo it as the error unwinds. A second signal still cannot skip the clean-up.
+/// Ctrl-C and SIGTERM set testbed's stop flag instead of killing the process: the next
+/// `check` fails, and the guards of what was created (namespaces, programs, nft tables,
+/// sysctls) undo it as the error unwinds.
 pub fn install_stop_handler() -> Result<()> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(signal, &action) }.map_err(err)?;
-    }
-    Ok(())
+    testbed::install_stop_handler().map_err(err)
 }
 
 /// Fails once a stop was asked for.
 pub fn check() -> Result<()> {
-    if STOP.load(Ordering::Relaxed) {
+    if testbed::stop_requested() {
         Err("interrupted".to_string())
     } else {
         Ok(())

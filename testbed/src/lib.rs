@@ -16,6 +16,7 @@ mod process;
 mod prometheus;
 mod scrape;
 mod site;
+mod stop;
 
 pub use daemon_dir::{DaemonDir, start_daemon};
 pub use netns::{NetNs, READY_LIMIT, veth};
@@ -25,6 +26,7 @@ pub use process::Process;
 pub use prometheus::{Prometheus, require_prometheus};
 pub use scrape::{http_get, sample, scrape};
 pub use site::{ADAPTER_LAN, ADAPTER_WAN, LAN_HOST, Site, WAN_HOST, tcp_message};
+pub use stop::{install_stop_handler, stop_requested};
 
 /// Polls `done` every 100 ms until it holds or `limit` has passed; returns whether it held.
 /// For state that settles asynchronously (a reload, a sweep, a recheck): waiting, not timing.

@@ -2,7 +2,9 @@
 
 use std::{
     io,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
 };
 
 /// A child process, killed and reaped on drop unless it was waited for.
@@ -29,6 +31,25 @@ impl Process {
             .take()
             .ok_or_else(|| io::Error::other("already waited"))?;
         child.wait_with_output()
+    }
+
+    /// Sends SIGTERM and gives the process `grace` to exit on its own (a daemon detaches and
+    /// unpins then); kills it after that. Returns how it ended.
+    pub fn terminate(mut self, grace: Duration) -> io::Result<ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGTERM)?;
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| io::Error::other("already waited"))?;
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        child.kill()?;
+        child.wait()
     }
 
     /// Has the process exited already (without reaping its output)?

@@ -2,21 +2,21 @@
 //! smf-firewall with rules/example.yaml, and a WAN host, in network namespaces; a contract
 //! store that licenses the adapter's Ultra Firewall Option (and bills it); traffic that the rules pass and
 //! drop; `smf-firewall top` showing the daemon's metrics live (and with `--prometheus` a real
-//! Prometheus scraping it); then everything removed.
+//! Prometheus scraping it); then everything removed, also when Ctrl-C or SIGTERM ends it early.
 
 use std::{
     fs::{self, File},
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use testbed::{LAN_HOST, Process, Prometheus, Signal, Site, WAN_HOST, scrape};
+use testbed::{LAN_HOST, Process, Prometheus, Site, WAN_HOST, scrape, stop_requested};
 
 use crate::{cargo, run, setup, workspace_root};
 
@@ -31,6 +31,11 @@ const DEMO_CAPACITY_BPS: u64 = 1_000_000;
 const DEMO_SERIAL: &str = "FUJI-DEMO-0001";
 /// The first service month of deploy/contracts.yaml, whose invoice the demo prints.
 const DEMO_FIRST_MONTH: &str = "2025-04";
+/// How long the daemon has to detach and unpin after SIGTERM before it is killed.
+const DAEMON_GRACE: Duration = Duration::from_secs(10);
+/// The error of a demo that Ctrl-C or SIGTERM ended; by the time it is printed, the guards
+/// have stopped the daemon and removed the namespaces, and `run` the work directory.
+const INTERRUPTED: &str = "interrupted: smf-firewall stopped, namespaces and files removed";
 
 /// Build smf-firewall, run it on an adapter between a LAN host and a WAN host (network
 /// namespaces), send traffic that rules/example.yaml passes and drops, and show it live with
@@ -53,6 +58,8 @@ impl Args {
     pub fn run(self) -> Result<()> {
         setup::ensure()?;
         run(cargo().args(["build", "--release", "-p", "firewall-user"]))?;
+        // From here on, a signal ends the demo through its guards' `Drop`s, not around them.
+        testbed::install_stop_handler()?;
         let root = workspace_root();
         let work = std::env::temp_dir().join(format!("smf-firewall-demo-{}", std::process::id()));
         fs::create_dir_all(&work)?;
@@ -68,6 +75,10 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
     println!("\nSetting up: LAN host {LAN_HOST} -- lan0 [adapter] wan0 -- WAN host {WAN_HOST}");
     let site = Site::new().context("cannot create the demo's network namespaces")?;
     let config = work.join("config.yaml");
+    let pins = PathBuf::from(format!(
+        "/sys/fs/bpf/smf-firewall-demo-{}",
+        std::process::id()
+    ));
     let rules = root.join("rules/example.yaml");
     let store = seed_contracts(root, work)?;
     fs::write(
@@ -76,14 +87,14 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
             "rules: {}\ninterfaces: [lan0, wan0]\nmetrics:\n  listen: {METRICS}\n\
              adapter: {{serial: {DEMO_SERIAL}}}\ncontracts: {{url: \"{store}\"}}\n\
              models: {{x86-fuji: {{capacity_bps: {DEMO_CAPACITY_BPS}}}}}\n\
-             pin_path: /sys/fs/bpf/smf-firewall-demo-{}\nruntime_dir: {}\n",
+             pin_path: {}\nruntime_dir: {}\n",
             rules.display(),
-            std::process::id(),
+            pins.display(),
             work.join("run").display()
         ),
     )?;
     let log = work.join("smf-firewall.log");
-    let daemon = start_daemon(&site, root, &config, &log)?;
+    let daemon = start_daemon(&site, root, &config, &log, pins)?;
     println!(
         "smf-firewall is running in namespace {}; its log:",
         site.adapter.name()
@@ -139,15 +150,13 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
         return Ok(());
     }
     drop(prometheus);
-    daemon.signal(Signal::SIGTERM)?;
-    let exit = daemon.wait()?;
+    let exit = daemon.stop()?;
     let attached = INTERFACES
         .iter()
         .filter(|interface| site.adapter.has_xdp(interface).unwrap_or(true))
         .count();
     println!(
-        "\nSIGTERM: smf-firewall exited with {}; XDP still attached on {attached} interfaces.",
-        exit.status
+        "\nSIGTERM: smf-firewall exited with {exit}; XDP still attached on {attached} interfaces."
     );
     println!("Removing the namespaces. Read on: README.md, rules/README.md.");
     Ok(())
@@ -188,7 +197,48 @@ fn seed_contracts(root: &Path, work: &Path) -> Result<String> {
     Ok(store)
 }
 
-fn start_daemon(site: &Site, root: &Path, config: &Path, log: &Path) -> Result<Process> {
+/// The daemon and its pin directory. Dropped before the demo's end (an error, Ctrl-C), it is
+/// stopped as at the end: SIGTERM, so that it detaches and unpins before its namespace goes.
+/// What a daemon signalled before its own handlers were up left pinned is removed after it.
+struct Daemon {
+    process: Option<Process>,
+    pins: PathBuf,
+}
+
+impl Daemon {
+    fn id(&self) -> u32 {
+        self.process.as_ref().map_or(0, Process::id)
+    }
+
+    fn stop(mut self) -> Result<ExitStatus> {
+        let process = self.process.take().expect("stopped only once");
+        Ok(process.terminate(DAEMON_GRACE)?)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.take()
+            && let Err(err) = process.terminate(DAEMON_GRACE)
+        {
+            eprintln!("cannot stop smf-firewall: {err}");
+        }
+        match fs::remove_dir_all(&self.pins) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                eprintln!("cannot remove {}: {err}", self.pins.display());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn start_daemon(
+    site: &Site,
+    root: &Path,
+    config: &Path,
+    log: &Path,
+    pins: PathBuf,
+) -> Result<Daemon> {
     let binary = binary(root);
     let child = site
         .adapter
@@ -198,10 +248,17 @@ fn start_daemon(site: &Site, root: &Path, config: &Path, log: &Path) -> Result<P
         .stderr(File::create(log)?)
         .spawn()
         .context("cannot start smf-firewall")?;
-    let mut daemon = Process::from(child);
+    let mut daemon = Daemon {
+        process: Some(Process::from(child)),
+        pins,
+    };
     let deadline = Instant::now() + Duration::from_secs(15);
     while scrape(&site.adapter, METRICS.parse()?).is_err() {
-        if daemon.exited()? || Instant::now() > deadline {
+        if stop_requested() {
+            bail!(INTERRUPTED);
+        }
+        let exited = daemon.process.as_mut().map_or(Ok(true), Process::exited)?;
+        if exited || Instant::now() > deadline {
             bail!("smf-firewall did not start:\n{}", fs::read_to_string(log)?);
         }
         thread::sleep(Duration::from_millis(100));
@@ -262,14 +319,18 @@ fn top(site: &Site, root: &Path, how_long: Duration) -> Result<()> {
         .context("cannot start smf-firewall top")?;
     let mut top = Process::from(child);
     let start = Instant::now();
-    while start.elapsed() < how_long {
-        if top.exited()? {
+    while start.elapsed() < how_long && !stop_requested() {
+        // Ctrl-C ends `top` too, which is no failure of its own.
+        if top.exited()? && !stop_requested() {
             bail!("smf-firewall top stopped early: {:?}", top.wait()?);
         }
         thread::sleep(Duration::from_millis(200));
     }
-    top.signal(Signal::SIGTERM)?;
-    top.wait()?;
+    // SIGTERM, not a kill: `top` restores the terminal as it exits.
+    top.terminate(Duration::from_secs(2))?;
+    if stop_requested() {
+        bail!(INTERRUPTED);
+    }
     Ok(())
 }
 
@@ -330,7 +391,7 @@ fn recorded(prometheus: &Prometheus) -> Result<()> {
 }
 
 /// Leaves everything running and says how to look at it and how to remove it.
-fn keep(site: Site, daemon: Process, prometheus: Option<u32>, log: &Path) {
+fn keep(site: Site, daemon: Daemon, prometheus: Option<u32>, log: &Path) {
     let (lan, adapter, wan) = (site.lan.name(), site.adapter.name(), site.wan.name());
     let (prometheus_look, prometheus_kill) = match prometheus {
         Some(pid) => (
@@ -347,9 +408,10 @@ fn keep(site: Site, daemon: Process, prometheus: Option<u32>, log: &Path) {
          ip netns exec {adapter} curl -s http://{METRICS}/metrics | grep smf_firewall\n  \
          ip netns exec {lan} ping -c 3 {WAN_HOST}      # dropped by no-ping-from-host\n  \
          ip -n {adapter} -details link show lan0        # prog/xdp{prometheus_look}\n\
-         Clean up:\n  {prometheus_kill}kill {pid}; ip netns delete {lan}; ip netns delete {adapter}; ip netns delete {wan}",
+         Clean up:\n  {prometheus_kill}kill {pid}; ip netns delete {lan}; ip netns delete {adapter}; ip netns delete {wan}; rm -r {work}",
         pid = daemon.id(),
         log = log.display(),
+        work = log.parent().unwrap_or(log).display(),
         binary = binary(&workspace_root()).display(),
     );
     std::mem::forget(daemon);

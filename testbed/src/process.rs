@@ -36,23 +36,32 @@ impl Process {
     /// Sends SIGTERM and gives the process `grace` to exit on its own (a daemon detaches and
     /// unpins then); kills it after that. Returns how it ended.
     pub fn terminate(mut self, grace: Duration) -> io::Result<ExitStatus> {
-        self.signal(nix::sys::signal::Signal::SIGTERM)?;
-        let mut child = self
+        let child = self
             .child
-            .take()
+            .as_mut()
             .ok_or_else(|| io::Error::other("already waited"))?;
+        // A child that `exited` reaped has no pid any more: it may be another process's.
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).map_err(io::Error::from)?;
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
+        loop {
             if let Some(status) = child.try_wait()? {
                 return Ok(status);
             }
+            if Instant::now() >= deadline {
+                break;
+            }
             thread::sleep(Duration::from_millis(50));
         }
+        // On an error here, `Drop` still kills and reaps it.
         child.kill()?;
         child.wait()
     }
 
-    /// Has the process exited already (without reaping its output)?
+    /// Has the process exited already? (Reaps it if so; `wait` still returns its output.)
     pub fn exited(&mut self) -> io::Result<bool> {
         match self.child.as_mut() {
             Some(child) => Ok(child.try_wait()?.is_some()),

@@ -33,9 +33,8 @@ const DEMO_SERIAL: &str = "FUJI-DEMO-0001";
 const DEMO_FIRST_MONTH: &str = "2025-04";
 /// How long the daemon has to detach and unpin after SIGTERM before it is killed.
 const DAEMON_GRACE: Duration = Duration::from_secs(10);
-/// The error of a demo that Ctrl-C or SIGTERM ended; by the time it is printed, the guards
-/// have stopped the daemon and removed the namespaces, and `run` the work directory.
-const INTERRUPTED: &str = "interrupted: smf-firewall stopped, namespaces and files removed";
+/// The error of a demo that Ctrl-C or SIGTERM ended, as its guards clean up.
+const INTERRUPTED: &str = "interrupted";
 
 /// Build smf-firewall, run it on an adapter between a LAN host and a WAN host (network
 /// namespaces), send traffic that rules/example.yaml passes and drops, and show it live with
@@ -64,7 +63,8 @@ impl Args {
         let work = std::env::temp_dir().join(format!("smf-firewall-demo-{}", std::process::id()));
         fs::create_dir_all(&work)?;
         let result = demo(&self, &root, &work);
-        if !self.keep {
+        // --keep keeps it for a demo left running, not for one that failed or was stopped.
+        if !self.keep || result.is_err() {
             fs::remove_dir_all(&work).ok();
         }
         result
@@ -143,10 +143,14 @@ fn demo(args: &Args, root: &Path, work: &Path) -> Result<()> {
         println!("  {line}");
     }
 
+    // A Ctrl-C since `top` reached the daemon too: nothing is left to keep running.
+    if stop_requested() {
+        bail!(INTERRUPTED);
+    }
     if args.keep {
         let prometheus_pid = prometheus.as_ref().map(Prometheus::pid);
         std::mem::forget(prometheus);
-        keep(site, daemon, prometheus_pid, &log);
+        keep(site, daemon, prometheus_pid, work, &log);
         return Ok(());
     }
     drop(prometheus);
@@ -199,7 +203,7 @@ fn seed_contracts(root: &Path, work: &Path) -> Result<String> {
 
 /// The daemon and its pin directory. Dropped before the demo's end (an error, Ctrl-C), it is
 /// stopped as at the end: SIGTERM, so that it detaches and unpins before its namespace goes.
-/// What a daemon signalled before its own handlers were up left pinned is removed after it.
+/// Then its pin directory is removed: a daemon killed before its handlers were up leaves one.
 struct Daemon {
     process: Option<Process>,
     pins: PathBuf,
@@ -207,7 +211,11 @@ struct Daemon {
 
 impl Daemon {
     fn id(&self) -> u32 {
-        self.process.as_ref().map_or(0, Process::id)
+        self.process.as_ref().expect("running").id()
+    }
+
+    fn exited(&mut self) -> Result<bool> {
+        Ok(self.process.as_mut().expect("running").exited()?)
     }
 
     fn stop(mut self) -> Result<ExitStatus> {
@@ -239,6 +247,10 @@ fn start_daemon(
     log: &Path,
     pins: PathBuf,
 ) -> Result<Daemon> {
+    // A Ctrl-C while the store was seeded: no daemon to start only to stop it.
+    if stop_requested() {
+        bail!(INTERRUPTED);
+    }
     let binary = binary(root);
     let child = site
         .adapter
@@ -257,8 +269,7 @@ fn start_daemon(
         if stop_requested() {
             bail!(INTERRUPTED);
         }
-        let exited = daemon.process.as_mut().map_or(Ok(true), Process::exited)?;
-        if exited || Instant::now() > deadline {
+        if daemon.exited()? || Instant::now() > deadline {
             bail!("smf-firewall did not start:\n{}", fs::read_to_string(log)?);
         }
         thread::sleep(Duration::from_millis(100));
@@ -326,7 +337,6 @@ fn top(site: &Site, root: &Path, how_long: Duration) -> Result<()> {
         }
         thread::sleep(Duration::from_millis(200));
     }
-    // SIGTERM, not a kill: `top` restores the terminal as it exits.
     top.terminate(Duration::from_secs(2))?;
     if stop_requested() {
         bail!(INTERRUPTED);
@@ -391,7 +401,7 @@ fn recorded(prometheus: &Prometheus) -> Result<()> {
 }
 
 /// Leaves everything running and says how to look at it and how to remove it.
-fn keep(site: Site, daemon: Daemon, prometheus: Option<u32>, log: &Path) {
+fn keep(site: Site, daemon: Daemon, prometheus: Option<u32>, work: &Path, log: &Path) {
     let (lan, adapter, wan) = (site.lan.name(), site.adapter.name(), site.wan.name());
     let (prometheus_look, prometheus_kill) = match prometheus {
         Some(pid) => (
@@ -411,7 +421,7 @@ fn keep(site: Site, daemon: Daemon, prometheus: Option<u32>, log: &Path) {
          Clean up:\n  {prometheus_kill}kill {pid}; ip netns delete {lan}; ip netns delete {adapter}; ip netns delete {wan}; rm -r {work}",
         pid = daemon.id(),
         log = log.display(),
-        work = log.parent().unwrap_or(log).display(),
+        work = work.display(),
         binary = binary(&workspace_root()).display(),
     );
     std::mem::forget(daemon);

@@ -58,11 +58,18 @@ impl DaemonDir {
 
 impl Drop for DaemonDir {
     fn drop(&mut self) {
-        match fs::remove_dir_all(&self.pins) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => eprintln!("testbed: cannot remove {}: {error}", self.pins.display()),
-        }
+        remove_pins(&self.pins);
+    }
+}
+
+/// Removes a daemon's pin directory, if it left one (a `kill -9`, a daemon killed before its
+/// signal handlers were up); unpinning its links detaches them. Failures are only reported:
+/// this runs in `Drop`s.
+pub fn remove_pins(pins: &Path) {
+    match fs::remove_dir_all(pins) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => eprintln!("testbed: cannot remove {}: {error}", pins.display()),
     }
 }
 

@@ -18,7 +18,7 @@ mod scrape;
 mod site;
 mod stop;
 
-pub use daemon_dir::{DaemonDir, start_daemon};
+pub use daemon_dir::{DaemonDir, remove_pins, start_daemon};
 pub use netns::{NetNs, READY_LIMIT, veth};
 pub use nix::sys::signal::Signal;
 pub use postgres::{Postgres, require_postgres};

@@ -231,12 +231,7 @@ impl Drop for Daemon {
         {
             eprintln!("cannot stop smf-firewall: {err}");
         }
-        match fs::remove_dir_all(&self.pins) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                eprintln!("cannot remove {}: {err}", self.pins.display());
-            }
-            _ => {}
-        }
+        testbed::remove_pins(&self.pins);
     }
 }
 

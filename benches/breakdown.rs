@@ -2,12 +2,14 @@
 //! (cpu-clock) the thread that runs the case through BPF_PROG_TEST_RUN, with
 //! `net.core.bpf_jit_kallsyms=1` so the JIT-ed program has a symbol; each symbol's share of
 //! the samples times the case's ns per packet (timed by the same runs) is the time it
-//! explains. When perf cannot resolve the JIT-ed program, the breakdown says so and the floors
-//! table (each building block alone) is the ablation to read instead.
+//! explains. The JIT-ed body's own samples are then split by the part of the source they run
+//! (`jit_lines`): each source file, and each map an inlined lookup reads. When perf cannot
+//! resolve the JIT-ed program, the breakdown says so and the floors table (each building
+//! block alone) is the ablation to read instead.
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     sync::{
         Arc,
@@ -25,6 +27,7 @@ use serde::Serialize;
 
 use crate::{
     floors::ESTABLISHED,
+    jit_lines::{self, JitMap},
     kernel::{self, PEER_MISS, Result, Tracking, env_or, err, frame, peer_addresses},
 };
 
@@ -76,6 +79,20 @@ pub struct Breakdown {
     /// Whether perf named the JIT-ed program; without it the shares are not a breakdown.
     pub jit_resolved: bool,
     pub shares: Vec<Share>,
+    /// The JIT-ed body's samples by part of the source, largest first.
+    pub body: Vec<Part>,
+    /// Why `body` is empty, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_missing: Option<String>,
+}
+
+/// A part of the source inside the JIT-ed body: a file of the program, an inlined crate, or
+/// an inlined map lookup ("lookup NAME").
+#[derive(Serialize)]
+pub struct Part {
+    pub part: String,
+    pub percent: f64,
+    pub ns: f64,
 }
 
 /// Profiles the three main cases: 1k host rules and a miss, an established flow, one rule
@@ -154,10 +171,48 @@ fn profile(case: &str, program: &Xdp, frame: &[u8], secs: f64) -> Result<Breakdo
         Ok(durations)
     })?;
     let report = report(&data);
+    let body = program
+        .info()
+        .map_err(err)
+        .and_then(|info| body_parts(info.id(), &data));
     let _ = std::fs::remove_file(&data);
     let (samples, symbols) = report?;
     let ns = durations.iter().sum::<f64>() / durations.len().max(1) as f64;
-    Ok(breakdown(case, ns, samples, symbols))
+    let mut breakdown = breakdown(case, ns, samples, symbols);
+    match body {
+        Ok(parts) => {
+            breakdown.body = parts
+                .into_iter()
+                .map(|(part, percent)| Part {
+                    part,
+                    percent,
+                    ns: ns * percent / 100.0,
+                })
+                .collect();
+        }
+        Err(e) => breakdown.body_missing = Some(e),
+    }
+    Ok(breakdown)
+}
+
+/// The JIT-ed body's samples in `data`, by part of the source, each as a percentage of all
+/// the samples (so that its share times the case's ns is the time it explains).
+fn body_parts(program_id: u32, data: &Path) -> Result<Vec<(String, f64)>> {
+    let map = JitMap::read(program_id)?;
+    let addresses = jit_lines::sample_addresses(data)?;
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for &ip in &addresses {
+        if let Some(part) = map.part(ip) {
+            *counts.entry(part).or_default() += 1;
+        }
+    }
+    let total = addresses.len().max(1) as f64;
+    let mut parts: Vec<(String, f64)> = counts
+        .into_iter()
+        .map(|(part, n)| (part.to_string(), 100.0 * n as f64 / total))
+        .collect();
+    parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(parts)
 }
 
 /// `perf record` of thread `tid` for `secs`.
@@ -285,6 +340,8 @@ fn breakdown(case: &str, ns: f64, samples: u64, symbols: Vec<(String, f64)>) -> 
         samples,
         jit_resolved,
         shares,
+        body: Vec::new(),
+        body_missing: None,
     }
 }
 
@@ -314,9 +371,39 @@ pub fn print(breakdowns: &[Breakdown], measured: &BTreeMap<&'static str, f64>) {
                 s.ns
             );
         }
+        print_body(b);
     }
     if breakdowns.iter().any(|b| !b.jit_resolved) {
         print_ablation(measured);
+    }
+}
+
+/// The JIT-ed body's parts, those under `MIN_SHARE` summed.
+fn print_body(b: &Breakdown) {
+    if let Some(why) = &b.body_missing {
+        println!("  inside the JIT-ed body: not read ({why})");
+        return;
+    }
+    if b.body.is_empty() {
+        return;
+    }
+    println!("  inside the JIT-ed body, by part of the source:");
+    let (small, large): (Vec<&Part>, Vec<&Part>) =
+        b.body.iter().partition(|p| p.percent < MIN_SHARE);
+    for p in large {
+        println!(
+            "    {:<78} {:>7.1} {:>8.1}",
+            truncate(&p.part, 78),
+            p.percent,
+            p.ns
+        );
+    }
+    let (percent, ns) = small
+        .iter()
+        .fold((0.0, 0.0), |(a, b), p| (a + p.percent, b + p.ns));
+    if percent > 0.0 {
+        let label = format!("(other parts, each < {MIN_SHARE}%)");
+        println!("    {label:<78} {percent:>7.1} {ns:>8.1}");
     }
 }
 

@@ -15,6 +15,7 @@
 mod breakdown;
 mod control;
 mod floors;
+mod jit_lines;
 mod kernel;
 mod limits;
 mod live;

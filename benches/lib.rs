@@ -1,7 +1,9 @@
 //! Shared pieces of the benchmarks: the frames they send, how a row is timed and reported, and
-//! the synthetic rule files of [`generate`].
+//! the synthetic rule files of [`generate`], and the reading of a loaded program's
+//! instructions by source line ([`xlated`]).
 
 pub mod generate;
+pub mod xlated;
 
 use std::{fs, io, path::PathBuf};
 

@@ -19,7 +19,8 @@ use crate::{cargo, run, setup, workspace_root};
 /// `live` (frames pushed with XDP live frames through veth into a trivial XDP_DROP,
 /// xdp-filter, smf-firewall and nftables netdev ingress, interleaved, medians;
 /// SMF_BENCH_LIVE_SECS, default 10, SMF_BENCH_LIVE_RUNS, default 3, SMF_BENCH_CPU),
-/// `breakdown` (perf samples of the main cases, per symbol; SMF_BENCH_PERF_SECS, default 5),
+/// `breakdown` (perf samples of the main cases, per symbol, and inside the JIT-ed program per
+/// source file and map lookup; SMF_BENCH_PERF_SECS, default 5),
 /// `control` (compile and swap 10k and 100k rules, the daemon's RSS with 100k), `pipeline`
 /// (criterion benches of parse + validate and the reference classifier). Writes
 /// target/bench/{dataplane,conntrack,live,breakdown,control,targets,rules}.json.

@@ -10,8 +10,8 @@ use crate::{cargo, output, probe, require_root, run};
 
 /// Install what the build and tests need (idempotent), mount bpffs, check the kernel.
 ///
-/// Debian packages, nightly components, bpf-linker: each is reported as "ok (already there)" or
-/// "installed". Needs root. `build` and `test` run it first.
+/// Debian packages, nightly components, bpf-linker 0.13.0: each is reported as "ok (already
+/// there)" or "installed". Needs root. `build` and `test` run it first.
 #[derive(clap::Args)]
 pub struct Args {}
 
@@ -170,28 +170,53 @@ fn components(toolchain: Option<&str>, wanted: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The bpf-linker that `setup` installs: one version on every machine, so that two machines
+/// build the same object (bpf-linker 0.12.0 and 0.13.0 gave the same verifier count here) and
+/// a newer release cannot break a fresh machine's setup.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
 fn bpf_linker() -> Result<()> {
-    let present = || {
+    let installed = || {
         Command::new("bpf-linker")
             .arg("--version")
             .output()
-            .is_ok_and(|out| out.status.success())
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| linker_version(&String::from_utf8_lossy(&out.stdout)).map(String::from))
     };
-    let missing = !present();
+    let found = installed();
+    let missing = found.as_deref() != Some(BPF_LINKER_VERSION);
     if missing {
+        if let Some(other) = &found {
+            println!("  bpf-linker {other} found; replacing it with {BPF_LINKER_VERSION}");
+        }
         // The default feature wants LLVM 23; Debian's LLVM 22 matches the LLVM inside rustc.
         run(cargo()
             .env("LLVM_PREFIX", "/usr/lib/llvm-22")
-            .args(["install", "bpf-linker", "--no-default-features"])
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--locked", "--force", "--no-default-features"])
             .args(["--features", "llvm-22"]))?;
-        if !present() {
-            bail!(
+        match installed() {
+            Some(version) if version == BPF_LINKER_VERSION => {}
+            Some(version) => bail!(
+                "bpf-linker {BPF_LINKER_VERSION} was installed in ~/.cargo/bin, but the bpf-linker first on PATH is {version}: remove it or put ~/.cargo/bin first"
+            ),
+            None => bail!(
                 "bpf-linker was installed but `bpf-linker --version` fails: is ~/.cargo/bin on PATH?"
-            );
+            ),
         }
     }
-    report("bpf-linker", missing);
+    report(&format!("bpf-linker {BPF_LINKER_VERSION}"), missing);
     Ok(())
+}
+
+/// The version in `bpf-linker --version`'s output (`bpf-linker 0.13.0`).
+fn linker_version(output: &str) -> Option<&str> {
+    output
+        .lines()
+        .next()?
+        .strip_prefix("bpf-linker ")
+        .map(str::trim)
 }
 
 /// cargo-fuzz runs the libFuzzer targets of `fuzz/` (`cargo xtask fuzz`).
@@ -230,4 +255,17 @@ fn bpffs_mounted() -> Result<bool> {
         let fields: Vec<&str> = line.split_whitespace().collect();
         fields.get(1..3) == Some(&[BPFFS, "bpf"][..])
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_bpf_linkers_version_line() {
+        assert_eq!(linker_version("bpf-linker 0.13.0\n"), Some("0.13.0"));
+        assert_eq!(linker_version("bpf-linker 0.12.0"), Some("0.12.0"));
+        assert_eq!(linker_version("rustc 1.95.0\n"), None);
+        assert_eq!(linker_version(""), None);
+    }
 }
